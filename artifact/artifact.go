@@ -36,6 +36,7 @@ import (
 	"fmt"
 	"hash"
 	"io"
+	"math"
 	"slices"
 	"strings"
 	"sync"
@@ -184,7 +185,11 @@ func GetBytes(ctx context.Context, s Store, ref string, limit int64) ([]byte, er
 		return nil, err
 	}
 	defer rc.Close()
-	b, err := io.ReadAll(io.LimitReader(rc, limit+1))
+	n := limit
+	if n < math.MaxInt64 {
+		n++ // read one byte past the limit to detect a larger object
+	}
+	b, err := io.ReadAll(io.LimitReader(rc, n))
 	if err != nil {
 		return nil, err
 	}

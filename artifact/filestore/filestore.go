@@ -1,0 +1,318 @@
+package filestore
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/controlfeed/controlfeed/artifact"
+	"github.com/controlfeed/controlfeed/controlevent"
+)
+
+// Name is the name this backend is registered under with package artifact.
+const Name = "file"
+
+const (
+	objectsDir = "sha256"
+	tmpDir     = "tmp"
+	tmpPrefix  = "put-"
+	tmpSuffix  = ".tmp"
+
+	// DefaultTempGrace is the default Options.TempGrace.
+	DefaultTempGrace = 15 * time.Minute
+	// DefaultBufferSize is the default Options.BufferSize.
+	DefaultBufferSize = 256 << 10
+
+	objectPerm = 0o644
+	dirPerm    = 0o755
+)
+
+func init() {
+	artifact.Register(Name, func(cfg artifact.Config) (artifact.Store, error) {
+		return New(cfg.Dir, nil)
+	})
+}
+
+var _ artifact.Store = (*Store)(nil)
+
+// Options tunes a Store. A nil *Options and zero fields select the documented
+// defaults.
+type Options struct {
+	// TempGrace is the minimum age of a leftover temp file that New removes.
+	// Younger temp files may belong to a Put in progress in another process
+	// sharing the directory, so they are left alone. Zero means
+	// DefaultTempGrace (15 minutes); negative is invalid.
+	TempGrace time.Duration
+
+	// BufferSize is the size of the chunks Put reads and writes; ctx is
+	// checked between chunks. Zero means DefaultBufferSize (256 KiB);
+	// negative is invalid.
+	BufferSize int
+
+	// Logger receives a record for each temp file swept and each failure to
+	// sweep one. Nil discards.
+	Logger *slog.Logger
+}
+
+func (o *Options) setDefaults() {
+	if o.TempGrace == 0 {
+		o.TempGrace = DefaultTempGrace
+	}
+	if o.BufferSize == 0 {
+		o.BufferSize = DefaultBufferSize
+	}
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.DiscardHandler)
+	}
+}
+
+// Validate reports whether o is usable: TempGrace and BufferSize must not be
+// negative. A nil *Options is valid.
+func (o *Options) Validate() error {
+	if o == nil {
+		return nil
+	}
+	if o.TempGrace < 0 {
+		return fmt.Errorf("filestore: options: TempGrace %v is negative", o.TempGrace)
+	}
+	if o.BufferSize < 0 {
+		return fmt.Errorf("filestore: options: BufferSize %d is negative", o.BufferSize)
+	}
+	return nil
+}
+
+// Store is a content-addressed artifact store in a local directory. It is
+// safe for concurrent use by multiple goroutines and by multiple processes
+// sharing the directory. It holds no open resources, so it has no Close.
+type Store struct {
+	dir  string
+	opts Options
+	bufs sync.Pool
+}
+
+// New opens the store in dir, creating dir, dir/sha256 and dir/tmp if they
+// do not exist, and removes temp files left there more than
+// opts.TempGrace ago (a failure to remove one is logged, not returned). An
+// empty dir is an error; opts may be nil.
+func New(dir string, opts *Options) (*Store, error) {
+	if dir == "" {
+		return nil, errors.New("filestore: new: empty directory")
+	}
+	if err := opts.Validate(); err != nil {
+		return nil, err
+	}
+	var o Options
+	if opts != nil {
+		o = *opts
+	}
+	o.setDefaults()
+	abs, err := filepath.Abs(dir)
+	if err != nil {
+		return nil, fmt.Errorf("filestore: new %q: %w", dir, err)
+	}
+	for _, d := range []string{abs, filepath.Join(abs, objectsDir), filepath.Join(abs, tmpDir)} {
+		if err := os.MkdirAll(d, dirPerm); err != nil {
+			return nil, fmt.Errorf("filestore: new %q: %w", dir, err)
+		}
+	}
+	s := &Store{dir: abs, opts: o}
+	s.bufs.New = func() any { b := make([]byte, o.BufferSize); return &b }
+	if _, err := s.Sweep(context.Background(), o.TempGrace); err != nil {
+		return nil, fmt.Errorf("filestore: new %q: %w", dir, err)
+	}
+	return s, nil
+}
+
+// Dir returns the absolute path of the store directory.
+func (s *Store) Dir() string { return s.dir }
+
+// Name returns "file".
+func (s *Store) Name() string { return Name }
+
+// Path returns the file that holds (or would hold) the object ref. The error
+// wraps artifact.ErrBadRef if ref is malformed; the result is always inside
+// the store directory.
+func (s *Store) Path(ref string) (string, error) {
+	if artifact.ParseRef(ref) != nil {
+		return "", fmt.Errorf("filestore: path %.80q: %w", ref, artifact.ErrBadRef)
+	}
+	return s.path(ref), nil
+}
+
+// path is Path for a ref known to be well-formed.
+func (s *Store) path(ref string) string {
+	hex := strings.TrimPrefix(ref, controlevent.ChecksumPrefix)
+	return filepath.Join(s.dir, objectsDir, hex[:2], hex)
+}
+
+// Put streams everything r yields into the store and returns its reference,
+// "sha256:<hex>" of the bytes. Memory use is one buffer of
+// Options.BufferSize, whatever the size of the content. ctx is checked
+// before each chunk; once it is done, or r returns an error, Put removes its
+// temp file and returns an error wrapping ctx.Err() or r's error, and no
+// object is stored. On success the object is durable (see the package
+// documentation on crash safety). Putting content that is already present
+// returns the same reference and leaves the existing file untouched.
+func (s *Store) Put(ctx context.Context, r io.Reader) (ref string, err error) {
+	if err := ctx.Err(); err != nil {
+		return "", fmt.Errorf("filestore: put: %w", err)
+	}
+	f, err := os.CreateTemp(filepath.Join(s.dir, tmpDir), tmpPrefix+"*"+tmpSuffix)
+	if err != nil {
+		return "", fmt.Errorf("filestore: put: create temp file: %w", err)
+	}
+	tmpName := f.Name()
+	rel := filepath.Join(tmpDir, filepath.Base(tmpName))
+	defer func() {
+		if f != nil {
+			f.Close()
+		}
+		if err != nil {
+			os.Remove(tmpName)
+		}
+	}()
+
+	h := controlevent.NewHash()
+	bp := s.bufs.Get().(*[]byte)
+	defer s.bufs.Put(bp)
+	buf := *bp
+	var size int64
+	for {
+		if err := ctx.Err(); err != nil {
+			return "", fmt.Errorf("filestore: put: canceled after %d bytes: %w", size, err)
+		}
+		n, rerr := io.ReadFull(r, buf)
+		if n > 0 {
+			h.Write(buf[:n])
+			if _, err := f.Write(buf[:n]); err != nil {
+				return "", fmt.Errorf("filestore: put: write %s: %w", rel, err)
+			}
+			size += int64(n)
+		}
+		if rerr == io.EOF || rerr == io.ErrUnexpectedEOF {
+			break
+		}
+		if rerr != nil {
+			return "", fmt.Errorf("filestore: put: read content after %d bytes: %w", size, rerr)
+		}
+	}
+	if err := ctx.Err(); err != nil {
+		return "", fmt.Errorf("filestore: put: canceled after %d bytes: %w", size, err)
+	}
+	ref = controlevent.ChecksumOf(h)
+	final := s.path(ref)
+
+	if fi, err := os.Lstat(final); err == nil && fi.Mode().IsRegular() && fi.Size() == size {
+		// Already stored: keep the existing file and drop the temp file.
+		// The directory is still fsynced: the file may have just been
+		// renamed there by a concurrent Put that has not synced yet, and
+		// the caller is about to rely on it.
+		f.Close()
+		f = nil
+		if rmErr := os.Remove(tmpName); rmErr != nil && !errors.Is(rmErr, fs.ErrNotExist) {
+			s.opts.Logger.Warn("filestore: put: remove temp file", "file", rel, "err", rmErr)
+		}
+		if err := syncDir(filepath.Dir(final)); err != nil {
+			return "", fmt.Errorf("filestore: put %s: %w", ref, err)
+		}
+		return ref, nil
+	}
+
+	if err := f.Chmod(objectPerm); err != nil {
+		return "", fmt.Errorf("filestore: put %s: chmod %s: %w", ref, rel, err)
+	}
+	if err := f.Sync(); err != nil {
+		return "", fmt.Errorf("filestore: put %s: fsync %s: %w", ref, rel, err)
+	}
+	cerr := f.Close()
+	f = nil
+	if cerr != nil {
+		return "", fmt.Errorf("filestore: put %s: close %s: %w", ref, rel, cerr)
+	}
+	fanout := filepath.Dir(final)
+	if _, err := os.Stat(fanout); errors.Is(err, fs.ErrNotExist) {
+		if err := os.Mkdir(fanout, dirPerm); err != nil && !errors.Is(err, fs.ErrExist) {
+			return "", fmt.Errorf("filestore: put %s: %w", ref, err)
+		}
+		if err := syncDir(filepath.Dir(fanout)); err != nil {
+			return "", fmt.Errorf("filestore: put %s: %w", ref, err)
+		}
+	}
+	if err := os.Rename(tmpName, final); err != nil {
+		return "", fmt.Errorf("filestore: put %s: %w", ref, err)
+	}
+	if err := syncDir(fanout); err != nil {
+		// The object is complete under its name; only its durability
+		// across a power loss is in doubt. Report it so the caller
+		// retries (which is cheap and idempotent).
+		return "", fmt.Errorf("filestore: put %s: %w", ref, err)
+	}
+	return ref, nil
+}
+
+// Get opens the object ref. The error wraps artifact.ErrBadRef if ref is
+// malformed (nothing on disk is touched) and artifact.ErrNotFound if there is
+// no such object. The returned stream verifies the content while it is read:
+// the Read that reaches the end returns an error wrapping artifact.ErrCorrupt
+// instead of io.EOF if the file does not hash to ref. The caller must Close
+// it. ctx bounds only the opening of the file.
+func (s *Store) Get(ctx context.Context, ref string) (io.ReadCloser, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, fmt.Errorf("filestore: get %.80q: %w", ref, err)
+	}
+	if artifact.ParseRef(ref) != nil {
+		return nil, fmt.Errorf("filestore: get %.80q: %w", ref, artifact.ErrBadRef)
+	}
+	p := s.path(ref)
+	f, err := os.Open(p)
+	if err != nil {
+		if errors.Is(err, fs.ErrNotExist) {
+			return nil, fmt.Errorf("filestore: get %s: %w", ref, artifact.ErrNotFound)
+		}
+		return nil, fmt.Errorf("filestore: get %s: %w", ref, err)
+	}
+	fi, err := f.Stat()
+	if err != nil {
+		f.Close()
+		return nil, fmt.Errorf("filestore: get %s: %w", ref, err)
+	}
+	if !fi.Mode().IsRegular() {
+		f.Close()
+		return nil, fmt.Errorf("filestore: get %s: %s is not a regular file: %w", ref, p, artifact.ErrCorrupt)
+	}
+	return &object{Reader: artifact.VerifyReader(f, ref), f: f}, nil
+}
+
+type object struct {
+	io.Reader
+	f *os.File
+}
+
+func (o *object) Close() error { return o.f.Close() }
+
+// syncDir fsyncs a directory so that entries created or renamed in it
+// survive a power loss. Windows cannot open directories for syncing; there
+// the rename itself is the best available.
+func syncDir(dir string) error {
+	if runtime.GOOS == "windows" {
+		return nil
+	}
+	d, err := os.Open(dir)
+	if err != nil {
+		return fmt.Errorf("fsync directory: %w", err)
+	}
+	defer d.Close()
+	if err := d.Sync(); err != nil {
+		return fmt.Errorf("fsync directory %s: %w", dir, err)
+	}
+	return nil
+}
