@@ -1,0 +1,604 @@
+package applier
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"sync"
+	"time"
+
+	"github.com/controlfeed/controlfeed/artifact"
+	"github.com/controlfeed/controlfeed/controlevent"
+	"github.com/controlfeed/controlfeed/feed"
+)
+
+// headEvery is the least time between two feed.HeadReporter calls.
+const headEvery = time.Second
+
+// prefetchBudget bounds the payload bytes held in memory for one batch; a
+// batch always takes at least one event.
+const prefetchBudget = 64 << 20
+
+// Applier applies a feed's events to a node's database. Create it with New;
+// run it with Run (or drive it with Step). Status is safe to call
+// concurrently with either; Run and Step must not run concurrently with each
+// other (Step serialises such calls).
+type Applier struct {
+	db    *sql.DB
+	src   feed.Source
+	store artifact.Store
+	cfg   Config
+	log   *slog.Logger
+
+	acker    feed.Acker
+	cumAcker feed.CumulativeAcker
+	waiter   feed.Waiter
+	header   feed.HeadReporter
+
+	stepMu    sync.Mutex // serialises Step
+	loaded    bool       // persisted halt loaded into st
+	lastHead  time.Time
+	errStreak int // consecutive non-halt Step errors, for Run's backoff
+
+	mu sync.Mutex // guards st
+	st Status
+}
+
+// New returns an Applier that applies src's events to db (which must have
+// been migrated with Migrate and with the handlers' own tables), fetching
+// payloads from store. store may be nil if no event carries an artifact; an
+// event with an ArtifactRef then halts the applier. cfg may be nil. New
+// detects the Source's optional interfaces (feed.Acker, feed.CumulativeAcker,
+// feed.Waiter, feed.HeadReporter) once, here. It does no I/O.
+func New(db *sql.DB, src feed.Source, store artifact.Store, cfg *Config) (*Applier, error) {
+	if db == nil {
+		return nil, errors.New("applier: new: nil *sql.DB")
+	}
+	if src == nil {
+		return nil, errors.New("applier: new: nil feed.Source")
+	}
+	var c Config
+	if cfg != nil {
+		c = *cfg
+	}
+	if err := c.Validate(); err != nil {
+		return nil, err
+	}
+	c.setDefaults()
+	handlers := make(map[string]Handler, len(c.Handlers))
+	for k, v := range c.Handlers {
+		handlers[k] = v
+	}
+	c.Handlers = handlers
+	a := &Applier{db: db, src: src, store: store, cfg: c, log: c.Logger}
+	if a.log == nil {
+		a.log = slog.New(slog.DiscardHandler)
+	}
+	a.log = a.log.With("component", "applier", "source", src.Name())
+	a.acker, _ = src.(feed.Acker)
+	a.cumAcker, _ = src.(feed.CumulativeAcker)
+	a.waiter, _ = src.(feed.Waiter)
+	a.header, _ = src.(feed.HeadReporter)
+	return a, nil
+}
+
+// Status returns a snapshot of the applier's in-memory state. It is safe to
+// call concurrently with Run and Step.
+func (a *Applier) Status() Status {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	s := a.st
+	if s.Halted != nil {
+		h := *s.Halted
+		s.Halted = &h
+	}
+	if s.BehindRetention != nil {
+		b := *s.BehindRetention
+		s.BehindRetention = &b
+	}
+	return s
+}
+
+// Run applies events until ctx is done, then returns nil. It waits for new
+// events with feed.Waiter when the Source implements it, else polls every
+// PollInterval; after a round that moved the cursor it polls again at once.
+// A halted event is retried with capped exponential backoff and jitter; a
+// failed Poll likewise; a node behind the feed's retention re-checks every
+// MaxBackoff. Run returns a non-nil error only if the database cannot be read
+// at start (for example, Migrate was not run).
+func (a *Applier) Run(ctx context.Context) error {
+	if _, err := ReadCursor(ctx, a.db); err != nil {
+		if ctx.Err() != nil {
+			return nil
+		}
+		return err
+	}
+	var tick *time.Ticker
+	if a.waiter == nil {
+		tick = time.NewTicker(a.cfg.PollInterval)
+		defer tick.Stop()
+	}
+	for {
+		n, err := a.Step(ctx)
+		if ctx.Err() != nil {
+			return nil
+		}
+		switch {
+		case err == nil:
+			a.errStreak = 0
+			if n > 0 {
+				continue
+			}
+			if a.waiter != nil {
+				if werr := a.waiter.Wait(ctx, a.Status().Cursor); werr != nil && ctx.Err() == nil {
+					a.log.Warn("applier: wait for new events failed", "err", werr)
+					sleep(ctx, a.cfg.PollInterval)
+				}
+				continue
+			}
+			select {
+			case <-ctx.Done():
+			case <-tick.C:
+			}
+		case errors.Is(err, ErrHalted):
+			attempts := 1
+			if h := a.Status().Halted; h != nil {
+				attempts = h.Attempts
+			}
+			sleep(ctx, a.backoff(attempts))
+		case errors.Is(err, feed.ErrCursorBehindRetention):
+			sleep(ctx, a.cfg.MaxBackoff)
+		default:
+			a.errStreak++
+			a.log.Warn("applier: round failed; retrying", "err", err, "attempt", a.errStreak)
+			sleep(ctx, a.backoff(a.errStreak))
+		}
+	}
+}
+
+// backoff returns the delay before retry number attempts (1-based): it
+// doubles from MinBackoff, is capped at MaxBackoff, and is jittered into
+// [d/2, d).
+func (a *Applier) backoff(attempts int) time.Duration {
+	d := a.cfg.MinBackoff
+	for i := 1; i < attempts && d < a.cfg.MaxBackoff; i++ {
+		d *= 2
+	}
+	d = min(d, a.cfg.MaxBackoff)
+	if half := d / 2; half > 0 {
+		d = half + rand.N(half)
+	}
+	return d
+}
+
+func sleep(ctx context.Context, d time.Duration) {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+	case <-t.C:
+	}
+}
+
+// item is one event planned for the apply transaction.
+type item struct {
+	ev      controlevent.Event
+	payload []byte
+	outcome string // set in the transaction: "applied", or the recorded outcome of a duplicate
+	dup     bool
+}
+
+// failure is the event the applier halts at and why.
+type failure struct {
+	ev  controlevent.Event
+	err error
+}
+
+// Step performs one round: it reads the cursor, polls the Source once, and
+// applies what it returned (at most MaxBatch events, in one transaction). It
+// returns the number of events the cursor moved past (applied, duplicates
+// and skipped). If an event fails, the events before it are committed and
+// Step returns an error wrapping ErrHalted; calling Step again retries it.
+// Step is for tests and tools; Run calls it in a loop.
+func (a *Applier) Step(ctx context.Context) (int, error) {
+	a.stepMu.Lock()
+	defer a.stepMu.Unlock()
+	if err := ctx.Err(); err != nil {
+		return 0, err
+	}
+	if !a.loaded {
+		h, err := readHalt(ctx, a.db)
+		if err != nil {
+			return 0, fmt.Errorf("applier: %w (has Migrate run?)", err)
+		}
+		a.mu.Lock()
+		a.st.Halted = h
+		a.mu.Unlock()
+		a.loaded = true
+	}
+	cursor, err := ReadCursor(ctx, a.db)
+	if err != nil {
+		return 0, err
+	}
+	a.mu.Lock()
+	a.st.Cursor = cursor
+	a.mu.Unlock()
+	a.refreshHead(ctx)
+
+	evs, err := a.src.Poll(ctx, cursor)
+	if err != nil {
+		if ctx.Err() != nil {
+			return 0, ctx.Err()
+		}
+		if errors.Is(err, feed.ErrCursorBehindRetention) {
+			var cbe *feed.CursorBehindError
+			if !errors.As(err, &cbe) {
+				cbe = &feed.CursorBehindError{Source: a.src.Name(), Cursor: cursor}
+			}
+			c := *cbe
+			a.mu.Lock()
+			a.st.BehindRetention = &c
+			a.mu.Unlock()
+			a.log.Error("applier: node is behind the feed's retention and cannot catch up by replay; re-bootstrap it from a snapshot",
+				"cursor", cursor, "err", err)
+			return 0, fmt.Errorf("applier: poll %s after control version %d: %w", a.src.Name(), cursor, err)
+		}
+		return 0, fmt.Errorf("applier: poll %s after control version %d: %w", a.src.Name(), cursor, err)
+	}
+	a.mu.Lock()
+	was := a.st.BehindRetention
+	a.st.BehindRetention = nil
+	a.mu.Unlock()
+	if was != nil {
+		a.log.Info("applier: feed holds the events after the cursor again; resuming", "cursor", cursor)
+	}
+	return a.apply(ctx, cursor, evs)
+}
+
+func (a *Applier) refreshHead(ctx context.Context) {
+	if a.header == nil || time.Since(a.lastHead) < headEvery {
+		return
+	}
+	a.lastHead = time.Now()
+	h, err := a.header.Head(ctx)
+	if err != nil {
+		a.log.Debug("applier: read feed head", "err", err)
+		return
+	}
+	a.mu.Lock()
+	a.st.Head, a.st.HeadKnown = h, true
+	a.mu.Unlock()
+}
+
+// apply plans, fetches, commits and acknowledges one polled batch.
+func (a *Applier) apply(ctx context.Context, cursor uint64, evs []controlevent.Event) (int, error) {
+	var (
+		old   []controlevent.Event // redelivered events at or before the cursor
+		plan  []item
+		fail  *failure
+		prev  = cursor
+		bytes int64
+	)
+	for _, ev := range evs {
+		if len(plan) >= a.cfg.MaxBatch || bytes >= prefetchBudget {
+			break
+		}
+		if ev.ControlVersion == 0 {
+			fail = &failure{ev, a.eventErr(ev, "validate", ev.Validate())}
+			break
+		}
+		if ev.ControlVersion <= cursor && len(plan) == 0 {
+			old = append(old, ev)
+			continue
+		}
+		if ev.ControlVersion <= prev {
+			fail = &failure{ev, fmt.Errorf("applier: source %s returned control version %d for event %q after %d: events are not strictly ascending (a bug in the source)",
+				a.src.Name(), ev.ControlVersion, ev.EventID, prev)}
+			break
+		}
+		prev = ev.ControlVersion
+		it := item{ev: ev}
+		verr := ev.Validate()
+		h := a.cfg.Handlers[ev.Type]
+		if verr != nil || h == nil || ev.ArtifactRef != "" {
+			// Only these cases need to know, before the transaction,
+			// whether the event is already recorded.
+			outcome, err := lookupApplied(ctx, a.db, ev.EventID)
+			if err != nil {
+				if ctx.Err() != nil {
+					return 0, ctx.Err()
+				}
+				fail = &failure{ev, a.eventErr(ev, "look up", err)}
+				break
+			}
+			if outcome != "" {
+				plan = append(plan, it)
+				continue
+			}
+		}
+		if verr != nil {
+			fail = &failure{ev, a.eventErr(ev, "validate", verr)}
+			break
+		}
+		if h == nil {
+			fail = &failure{ev, a.eventErr(ev, "apply", fmt.Errorf("no handler for event type %q", ev.Type))}
+			break
+		}
+		if ev.ArtifactRef != "" {
+			p, err := a.fetch(ctx, ev)
+			if err != nil {
+				if ctx.Err() != nil {
+					return 0, ctx.Err()
+				}
+				fail = &failure{ev, err}
+				break
+			}
+			it.payload = p
+			bytes += int64(len(p))
+		}
+		plan = append(plan, it)
+	}
+
+	n, tfail, err := a.commit(ctx, plan)
+	if err != nil {
+		if ctx.Err() != nil {
+			return 0, ctx.Err()
+		}
+		// The transaction as a whole failed (not one event): nothing was
+		// committed; halt at the first event so it is visible and retried.
+		if len(plan) > 0 {
+			return 0, a.halt(ctx, plan[0].ev, err)
+		}
+		return 0, err
+	}
+	if tfail != nil {
+		fail = tfail
+	}
+	committed := plan[:n]
+	a.mu.Lock()
+	for _, it := range committed {
+		switch {
+		case !it.dup:
+			a.st.Applied++
+		case it.outcome == outcomeSkipped:
+			a.st.Skipped++
+		default:
+			a.st.Duplicates++
+		}
+	}
+	var resolved *Halt
+	if n > 0 {
+		last := committed[n-1].ev.ControlVersion
+		a.st.Cursor = last
+		a.st.LastApplyAt = time.Now()
+		if a.st.Halted != nil && a.st.Halted.ControlVersion <= last {
+			resolved, a.st.Halted = a.st.Halted, nil
+		}
+	}
+	a.mu.Unlock()
+	if resolved != nil {
+		a.log.Info("applier: halted event resolved; resuming", "event_id", resolved.EventID,
+			"control_version", resolved.ControlVersion, "attempts", resolved.Attempts)
+	}
+
+	acks := old
+	for _, it := range committed {
+		acks = append(acks, it.ev)
+	}
+	a.ack(ctx, acks)
+
+	if fail != nil {
+		return n, a.halt(ctx, fail.ev, fail.err)
+	}
+	return n, nil
+}
+
+func (a *Applier) eventErr(ev controlevent.Event, op string, err error) error {
+	return fmt.Errorf("applier: %s event %q (control version %d, type %q): %w", op, ev.EventID, ev.ControlVersion, ev.Type, err)
+}
+
+// fetch reads and verifies ev's payload.
+func (a *Applier) fetch(ctx context.Context, ev controlevent.Event) ([]byte, error) {
+	if a.store == nil {
+		return nil, a.eventErr(ev, "fetch artifact for", fmt.Errorf("artifact %s: no artifact store configured", ev.ArtifactRef))
+	}
+	p, err := artifact.GetBytes(ctx, a.store, ev.ArtifactRef, a.cfg.MaxPayloadBytes)
+	if err != nil {
+		return nil, a.eventErr(ev, "fetch artifact for", fmt.Errorf("artifact %s from store %s: %w", ev.ArtifactRef, a.store.Name(), err))
+	}
+	if err := controlevent.VerifyChecksum(p, ev.Checksum); err != nil {
+		return nil, a.eventErr(ev, "verify artifact for", fmt.Errorf("artifact %s: %w", ev.ArtifactRef, err))
+	}
+	return p, nil
+}
+
+// lookupApplied returns the recorded outcome of eventID, or "" if none.
+func lookupApplied(ctx context.Context, q Querier, eventID string) (string, error) {
+	var outcome string
+	err := q.QueryRowContext(ctx, `SELECT outcome FROM controlfeed_applied_events WHERE event_id = ?`, eventID).Scan(&outcome)
+	if errors.Is(err, sql.ErrNoRows) {
+		return "", nil
+	}
+	return outcome, err
+}
+
+// commit applies plan in one transaction, with a savepoint per event when
+// there are several. It returns how many events of plan were committed, the
+// failing event if one failed (its savepoint rolled back, the ones before it
+// committed), or err if the transaction as a whole failed (nothing
+// committed).
+func (a *Applier) commit(ctx context.Context, plan []item) (n int, fail *failure, err error) {
+	if len(plan) == 0 {
+		return 0, nil, nil
+	}
+	tx, err := a.db.BeginTx(ctx, nil)
+	if err != nil {
+		return 0, nil, fmt.Errorf("applier: begin: %w", err)
+	}
+	defer func() {
+		if err != nil || n == 0 {
+			tx.Rollback()
+		}
+	}()
+	ins, err := tx.PrepareContext(ctx, `INSERT INTO controlfeed_applied_events (event_id, control_version, type, applied_at, outcome)
+		VALUES (?, ?, ?, ?, 'applied') ON CONFLICT (event_id) DO NOTHING`)
+	if err != nil {
+		return 0, nil, fmt.Errorf("applier: prepare: %w", err)
+	}
+	defer ins.Close()
+	now := formatTime(time.Now())
+	useSP := len(plan) > 1
+	var spBegin, spRelease *sql.Stmt
+	if useSP {
+		if spBegin, err = tx.PrepareContext(ctx, `SAVEPOINT controlfeed_event`); err != nil {
+			return 0, nil, fmt.Errorf("applier: prepare savepoint: %w", err)
+		}
+		defer spBegin.Close()
+		if spRelease, err = tx.PrepareContext(ctx, `RELEASE controlfeed_event`); err != nil {
+			return 0, nil, fmt.Errorf("applier: prepare savepoint: %w", err)
+		}
+		defer spRelease.Close()
+	}
+	for i := range plan {
+		it := &plan[i]
+		if useSP {
+			if _, err := spBegin.ExecContext(ctx); err != nil {
+				return 0, nil, fmt.Errorf("applier: savepoint: %w", err)
+			}
+		}
+		aerr := a.applyOne(ctx, tx, ins, it, now)
+		if aerr != nil {
+			if ctx.Err() != nil {
+				return 0, nil, ctx.Err()
+			}
+			if !useSP {
+				return 0, &failure{it.ev, aerr}, nil
+			}
+			if _, err := tx.ExecContext(ctx, `ROLLBACK TO controlfeed_event`); err != nil {
+				return 0, nil, fmt.Errorf("applier: roll back to savepoint after %v: %w", aerr, err)
+			}
+			if _, err := tx.ExecContext(ctx, `RELEASE controlfeed_event`); err != nil {
+				return 0, nil, fmt.Errorf("applier: release savepoint: %w", err)
+			}
+			fail = &failure{it.ev, aerr}
+			break
+		}
+		if useSP {
+			if _, err := spRelease.ExecContext(ctx); err != nil {
+				return 0, nil, fmt.Errorf("applier: release savepoint: %w", err)
+			}
+		}
+		n++
+	}
+	if n == 0 {
+		return 0, fail, nil
+	}
+	last := int64(plan[n-1].ev.ControlVersion)
+	if _, err := tx.ExecContext(ctx, `UPDATE controlfeed_cursor SET control_version = ?, updated_at = ? WHERE id = 1`, last, now); err != nil {
+		return 0, nil, fmt.Errorf("applier: advance cursor to %d: %w", last, err)
+	}
+	if _, err := tx.ExecContext(ctx, `DELETE FROM controlfeed_halt WHERE control_version <= ?`, last); err != nil {
+		return 0, nil, fmt.Errorf("applier: clear halt: %w", err)
+	}
+	if err := tx.Commit(); err != nil {
+		return 0, nil, fmt.Errorf("applier: commit %d events through control version %d: %w", n, last, err)
+	}
+	return n, fail, nil
+}
+
+// applyOne records it in controlfeed_applied_events and runs its handler,
+// unless it is already recorded (a duplicate).
+func (a *Applier) applyOne(ctx context.Context, tx *sql.Tx, ins *sql.Stmt, it *item, now string) error {
+	ev := it.ev
+	cv, err := toInt64(ev.ControlVersion)
+	if err != nil {
+		return a.eventErr(ev, "record", err)
+	}
+	res, err := ins.ExecContext(ctx, ev.EventID, cv, ev.Type, now)
+	if err != nil {
+		return a.eventErr(ev, "record", err)
+	}
+	if rows, err := res.RowsAffected(); err != nil {
+		return a.eventErr(ev, "record", err)
+	} else if rows == 0 {
+		outcome, err := lookupApplied(ctx, tx, ev.EventID)
+		if err != nil {
+			return a.eventErr(ev, "record", err)
+		}
+		it.dup, it.outcome = true, outcome
+		return nil
+	}
+	h := a.cfg.Handlers[ev.Type]
+	if h == nil {
+		return a.eventErr(ev, "apply", fmt.Errorf("no handler for event type %q", ev.Type))
+	}
+	if err := h(ctx, tx, ev, it.payload); err != nil {
+		return a.eventErr(ev, "apply", err)
+	}
+	it.outcome = outcomeApplied
+	return nil
+}
+
+// ack acknowledges committed events to the Source.
+func (a *Applier) ack(ctx context.Context, evs []controlevent.Event) {
+	if len(evs) == 0 {
+		return
+	}
+	if a.cumAcker != nil {
+		last := evs[len(evs)-1]
+		if err := a.cumAcker.AckThrough(ctx, last.EventID); err != nil {
+			a.log.Warn("applier: ack failed; the source will redeliver", "through_event_id", last.EventID,
+				"control_version", last.ControlVersion, "err", err)
+		}
+		return
+	}
+	if a.acker == nil {
+		return
+	}
+	for _, ev := range evs {
+		if err := a.acker.Ack(ctx, ev.EventID); err != nil {
+			a.log.Warn("applier: ack failed; the source will redeliver", "event_id", ev.EventID,
+				"control_version", ev.ControlVersion, "err", err)
+		}
+	}
+}
+
+// halt records that ev failed with cause, in memory and in controlfeed_halt,
+// and returns Step's error.
+func (a *Applier) halt(ctx context.Context, ev controlevent.Event, cause error) error {
+	now := time.Now()
+	a.mu.Lock()
+	h := a.st.Halted
+	if h == nil || h.EventID != ev.EventID || h.ControlVersion != ev.ControlVersion {
+		h = &Halt{EventID: ev.EventID, ControlVersion: ev.ControlVersion, Type: ev.Type, Since: now}
+	} else {
+		c := *h
+		h = &c
+	}
+	h.Error = cause.Error()
+	h.Attempts++
+	h.LastAttempt = now
+	a.st.Halted = h
+	a.mu.Unlock()
+
+	cv, _ := toInt64(ev.ControlVersion)
+	if _, err := a.db.ExecContext(ctx, `INSERT INTO controlfeed_halt (id, event_id, control_version, type, error, attempts, since, last_attempt)
+		VALUES (1, ?, ?, ?, ?, ?, ?, ?)
+		ON CONFLICT (id) DO UPDATE SET event_id = excluded.event_id, control_version = excluded.control_version,
+			type = excluded.type, error = excluded.error, attempts = excluded.attempts,
+			since = excluded.since, last_attempt = excluded.last_attempt`,
+		h.EventID, cv, h.Type, h.Error, h.Attempts, formatTime(h.Since), formatTime(h.LastAttempt)); err != nil && ctx.Err() == nil {
+		a.log.Error("applier: persist halt", "event_id", ev.EventID, "err", err)
+	}
+	attrs := []any{"event_id", ev.EventID, "control_version", ev.ControlVersion, "type", ev.Type,
+		"attempts", h.Attempts, "since", h.Since, "err", cause}
+	if h.Attempts == 1 {
+		a.log.Error("applier: halted: event cannot be applied; retrying with backoff (operator may skip it)", attrs...)
+	} else {
+		a.log.Warn("applier: still halted", attrs...)
+	}
+	return fmt.Errorf("%w at event %q (control version %d): %w", ErrHalted, ev.EventID, ev.ControlVersion, cause)
+}

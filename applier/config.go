@@ -1,0 +1,109 @@
+package applier
+
+import (
+	"context"
+	"database/sql"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/controlfeed/controlfeed/controlevent"
+)
+
+// Handler applies one event inside tx. It must use only tx, never the
+// *sql.DB, so that its effects commit or roll back together with the
+// event's controlfeed_applied_events row and the cursor. payload is the
+// verified artifact content (nil when the event has no ArtifactRef); the
+// handler must not keep it after returning.
+//
+// A Handler returning an error halts the applier at the event; the error is
+// shown to operators, so it should name what was wrong. The applier calls
+// handlers from one goroutine at a time. A Handler must be deterministic
+// given the database state and the event: every node runs it, and nodes stay
+// identical only if it does the same thing everywhere.
+type Handler func(ctx context.Context, tx *sql.Tx, ev controlevent.Event, payload []byte) error
+
+// Defaults used for zero fields of Config.
+const (
+	DefaultPollInterval    = 50 * time.Millisecond
+	DefaultMaxBatch        = 256
+	DefaultMinBackoff      = 100 * time.Millisecond
+	DefaultMaxBackoff      = 10 * time.Second
+	DefaultMaxPayloadBytes = 256 << 20
+)
+
+// Config configures an Applier. A nil *Config or zero fields select the
+// documented defaults.
+type Config struct {
+	// Handlers maps an event Type to its Handler. An event whose Type has no
+	// handler halts the applier like any other failure.
+	Handlers map[string]Handler
+	// Logger receives halts, resumptions, ack failures and
+	// behind-retention reports. nil discards logs.
+	Logger *slog.Logger
+	// PollInterval is how often Run polls when the Source does not implement
+	// feed.Waiter. Default DefaultPollInterval.
+	PollInterval time.Duration
+	// MaxBatch is the most events applied in one catch-up transaction.
+	// Default DefaultMaxBatch.
+	MaxBatch int
+	// MinBackoff and MaxBackoff bound the delay between retries of a halted
+	// event (and of failed polls): it doubles from MinBackoff up to
+	// MaxBackoff, with jitter. MaxBackoff is also the interval at which a
+	// node behind the feed's retention re-checks. Defaults
+	// DefaultMinBackoff, DefaultMaxBackoff.
+	MinBackoff, MaxBackoff time.Duration
+	// MaxPayloadBytes is the largest artifact the applier fetches; a larger
+	// one halts the applier. Default DefaultMaxPayloadBytes.
+	MaxPayloadBytes int64
+}
+
+func (c *Config) setDefaults() {
+	if c.PollInterval == 0 {
+		c.PollInterval = DefaultPollInterval
+	}
+	if c.MaxBatch == 0 {
+		c.MaxBatch = DefaultMaxBatch
+	}
+	if c.MinBackoff == 0 {
+		c.MinBackoff = DefaultMinBackoff
+	}
+	if c.MaxBackoff == 0 {
+		c.MaxBackoff = DefaultMaxBackoff
+		if c.MaxBackoff < c.MinBackoff {
+			c.MaxBackoff = c.MinBackoff
+		}
+	}
+	if c.MaxPayloadBytes == 0 {
+		c.MaxPayloadBytes = DefaultMaxPayloadBytes
+	}
+}
+
+// Validate reports whether c is usable: no negative durations or sizes,
+// MinBackoff <= MaxBackoff when both are set, and no empty Type or nil
+// Handler in Handlers. Zero fields are valid (they select defaults).
+func (c *Config) Validate() error {
+	switch {
+	case c.PollInterval < 0:
+		return fmt.Errorf("applier: config: PollInterval %v is negative", c.PollInterval)
+	case c.MaxBatch < 0:
+		return fmt.Errorf("applier: config: MaxBatch %d is negative", c.MaxBatch)
+	case c.MinBackoff < 0:
+		return fmt.Errorf("applier: config: MinBackoff %v is negative", c.MinBackoff)
+	case c.MaxBackoff < 0:
+		return fmt.Errorf("applier: config: MaxBackoff %v is negative", c.MaxBackoff)
+	case c.MinBackoff > 0 && c.MaxBackoff > 0 && c.MinBackoff > c.MaxBackoff:
+		return fmt.Errorf("applier: config: MinBackoff %v exceeds MaxBackoff %v", c.MinBackoff, c.MaxBackoff)
+	case c.MaxPayloadBytes < 0:
+		return fmt.Errorf("applier: config: MaxPayloadBytes %d is negative", c.MaxPayloadBytes)
+	}
+	for typ, h := range c.Handlers {
+		if typ == "" {
+			return fmt.Errorf("applier: config: handler registered for an empty event type")
+		}
+		if h == nil {
+			return fmt.Errorf("applier: config: nil handler for event type %q", typ)
+		}
+	}
+	return nil
+}

@@ -1,0 +1,181 @@
+package applier
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/controlfeed/controlfeed/feed"
+)
+
+var (
+	// ErrHalted is wrapped by Step's error when an event could not be
+	// applied and the applier is halted at it.
+	ErrHalted = errors.New("applier halted")
+	// ErrNotHalted is wrapped by Skip's error when the event is not the one
+	// the applier is halted at.
+	ErrNotHalted = errors.New("event is not the halted event")
+)
+
+// Status is a snapshot of an Applier's in-memory state. The pointers are
+// copies owned by the caller.
+type Status struct {
+	// Cursor is the highest ControlVersion the node has moved past.
+	Cursor uint64
+	// Head is the feed's newest ControlVersion, valid when HeadKnown (the
+	// Source implements feed.HeadReporter and answered). Lag is
+	// Head - Cursor.
+	Head      uint64
+	HeadKnown bool
+	// Applied, Skipped and Duplicates count, since New, events whose
+	// handler ran, events passed over by an operator's Skip, and events
+	// already recorded in controlfeed_applied_events (redeliveries).
+	Applied, Skipped, Duplicates uint64
+	// Halted is the event the applier is stuck on, or nil.
+	Halted *Halt
+	// BehindRetention is set while the Source reports that the events after
+	// the cursor are gone; the node must be re-bootstrapped.
+	BehindRetention *feed.CursorBehindError
+	// LastApplyAt is when the last transaction that moved the cursor
+	// committed (zero if none yet).
+	LastApplyAt time.Time
+}
+
+// Halt describes the event an applier is halted at.
+type Halt struct {
+	EventID        string
+	ControlVersion uint64
+	Type           string
+	// Error is the last attempt's error message.
+	Error string
+	// Attempts counts failed attempts at this event.
+	Attempts int
+	// Since is the first failure, LastAttempt the latest.
+	Since, LastAttempt time.Time
+}
+
+// Stored is the applier state as persisted in the database, readable from
+// another process.
+type Stored struct {
+	// Cursor is the highest ControlVersion the node has moved past.
+	Cursor uint64
+	// Applied and Skipped count controlfeed_applied_events rows by outcome.
+	Applied, Skipped int64
+	// Halted is the persisted halt, or nil. It is cleared by the applier
+	// once it moves past the event, so it may briefly survive a Skip.
+	Halted *Halt
+}
+
+// ReadStatus reads the persisted applier state from db, for example for
+// `controlfeed status` running beside the daemon. It counts
+// controlfeed_applied_events, so it costs time proportional to that table.
+func ReadStatus(ctx context.Context, db *sql.DB) (Stored, error) {
+	var s Stored
+	tx, err := db.BeginTx(ctx, &sql.TxOptions{ReadOnly: true})
+	if err != nil {
+		return s, fmt.Errorf("applier: read status: begin: %w", err)
+	}
+	defer tx.Rollback()
+	if s.Cursor, err = ReadCursor(ctx, tx); err != nil {
+		return s, fmt.Errorf("applier: read status: %w", err)
+	}
+	rows, err := tx.QueryContext(ctx, `SELECT outcome, COUNT(*) FROM controlfeed_applied_events GROUP BY outcome`)
+	if err != nil {
+		return s, fmt.Errorf("applier: read status: count applied events: %w", err)
+	}
+	for rows.Next() {
+		var outcome string
+		var n int64
+		if err := rows.Scan(&outcome, &n); err != nil {
+			rows.Close()
+			return s, fmt.Errorf("applier: read status: count applied events: %w", err)
+		}
+		switch outcome {
+		case outcomeApplied:
+			s.Applied = n
+		case outcomeSkipped:
+			s.Skipped = n
+		}
+	}
+	if err := rows.Err(); err != nil {
+		return s, fmt.Errorf("applier: read status: count applied events: %w", err)
+	}
+	if s.Halted, err = readHalt(ctx, tx); err != nil {
+		return s, fmt.Errorf("applier: read status: %w", err)
+	}
+	return s, nil
+}
+
+const (
+	outcomeApplied = "applied"
+	outcomeSkipped = "skipped"
+)
+
+// readHalt returns the persisted halt or nil.
+func readHalt(ctx context.Context, q Querier) (*Halt, error) {
+	var h Halt
+	var cv int64
+	var since, last string
+	err := q.QueryRowContext(ctx, `SELECT event_id, control_version, type, error, attempts, since, last_attempt
+		FROM controlfeed_halt WHERE id = 1`).Scan(&h.EventID, &cv, &h.Type, &h.Error, &h.Attempts, &since, &last)
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("read halt: %w", err)
+	}
+	h.ControlVersion = uint64(cv)
+	h.Since, h.LastAttempt = parseTime(since), parseTime(last)
+	return &h, nil
+}
+
+// Skip is the operator's decision to pass over the event the applier is
+// halted at. It records eventID in controlfeed_applied_events with outcome
+// 'skipped' and the halted event's ControlVersion and Type; the running
+// applier's next retry then treats the event as done and advances the cursor
+// past it (Skip itself does not move the cursor). It works from any process
+// that can open the database.
+//
+// Skip returns an error wrapping ErrNotHalted unless eventID is the persisted
+// halted event, and an error if the event is already in
+// controlfeed_applied_events. Skipping diverges this node from the others
+// unless the event's effect is restored by other means.
+func Skip(ctx context.Context, db *sql.DB, eventID string) (err error) {
+	tx, err := db.BeginTx(ctx, nil)
+	if err != nil {
+		return fmt.Errorf("applier: skip %q: begin: %w", eventID, err)
+	}
+	defer func() {
+		if err != nil {
+			tx.Rollback()
+		}
+	}()
+	h, err := readHalt(ctx, tx)
+	if err != nil {
+		return fmt.Errorf("applier: skip %q: %w", eventID, err)
+	}
+	if h == nil {
+		return fmt.Errorf("applier: skip %q: the applier is not halted: %w", eventID, ErrNotHalted)
+	}
+	if h.EventID != eventID {
+		return fmt.Errorf("applier: skip %q: the applier is halted at event %q (control version %d), not this one: %w", eventID, h.EventID, h.ControlVersion, ErrNotHalted)
+	}
+	var outcome string
+	err = tx.QueryRowContext(ctx, `SELECT outcome FROM controlfeed_applied_events WHERE event_id = ?`, eventID).Scan(&outcome)
+	switch {
+	case err == nil:
+		return fmt.Errorf("applier: skip %q: already recorded with outcome %q", eventID, outcome)
+	case !errors.Is(err, sql.ErrNoRows):
+		return fmt.Errorf("applier: skip %q: %w", eventID, err)
+	}
+	if _, err := tx.ExecContext(ctx, `INSERT INTO controlfeed_applied_events (event_id, control_version, type, applied_at, outcome)
+		VALUES (?, ?, ?, ?, 'skipped')`, eventID, int64(h.ControlVersion), h.Type, formatTime(time.Now())); err != nil {
+		return fmt.Errorf("applier: skip %q: record: %w", eventID, err)
+	}
+	if err := tx.Commit(); err != nil {
+		return fmt.Errorf("applier: skip %q: commit: %w", eventID, err)
+	}
+	return nil
+}
