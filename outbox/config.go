@@ -1,0 +1,83 @@
+package outbox
+
+import (
+	"fmt"
+	"log/slog"
+	"time"
+)
+
+// Defaults of Config's zero fields.
+const (
+	DefaultPollInterval    = 50 * time.Millisecond
+	DefaultBatchSize       = 256
+	DefaultMinBackoff      = 50 * time.Millisecond
+	DefaultMaxBackoff      = 5 * time.Second
+	DefaultShutdownTimeout = 10 * time.Second
+)
+
+// Config configures a Pump. A nil *Config and zero fields select the
+// defaults; NewPump copies the struct, so changing it later has no effect.
+type Config struct {
+	// Logger receives the pump's logs; nil discards them.
+	Logger *slog.Logger
+	// PollInterval is how often Run looks for rows written by other
+	// processes (which cannot call Notify). Default 50ms.
+	PollInterval time.Duration
+	// BatchSize is how many pending rows one read of a pass takes, and the
+	// window handed to a feed.BatchAppender at once. Default 256.
+	BatchSize int
+	// MinBackoff is the delay before the first retry after a failed pass.
+	// Default 50ms.
+	MinBackoff time.Duration
+	// MaxBackoff caps the delay between retries. Default 5s.
+	MaxBackoff time.Duration
+	// ShutdownTimeout bounds how long Run, once its context is done, waits
+	// for the publish in flight and its write-back. Default 10s.
+	ShutdownTimeout time.Duration
+}
+
+func (c *Config) setDefaults() {
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.DiscardHandler)
+	}
+	if c.PollInterval == 0 {
+		c.PollInterval = DefaultPollInterval
+	}
+	if c.BatchSize == 0 {
+		c.BatchSize = DefaultBatchSize
+	}
+	if c.MinBackoff == 0 {
+		c.MinBackoff = DefaultMinBackoff
+	}
+	if c.MaxBackoff == 0 {
+		c.MaxBackoff = DefaultMaxBackoff
+	}
+	if c.ShutdownTimeout == 0 {
+		c.ShutdownTimeout = DefaultShutdownTimeout
+	}
+}
+
+// Validate reports whether c is usable: no negative field, and MinBackoff
+// not above MaxBackoff once defaults are applied. A nil *Config is valid.
+func (c *Config) Validate() error {
+	if c == nil {
+		return nil
+	}
+	d := *c
+	d.setDefaults()
+	switch {
+	case d.PollInterval < 0:
+		return fmt.Errorf("outbox: config: PollInterval %v is negative", d.PollInterval)
+	case d.BatchSize < 0:
+		return fmt.Errorf("outbox: config: BatchSize %d is negative", d.BatchSize)
+	case d.MinBackoff < 0:
+		return fmt.Errorf("outbox: config: MinBackoff %v is negative", d.MinBackoff)
+	case d.MaxBackoff < 0:
+		return fmt.Errorf("outbox: config: MaxBackoff %v is negative", d.MaxBackoff)
+	case d.ShutdownTimeout < 0:
+		return fmt.Errorf("outbox: config: ShutdownTimeout %v is negative", d.ShutdownTimeout)
+	case d.MinBackoff > d.MaxBackoff:
+		return fmt.Errorf("outbox: config: MinBackoff %v exceeds MaxBackoff %v", d.MinBackoff, d.MaxBackoff)
+	}
+	return nil
+}

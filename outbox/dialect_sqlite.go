@@ -1,0 +1,130 @@
+package outbox
+
+import "time"
+
+// dialect holds every SQL statement of this package, so that another database
+// (PostgreSQL) is one more value of this type. Statements take their arguments
+// in the order given in the comments.
+type dialect struct {
+	name string
+
+	// createSchemaTable creates controlfeed_schema if it is missing; run
+	// outside a transaction, idempotent.
+	createSchemaTable string
+	// claimSchemaRow is the first statement of the migration transaction:
+	// a write that takes the database's write lock (so concurrent Migrates
+	// queue) and makes sure the component's row exists. Args: component.
+	claimSchemaRow string
+	// selectSchemaVersion args: component.
+	selectSchemaVersion string
+	// updateSchemaVersion args: version, component.
+	updateSchemaVersion string
+	// migrations[i] upgrades the schema from version i to i+1.
+	migrations [][]string
+
+	// insert args: event_id, type, key, artifact_ref, checksum,
+	// payload_json, created_at. Affects 0 rows when event_id exists.
+	insert string
+	// selectPending args: limit. Columns: id, event_id, payload_json.
+	selectPending string
+	// markPublished args: control_version, published_at, last_attempt_at
+	// (the same time), id. Only pending rows.
+	markPublished string
+	// markFailed args: last_error, last_attempt_at, id.
+	markFailed string
+	// markDead args: dead_reason, dead_at, id. Only pending rows.
+	markDead string
+	// markDeadByEventID args: dead_reason, dead_at, event_id. Only pending rows.
+	markDeadByEventID string
+	// counts: no args. Columns: pending, published, dead, oldest pending created_at.
+	counts string
+	// listPending and listDead args: limit. Columns: rowColumns.
+	listPending string
+	listDead    string
+	// prune args: published_at bound (exclusive).
+	prune string
+
+	// timeValue encodes a time for a bind parameter.
+	timeValue func(time.Time) any
+}
+
+// sqliteTimeLayout is fixed-width, so the stored text sorts in time order
+// (MIN(created_at) is the oldest). Times are stored in UTC.
+const sqliteTimeLayout = "2006-01-02T15:04:05.000000000Z07:00"
+
+const rowColumns = `id, event_id, type, "key", artifact_ref, checksum, payload_json, created_at,
+	attempt_count, last_error, last_attempt_at, published_control_version, published_at,
+	dead_reason, dead_at`
+
+const pendingWhere = `published_control_version IS NULL AND dead_at IS NULL`
+
+var sqlite = dialect{
+	name: "sqlite",
+
+	createSchemaTable: `CREATE TABLE IF NOT EXISTS controlfeed_schema (
+	component TEXT PRIMARY KEY,
+	version   INTEGER NOT NULL
+)`,
+	claimSchemaRow:      `INSERT INTO controlfeed_schema (component, version) VALUES (?, 0) ON CONFLICT (component) DO UPDATE SET version = version`,
+	selectSchemaVersion: `SELECT version FROM controlfeed_schema WHERE component = ?`,
+	updateSchemaVersion: `UPDATE controlfeed_schema SET version = ? WHERE component = ?`,
+	migrations: [][]string{
+		// 1: the outbox table and its pending-set index.
+		{
+			`CREATE TABLE IF NOT EXISTS controlfeed_outbox (
+	id                        INTEGER PRIMARY KEY AUTOINCREMENT,
+	event_id                  TEXT    NOT NULL UNIQUE,
+	type                      TEXT    NOT NULL,
+	"key"                     TEXT    NOT NULL DEFAULT '',
+	artifact_ref              TEXT    NOT NULL DEFAULT '',
+	checksum                  TEXT    NOT NULL DEFAULT '',
+	payload_json              TEXT    NOT NULL,
+	created_at                TEXT    NOT NULL,
+	attempt_count             INTEGER NOT NULL DEFAULT 0,
+	last_error                TEXT    NOT NULL DEFAULT '',
+	last_attempt_at           TEXT,
+	published_control_version INTEGER,
+	published_at              TEXT,
+	dead_reason               TEXT,
+	dead_at                   TEXT
+)`,
+			`CREATE INDEX IF NOT EXISTS controlfeed_outbox_pending
+	ON controlfeed_outbox (id) WHERE ` + pendingWhere,
+			`CREATE INDEX IF NOT EXISTS controlfeed_outbox_dead
+	ON controlfeed_outbox (id) WHERE dead_at IS NOT NULL`,
+		},
+	},
+
+	insert: `INSERT INTO controlfeed_outbox
+	(event_id, type, "key", artifact_ref, checksum, payload_json, created_at)
+	VALUES (?, ?, ?, ?, ?, ?, ?)
+	ON CONFLICT (event_id) DO NOTHING`,
+	selectPending: `SELECT id, event_id, payload_json FROM controlfeed_outbox
+	WHERE ` + pendingWhere + ` ORDER BY id LIMIT ?`,
+	markPublished: `UPDATE controlfeed_outbox
+	SET published_control_version = ?, published_at = ?, last_attempt_at = ?, attempt_count = attempt_count + 1
+	WHERE id = ? AND ` + pendingWhere,
+	markFailed: `UPDATE controlfeed_outbox
+	SET last_error = ?, last_attempt_at = ?, attempt_count = attempt_count + 1
+	WHERE id = ? AND ` + pendingWhere,
+	markDead: `UPDATE controlfeed_outbox SET dead_reason = ?, dead_at = ?
+	WHERE id = ? AND ` + pendingWhere,
+	markDeadByEventID: `UPDATE controlfeed_outbox SET dead_reason = ?, dead_at = ?
+	WHERE event_id = ? AND ` + pendingWhere,
+	counts: `SELECT
+	(SELECT COUNT(*) FROM controlfeed_outbox WHERE ` + pendingWhere + `),
+	(SELECT COUNT(*) FROM controlfeed_outbox WHERE published_control_version IS NOT NULL),
+	(SELECT COUNT(*) FROM controlfeed_outbox WHERE dead_at IS NOT NULL),
+	(SELECT MIN(created_at) FROM controlfeed_outbox WHERE ` + pendingWhere + `)`,
+	listPending: `SELECT ` + rowColumns + ` FROM controlfeed_outbox
+	WHERE ` + pendingWhere + ` ORDER BY id LIMIT ?`,
+	listDead: `SELECT ` + rowColumns + ` FROM controlfeed_outbox
+	WHERE dead_at IS NOT NULL ORDER BY id LIMIT ?`,
+	prune: `DELETE FROM controlfeed_outbox
+	WHERE published_control_version IS NOT NULL AND published_at < ?`,
+
+	timeValue: func(t time.Time) any { return t.UTC().Format(sqliteTimeLayout) },
+}
+
+// dia is the dialect in use. Only SQLite exists today.
+var dia = sqlite

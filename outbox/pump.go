@@ -1,0 +1,482 @@
+package outbox
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math"
+	"math/rand/v2"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/controlfeed/controlfeed/controlevent"
+	"github.com/controlfeed/controlfeed/feed"
+)
+
+// ErrSinkContract is wrapped by publish errors when the Sink's answer breaks
+// the feed.Sink contract: a ControlVersion of 0 or beyond what SQL can store,
+// another EventID than the one sent, a ControlVersion not greater than the
+// previous row's in the same pass, or a BatchAppender result that does not
+// match its input. The row stays pending and is retried like any failure.
+var ErrSinkContract = errors.New("sink broke its contract")
+
+// errStopped ends a pass early because the caller's context is done. It is
+// not a failure.
+var errStopped = errors.New("outbox: pass stopped")
+
+// maxLastError bounds the text stored in last_error.
+const maxLastError = 2048
+
+// Stats reports what a Pump has done since it was created. Values are a
+// snapshot; Stats is safe to call from any goroutine.
+type Stats struct {
+	// Published counts rows published and recorded.
+	Published uint64
+	// Failures counts failed publish attempts and failed passes.
+	Failures uint64
+	// Dead counts rows this pump marked dead.
+	Dead uint64
+	// LastError is the latest failure's message; empty if none.
+	LastError string
+	// LastErrorAt is when LastError happened.
+	LastErrorAt time.Time
+	// Retrying is true from a failed pass in Run until a pass succeeds.
+	Retrying bool
+	// NextRetry is when Run retries next; zero unless Retrying.
+	NextRetry time.Time
+}
+
+// Pump drains the outbox into a feed.Sink in outbox order. Create it with
+// NewPump and drive it with Run (long-running) or Pass (one drain). Its
+// methods are safe for concurrent use; passes never overlap.
+type Pump struct {
+	db     *sql.DB
+	sink   feed.Sink
+	batch  feed.BatchAppender // nil when the Sink has no batch capability
+	cfg    Config
+	log    *slog.Logger
+	notify chan struct{}
+
+	passMu  sync.Mutex // serialises passes: one publisher at a time
+	running atomic.Bool
+
+	mu    sync.Mutex
+	stats Stats
+}
+
+// NewPump returns a pump publishing the outbox in db to sink. It refuses a
+// nil db or sink, a sink whose Name() is "nop" (the nop sink assigns no
+// ControlVersion, so nothing could ever be recorded as published), and an
+// invalid cfg. cfg may be nil for the defaults. If sink implements
+// feed.BatchAppender the pump publishes windows of up to Config.BatchSize
+// rows with it; otherwise it calls Append once per row.
+func NewPump(db *sql.DB, sink feed.Sink, cfg *Config) (*Pump, error) {
+	if db == nil {
+		return nil, errors.New("outbox: new pump: nil *sql.DB")
+	}
+	if sink == nil {
+		return nil, errors.New("outbox: new pump: nil feed.Sink")
+	}
+	if sink.Name() == "nop" {
+		return nil, errors.New(`outbox: new pump: sink "nop" discards events and assigns no ControlVersion; configure a real sink (file, jetstream) or do not run a pump`)
+	}
+	var c Config
+	if cfg != nil {
+		if err := cfg.Validate(); err != nil {
+			return nil, fmt.Errorf("outbox: new pump: %w", err)
+		}
+		c = *cfg
+	}
+	c.setDefaults()
+	p := &Pump{
+		db:     db,
+		sink:   sink,
+		cfg:    c,
+		log:    c.Logger.With("component", "outbox.pump", "sink", sink.Name()),
+		notify: make(chan struct{}, 1),
+	}
+	p.batch, _ = sink.(feed.BatchAppender)
+	return p, nil
+}
+
+// Notify wakes a running pump to publish now, typically right after the
+// caller committed a transaction that called Append. It never blocks, is
+// safe from any goroutine, and coalesces: many calls before the pump wakes
+// cause one pass. Without Notify the pump still finds the row within
+// Config.PollInterval.
+func (p *Pump) Notify() {
+	select {
+	case p.notify <- struct{}{}:
+	default:
+	}
+}
+
+// Stats returns a snapshot of the pump's counters and retry state.
+func (p *Pump) Stats() Stats {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.stats
+}
+
+// Pass drains the outbox once, now: it publishes pending rows in order until
+// none is left, one fails, or ctx is done, and returns how many rows it
+// published and recorded. It does not retry; a failure is returned (and
+// recorded on the row and in Stats). Canceling ctx aborts the publish and
+// write-back in flight: rows the Sink accepted but whose write-back did not
+// commit stay pending and are republished, with the same EventID, by a later
+// pass. Pass waits for a pass run by Run to finish, and vice versa.
+func (p *Pump) Pass(ctx context.Context) (int, error) {
+	n, err := p.pass(ctx, ctx)
+	if errors.Is(err, errStopped) {
+		return n, fmt.Errorf("outbox: pass: %w", ctx.Err())
+	}
+	return n, err
+}
+
+// Run drains the outbox until ctx is done: one pass at start, then one after
+// each Notify or every Config.PollInterval, whichever comes first. A failed
+// pass is retried after a capped exponential backoff with jitter
+// (Config.MinBackoff to Config.MaxBackoff), during which Stats reports
+// Retrying; later rows never overtake the failed one.
+//
+// When ctx is done Run starts no new publish, lets the one in flight and its
+// write-back finish under a context that is not canceled, bounded by
+// Config.ShutdownTimeout, and returns nil. If that bound expires, the publish
+// is canceled, its row stays pending (to be republished with the same
+// EventID), and Run returns an error. Run returns an error at once if the
+// pump is already running.
+func (p *Pump) Run(ctx context.Context) error {
+	if !p.running.CompareAndSwap(false, true) {
+		return errors.New("outbox: run: the pump is already running")
+	}
+	defer p.running.Store(false)
+	p.log.Info("outbox pump started", "poll_interval", p.cfg.PollInterval, "batch_size", p.cfg.BatchSize, "batch_appender", p.batch != nil)
+	defer p.log.Info("outbox pump stopped")
+
+	ticker := time.NewTicker(p.cfg.PollInterval)
+	defer ticker.Stop()
+	failures := 0
+	for {
+		if ctx.Err() != nil {
+			return nil
+		}
+		_, err, timedOut := p.runPass(ctx)
+		if timedOut {
+			return fmt.Errorf("outbox: run: a publish was still in flight %v after stop (ShutdownTimeout); it was canceled and its row stays pending", p.cfg.ShutdownTimeout)
+		}
+		if err == nil && failures > 0 {
+			p.log.Info("outbox pass succeeded after failures", "consecutive_failures", failures)
+			failures = 0
+			p.setRetry(false, time.Time{})
+		}
+		if ctx.Err() != nil {
+			return nil
+		}
+		if err != nil {
+			failures++
+			d := p.backoff(failures)
+			p.setRetry(true, time.Now().Add(d))
+			p.log.Warn("outbox pass failed; retrying", "err", err, "consecutive_failures", failures, "retry_in", d)
+			t := time.NewTimer(d)
+			select {
+			case <-ctx.Done():
+				t.Stop()
+				return nil
+			case <-t.C:
+			}
+			continue
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-p.notify:
+		case <-ticker.C:
+		}
+	}
+}
+
+// runPass runs one pass that stops starting publishes when ctx is done but
+// lets the step in flight finish, for at most ShutdownTimeout.
+func (p *Pump) runPass(ctx context.Context) (n int, err error, timedOut bool) {
+	work, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	defer cancel()
+	done := make(chan struct{})
+	var expired atomic.Bool
+	go func() {
+		select {
+		case <-done:
+			return
+		case <-ctx.Done():
+		}
+		t := time.NewTimer(p.cfg.ShutdownTimeout)
+		defer t.Stop()
+		select {
+		case <-done:
+		case <-t.C:
+			expired.Store(true)
+			cancel()
+		}
+	}()
+	n, err = p.pass(ctx, work)
+	close(done)
+	if errors.Is(err, errStopped) {
+		err = nil
+	}
+	return n, err, expired.Load()
+}
+
+// backoff returns the delay before retry number n (1-based): MinBackoff
+// doubled n-1 times, capped at MaxBackoff, then jittered to [d/2, d].
+func (p *Pump) backoff(n int) time.Duration {
+	d := p.cfg.MinBackoff
+	for i := 1; i < n && d < p.cfg.MaxBackoff; i++ {
+		d *= 2
+	}
+	if d > p.cfg.MaxBackoff {
+		d = p.cfg.MaxBackoff
+	}
+	if d <= 1 {
+		return d
+	}
+	half := d / 2
+	return half + rand.N(d-half+1)
+}
+
+func (p *Pump) setRetry(retrying bool, next time.Time) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.stats.Retrying = retrying
+	p.stats.NextRetry = next
+}
+
+func (p *Pump) recordFailure(err error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.stats.Failures++
+	p.stats.LastError = err.Error()
+	p.stats.LastErrorAt = time.Now()
+}
+
+// pendingRow is a pending outbox row as the pump reads it.
+type pendingRow struct {
+	id      int64
+	eventID string
+	payload string
+}
+
+// pass publishes pending rows in chunks of BatchSize until none is left or
+// one fails. It starts no new publish once stop is done (returning
+// errStopped); all I/O uses work.
+func (p *Pump) pass(stop, work context.Context) (int, error) {
+	p.passMu.Lock()
+	defer p.passMu.Unlock()
+	total := 0
+	var prevCV uint64
+	for {
+		if stop.Err() != nil {
+			return total, errStopped
+		}
+		rows, err := p.loadPending(work)
+		if err != nil {
+			p.recordFailure(err)
+			return total, err
+		}
+		if len(rows) == 0 {
+			return total, nil
+		}
+		n, err := p.chunk(stop, work, rows, &prevCV)
+		total += n
+		if err != nil {
+			return total, err
+		}
+		if len(rows) < p.cfg.BatchSize {
+			return total, nil
+		}
+	}
+}
+
+func (p *Pump) loadPending(ctx context.Context) ([]pendingRow, error) {
+	rows, err := p.db.QueryContext(ctx, dia.selectPending, p.cfg.BatchSize)
+	if err != nil {
+		return nil, fmt.Errorf("outbox: pass: read pending rows: %w", err)
+	}
+	defer rows.Close()
+	out := make([]pendingRow, 0, p.cfg.BatchSize)
+	for rows.Next() {
+		var r pendingRow
+		if err := rows.Scan(&r.id, &r.eventID, &r.payload); err != nil {
+			return nil, fmt.Errorf("outbox: pass: read pending rows: %w", err)
+		}
+		out = append(out, r)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("outbox: pass: read pending rows: %w", err)
+	}
+	return out, nil
+}
+
+type deadRow struct {
+	row    pendingRow
+	reason string
+}
+
+// chunk publishes one read of pending rows and records the outcome in one
+// transaction: the published prefix, the failed row's bookkeeping, and the
+// rows found dead.
+func (p *Pump) chunk(stop, work context.Context, rows []pendingRow, prevCV *uint64) (int, error) {
+	var (
+		dead   []deadRow
+		live   = make([]pendingRow, 0, len(rows))
+		events = make([]controlevent.Event, 0, len(rows))
+	)
+	for _, r := range rows {
+		e, err := decodePayload(r.eventID, []byte(r.payload))
+		if err != nil {
+			dead = append(dead, deadRow{r, err.Error()})
+			continue
+		}
+		live = append(live, r)
+		events = append(events, e)
+	}
+
+	stamped, pubErr := p.publish(stop, work, live, events, prevCV)
+	var failed *pendingRow
+	if pubErr != nil && !errors.Is(pubErr, errStopped) && len(stamped) < len(live) {
+		failed = &live[len(stamped)]
+	}
+	if err := p.writeBack(work, live[:len(stamped)], stamped, failed, pubErr, dead); err != nil {
+		p.recordFailure(err)
+		if pubErr != nil && !errors.Is(pubErr, errStopped) {
+			p.recordFailure(pubErr)
+			return 0, errors.Join(pubErr, err)
+		}
+		return 0, err
+	}
+
+	for _, d := range dead {
+		p.log.Error("outbox row can never be published; marked dead", "outbox_id", d.row.id, "event_id", d.row.eventID, "reason", d.reason)
+	}
+	p.mu.Lock()
+	p.stats.Published += uint64(len(stamped))
+	p.stats.Dead += uint64(len(dead))
+	p.mu.Unlock()
+	if pubErr != nil && !errors.Is(pubErr, errStopped) {
+		p.recordFailure(pubErr)
+	}
+	return len(stamped), pubErr
+}
+
+// publish hands events to the Sink in order and returns the stamped prefix
+// that was published and checked, and the error that stopped it.
+func (p *Pump) publish(stop, work context.Context, rows []pendingRow, events []controlevent.Event, prevCV *uint64) ([]controlevent.Event, error) {
+	if len(events) == 0 {
+		return nil, nil
+	}
+	out := make([]controlevent.Event, 0, len(events))
+	if p.batch != nil {
+		if stop.Err() != nil {
+			return nil, errStopped
+		}
+		got, err := p.batch.AppendBatch(work, events)
+		for i := range min(len(got), len(events)) {
+			if cerr := p.checkStamp(rows[i], got[i], *prevCV); cerr != nil {
+				return out, cerr
+			}
+			*prevCV = got[i].ControlVersion
+			out = append(out, got[i])
+		}
+		switch {
+		case len(got) > len(events):
+			return out, fmt.Errorf("outbox: publish batch of %d events to %s: AppendBatch returned %d events: %w", len(events), p.sink.Name(), len(got), ErrSinkContract)
+		case err != nil:
+			r := rows[len(out)]
+			return out, fmt.Errorf("outbox: publish %q (outbox id %d) to %s: %w", r.eventID, r.id, p.sink.Name(), err)
+		case len(out) < len(events):
+			r := rows[len(out)]
+			return out, fmt.Errorf("outbox: publish %q (outbox id %d) to %s: AppendBatch returned %d of %d events and no error: %w", r.eventID, r.id, p.sink.Name(), len(got), len(events), ErrSinkContract)
+		}
+		return out, nil
+	}
+	for i, e := range events {
+		if stop.Err() != nil {
+			return out, errStopped
+		}
+		got, err := p.sink.Append(work, e)
+		if err != nil {
+			return out, fmt.Errorf("outbox: publish %q (outbox id %d) to %s: %w", rows[i].eventID, rows[i].id, p.sink.Name(), err)
+		}
+		if cerr := p.checkStamp(rows[i], got, *prevCV); cerr != nil {
+			return out, cerr
+		}
+		*prevCV = got.ControlVersion
+		out = append(out, got)
+	}
+	return out, nil
+}
+
+// checkStamp verifies the Sink's answer for row r against the feed.Sink
+// contract and the order of the pass.
+func (p *Pump) checkStamp(r pendingRow, got controlevent.Event, prevCV uint64) error {
+	var why string
+	switch cv := got.ControlVersion; {
+	case got.EventID != r.eventID:
+		why = fmt.Sprintf("the stamped event has event_id %q", truncate(got.EventID))
+	case cv == 0:
+		why = "returned ControlVersion 0 (nothing was published)"
+	case cv > math.MaxInt64:
+		why = fmt.Sprintf("returned ControlVersion %d, beyond what the outbox can store", cv)
+	case cv <= prevCV:
+		why = fmt.Sprintf("returned ControlVersion %d, not greater than the previous row's %d: the feed's order does not match the outbox order", cv, prevCV)
+		p.log.Error("sink ControlVersion went backwards; stopping the pass", "outbox_id", r.id, "event_id", r.eventID, "control_version", cv, "previous_control_version", prevCV)
+	default:
+		return nil
+	}
+	return fmt.Errorf("outbox: publish %q (outbox id %d) to %s: %s: %w", r.eventID, r.id, p.sink.Name(), why, ErrSinkContract)
+}
+
+// writeBack records a chunk's outcome in one transaction.
+func (p *Pump) writeBack(ctx context.Context, published []pendingRow, stamped []controlevent.Event, failed *pendingRow, pubErr error, dead []deadRow) error {
+	if len(published) == 0 && failed == nil && len(dead) == 0 {
+		return nil
+	}
+	tx, err := p.db.BeginTx(ctx, nil)
+	if err != nil {
+		return fmt.Errorf("outbox: write back %d published rows: begin: %w", len(published), err)
+	}
+	defer tx.Rollback()
+	now := dia.timeValue(time.Now())
+	if len(published) > 0 {
+		stmt, err := tx.PrepareContext(ctx, dia.markPublished)
+		if err != nil {
+			return fmt.Errorf("outbox: write back %d published rows: %w", len(published), err)
+		}
+		defer stmt.Close()
+		for i, r := range published {
+			if _, err := stmt.ExecContext(ctx, int64(stamped[i].ControlVersion), now, now, r.id); err != nil {
+				return fmt.Errorf("outbox: write back %q (outbox id %d) as control_version %d: %w", r.eventID, r.id, stamped[i].ControlVersion, err)
+			}
+		}
+	}
+	for _, d := range dead {
+		if _, err := tx.ExecContext(ctx, dia.markDead, d.reason, now, d.row.id); err != nil {
+			return fmt.Errorf("outbox: mark %q (outbox id %d) dead: %w", d.row.eventID, d.row.id, err)
+		}
+	}
+	if failed != nil {
+		msg := pubErr.Error()
+		if len(msg) > maxLastError {
+			msg = strings.ToValidUTF8(msg[:maxLastError], "")
+		}
+		if _, err := tx.ExecContext(ctx, dia.markFailed, msg, now, failed.id); err != nil {
+			return fmt.Errorf("outbox: record failed attempt of %q (outbox id %d): %w", failed.eventID, failed.id, err)
+		}
+	}
+	if err := tx.Commit(); err != nil {
+		return fmt.Errorf("outbox: write back %d published rows: commit: %w", len(published), err)
+	}
+	return nil
+}
