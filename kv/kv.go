@@ -1,0 +1,381 @@
+// Package kv is controlfeed's built-in replicated key/value table: a producer
+// writes keys with Put and Delete, and every fleet node that runs an applier
+// with Handlers ends up with the same table, controlfeed_kv.
+//
+// # Delivery semantics
+//
+// Put stores the value in the artifact store first, then, in one
+// transaction, updates the producer's own row and appends a kv.put event to
+// the outbox (package outbox): the event exists if and only if the row
+// changed. Delete does the same with a kv.delete event and no artifact. The
+// outbox pump publishes the events in order; each node's applier runs the
+// handlers inside its apply transaction, so a node's table, cursor and
+// applied_events always agree. Nodes converge to the producer's state, which
+// Digest summarises: equal digests mean identical tables.
+//
+// Versions count a key's changes since it was last created: every Put
+// increments it (even with an unchanged value), Delete removes the row, and a
+// Put after a Delete starts again at 1. The event carries the new Version and
+// the prior BaseVersion; nodes store Version as given.
+//
+// # Crash safety
+//
+// A crash after the artifact is stored but before the transaction commits
+// leaves an unreferenced artifact and no change: the caller retries Put. A
+// crash after commit leaves the row and the event together; the pump
+// publishes the event later.
+//
+// # Errors
+//
+// Errors begin with "kv:" and the operation, and name the key. An invalid key
+// wraps ErrInvalidKey. Handlers return errors (halting the applier) for an
+// event with an invalid key.
+package kv
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"database/sql"
+	"encoding/binary"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"time"
+	"unicode/utf8"
+
+	"github.com/controlfeed/controlfeed/applier"
+	"github.com/controlfeed/controlfeed/artifact"
+	"github.com/controlfeed/controlfeed/controlevent"
+	"github.com/controlfeed/controlfeed/outbox"
+)
+
+// Event types produced by Put and Delete and handled by Handlers.
+const (
+	TypePut    = "kv.put"
+	TypeDelete = "kv.delete"
+)
+
+// ErrInvalidKey is wrapped by ValidateKey's errors.
+var ErrInvalidKey = errors.New("invalid key")
+
+// Entry is one row of the table.
+type Entry struct {
+	Key   string
+	Value []byte
+	// Version counts the key's changes since it was created (see the
+	// package documentation).
+	Version int64
+	// UpdatedAt is the producer's time of the change that wrote the row.
+	UpdatedAt time.Time
+}
+
+var migrations = [][]string{
+	{
+		`CREATE TABLE controlfeed_kv (
+			key        TEXT    PRIMARY KEY,
+			value      BLOB    NOT NULL,
+			version    INTEGER NOT NULL,
+			updated_at TEXT    NOT NULL
+		)`,
+	},
+}
+
+// Migrate creates or upgrades the table controlfeed_kv in db. It is
+// idempotent and safe to call from several processes at once: each upgrade
+// runs in one transaction together with the recorded version, in
+// controlfeed_kv_schema. A producer also needs outbox.Migrate, a node
+// applier.Migrate.
+func Migrate(ctx context.Context, db *sql.DB) (err error) {
+	tx, err := db.BeginTx(ctx, nil)
+	if err != nil {
+		return fmt.Errorf("kv: migrate: begin: %w", err)
+	}
+	defer func() {
+		if err != nil {
+			tx.Rollback()
+		}
+	}()
+	if _, err := tx.ExecContext(ctx, `CREATE TABLE IF NOT EXISTS controlfeed_kv_schema (
+		id      INTEGER PRIMARY KEY CHECK (id = 1),
+		version INTEGER NOT NULL
+	)`); err != nil {
+		return fmt.Errorf("kv: migrate: create controlfeed_kv_schema: %w", err)
+	}
+	var cur int
+	err = tx.QueryRowContext(ctx, `SELECT version FROM controlfeed_kv_schema WHERE id = 1`).Scan(&cur)
+	if err != nil && !errors.Is(err, sql.ErrNoRows) {
+		return fmt.Errorf("kv: migrate: read schema version: %w", err)
+	}
+	if cur > len(migrations) {
+		return fmt.Errorf("kv: migrate: database schema version %d is newer than this program's %d; upgrade the program", cur, len(migrations))
+	}
+	for v := cur; v < len(migrations); v++ {
+		for _, stmt := range migrations[v] {
+			if _, err := tx.ExecContext(ctx, stmt); err != nil {
+				return fmt.Errorf("kv: migrate to schema version %d: %w", v+1, err)
+			}
+		}
+	}
+	if _, err := tx.ExecContext(ctx, `INSERT INTO controlfeed_kv_schema (id, version) VALUES (1, ?)
+		ON CONFLICT (id) DO UPDATE SET version = excluded.version`, len(migrations)); err != nil {
+		return fmt.Errorf("kv: migrate: record schema version: %w", err)
+	}
+	if err := tx.Commit(); err != nil {
+		return fmt.Errorf("kv: migrate: commit: %w", err)
+	}
+	return nil
+}
+
+// ValidateKey reports whether key is acceptable: non-empty, valid UTF-8, no
+// control characters (C0 including NUL, DEL, and C1 U+0080..U+009F), at most
+// controlevent.MaxKeyLen bytes. The error wraps ErrInvalidKey.
+func ValidateKey(key string) error {
+	switch {
+	case key == "":
+		return fmt.Errorf("kv: key is empty: %w", ErrInvalidKey)
+	case len(key) > controlevent.MaxKeyLen:
+		return fmt.Errorf("kv: key %q... is %d bytes; the limit is %d: %w", key[:32], len(key), controlevent.MaxKeyLen, ErrInvalidKey)
+	case !utf8.ValidString(key):
+		return fmt.Errorf("kv: key %q is not valid UTF-8: %w", key, ErrInvalidKey)
+	}
+	for i, r := range key {
+		if r < 0x20 || r == 0x7f || (r >= 0x80 && r < 0xa0) {
+			return fmt.Errorf("kv: key %q has control character %U at byte %d: %w", key, r, i, ErrInvalidKey)
+		}
+	}
+	return nil
+}
+
+// Handlers returns the node-side handlers for TypePut and TypeDelete, to
+// put in applier.Config.Handlers (merge them with the application's own).
+//
+// kv.put writes the payload as the value of ev.Key with version ev.Version
+// and updated_at ev.CreatedAt, inserting or replacing the row. kv.delete
+// removes ev.Key; a missing key is fine, so it is idempotent. Both reject an
+// event whose key fails ValidateKey, which halts the applier.
+func Handlers() map[string]applier.Handler {
+	return map[string]applier.Handler{
+		TypePut:    applyPut,
+		TypeDelete: applyDelete,
+	}
+}
+
+func applyPut(ctx context.Context, tx *sql.Tx, ev controlevent.Event, payload []byte) error {
+	if err := ValidateKey(ev.Key); err != nil {
+		return fmt.Errorf("kv: apply put %q: %w", ev.EventID, err)
+	}
+	if payload == nil {
+		payload = []byte{}
+	}
+	at := ev.CreatedAt
+	if at.IsZero() {
+		at = time.Now()
+	}
+	if _, err := tx.ExecContext(ctx, `INSERT INTO controlfeed_kv (key, value, version, updated_at) VALUES (?, ?, ?, ?)
+		ON CONFLICT (key) DO UPDATE SET value = excluded.value, version = excluded.version, updated_at = excluded.updated_at`,
+		ev.Key, payload, ev.Version, formatTime(at)); err != nil {
+		return fmt.Errorf("kv: apply put %q: key %q: %w", ev.EventID, ev.Key, err)
+	}
+	return nil
+}
+
+func applyDelete(ctx context.Context, tx *sql.Tx, ev controlevent.Event, _ []byte) error {
+	if err := ValidateKey(ev.Key); err != nil {
+		return fmt.Errorf("kv: apply delete %q: %w", ev.EventID, err)
+	}
+	if _, err := tx.ExecContext(ctx, `DELETE FROM controlfeed_kv WHERE key = ?`, ev.Key); err != nil {
+		return fmt.Errorf("kv: apply delete %q: key %q: %w", ev.EventID, ev.Key, err)
+	}
+	return nil
+}
+
+// Put is the producer side of a write. It stores value in store first, then
+// in one transaction sets key's row in db to value with version+1 and
+// appends the kv.put event (fresh EventID, Key, Version, BaseVersion,
+// ArtifactRef, Checksum, CreatedAt) with outbox.Append, so the event exists
+// if and only if the row changed. It returns the event as appended
+// (ControlVersion 0). db needs Migrate and outbox.Migrate. On error nothing
+// changed in db (the artifact may remain; it is harmless). Concurrent Puts of
+// one key are serialised by SQLite's write lock; each gets its own version.
+func Put(ctx context.Context, db *sql.DB, store artifact.Store, key string, value []byte) (controlevent.Event, error) {
+	if err := ValidateKey(key); err != nil {
+		return controlevent.Event{}, fmt.Errorf("kv: put: %w", err)
+	}
+	if store == nil {
+		return controlevent.Event{}, fmt.Errorf("kv: put %q: nil artifact store", key)
+	}
+	ref, err := artifact.PutBytes(ctx, store, value)
+	if err != nil {
+		return controlevent.Event{}, fmt.Errorf("kv: put %q: store value: %w", key, err)
+	}
+	now := time.Now().UTC()
+	var ev controlevent.Event
+	err = inTx(ctx, db, func(tx *sql.Tx) error {
+		base, _, err := currentVersion(ctx, tx, key)
+		if err != nil {
+			return err
+		}
+		ev = controlevent.Event{
+			EventID: controlevent.NewEventID(), Type: TypePut, Key: key,
+			Version: base + 1, BaseVersion: base,
+			ArtifactRef: ref, Checksum: ref, CreatedAt: now,
+		}
+		if value == nil {
+			value = []byte{}
+		}
+		if _, err := tx.ExecContext(ctx, `INSERT INTO controlfeed_kv (key, value, version, updated_at) VALUES (?, ?, ?, ?)
+			ON CONFLICT (key) DO UPDATE SET value = excluded.value, version = excluded.version, updated_at = excluded.updated_at`,
+			key, value, ev.Version, formatTime(now)); err != nil {
+			return fmt.Errorf("write row: %w", err)
+		}
+		return outbox.Append(ctx, tx, ev)
+	})
+	if err != nil {
+		return controlevent.Event{}, fmt.Errorf("kv: put %q: %w", key, err)
+	}
+	return ev, nil
+}
+
+// Delete is the producer side of a removal: in one transaction it deletes
+// key's row and appends a kv.delete event (Version = old version + 1,
+// BaseVersion = old version, no artifact). If the key does not exist it
+// changes nothing, appends no event and returns existed == false.
+func Delete(ctx context.Context, db *sql.DB, key string) (ev controlevent.Event, existed bool, err error) {
+	if err := ValidateKey(key); err != nil {
+		return ev, false, fmt.Errorf("kv: delete: %w", err)
+	}
+	err = inTx(ctx, db, func(tx *sql.Tx) error {
+		base, ok, err := currentVersion(ctx, tx, key)
+		if err != nil || !ok {
+			return err
+		}
+		if _, err := tx.ExecContext(ctx, `DELETE FROM controlfeed_kv WHERE key = ?`, key); err != nil {
+			return fmt.Errorf("delete row: %w", err)
+		}
+		existed = true
+		ev = controlevent.Event{
+			EventID: controlevent.NewEventID(), Type: TypeDelete, Key: key,
+			Version: base + 1, BaseVersion: base, CreatedAt: time.Now().UTC(),
+		}
+		return outbox.Append(ctx, tx, ev)
+	})
+	if err != nil {
+		return controlevent.Event{}, false, fmt.Errorf("kv: delete %q: %w", key, err)
+	}
+	return ev, existed, nil
+}
+
+// Get returns key's entry and whether it exists.
+func Get(ctx context.Context, db *sql.DB, key string) (Entry, bool, error) {
+	var e Entry
+	var at string
+	err := db.QueryRowContext(ctx, `SELECT key, value, version, updated_at FROM controlfeed_kv WHERE key = ?`, key).
+		Scan(&e.Key, &e.Value, &e.Version, &at)
+	if errors.Is(err, sql.ErrNoRows) {
+		return Entry{}, false, nil
+	}
+	if err != nil {
+		return Entry{}, false, fmt.Errorf("kv: get %q: %w", key, err)
+	}
+	if e.Value == nil {
+		e.Value = []byte{}
+	}
+	e.UpdatedAt = parseTime(at)
+	return e, true, nil
+}
+
+// List returns every entry, sorted by key (byte order).
+func List(ctx context.Context, db *sql.DB) ([]Entry, error) {
+	rows, err := db.QueryContext(ctx, `SELECT key, value, version, updated_at FROM controlfeed_kv ORDER BY key`)
+	if err != nil {
+		return nil, fmt.Errorf("kv: list: %w", err)
+	}
+	defer rows.Close()
+	var out []Entry
+	for rows.Next() {
+		var e Entry
+		var at string
+		if err := rows.Scan(&e.Key, &e.Value, &e.Version, &at); err != nil {
+			return nil, fmt.Errorf("kv: list: %w", err)
+		}
+		if e.Value == nil {
+			e.Value = []byte{}
+		}
+		e.UpdatedAt = parseTime(at)
+		out = append(out, e)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("kv: list: %w", err)
+	}
+	return out, nil
+}
+
+// Digest returns "sha256:<hex>" over the table's (key, version, value)
+// triples in key order, each field length-prefixed. Two databases with equal
+// digests hold identical tables (UpdatedAt is not included). It reads the
+// table in one pass without holding it in memory.
+func Digest(ctx context.Context, db *sql.DB) (string, error) {
+	rows, err := db.QueryContext(ctx, `SELECT key, value, version FROM controlfeed_kv ORDER BY key`)
+	if err != nil {
+		return "", fmt.Errorf("kv: digest: %w", err)
+	}
+	defer rows.Close()
+	h := sha256.New()
+	var buf bytes.Buffer
+	for rows.Next() {
+		var key string
+		var value []byte
+		var version int64
+		if err := rows.Scan(&key, &value, &version); err != nil {
+			return "", fmt.Errorf("kv: digest: %w", err)
+		}
+		buf.Reset()
+		buf.Write(binary.BigEndian.AppendUint64(nil, uint64(len(key))))
+		buf.WriteString(key)
+		buf.Write(binary.BigEndian.AppendUint64(nil, uint64(version)))
+		buf.Write(binary.BigEndian.AppendUint64(nil, uint64(len(value))))
+		h.Write(buf.Bytes())
+		h.Write(value)
+	}
+	if err := rows.Err(); err != nil {
+		return "", fmt.Errorf("kv: digest: %w", err)
+	}
+	return "sha256:" + hex.EncodeToString(h.Sum(nil)), nil
+}
+
+func currentVersion(ctx context.Context, tx *sql.Tx, key string) (int64, bool, error) {
+	var v int64
+	err := tx.QueryRowContext(ctx, `SELECT version FROM controlfeed_kv WHERE key = ?`, key).Scan(&v)
+	if errors.Is(err, sql.ErrNoRows) {
+		return 0, false, nil
+	}
+	if err != nil {
+		return 0, false, fmt.Errorf("read version: %w", err)
+	}
+	return v, true, nil
+}
+
+func inTx(ctx context.Context, db *sql.DB, f func(*sql.Tx) error) error {
+	tx, err := db.BeginTx(ctx, nil)
+	if err != nil {
+		return fmt.Errorf("begin: %w", err)
+	}
+	if err := f(tx); err != nil {
+		tx.Rollback()
+		return err
+	}
+	if err := tx.Commit(); err != nil {
+		return fmt.Errorf("commit: %w", err)
+	}
+	return nil
+}
+
+const timeFormat = time.RFC3339Nano
+
+func formatTime(t time.Time) string { return t.UTC().Format(timeFormat) }
+
+func parseTime(s string) time.Time {
+	t, _ := time.Parse(timeFormat, s)
+	return t
+}
