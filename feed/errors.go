@@ -28,9 +28,13 @@ type CursorBehindError struct {
 
 // Error tells the operator what happened and what to do about it.
 func (e *CursorBehindError) Error() string {
-	return fmt.Sprintf("feed %s: node cursor %d is behind the feed's retention: the oldest event still held is %d, so events %d..%d are gone and cannot be replayed; "+
+	gone := "the events after it are gone"
+	if e.FirstAvailable > e.Cursor+1 {
+		gone = fmt.Sprintf("events %d..%d are gone", e.Cursor+1, e.FirstAvailable-1)
+	}
+	return fmt.Sprintf("feed %s: node cursor %d is behind the feed's retention: the oldest event still held is %d, so %s and cannot be replayed; "+
 		"re-bootstrap this node from a snapshot of the producer's state (or raise the stream's retention), then restart it",
-		e.Source, e.Cursor, e.FirstAvailable, e.Cursor+1, e.FirstAvailable-1)
+		e.Source, e.Cursor, e.FirstAvailable, gone)
 }
 
 // Unwrap makes errors.Is(err, ErrCursorBehindRetention) true.

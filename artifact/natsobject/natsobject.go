@@ -1,0 +1,393 @@
+// Package natsobject is the NATS JetStream Object Store artifact backend,
+// registered as "jetstream" on artifact.Config.NATS.
+//
+// Each artifact is one object of a bucket (default "controlfeed-artifacts"),
+// named by its reference ("sha256:<hex>"). The Object Store splits objects
+// into chunks (128 KiB) and streams them, so large payloads never sit in
+// memory.
+//
+// # Configuration
+//
+// artifact.NATSConfig zero values select these defaults: URLs
+// nats.DefaultURL; Bucket "controlfeed-artifacts"; Replicas 1 (use 3 on a
+// cluster so artifacts survive the loss of a server). The bucket is created
+// with file storage when missing; an existing bucket is used as is.
+// Options (the programmatic extras of New) choose the spool directory,
+// timeouts and an existing connection.
+//
+// # Put: spool, then upload
+//
+// An object's name is its hash, known only once the whole content has been
+// read, and the Object Store cannot rename. Put therefore spools the content
+// to a temporary file in Options.SpoolDir while hashing it, then, unless an
+// object with that name already exists (idempotence: no second upload),
+// uploads the file under its reference and removes it. The cost is local
+// disk the size of the largest artifact and one extra local write/read; the
+// gain is that the bucket only ever holds objects under their true
+// reference. The Object Store writes the chunks first and the object's
+// metadata last, and purges the chunks of an upload that fails, so an object
+// is visible complete or not at all; a canceled ctx or a failing reader
+// stores nothing. Concurrent Puts of the same content in one process are
+// serialized (one uploads, the others find it present); across processes
+// both may upload, which leaves one complete object.
+//
+// # Errors
+//
+// Get maps a missing object to artifact.ErrNotFound, a malformed reference to
+// artifact.ErrBadRef, and content that does not hash to its reference (or
+// fails the Object Store's own digest) to artifact.ErrCorrupt, reported by
+// the Read that reaches the end. Operations after Close fail with ErrClosed.
+// Nothing retries; nats.go reconnects in the background.
+package natsobject
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/controlfeed/controlfeed/artifact"
+	"github.com/controlfeed/controlfeed/controlevent"
+)
+
+// Name is the registered name of this backend.
+const Name = "jetstream"
+
+// Defaults for zero values.
+const (
+	DefaultBucket          = "controlfeed-artifacts"
+	DefaultReplicas        = 1
+	DefaultRequestTimeout  = 5 * time.Second
+	DefaultTransferTimeout = time.Hour
+)
+
+// ErrClosed is wrapped by operations on a closed Store.
+var ErrClosed = errors.New("natsobject: store closed")
+
+func init() {
+	artifact.Register(Name, func(cfg artifact.Config) (artifact.Store, error) {
+		return New(context.Background(), cfg.NATS, nil)
+	})
+}
+
+var (
+	_ artifact.Store  = (*Store)(nil)
+	_ artifact.Closer = (*Store)(nil)
+)
+
+// Options are the programmatic options of New. A nil *Options or zero fields
+// select the defaults.
+type Options struct {
+	// Conn is an existing connection to use; the Store does not close it.
+	// Nil means connect to the configured URLs; Close then closes it.
+	Conn *nats.Conn
+	// Logger receives diagnostics. Nil discards.
+	Logger *slog.Logger
+	// NATSOptions are appended to the connect options when Conn is nil.
+	NATSOptions []nats.Option
+	// SpoolDir holds Put's temporary files. Default os.TempDir().
+	SpoolDir string
+	// RequestTimeout bounds metadata requests (object info, bucket lookup)
+	// when ctx has no earlier deadline. Default 5s.
+	RequestTimeout time.Duration
+	// TransferTimeout bounds one Get's whole read, and each chunk publish
+	// of a Put, when ctx has no deadline. Default 1h: a slow reader of a
+	// large snapshot must not time out.
+	TransferTimeout time.Duration
+}
+
+func (o *Options) setDefaults() {
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.DiscardHandler)
+	}
+	if o.SpoolDir == "" {
+		o.SpoolDir = os.TempDir()
+	}
+	if o.RequestTimeout == 0 {
+		o.RequestTimeout = DefaultRequestTimeout
+	}
+	if o.TransferTimeout == 0 {
+		o.TransferTimeout = DefaultTransferTimeout
+	}
+}
+
+// Validate reports negative timeouts.
+func (o Options) Validate() error {
+	if o.RequestTimeout < 0 {
+		return fmt.Errorf("natsobject: options: RequestTimeout %v is negative", o.RequestTimeout)
+	}
+	if o.TransferTimeout < 0 {
+		return fmt.Errorf("natsobject: options: TransferTimeout %v is negative", o.TransferTimeout)
+	}
+	return nil
+}
+
+// Store is an artifact.Store on a JetStream Object Store bucket. It is safe
+// for concurrent use.
+type Store struct {
+	nc     *nats.Conn
+	own    bool
+	obs    jetstream.ObjectStore // long default timeout: transfers
+	bucket string
+	opts   Options
+
+	mu      sync.Mutex
+	closed  bool
+	putting map[string]*sync.Mutex // per-reference Put serialization
+	refs    map[string]int
+}
+
+// New connects (or uses opts.Conn) and opens the bucket, creating it if
+// missing. ctx bounds the setup.
+func New(ctx context.Context, cfg artifact.NATSConfig, opts *Options) (*Store, error) {
+	var o Options
+	if opts != nil {
+		o = *opts
+	}
+	if err := o.Validate(); err != nil {
+		return nil, err
+	}
+	o.setDefaults()
+	if cfg.Bucket == "" {
+		cfg.Bucket = DefaultBucket
+	}
+	if cfg.Replicas == 0 {
+		cfg.Replicas = DefaultReplicas
+	}
+	if len(cfg.URLs) == 0 {
+		cfg.URLs = []string{nats.DefaultURL}
+	}
+	if cfg.Replicas < 1 || cfg.Replicas > 5 {
+		return nil, fmt.Errorf("natsobject: config: replicas %d is not in 1..5", cfg.Replicas)
+	}
+	if (cfg.TLSCertFile == "") != (cfg.TLSKeyFile == "") {
+		return nil, errors.New("natsobject: config: TLS cert file and key file must be set together")
+	}
+	s := &Store{bucket: cfg.Bucket, opts: o, putting: map[string]*sync.Mutex{}, refs: map[string]int{}}
+	if o.Conn != nil {
+		s.nc = o.Conn
+	} else {
+		nopts := []nats.Option{nats.Name("controlfeed-artifacts"), nats.MaxReconnects(-1), nats.ReconnectWait(500 * time.Millisecond)}
+		if cfg.CredsFile != "" {
+			nopts = append(nopts, nats.UserCredentials(cfg.CredsFile))
+		}
+		if cfg.User != "" || cfg.Password != "" {
+			nopts = append(nopts, nats.UserInfo(cfg.User, cfg.Password))
+		}
+		if cfg.TLSCAFile != "" {
+			nopts = append(nopts, nats.RootCAs(cfg.TLSCAFile))
+		}
+		if cfg.TLSCertFile != "" {
+			nopts = append(nopts, nats.ClientCert(cfg.TLSCertFile, cfg.TLSKeyFile))
+		}
+		nopts = append(nopts, o.NATSOptions...)
+		nc, err := nats.Connect(strings.Join(cfg.URLs, ","), nopts...)
+		if err != nil {
+			return nil, fmt.Errorf("natsobject: connect %s: %w", strings.Join(cfg.URLs, ","), err)
+		}
+		s.nc, s.own = nc, true
+	}
+	js, err := jetstream.New(s.nc, jetstream.WithDefaultTimeout(o.TransferTimeout))
+	if err != nil {
+		s.closeConn()
+		return nil, fmt.Errorf("natsobject: jetstream: %w", err)
+	}
+	rctx, cancel := context.WithTimeout(ctx, o.RequestTimeout)
+	defer cancel()
+	obs, err := js.ObjectStore(rctx, cfg.Bucket)
+	if errors.Is(err, jetstream.ErrBucketNotFound) {
+		obs, err = js.CreateObjectStore(rctx, jetstream.ObjectStoreConfig{
+			Bucket:      cfg.Bucket,
+			Description: "controlfeed artifacts, named by sha256 reference",
+			Storage:     jetstream.FileStorage,
+			Replicas:    cfg.Replicas,
+		})
+		if errors.Is(err, jetstream.ErrBucketExists) || errors.Is(err, jetstream.ErrStreamNameAlreadyInUse) {
+			obs, err = js.ObjectStore(rctx, cfg.Bucket) // created concurrently
+		}
+	}
+	if err != nil {
+		s.closeConn()
+		return nil, fmt.Errorf("natsobject: bucket %q: %w", cfg.Bucket, err)
+	}
+	s.obs = obs
+	return s, nil
+}
+
+// Name returns "jetstream".
+func (s *Store) Name() string { return Name }
+
+// Bucket returns the bucket name.
+func (s *Store) Bucket() string { return s.bucket }
+
+func (s *Store) closeConn() {
+	if s.own {
+		s.nc.Close()
+	}
+}
+
+func (s *Store) isClosed() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.closed
+}
+
+// lock serializes Puts of one reference within this Store.
+func (s *Store) lock(ref string) func() {
+	s.mu.Lock()
+	m := s.putting[ref]
+	if m == nil {
+		m = &sync.Mutex{}
+		s.putting[ref] = m
+	}
+	s.refs[ref]++
+	s.mu.Unlock()
+	m.Lock()
+	return func() {
+		m.Unlock()
+		s.mu.Lock()
+		if s.refs[ref]--; s.refs[ref] == 0 {
+			delete(s.refs, ref)
+			delete(s.putting, ref)
+		}
+		s.mu.Unlock()
+	}
+}
+
+// Put spools r to a temporary file while hashing it, then uploads the file
+// under its reference unless an object with that name exists. It honours ctx
+// while reading r and while uploading; on any error nothing is stored.
+func (s *Store) Put(ctx context.Context, r io.Reader) (string, error) {
+	if s.isClosed() {
+		return "", fmt.Errorf("natsobject: put: %w", ErrClosed)
+	}
+	if err := ctx.Err(); err != nil {
+		return "", fmt.Errorf("natsobject: put: %w", err)
+	}
+	f, err := os.CreateTemp(s.opts.SpoolDir, "natsobject-put-*")
+	if err != nil {
+		return "", fmt.Errorf("natsobject: put: spool: %w", err)
+	}
+	defer func() {
+		f.Close()
+		os.Remove(f.Name())
+	}()
+	h := controlevent.NewHash()
+	n, err := io.Copy(io.MultiWriter(f, h), ctxReader{ctx, r})
+	if err != nil {
+		return "", fmt.Errorf("natsobject: put: spool to %s after %d bytes: %w", f.Name(), n, err)
+	}
+	ref := controlevent.ChecksumOf(h)
+	if _, err := f.Seek(0, io.SeekStart); err != nil {
+		return "", fmt.Errorf("natsobject: put %s: rewind spool %s: %w", ref, f.Name(), err)
+	}
+
+	unlock := s.lock(ref)
+	defer unlock()
+	if ok, err := s.exists(ctx, ref); err != nil {
+		return "", fmt.Errorf("natsobject: put %s: %w", ref, err)
+	} else if ok {
+		return ref, nil
+	}
+	info, err := s.obs.Put(ctx, jetstream.ObjectMeta{Name: ref}, ctxReader{ctx, f})
+	if err != nil {
+		if cerr := ctx.Err(); cerr != nil && !errors.Is(err, cerr) {
+			err = fmt.Errorf("%w (%v)", cerr, err)
+		}
+		return "", fmt.Errorf("natsobject: put %s: upload %d bytes to bucket %q: %w", ref, n, s.bucket, err)
+	}
+	if info.Size != uint64(n) {
+		return "", fmt.Errorf("natsobject: put %s: bucket %q stored %d bytes, want %d", ref, s.bucket, info.Size, n)
+	}
+	return ref, nil
+}
+
+func (s *Store) exists(ctx context.Context, ref string) (bool, error) {
+	rctx, cancel := context.WithTimeout(ctx, s.opts.RequestTimeout)
+	defer cancel()
+	_, err := s.obs.GetInfo(rctx, ref)
+	switch {
+	case err == nil:
+		return true, nil
+	case errors.Is(err, jetstream.ErrObjectNotFound):
+		return false, nil
+	default:
+		return false, fmt.Errorf("object info in bucket %q: %w", s.bucket, err)
+	}
+}
+
+// Get streams the object ref, verifying it against ref as it is read (and
+// against the Object Store's own digest). ctx governs the whole read, not
+// just the call: keep it alive until the stream is closed.
+func (s *Store) Get(ctx context.Context, ref string) (io.ReadCloser, error) {
+	if err := artifact.ParseRef(ref); err != nil {
+		return nil, fmt.Errorf("natsobject: get: %w", err)
+	}
+	if s.isClosed() {
+		return nil, fmt.Errorf("natsobject: get %s: %w", ref, ErrClosed)
+	}
+	res, err := s.obs.Get(ctx, ref)
+	if errors.Is(err, jetstream.ErrObjectNotFound) {
+		return nil, fmt.Errorf("natsobject: get %s from bucket %q: %w", ref, s.bucket, artifact.ErrNotFound)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("natsobject: get %s from bucket %q: %w", ref, s.bucket, err)
+	}
+	return &reader{r: artifact.VerifyReader(digestReader{res, ref}, ref), c: res}, nil
+}
+
+type reader struct {
+	r io.Reader
+	c io.Closer
+}
+
+func (r *reader) Read(p []byte) (int, error) { return r.r.Read(p) }
+func (r *reader) Close() error               { return r.c.Close() }
+
+// digestReader maps the Object Store's digest mismatch to ErrCorrupt.
+type digestReader struct {
+	r   io.Reader
+	ref string
+}
+
+func (d digestReader) Read(p []byte) (int, error) {
+	n, err := d.r.Read(p)
+	if err != nil && errors.Is(err, jetstream.ErrDigestMismatch) {
+		err = fmt.Errorf("natsobject: get %s: %w: %w", d.ref, artifact.ErrCorrupt, err)
+	}
+	return n, err
+}
+
+// ctxReader fails reads once ctx is done.
+type ctxReader struct {
+	ctx context.Context
+	r   io.Reader
+}
+
+func (c ctxReader) Read(p []byte) (int, error) {
+	if err := c.ctx.Err(); err != nil {
+		return 0, err
+	}
+	return c.r.Read(p)
+}
+
+// Close closes the connection if the Store opened it; later calls fail with
+// ErrClosed. Streams returned by Get stop working. Close is idempotent.
+func (s *Store) Close() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return nil
+	}
+	s.closed = true
+	s.closeConn()
+	return nil
+}
