@@ -42,7 +42,7 @@ func RegisterSink(name string, c SinkConstructor) {
 func checkRegister(kind, name string, nilCtor, dup bool) {
 	switch {
 	case name == "":
-		panic("feed: Register" + kind + " called with an empty name")
+		panic("feed: register " + kind + ": empty name")
 	case nilCtor:
 		panic(fmt.Sprintf("feed: %s %q registered with a nil constructor", kind, name))
 	case dup:

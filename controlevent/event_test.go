@@ -1,0 +1,143 @@
+package controlevent_test
+
+import (
+	"errors"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/controlfeed/controlfeed/controlevent"
+	"github.com/google/uuid"
+)
+
+const goodSum = "sha256:9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08"
+
+func valid() controlevent.Event {
+	return controlevent.Event{
+		EventID:        "0190f7d2-0000-7000-8000-000000000001",
+		Type:           "kv.put",
+		Key:            "tenants/acme",
+		Version:        4,
+		BaseVersion:    3,
+		ArtifactRef:    goodSum,
+		Checksum:       goodSum,
+		ControlVersion: 17,
+		CreatedAt:      time.Date(2026, 11, 27, 10, 0, 0, 0, time.UTC),
+	}
+}
+
+func TestEvent_Validate(t *testing.T) {
+	tests := []struct {
+		name    string
+		mutate  func(*controlevent.Event)
+		wantErr string // substring; "" = valid
+	}{
+		{"OK", func(*controlevent.Event) {}, ""},
+		{"OKMinimal", func(e *controlevent.Event) { *e = controlevent.Event{EventID: "e", Type: "t", ControlVersion: 1} }, ""},
+		{"OKChecksumWithoutRef", func(e *controlevent.Event) { e.ArtifactRef = "" }, ""},
+		{"OKMaxLengths", func(e *controlevent.Event) {
+			e.EventID = strings.Repeat("i", controlevent.MaxEventIDLen)
+			e.Type = strings.Repeat("t", controlevent.MaxTypeLen)
+			e.Key = strings.Repeat("k", controlevent.MaxKeyLen)
+		}, ""},
+		{"OKKeyWithNewline", func(e *controlevent.Event) { e.Key = "a\nb" }, ""},
+		{"ErrEmptyID", func(e *controlevent.Event) { e.EventID = "" }, "event_id is empty"},
+		{"ErrLongID", func(e *controlevent.Event) { e.EventID = strings.Repeat("i", controlevent.MaxEventIDLen+1) }, "event_id is 129 bytes"},
+		{"ErrIDBadUTF8", func(e *controlevent.Event) { e.EventID = "a\xff" }, "event_id is not valid UTF-8"},
+		{"ErrIDNUL", func(e *controlevent.Event) { e.EventID = "a\x00b" }, "event_id contains control character U+0000"},
+		{"ErrIDDEL", func(e *controlevent.Event) { e.EventID = "a\x7f" }, "control character U+007F"},
+		{"ErrEmptyType", func(e *controlevent.Event) { e.Type = "" }, "type is empty"},
+		{"ErrLongType", func(e *controlevent.Event) { e.Type = strings.Repeat("t", controlevent.MaxTypeLen+1) }, "type is 129 bytes"},
+		{"ErrTypeControl", func(e *controlevent.Event) { e.Type = "kv\tput" }, "type contains control character"},
+		{"ErrTypeBadUTF8", func(e *controlevent.Event) { e.Type = "\xc3" }, "type is not valid UTF-8"},
+		{"ErrLongKey", func(e *controlevent.Event) { e.Key = strings.Repeat("k", controlevent.MaxKeyLen+1) }, "key is 1025 bytes"},
+		{"ErrKeyBadUTF8", func(e *controlevent.Event) { e.Key = "\xff" }, "key is not valid UTF-8"},
+		{"ErrLongRef", func(e *controlevent.Event) { e.ArtifactRef = strings.Repeat("r", controlevent.MaxArtifactRefLen+1) }, "artifact_ref is 257 bytes"},
+		{"ErrRefControl", func(e *controlevent.Event) { e.ArtifactRef = "sha256:\n" }, "artifact_ref contains control character"},
+		{"ErrRefWithoutChecksum", func(e *controlevent.Event) { e.Checksum = "" }, "artifact_ref is set but checksum is empty"},
+		{"ErrChecksumPrefix", func(e *controlevent.Event) { e.Checksum = "md5:" + goodSum[7:] }, "does not start with"},
+		{"ErrChecksumLength", func(e *controlevent.Event) { e.Checksum = goodSum[:len(goodSum)-1] }, "has 63 hex digits"},
+		{"ErrChecksumUppercase", func(e *controlevent.Event) { e.Checksum = strings.ToUpper(goodSum[:8]) + goodSum[8:] }, "does not start with"},
+		{"ErrChecksumUppercaseHex", func(e *controlevent.Event) { e.Checksum = goodSum[:len(goodSum)-1] + "A" }, "not lowercase hex"},
+		{"ErrZeroControlVersion", func(e *controlevent.Event) { e.ControlVersion = 0 }, "control_version is 0"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			e := valid()
+			tc.mutate(&e)
+			err := e.Validate()
+			if tc.wantErr == "" {
+				if err != nil {
+					t.Fatalf("Validate: %v", err)
+				}
+				return
+			}
+			if err == nil {
+				t.Fatalf("Validate accepted %+v", e)
+			}
+			if !errors.Is(err, controlevent.ErrInvalid) {
+				t.Errorf("error %v does not wrap ErrInvalid", err)
+			}
+			if !strings.Contains(err.Error(), tc.wantErr) || !strings.HasPrefix(err.Error(), "controlevent: event ") {
+				t.Errorf("error %q, want prefix %q and substring %q", err, "controlevent: event ", tc.wantErr)
+			}
+			// ValidateUnpublished applies the same field rules.
+			if tc.name != "ErrZeroControlVersion" {
+				u := e
+				u.ControlVersion = 0
+				if err := u.ValidateUnpublished(); !errors.Is(err, controlevent.ErrInvalid) {
+					t.Errorf("ValidateUnpublished = %v, want ErrInvalid", err)
+				}
+			}
+		})
+	}
+}
+
+func TestEvent_ValidateUnpublished(t *testing.T) {
+	e := valid()
+	if err := e.ValidateUnpublished(); !errors.Is(err, controlevent.ErrInvalid) || !strings.Contains(err.Error(), "control_version is 17") {
+		t.Fatalf("ValidateUnpublished of a stamped event = %v", err)
+	}
+	e.ControlVersion = 0
+	if err := e.ValidateUnpublished(); err != nil {
+		t.Fatalf("ValidateUnpublished: %v", err)
+	}
+}
+
+func TestEvent_Validate_LongIDTruncatedInMessage(t *testing.T) {
+	e := valid()
+	e.EventID = strings.Repeat("x", 10_000)
+	err := e.Validate()
+	if err == nil || len(err.Error()) > 300 {
+		t.Fatalf("error for a 10 kB EventID is %d bytes: %v", len(err.Error()), err)
+	}
+}
+
+func TestNewEventID(t *testing.T) {
+	seen := map[string]bool{}
+	prev := ""
+	for range 1000 {
+		id := controlevent.NewEventID()
+		u, err := uuid.Parse(id)
+		if err != nil {
+			t.Fatalf("NewEventID() = %q: %v", id, err)
+		}
+		if u.Version() != 7 || u.Variant() != uuid.RFC4122 {
+			t.Fatalf("NewEventID() = %q: version %d variant %v, want a UUIDv7", id, u.Version(), u.Variant())
+		}
+		if id != u.String() {
+			t.Fatalf("NewEventID() = %q is not in canonical form %q", id, u.String())
+		}
+		if seen[id] {
+			t.Fatalf("NewEventID() repeated %q", id)
+		}
+		if id < prev {
+			t.Fatalf("NewEventID() went backwards: %q after %q", id, prev)
+		}
+		seen[id], prev = true, id
+		ev := controlevent.Event{EventID: id, Type: "t", ControlVersion: 1}
+		if err := ev.Validate(); err != nil {
+			t.Fatalf("an event with NewEventID() does not validate: %v", err)
+		}
+	}
+}
