@@ -1,0 +1,343 @@
+// Package natsfeed is the NATS JetStream feed backend, registered as
+// "jetstream" for both Source and Sink. Events are messages of one JetStream
+// stream; an event's ControlVersion is its stream sequence.
+//
+// Activate it with a blank import and open it through package feed with the
+// NATS fields of feed.SourceConfig, or call NewSource/NewSink directly (which
+// also accept an existing *nats.Conn).
+//
+// # Configuration
+//
+// feed.NATSConfig zero values select these defaults:
+//
+//   - URLs: nats.DefaultURL ("nats://127.0.0.1:4222").
+//   - Stream "CONTROLFEED", Subject "controlfeed.events". The stream should
+//     carry only the feed's subject: Head and Wait report the stream's last
+//     sequence.
+//   - Replicas 1: right for a single server; use 3 on a cluster so the feed
+//     survives the loss of a server (at the cost of a quorum write per
+//     event).
+//   - DuplicateWindow 24h: how long JetStream remembers an EventID. It must
+//     outlast the pump's longest retry; the pump backs off to at most 5s, so
+//     any outage shorter than the window still deduplicates. A longer window
+//     costs server memory (one entry per event published in the window).
+//   - MaxAge and MaxBytes 0: unlimited retention. Every node can then always
+//     catch up by replay, at the cost of disk on the servers. With a limit,
+//     a node whose cursor falls behind the retained range gets
+//     feed.ErrCursorBehindRetention and must be re-bootstrapped.
+//   - NodeName: required by the Source (it names the node's durable
+//     consumer); unused by the Sink.
+//
+// The Sink creates the stream when it is missing (file storage, limits
+// retention, discard old, the configured limits) and otherwise checks the
+// existing one: it must be file-backed with limits retention, its subjects
+// must cover ours, and its duplicate window must be at least the configured
+// one. Other differences (limits, replicas) are logged and tolerated: the
+// operator may have changed them on purpose. The Source never creates the
+// stream.
+//
+// # Delivery semantics
+//
+// Sink.Append publishes with the Nats-Msg-Id header set to the EventID and
+// the Nats-Expected-Stream header set to the stream name, and returns the
+// PubAck's stream sequence. JetStream answers a duplicate (same EventID within
+// the window) with the original sequence, so a retry resolves to the same
+// ControlVersion. AppendBatch pipelines a window of events with PublishAsync
+// over one connection; JetStream stores messages from one connection in the
+// order it receives them, so feed order equals input order, and AppendBatch
+// verifies it.
+//
+// The Source is one durable pull consumer per node (named after NodeName) with
+// AckAll policy, filtered on the subject, starting at the node's cursor + 1.
+// Poll fetches up to Options.FetchBatch available messages without waiting
+// (use Wait to block), keeps each message's ack handle keyed by EventID, and
+// decodes the body as a controlevent JSON object whose ControlVersion is the
+// message's stream sequence (a control_version in the body is ignored).
+// Messages at or below the cursor (redeliveries of applied events) are
+// acknowledged and dropped.
+//
+// AckAll is chosen because acknowledgements follow apply order: the applier
+// acknowledges an event only after it and everything before it committed, so
+// acknowledging the highest applied event acknowledges them all in one round
+// trip (AckThrough). With explicit acks a catch-up batch would cost one round
+// trip per event. Ack is therefore cumulative too.
+//
+// The consumer's position is reconciled with the cursor the caller passes:
+// when Poll's since differs from what the consumer delivered last (first Poll
+// after opening, a node restored from a snapshot, a halted applier re-polling
+// from an older cursor, a consumer deleted or a stream recreated), the
+// consumer is reset to since+1 with the consumer reset API (nats-server
+// 2.14+; it also drops the consumer's pending acks), or created if missing,
+// so the events after since are delivered again, immediately. On a server
+// without that API the consumer is deleted and recreated with start sequence
+// since+1 instead. Unacknowledged messages are also redelivered by the
+// server after AckWait (Options.AckWait).
+//
+// # Errors
+//
+// If the stream no longer holds the events right after the cursor (the
+// stream's first sequence is past since+1 while since+1 is at or below its
+// last sequence), Poll returns a *feed.CursorBehindError (errors.Is
+// feed.ErrCursorBehindRetention); it never skips ahead. A message that does
+// not decode as an event is an error naming its stream sequence. Operations
+// after Close return errors wrapping feed.ErrClosed. Connection loss surfaces
+// as errors from the calls made while disconnected; nats.go reconnects in the
+// background (forever, by default) and later calls succeed. Nothing here
+// retries: the pump and the applier own retry.
+package natsfeed
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/controlfeed/controlfeed/feed"
+)
+
+// Name is the registered name of this backend.
+const Name = "jetstream"
+
+// Defaults for feed.NATSConfig zero values.
+const (
+	DefaultStream          = "CONTROLFEED"
+	DefaultSubject         = "controlfeed.events"
+	DefaultReplicas        = 1
+	DefaultDuplicateWindow = 24 * time.Hour
+)
+
+// Defaults for Options zero values.
+const (
+	DefaultFetchBatch     = 1024
+	DefaultMaxAckPending  = 10000
+	DefaultAckWait        = 2 * time.Minute
+	DefaultRequestTimeout = 5 * time.Second
+	DefaultReconnectWait  = 500 * time.Millisecond
+	DefaultMaxBatchWindow = 256
+)
+
+func init() {
+	feed.Register(Name, func(cfg feed.SourceConfig) (feed.Source, error) {
+		return NewSource(context.Background(), cfg.NATS, nil)
+	})
+	feed.RegisterSink(Name, func(cfg feed.SourceConfig) (feed.Sink, error) {
+		return NewSink(context.Background(), cfg.NATS, nil)
+	})
+}
+
+// Options are the programmatic options of NewSource and NewSink. A nil
+// *Options or zero fields select the defaults.
+type Options struct {
+	// Conn is an existing connection to use. The Source or Sink does not
+	// close it. Nil means connect to the configured URLs with the configured
+	// credentials; Close then closes that connection.
+	Conn *nats.Conn
+	// Logger receives warnings (a tolerated stream config difference, a
+	// cursor ahead of the stream). Nil discards.
+	Logger *slog.Logger
+	// NATSOptions are appended to the connect options when Conn is nil.
+	NATSOptions []nats.Option
+	// FetchBatch bounds the events one Poll returns. Default 1024.
+	FetchBatch int
+	// MaxAckPending is the consumer's limit of delivered, unacknowledged
+	// messages; it must exceed FetchBatch. Default 10000.
+	MaxAckPending int
+	// AckWait is how long the server waits for an ack before redelivering.
+	// Redeliveries are harmless (dropped when at or below the cursor), so
+	// this trades redelivery traffic for recovery time. Default 2m.
+	AckWait time.Duration
+	// RequestTimeout bounds each JetStream API request when ctx has no
+	// earlier deadline. Default 5s.
+	RequestTimeout time.Duration
+	// MaxBatchWindow bounds how many publishes AppendBatch has in flight.
+	// Default 256.
+	MaxBatchWindow int
+}
+
+func (o *Options) setDefaults() {
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.DiscardHandler)
+	}
+	if o.FetchBatch == 0 {
+		o.FetchBatch = DefaultFetchBatch
+	}
+	if o.MaxAckPending == 0 {
+		o.MaxAckPending = DefaultMaxAckPending
+	}
+	if o.AckWait == 0 {
+		o.AckWait = DefaultAckWait
+	}
+	if o.RequestTimeout == 0 {
+		o.RequestTimeout = DefaultRequestTimeout
+	}
+	if o.MaxBatchWindow == 0 {
+		o.MaxBatchWindow = DefaultMaxBatchWindow
+	}
+}
+
+// Validate reports an error for negative values or a MaxAckPending not above
+// FetchBatch. Zero values are valid (defaults).
+func (o Options) Validate() error {
+	switch {
+	case o.FetchBatch < 0:
+		return fmt.Errorf("natsfeed: options: FetchBatch %d is negative", o.FetchBatch)
+	case o.MaxAckPending < 0:
+		return fmt.Errorf("natsfeed: options: MaxAckPending %d is negative", o.MaxAckPending)
+	case o.AckWait < 0:
+		return fmt.Errorf("natsfeed: options: AckWait %v is negative", o.AckWait)
+	case o.RequestTimeout < 0:
+		return fmt.Errorf("natsfeed: options: RequestTimeout %v is negative", o.RequestTimeout)
+	case o.MaxBatchWindow < 0:
+		return fmt.Errorf("natsfeed: options: MaxBatchWindow %d is negative", o.MaxBatchWindow)
+	}
+	d := o
+	d.setDefaults()
+	if d.MaxAckPending <= d.FetchBatch {
+		return fmt.Errorf("natsfeed: options: MaxAckPending %d must exceed FetchBatch %d", d.MaxAckPending, d.FetchBatch)
+	}
+	return nil
+}
+
+// resolveConfig applies the defaults to cfg and validates it.
+func resolveConfig(cfg feed.NATSConfig) (feed.NATSConfig, error) {
+	if cfg.Stream == "" {
+		cfg.Stream = DefaultStream
+	}
+	if cfg.Subject == "" {
+		cfg.Subject = DefaultSubject
+	}
+	if cfg.Replicas == 0 {
+		cfg.Replicas = DefaultReplicas
+	}
+	if cfg.DuplicateWindow == 0 {
+		cfg.DuplicateWindow = DefaultDuplicateWindow
+	}
+	if len(cfg.URLs) == 0 {
+		cfg.URLs = []string{nats.DefaultURL}
+	}
+	switch {
+	case strings.ContainsAny(cfg.Stream, " \t\r\n.*>/\\"):
+		return cfg, fmt.Errorf("natsfeed: config: stream name %q contains a space, '.', '*', '>' or a path separator", cfg.Stream)
+	case strings.ContainsAny(cfg.Subject, " \t\r\n*>") || strings.HasPrefix(cfg.Subject, ".") || strings.HasSuffix(cfg.Subject, ".") || strings.Contains(cfg.Subject, ".."):
+		return cfg, fmt.Errorf("natsfeed: config: subject %q must be a literal subject (no wildcards, spaces or empty tokens)", cfg.Subject)
+	case cfg.Replicas < 1 || cfg.Replicas > 5:
+		return cfg, fmt.Errorf("natsfeed: config: replicas %d is not in 1..5", cfg.Replicas)
+	case cfg.MaxAge < 0:
+		return cfg, fmt.Errorf("natsfeed: config: max age %v is negative", cfg.MaxAge)
+	case cfg.MaxBytes < 0:
+		return cfg, fmt.Errorf("natsfeed: config: max bytes %d is negative", cfg.MaxBytes)
+	case cfg.DuplicateWindow < 0:
+		return cfg, fmt.Errorf("natsfeed: config: duplicate window %v is negative", cfg.DuplicateWindow)
+	case cfg.MaxAge > 0 && cfg.DuplicateWindow > cfg.MaxAge:
+		return cfg, fmt.Errorf("natsfeed: config: duplicate window %v exceeds max age %v (JetStream requires it to be at most max age)", cfg.DuplicateWindow, cfg.MaxAge)
+	case (cfg.TLSCertFile == "") != (cfg.TLSKeyFile == ""):
+		return cfg, errors.New("natsfeed: config: TLS cert file and key file must be set together")
+	}
+	return cfg, nil
+}
+
+// conn is the connection and JetStream handle shared by Source and Sink.
+type conn struct {
+	nc   *nats.Conn
+	own  bool
+	js   jetstream.JetStream
+	cfg  feed.NATSConfig
+	opts Options
+	log  *slog.Logger
+}
+
+func dial(cfg feed.NATSConfig, opts *Options, role string) (*conn, error) {
+	var o Options
+	if opts != nil {
+		o = *opts
+	}
+	if err := o.Validate(); err != nil {
+		return nil, err
+	}
+	o.setDefaults()
+	cfg, err := resolveConfig(cfg)
+	if err != nil {
+		return nil, err
+	}
+	c := &conn{cfg: cfg, opts: o, log: o.Logger.With("backend", Name, "role", role, "stream", cfg.Stream)}
+	if o.Conn != nil {
+		c.nc = o.Conn
+	} else {
+		nopts := []nats.Option{
+			nats.Name("controlfeed-" + role),
+			nats.MaxReconnects(-1),
+			nats.ReconnectWait(DefaultReconnectWait),
+			nats.RetryOnFailedConnect(false),
+		}
+		if cfg.CredsFile != "" {
+			nopts = append(nopts, nats.UserCredentials(cfg.CredsFile))
+		}
+		if cfg.User != "" || cfg.Password != "" {
+			nopts = append(nopts, nats.UserInfo(cfg.User, cfg.Password))
+		}
+		if cfg.TLSCAFile != "" {
+			nopts = append(nopts, nats.RootCAs(cfg.TLSCAFile))
+		}
+		if cfg.TLSCertFile != "" {
+			nopts = append(nopts, nats.ClientCert(cfg.TLSCertFile, cfg.TLSKeyFile))
+		}
+		nopts = append(nopts, o.NATSOptions...)
+		nc, err := nats.Connect(strings.Join(cfg.URLs, ","), nopts...)
+		if err != nil {
+			return nil, fmt.Errorf("natsfeed: %s: connect %s: %w", role, strings.Join(cfg.URLs, ","), err)
+		}
+		c.nc, c.own = nc, true
+	}
+	js, err := jetstream.New(c.nc)
+	if err != nil {
+		c.close()
+		return nil, fmt.Errorf("natsfeed: %s: jetstream: %w", role, err)
+	}
+	c.js = js
+	return c, nil
+}
+
+func (c *conn) close() {
+	if c.own {
+		c.nc.Close()
+	}
+}
+
+// reqCtx bounds ctx by RequestTimeout.
+func (c *conn) reqCtx(ctx context.Context) (context.Context, context.CancelFunc) {
+	return context.WithTimeout(ctx, c.opts.RequestTimeout)
+}
+
+// DurableName returns the durable consumer name used for nodeName: nodeName
+// with every character outside [A-Za-z0-9_-] replaced by '_', truncated to
+// 64 bytes; when anything was changed, a '-' and 8 hex digits of the
+// name's sha256 are appended so distinct node names never share a consumer.
+func DurableName(nodeName string) string {
+	var b strings.Builder
+	changed := false
+	for i := 0; i < len(nodeName); i++ {
+		ch := nodeName[i]
+		if ch >= 'a' && ch <= 'z' || ch >= 'A' && ch <= 'Z' || ch >= '0' && ch <= '9' || ch == '_' || ch == '-' {
+			b.WriteByte(ch)
+		} else {
+			b.WriteByte('_')
+			changed = true
+		}
+	}
+	s := b.String()
+	if len(s) > 64 {
+		s, changed = s[:64], true
+	}
+	if changed {
+		sum := sha256.Sum256([]byte(nodeName))
+		s += "-" + hex.EncodeToString(sum[:4])
+	}
+	return s
+}

@@ -1,0 +1,415 @@
+package natsfeed
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"sync"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/controlfeed/controlfeed/controlevent"
+	"github.com/controlfeed/controlfeed/feed"
+)
+
+var (
+	_ feed.Source          = (*Source)(nil)
+	_ feed.Acker           = (*Source)(nil)
+	_ feed.CumulativeAcker = (*Source)(nil)
+	_ feed.Waiter          = (*Source)(nil)
+	_ feed.HeadReporter    = (*Source)(nil)
+)
+
+// Source reads the stream through this node's durable pull consumer. Its
+// methods are safe for concurrent use (they serialize internally), though
+// the applier calls them from one goroutine; Wait does not block the others.
+type Source struct {
+	c       *conn
+	durable string
+
+	mu       sync.Mutex
+	closed   bool
+	cons     jetstream.Consumer // nil until the first successful sync
+	pos      uint64             // highest stream sequence the consumer delivered
+	posKnown bool               // pos is in step with the consumer
+	held     map[string]heldMsg // ack handles by EventID, until acknowledged
+}
+
+type heldMsg struct {
+	msg jetstream.Msg
+	seq uint64
+}
+
+// NewSource connects (or uses opts.Conn). cfg.NodeName is required. The
+// stream need not exist yet; the consumer is created or reconciled by the
+// first Poll. ctx is unused today but bounds future setup work.
+func NewSource(ctx context.Context, cfg feed.NATSConfig, opts *Options) (*Source, error) {
+	if cfg.NodeName == "" {
+		return nil, errors.New("natsfeed: source: NodeName is required (it names this node's durable consumer)")
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, fmt.Errorf("natsfeed: source %q: %w", cfg.NodeName, err)
+	}
+	c, err := dial(cfg, opts, "source")
+	if err != nil {
+		return nil, err
+	}
+	return &Source{c: c, durable: DurableName(cfg.NodeName), held: map[string]heldMsg{}}, nil
+}
+
+// Name returns "jetstream".
+func (s *Source) Name() string { return Name }
+
+// Durable returns the name of this node's durable consumer.
+func (s *Source) Durable() string { return s.durable }
+
+// Poll returns up to Options.FetchBatch events with ControlVersion > since,
+// ascending, fetching only what the server has available (it does not wait
+// for new messages; see Wait). When since disagrees with the consumer's
+// position the consumer is recreated at since+1 first (see the package doc),
+// which costs a few extra round trips. It returns a *feed.CursorBehindError
+// when the stream no longer holds since+1, an error naming the stream
+// sequence of a message that is not a valid event, ctx's error once ctx is
+// done, and an empty slice when the stream does not exist yet. After any
+// error the next Poll reconciles the consumer again.
+func (s *Source) Poll(ctx context.Context, since uint64) ([]controlevent.Event, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return nil, fmt.Errorf("natsfeed: poll %d: %w", since, feed.ErrClosed)
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	evs, err := s.poll(ctx, since)
+	if err != nil {
+		s.posKnown = false
+		return nil, err
+	}
+	return evs, nil
+}
+
+func (s *Source) poll(ctx context.Context, since uint64) ([]controlevent.Event, error) {
+	if !s.posKnown || s.pos != since || s.cons == nil {
+		ok, err := s.sync(ctx, since)
+		if err != nil || !ok {
+			return nil, err
+		}
+	}
+	batch, err := s.cons.FetchNoWait(s.c.opts.FetchBatch)
+	if err != nil {
+		return nil, fmt.Errorf("natsfeed: poll %d: fetch from consumer %q: %w", since, s.durable, err)
+	}
+	var (
+		evs    []controlevent.Event
+		msgs   = map[uint64]jetstream.Msg{}
+		maxSeq = since
+		ch     = batch.Messages()
+	)
+recv:
+	for {
+		select {
+		case m, ok := <-ch:
+			if !ok {
+				break recv
+			}
+			md, err := m.Metadata()
+			if err != nil {
+				return nil, fmt.Errorf("natsfeed: poll %d: message metadata: %w", since, err)
+			}
+			seq := md.Sequence.Stream
+			maxSeq = max(maxSeq, seq)
+			if seq <= since {
+				// A redelivery of an event the node applied already.
+				_ = m.Ack()
+				continue
+			}
+			if _, dup := msgs[seq]; dup {
+				msgs[seq] = m
+				continue
+			}
+			e, err := DecodeMessage(seq, m.Headers(), m.Data())
+			if err != nil {
+				return nil, fmt.Errorf("natsfeed: poll %d: stream %q: %w", since, s.c.cfg.Stream, err)
+			}
+			msgs[seq] = m
+			evs = append(evs, e)
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+	}
+	if err := batch.Error(); err != nil {
+		return nil, fmt.Errorf("natsfeed: poll %d: fetch from consumer %q: %w", since, s.durable, err)
+	}
+	slices.SortFunc(evs, func(a, b controlevent.Event) int { return cmpU64(a.ControlVersion, b.ControlVersion) })
+	if len(evs) > 0 && evs[0].ControlVersion > since+1 {
+		// A gap: deleted messages, another subject, or retention. Only the
+		// last one is an error.
+		if err := s.checkRetention(ctx, since); err != nil {
+			return nil, err
+		}
+	}
+	for _, e := range evs {
+		s.held[e.EventID] = heldMsg{msg: msgs[e.ControlVersion], seq: e.ControlVersion}
+	}
+	s.pos, s.posKnown = maxSeq, true
+	return evs, nil
+}
+
+func cmpU64(a, b uint64) int {
+	switch {
+	case a < b:
+		return -1
+	case a > b:
+		return 1
+	}
+	return 0
+}
+
+// sync reconciles the consumer with since: it checks retention and reuses
+// the durable consumer only if it delivered exactly up to since with the
+// expected configuration, else recreates it at since+1. ok is false when the
+// stream does not exist (nothing to read yet).
+func (s *Source) sync(ctx context.Context, since uint64) (ok bool, err error) {
+	rctx, cancel := s.c.reqCtx(ctx)
+	defer cancel()
+	st, err := s.c.js.Stream(rctx, s.c.cfg.Stream)
+	if errors.Is(err, jetstream.ErrStreamNotFound) {
+		if since > 0 {
+			s.c.log.Warn("natsfeed: the stream does not exist but the node cursor is past 0; was the stream deleted?", "cursor", since)
+		}
+		s.cons, s.held = nil, map[string]heldMsg{}
+		return false, nil
+	}
+	if err != nil {
+		return false, fmt.Errorf("natsfeed: poll %d: stream %q: %w", since, s.c.cfg.Stream, err)
+	}
+	state := st.CachedInfo().State
+	if err := s.retentionError(since, state); err != nil {
+		return false, err
+	}
+	if since > state.LastSeq {
+		s.c.log.Warn("natsfeed: the node cursor is ahead of the stream's last sequence; the stream may have been recreated, in which case this node must be re-bootstrapped",
+			"cursor", since, "last_seq", state.LastSeq)
+	}
+	cons, err := s.position(rctx, st, since)
+	if err != nil {
+		s.cons = nil
+		return false, err
+	}
+	s.cons, s.pos, s.posKnown = cons, since, true
+	return true, nil
+}
+
+// position returns the durable consumer positioned to deliver since+1 next,
+// with nothing pending. In order of preference: the existing consumer if it
+// delivered exactly through since; the existing consumer reset to since+1
+// (the consumer reset API, nats-server 2.14+); a new consumer reset to
+// since+1; and, if the server does not support reset, a consumer deleted
+// and recreated with start sequence since+1.
+func (s *Source) position(ctx context.Context, st jetstream.Stream, since uint64) (jetstream.Consumer, error) {
+	s.held = map[string]heldMsg{} // handles of a reset or recreated consumer are stale
+	cons, err := st.Consumer(ctx, s.durable)
+	switch {
+	case err == nil && s.compatible(cons.CachedInfo().Config):
+		info := cons.CachedInfo()
+		if info.Delivered.Stream == since {
+			return cons, nil
+		}
+		s.c.log.Debug("natsfeed: resetting the consumer to the node cursor", "consumer", s.durable,
+			"cursor", since, "consumer_delivered", info.Delivered.Stream)
+		if s.reset(ctx, st, since) == nil {
+			return cons, nil
+		}
+	case err == nil:
+		s.c.log.Warn("natsfeed: the consumer's configuration differs; recreating it", "consumer", s.durable)
+	case errors.Is(err, jetstream.ErrConsumerNotFound):
+		cons, err := st.CreateConsumer(ctx, s.consumerConfig(jetstream.DeliverAllPolicy, 0))
+		if err != nil {
+			return nil, fmt.Errorf("natsfeed: poll %d: create consumer %q: %w", since, s.durable, err)
+		}
+		if since == 0 || s.reset(ctx, st, since) == nil {
+			return cons, nil
+		}
+	default:
+		return nil, fmt.Errorf("natsfeed: poll %d: consumer %q: %w", since, s.durable, err)
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	// Fallback: delete and recreate at since+1.
+	if err := st.DeleteConsumer(ctx, s.durable); err != nil && !errors.Is(err, jetstream.ErrConsumerNotFound) {
+		return nil, fmt.Errorf("natsfeed: poll %d: delete consumer %q: %w", since, s.durable, err)
+	}
+	cons, err = st.CreateConsumer(ctx, s.consumerConfig(jetstream.DeliverByStartSequencePolicy, since+1))
+	if err != nil {
+		return nil, fmt.Errorf("natsfeed: poll %d: create consumer %q at sequence %d: %w", since, s.durable, since+1, err)
+	}
+	return cons, nil
+}
+
+func (s *Source) reset(ctx context.Context, st jetstream.Stream, since uint64) error {
+	_, err := st.ResetConsumerToSequence(ctx, s.durable, since+1)
+	if err != nil {
+		s.c.log.Debug("natsfeed: consumer reset failed", "consumer", s.durable, "seq", since+1, "err", err)
+	}
+	return err
+}
+
+func (s *Source) consumerConfig(policy jetstream.DeliverPolicy, start uint64) jetstream.ConsumerConfig {
+	return jetstream.ConsumerConfig{
+		Durable:       s.durable,
+		Description:   "controlfeed node " + s.c.cfg.NodeName,
+		DeliverPolicy: policy,
+		OptStartSeq:   start,
+		AckPolicy:     jetstream.AckAllPolicy,
+		AckWait:       s.c.opts.AckWait,
+		MaxDeliver:    -1,
+		FilterSubject: s.c.cfg.Subject,
+		MaxAckPending: s.c.opts.MaxAckPending,
+		ReplayPolicy:  jetstream.ReplayInstantPolicy,
+	}
+}
+
+func (s *Source) compatible(c jetstream.ConsumerConfig) bool {
+	return c.FilterSubject == s.c.cfg.Subject && len(c.FilterSubjects) == 0 &&
+		c.AckPolicy == jetstream.AckAllPolicy &&
+		(c.DeliverPolicy == jetstream.DeliverAllPolicy || c.DeliverPolicy == jetstream.DeliverByStartSequencePolicy)
+}
+
+func (s *Source) retentionError(since uint64, state jetstream.StreamState) error {
+	if since+1 < state.FirstSeq && since+1 <= state.LastSeq {
+		return &feed.CursorBehindError{Source: Name, Cursor: since, FirstAvailable: state.FirstSeq}
+	}
+	return nil
+}
+
+func (s *Source) checkRetention(ctx context.Context, since uint64) error {
+	rctx, cancel := s.c.reqCtx(ctx)
+	defer cancel()
+	st, err := s.c.js.Stream(rctx, s.c.cfg.Stream)
+	if err != nil {
+		return fmt.Errorf("natsfeed: poll %d: stream %q: %w", since, s.c.cfg.Stream, err)
+	}
+	return s.retentionError(since, st.CachedInfo().State)
+}
+
+// Ack acknowledges the event eventID, synchronously (the server confirms),
+// and with it every event delivered before it: the consumer uses AckAll,
+// which matches the applier's rule of acknowledging only committed events,
+// in order. An event the Source does not hold (never delivered, already
+// acknowledged, or delivered before the consumer was recreated or the
+// Source reopened) returns nil. On error the handle is kept and Ack may be
+// retried.
+func (s *Source) Ack(ctx context.Context, eventID string) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return fmt.Errorf("natsfeed: ack %q: %w", eventID, feed.ErrClosed)
+	}
+	h, ok := s.held[eventID]
+	if !ok {
+		return nil
+	}
+	rctx, cancel := s.c.reqCtx(ctx)
+	defer cancel()
+	if err := h.msg.DoubleAck(rctx); err != nil {
+		return fmt.Errorf("natsfeed: ack %q (stream sequence %d): %w", eventID, h.seq, err)
+	}
+	for id, o := range s.held {
+		if o.seq <= h.seq {
+			delete(s.held, id)
+		}
+	}
+	return nil
+}
+
+// AckThrough acknowledges eventID and every event delivered before it in one
+// round trip. It is Ack: with AckAll every ack is cumulative.
+func (s *Source) AckThrough(ctx context.Context, eventID string) error {
+	return s.Ack(ctx, eventID)
+}
+
+// Head returns the stream's last sequence (0 when the stream is empty or
+// does not exist).
+func (s *Source) Head(ctx context.Context) (uint64, error) {
+	if s.isClosed() {
+		return 0, fmt.Errorf("natsfeed: head: %w", feed.ErrClosed)
+	}
+	rctx, cancel := s.c.reqCtx(ctx)
+	defer cancel()
+	st, err := s.c.js.Stream(rctx, s.c.cfg.Stream)
+	if errors.Is(err, jetstream.ErrStreamNotFound) {
+		return 0, nil
+	}
+	if err != nil {
+		return 0, fmt.Errorf("natsfeed: head: stream %q: %w", s.c.cfg.Stream, err)
+	}
+	return st.CachedInfo().State.LastSeq, nil
+}
+
+// Wait blocks until the stream may hold a message after since: it
+// subscribes to the subject (core NATS, as a wake-up signal), then returns
+// at once if the stream's last sequence is already past since, else on the
+// next message published on the subject (possibly a duplicate the stream
+// discarded: a spurious wake-up). It returns ctx's error once ctx is done.
+// Wait may run concurrently with Poll and Ack.
+func (s *Source) Wait(ctx context.Context, since uint64) error {
+	if s.isClosed() {
+		return fmt.Errorf("natsfeed: wait %d: %w", since, feed.ErrClosed)
+	}
+	sub, err := s.c.nc.SubscribeSync(s.c.cfg.Subject)
+	if err != nil {
+		return fmt.Errorf("natsfeed: wait %d: subscribe %q: %w", since, s.c.cfg.Subject, err)
+	}
+	defer sub.Unsubscribe()
+	fctx, cancel := s.c.reqCtx(ctx)
+	err = s.c.nc.FlushWithContext(fctx)
+	cancel()
+	if err != nil {
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		return fmt.Errorf("natsfeed: wait %d: flush: %w", since, err)
+	}
+	head, err := s.Head(ctx)
+	if err != nil {
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		return fmt.Errorf("natsfeed: wait %d: %w", since, err)
+	}
+	if head > since {
+		return nil
+	}
+	if _, err := sub.NextMsgWithContext(ctx); err != nil {
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		return fmt.Errorf("natsfeed: wait %d: %w", since, err)
+	}
+	return nil
+}
+
+func (s *Source) isClosed() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.closed
+}
+
+// Close forgets the held ack handles (their events are redelivered to the
+// next Source for this node) and closes the connection if the Source opened
+// it. The durable consumer stays on the server. Later calls fail with
+// feed.ErrClosed. Close is idempotent.
+func (s *Source) Close() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return nil
+	}
+	s.closed = true
+	s.held = nil
+	s.c.close()
+	return nil
+}
