@@ -13,6 +13,7 @@ import (
 	"github.com/controlfeed/controlfeed/artifact"
 	"github.com/controlfeed/controlfeed/controlevent"
 	"github.com/controlfeed/controlfeed/feed"
+	"github.com/controlfeed/controlfeed/internal/failpoint"
 )
 
 // headEvery is the least time between two feed.HeadReporter calls.
@@ -388,6 +389,12 @@ func (a *Applier) apply(ctx context.Context, cursor uint64, evs []controlevent.E
 	for _, it := range committed {
 		acks = append(acks, it.ev)
 	}
+	if n > 0 {
+		if err := failpoint.Inject(failpoint.ApplierAfterCommitBeforeAck); err != nil {
+			a.log.Warn("applier: acks not sent; the source will redeliver", "err", err)
+			acks = nil
+		}
+	}
 	a.ack(ctx, acks)
 
 	if fail != nil {
@@ -490,6 +497,9 @@ func (a *Applier) commit(ctx context.Context, plan []item) (n int, fail *failure
 			if _, err := spRelease.ExecContext(ctx); err != nil {
 				return 0, nil, fmt.Errorf("applier: release savepoint: %w", err)
 			}
+			if err := failpoint.Inject(failpoint.ApplierMidBatch); err != nil {
+				return 0, nil, fmt.Errorf("applier: apply batch of %d events: %w", len(plan), err)
+			}
 		}
 		n++
 	}
@@ -502,6 +512,9 @@ func (a *Applier) commit(ctx context.Context, plan []item) (n int, fail *failure
 	}
 	if _, err := tx.ExecContext(ctx, `DELETE FROM controlfeed_halt WHERE control_version <= ?`, last); err != nil {
 		return 0, nil, fmt.Errorf("applier: clear halt: %w", err)
+	}
+	if err := failpoint.Inject(failpoint.ApplierBeforeCommit); err != nil {
+		return 0, nil, fmt.Errorf("applier: commit %d events through control version %d: %w", n, last, err)
 	}
 	if err := tx.Commit(); err != nil {
 		return 0, nil, fmt.Errorf("applier: commit %d events through control version %d: %w", n, last, err)

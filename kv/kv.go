@@ -47,6 +47,7 @@ import (
 	"github.com/controlfeed/controlfeed/applier"
 	"github.com/controlfeed/controlfeed/artifact"
 	"github.com/controlfeed/controlfeed/controlevent"
+	"github.com/controlfeed/controlfeed/internal/failpoint"
 	"github.com/controlfeed/controlfeed/outbox"
 )
 
@@ -229,8 +230,14 @@ func Put(ctx context.Context, db *sql.DB, store artifact.Store, key string, valu
 			key, value, ev.Version, formatTime(now)); err != nil {
 			return fmt.Errorf("write row: %w", err)
 		}
-		return outbox.Append(ctx, tx, ev)
+		if err := outbox.Append(ctx, tx, ev); err != nil {
+			return err
+		}
+		return failpoint.Inject(failpoint.KVAfterArtifactBeforeCommit)
 	})
+	if err == nil {
+		err = failpoint.Inject(failpoint.KVAfterCommit)
+	}
 	if err != nil {
 		return controlevent.Event{}, fmt.Errorf("kv: put %q: %w", key, err)
 	}
@@ -260,6 +267,9 @@ func Delete(ctx context.Context, db *sql.DB, key string) (ev controlevent.Event,
 		}
 		return outbox.Append(ctx, tx, ev)
 	})
+	if err == nil {
+		err = failpoint.Inject(failpoint.KVAfterCommit)
+	}
 	if err != nil {
 		return controlevent.Event{}, false, fmt.Errorf("kv: delete %q: %w", key, err)
 	}

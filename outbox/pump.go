@@ -15,6 +15,7 @@ import (
 
 	"github.com/controlfeed/controlfeed/controlevent"
 	"github.com/controlfeed/controlfeed/feed"
+	"github.com/controlfeed/controlfeed/internal/failpoint"
 )
 
 // ErrSinkContract is wrapped by publish errors when the Sink's answer breaks
@@ -344,6 +345,13 @@ func (p *Pump) chunk(stop, work context.Context, rows []pendingRow, prevCV *uint
 	}
 
 	stamped, pubErr := p.publish(stop, work, live, events, prevCV)
+	if len(stamped) > 0 {
+		if err := failpoint.Inject(failpoint.OutboxAfterPublishBeforeWriteback); err != nil {
+			err = fmt.Errorf("outbox: write back %d published rows: %w", len(stamped), err)
+			p.recordFailure(err)
+			return 0, err
+		}
+	}
 	var failed *pendingRow
 	if pubErr != nil && !errors.Is(pubErr, errStopped) && len(stamped) < len(live) {
 		failed = &live[len(stamped)]
@@ -381,6 +389,9 @@ func (p *Pump) publish(stop, work context.Context, rows []pendingRow, events []c
 		if stop.Err() != nil {
 			return nil, errStopped
 		}
+		if err := failpoint.Inject(failpoint.OutboxBeforePublish); err != nil {
+			return out, fmt.Errorf("outbox: publish %q (outbox id %d) to %s: %w", rows[0].eventID, rows[0].id, p.sink.Name(), err)
+		}
 		got, err := p.batch.AppendBatch(work, events)
 		for i := range min(len(got), len(events)) {
 			if cerr := p.checkStamp(rows[i], got[i], *prevCV); cerr != nil {
@@ -404,6 +415,9 @@ func (p *Pump) publish(stop, work context.Context, rows []pendingRow, events []c
 	for i, e := range events {
 		if stop.Err() != nil {
 			return out, errStopped
+		}
+		if err := failpoint.Inject(failpoint.OutboxBeforePublish); err != nil {
+			return out, fmt.Errorf("outbox: publish %q (outbox id %d) to %s: %w", rows[i].eventID, rows[i].id, p.sink.Name(), err)
 		}
 		got, err := p.sink.Append(work, e)
 		if err != nil {

@@ -16,6 +16,7 @@ import (
 
 	"github.com/controlfeed/controlfeed/artifact"
 	"github.com/controlfeed/controlfeed/controlevent"
+	"github.com/controlfeed/controlfeed/internal/failpoint"
 )
 
 // Name is the name this backend is registered under with package artifact.
@@ -197,6 +198,11 @@ func (s *Store) Put(ctx context.Context, r io.Reader) (ref string, err error) {
 				return "", fmt.Errorf("filestore: put: write %s: %w", rel, err)
 			}
 			size += int64(n)
+		}
+		if size == int64(n) { // first chunk (only the first read can leave size == n)
+			if err := failpoint.Inject(failpoint.FilestoreMidWrite); err != nil {
+				return "", fmt.Errorf("filestore: put: write %s: %w", rel, err)
+			}
 		}
 		if rerr == io.EOF || rerr == io.ErrUnexpectedEOF {
 			break

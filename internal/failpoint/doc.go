@@ -1,0 +1,106 @@
+// Package failpoint holds controlfeed's compiled-in failure points: named
+// places in the pipeline where a crash test can make the process die, panic,
+// stall, or see an error, to prove that every step is crash-safe. It is in
+// the spirit of etcd's gofail and FreeBSD's fail points, but tiny: a point is
+// one call,
+//
+//	if err := failpoint.Inject(failpoint.KVAfterCommit); err != nil {
+//		return fmt.Errorf("kv: put %q: %w", key, err)
+//	}
+//
+// and nothing is generated or rewritten at build time.
+//
+// # Cost when off
+//
+// Inject is inlined into its caller; when no point is enabled it is one
+// atomic pointer load and a nil check (about a nanosecond, see
+// BenchmarkInjectDisabled) and returns nil. Production builds carry the
+// points but never enable them.
+//
+// # Points
+//
+// The names are constants in this package (names.go); Names lists them and
+// Enable rejects any other name.
+//
+//   - kv.after-artifact-before-commit: kv.Put has stored the value in the
+//     artifact store and written the row and the outbox event, but its
+//     transaction has not committed. A kill here must leave no row and no
+//     outbox event, only a harmless unreferenced artifact.
+//   - kv.after-commit: kv.Put or kv.Delete committed and has not returned:
+//     the producer died between its own commit and the pump. The pump must
+//     still publish the event. An error here is a lost reply: the change is
+//     committed but the caller sees a failure.
+//   - outbox.before-publish: the pump read a pending row and is about to hand
+//     it to the Sink (Append, or AppendBatch for a window). An error is a
+//     failed publish of that row: it stays pending with its bookkeeping.
+//   - outbox.after-publish-before-writeback: the Sink acknowledged a row or a
+//     batch and the pump has not committed the write-back of its
+//     ControlVersion. The rows stay pending and are republished with the same
+//     EventID; the Sink's dedup must give back the original ControlVersion.
+//     An error skips the whole write-back of that chunk.
+//   - applier.mid-batch: inside a catch-up apply transaction (several
+//     events), after one event's savepoint was released, before commit. A
+//     kill must lose the whole batch, nothing partial; an error fails the
+//     transaction as a whole (halt at its first event, retried).
+//   - applier.before-commit: the apply transaction is complete and about to
+//     commit. An error (typically enospc) is a failed commit: the batch is
+//     rolled back, the applier halts and retries, and resumes by itself once
+//     the point is disabled.
+//   - applier.after-commit-before-ack: the apply transaction committed and
+//     the Source has not been acknowledged. A kill means the events are
+//     redelivered and must be no-ops; an error skips the acks of that round
+//     (the Source redelivers, as after a failed Ack).
+//   - filestore.mid-write: the artifact file store wrote the first chunk of
+//     a Put's temp file and has neither fsynced nor renamed it. A kill must
+//     leave no object under the ref, only a temp file that a later Sweep
+//     removes; an error fails the Put and removes the temp file.
+//
+// # Spec grammar
+//
+// A spec enables points and says what each does when reached:
+//
+//	spec   = term { "," term }
+//	term   = name "=" [ count "*" ] [ pct "%" ] action
+//	action = "panic" | "exit" | "kill" | "error" | "enospc" | "sleep(" duration ")" | "off"
+//
+// panic panics with an error wrapping ErrInjected. exit and kill (synonyms)
+// send SIGKILL to the process itself, a real kill -9: no deferred call, no
+// buffered write and no SQLite rollback runs, and Inject never returns.
+// error returns an error wrapping ErrInjected; enospc one wrapping both
+// ErrInjected and syscall.ENOSPC. sleep(d) sleeps for d (a time.Duration
+// such as 100ms) and returns nil. off does nothing. "N*" fires the action
+// only the first N times (N >= 1); "P%" fires it with probability P/100 at
+// each hit (0 < P <= 100); with both, the action fires at most N times, each
+// hit with probability P/100. Spaces around terms are ignored; an empty spec
+// disables everything. Examples:
+//
+//	applier.before-commit=enospc
+//	outbox.after-publish-before-writeback=1*error,filestore.mid-write=25%kill
+//	kv.after-commit=sleep(100ms)
+//
+// # Enabling
+//
+// At program start (package init) the package reads the environment variable
+// CONTROLFEED_FAILPOINTS once and enables that spec; an invalid spec panics
+// at init, so a crash harness never silently runs without its faults. This
+// is the one place a controlfeed library reads the environment: failure
+// points are test infrastructure of the daemon, and the crash harness drives
+// a real, unmodified binary. Tests in-process use Enable and Disable
+// instead; they replace the whole set of enabled points atomically and are
+// safe to call while other goroutines run Inject.
+//
+// # Kill log
+//
+// When a panic, exit or kill action fires, the package first appends one
+// line "<name>\n" to the file named by CONTROLFEED_FAILPOINT_LOG (read once
+// at init; SetLogFile changes it), opened with O_APPEND and fsynced, so a
+// harness can count deaths per point across many processes. Failures to
+// write the log are ignored: the process is about to die.
+//
+// # Errors
+//
+// Enable's errors begin with "failpoint: enable" and name the offending
+// term; an unknown point name lists the known names. Injected errors read
+// `failpoint: "<name>": injected failure` and wrap ErrInjected (and
+// syscall.ENOSPC for enospc).
+package failpoint

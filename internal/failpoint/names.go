@@ -1,0 +1,40 @@
+package failpoint
+
+// The failure points compiled into controlfeed. The package documentation
+// says where each sits and what it simulates. Adding a point means adding a
+// constant here and to known, and one Inject call at the spot.
+const (
+	// KVAfterArtifactBeforeCommit is in kv.Put: artifact stored, row and
+	// outbox event written, transaction not committed.
+	KVAfterArtifactBeforeCommit = "kv.after-artifact-before-commit"
+	// KVAfterCommit is in kv.Put and kv.Delete: committed, not returned.
+	KVAfterCommit = "kv.after-commit"
+	// OutboxBeforePublish is in the outbox pump: row read, before the Sink.
+	OutboxBeforePublish = "outbox.before-publish"
+	// OutboxAfterPublishBeforeWriteback is in the outbox pump: the Sink
+	// acknowledged, the write-back transaction has not committed.
+	OutboxAfterPublishBeforeWriteback = "outbox.after-publish-before-writeback"
+	// ApplierMidBatch is in the applier's catch-up transaction, after an
+	// event's savepoint was released, before commit.
+	ApplierMidBatch = "applier.mid-batch"
+	// ApplierBeforeCommit is in the applier, just before the apply
+	// transaction commits.
+	ApplierBeforeCommit = "applier.before-commit"
+	// ApplierAfterCommitBeforeAck is in the applier: committed, not acked.
+	ApplierAfterCommitBeforeAck = "applier.after-commit-before-ack"
+	// FilestoreMidWrite is in the artifact file store's Put: first chunk of
+	// the temp file written, not fsynced, not renamed.
+	FilestoreMidWrite = "filestore.mid-write"
+)
+
+// known is the set Enable accepts; keep it in step with the constants.
+var known = []string{
+	KVAfterArtifactBeforeCommit,
+	KVAfterCommit,
+	OutboxBeforePublish,
+	OutboxAfterPublishBeforeWriteback,
+	ApplierMidBatch,
+	ApplierBeforeCommit,
+	ApplierAfterCommitBeforeAck,
+	FilestoreMidWrite,
+}
