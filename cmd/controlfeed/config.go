@@ -1,0 +1,324 @@
+package main
+
+import (
+	"cmp"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"slices"
+	"strings"
+	"time"
+)
+
+// envPrefix starts the name of every environment variable controlfeed reads.
+const envPrefix = "CONTROLFEED_"
+
+// settings holds every value a flag or its environment variable can set. A
+// subcommand binds the subset it uses; the rest keep their defaults.
+type settings struct {
+	DB            string
+	FeedSource    string
+	FeedSink      string
+	FeedDir       string
+	ArtifactStore string
+	ArtifactDir   string
+	Listen        string
+	NodeName      string
+	NATSURL       string
+	LogFormat     string
+	LogLevel      string
+	PollInterval  time.Duration
+	JSON          bool
+	From          uint64
+	Follow        bool
+}
+
+// setting describes one flag and its environment variable. This table is the
+// ONE place where flags, environment variables and defaults are mapped.
+type setting struct {
+	flag  string // flag name, without dashes
+	usage string // one line; the default and env var are appended by help
+	def   string // default shown in help ("" = none)
+	show  string // overrides def in help when the real default is computed
+	bind  func(fs *flag.FlagSet, s *settings, name, usage string)
+}
+
+func strSetting(flagName, def, usage string, field func(*settings) *string) setting {
+	return setting{flag: flagName, usage: usage, def: def, bind: func(fs *flag.FlagSet, s *settings, name, u string) {
+		fs.StringVar(field(s), name, def, u)
+	}}
+}
+
+func withShow(show string, st setting) setting {
+	st.show = show
+	return st
+}
+
+var allSettings = []setting{
+	strSetting("db", "", "SQLite database `FILE` of this node or producer (created if missing)",
+		func(s *settings) *string { return &s.DB }),
+	strSetting("feed-source", "nop", "feed backend this node applies events from (`NAME`; nop = none)",
+		func(s *settings) *string { return &s.FeedSource }),
+	strSetting("feed-sink", "nop", "feed backend the outbox pump publishes to (`NAME`; nop = none)",
+		func(s *settings) *string { return &s.FeedSink }),
+	strSetting("feed-dir", "", "`DIR` of the file feed backend, shared by the producer and its nodes",
+		func(s *settings) *string { return &s.FeedDir }),
+	strSetting("artifact-store", "file", "artifact store backend holding event payloads (`NAME`)",
+		func(s *settings) *string { return &s.ArtifactStore }),
+	withShow("<db>.artifacts", strSetting("artifact-dir", "", "`DIR` of the file artifact store; nodes must use the producer's",
+		func(s *settings) *string { return &s.ArtifactDir })),
+	strSetting("listen", "", "HTTP `ADDR` for /healthz, /v1/status and /metrics (empty = no HTTP server)",
+		func(s *settings) *string { return &s.Listen }),
+	withShow("the host name", strSetting("node-name", "", "`NAME` of this node (durable consumer name on jetstream; shown in status)",
+		func(s *settings) *string { return &s.NodeName })),
+	strSetting("nats-url", "", "comma-separated NATS server `URLs` for the jetstream backends",
+		func(s *settings) *string { return &s.NATSURL }),
+	strSetting("log-format", "text", "log `FORMAT` on stderr: text or json",
+		func(s *settings) *string { return &s.LogFormat }),
+	strSetting("log-level", "info", "log `LEVEL`: debug, info, warn or error",
+		func(s *settings) *string { return &s.LogLevel }),
+	{flag: "poll-interval", def: "0 (library default)", usage: "how often the pump and the applier poll when idle (`DURATION`)",
+		bind: func(fs *flag.FlagSet, s *settings, name, u string) { fs.DurationVar(&s.PollInterval, name, 0, u) }},
+	{flag: "json", def: "false", usage: "print JSON instead of text",
+		bind: func(fs *flag.FlagSet, s *settings, name, u string) { fs.BoolVar(&s.JSON, name, false, u) }},
+	{flag: "from", def: "0", usage: "print events after this ControlVersion `N`",
+		bind: func(fs *flag.FlagSet, s *settings, name, u string) { fs.Uint64Var(&s.From, name, 0, u) }},
+	{flag: "follow", def: "true", usage: "keep waiting for new events (--follow=false: print what exists and exit)",
+		bind: func(fs *flag.FlagSet, s *settings, name, u string) { fs.BoolVar(&s.Follow, name, true, u) }},
+}
+
+// envName returns the environment variable of a flag: --feed-dir ->
+// CONTROLFEED_FEED_DIR.
+func envName(flagName string) string {
+	return envPrefix + strings.ToUpper(strings.ReplaceAll(flagName, "-", "_"))
+}
+
+func lookupSetting(name string) setting {
+	for _, st := range allSettings {
+		if st.flag == name {
+			return st
+		}
+	}
+	panic("controlfeed: no setting " + name)
+}
+
+// validEnvNames returns the sorted names of every environment variable
+// controlfeed understands.
+func validEnvNames() []string {
+	names := make([]string, 0, len(allSettings))
+	for _, st := range allSettings {
+		names = append(names, envName(st.flag))
+	}
+	slices.Sort(names)
+	return names
+}
+
+// checkEnv rejects CONTROLFEED_* variables that name no setting: a typo must
+// not silently fall back to a default.
+func checkEnv(environ []string) error {
+	valid := validEnvNames()
+	var unknown []string
+	for _, kv := range environ {
+		k, _, _ := strings.Cut(kv, "=")
+		if strings.HasPrefix(k, envPrefix) && !slices.Contains(valid, k) {
+			unknown = append(unknown, k)
+		}
+	}
+	if len(unknown) == 0 {
+		return nil
+	}
+	slices.Sort(unknown)
+	return usageErrorf("unknown environment variable %s; valid ones are: %s",
+		strings.Join(unknown, ", "), strings.Join(valid, ", "))
+}
+
+// command describes one subcommand for its FlagSet and its help.
+type command struct {
+	name     string // "serve", "kv put"
+	args     string // positional arguments, for the usage line
+	summary  string // one line, for the top-level help
+	details  string // paragraphs explaining what it does
+	example  string // shell example
+	settings []string
+	createDB bool // the command creates --db if missing; others require it
+}
+
+// flagSet builds cmd's FlagSet bound to s, with help that lists each flag,
+// its environment variable and its default.
+func (c *command) flagSet(s *settings, out io.Writer) *flag.FlagSet {
+	fs := flag.NewFlagSet("controlfeed "+c.name, flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	for _, name := range c.settings {
+		st := lookupSetting(name)
+		st.bind(fs, s, name, st.usage)
+	}
+	fs.Usage = func() { c.writeHelp(out, fs) }
+	return fs
+}
+
+func (c *command) writeHelp(w io.Writer, fs *flag.FlagSet) {
+	fmt.Fprintf(w, "Usage: %s\n\n", strings.TrimSpace("controlfeed "+c.name+" [flags] "+c.args))
+	fmt.Fprintf(w, "%s\n\n", strings.TrimSpace(c.details))
+	if len(c.settings) > 0 {
+		fmt.Fprintf(w, "Flags (each can also be set by its environment variable; a flag overrides it):\n")
+		fs.VisitAll(func(f *flag.Flag) {
+			st := lookupSetting(f.Name)
+			argName, usage := flag.UnquoteUsage(f)
+			fmt.Fprintf(w, "  --%s", f.Name)
+			if argName != "" && argName != "value" {
+				fmt.Fprintf(w, " %s", argName)
+			}
+			fmt.Fprintf(w, "\n      %s\n      env %s", usage, envName(f.Name))
+			if def := cmp.Or(st.show, st.def); def != "" {
+				fmt.Fprintf(w, ", default %s", def)
+			}
+			fmt.Fprintln(w)
+		})
+		fmt.Fprintln(w)
+	}
+	fmt.Fprintf(w, "Example:\n  %s\n", strings.TrimSpace(c.example))
+}
+
+// parse applies the environment, then the flags in args (flags win), and
+// returns the positional arguments. Flags may follow positional arguments
+// ("kv get KEY --db FILE"); everything after "--" is positional. It returns
+// flag.ErrHelp, after printing the help, for -h/--help.
+func (c *command) parse(m *Main, s *settings, args []string) ([]string, error) {
+	fs := c.flagSet(s, m.Stdout)
+	for _, name := range c.settings {
+		env := envName(name)
+		v, ok := m.lookupEnv(env)
+		if !ok {
+			continue
+		}
+		if err := fs.Set(name, v); err != nil {
+			return nil, usageErrorf("controlfeed %s: environment %s=%q: %v", c.name, env, v, err)
+		}
+	}
+	var pos []string
+	for rest := args; len(rest) > 0; {
+		if err := fs.Parse(rest); err != nil {
+			if errors.Is(err, flag.ErrHelp) {
+				return nil, flag.ErrHelp // fs.Parse printed the help
+			}
+			return nil, usageErrorf("controlfeed %s: %v (see controlfeed %s --help)", c.name, err, c.name)
+		}
+		left := fs.Args()
+		if n := len(rest) - len(left); n > 0 && rest[n-1] == "--" {
+			pos = append(pos, left...)
+			break
+		}
+		if len(left) > 0 {
+			pos = append(pos, left[0])
+			left = left[1:]
+		}
+		rest = left
+	}
+	return pos, nil
+}
+
+// logger builds the slog logger that writes to stderr from --log-format and
+// --log-level.
+func (s *settings) logger(stderr io.Writer) (*slog.Logger, error) {
+	var level slog.Level
+	if err := level.UnmarshalText([]byte(s.LogLevel)); err != nil {
+		return nil, usageErrorf("controlfeed: --log-level %q: want debug, info, warn or error", s.LogLevel)
+	}
+	opts := &slog.HandlerOptions{Level: level}
+	switch s.LogFormat {
+	case "text":
+		return slog.New(slog.NewTextHandler(stderr, opts)), nil
+	case "json":
+		return slog.New(slog.NewJSONHandler(stderr, opts)), nil
+	default:
+		return nil, usageErrorf("controlfeed: --log-format %q: want text or json", s.LogFormat)
+	}
+}
+
+// artifactDir resolves the documented default of --artifact-dir.
+func (s *settings) artifactDir() string {
+	if s.ArtifactDir == "" && s.DB != "" {
+		return s.DB + ".artifacts"
+	}
+	return s.ArtifactDir
+}
+
+// nodeName resolves the documented default of --node-name.
+func (s *settings) nodeName() string {
+	if s.NodeName != "" {
+		return s.NodeName
+	}
+	h, err := os.Hostname()
+	if err != nil || h == "" {
+		return "controlfeed"
+	}
+	return h
+}
+
+// natsURLs splits --nats-url.
+func (s *settings) natsURLs() []string {
+	var urls []string
+	for u := range strings.SplitSeq(s.NATSURL, ",") {
+		if u = strings.TrimSpace(u); u != "" {
+			urls = append(urls, u)
+		}
+	}
+	return urls
+}
+
+// usageError is an error in the command line or environment; main exits 2.
+type usageError struct{ msg string }
+
+func (e *usageError) Error() string { return e.msg }
+
+func usageErrorf(format string, args ...any) error {
+	return &usageError{msg: fmt.Sprintf(format, args...)}
+}
+
+// helpOK turns the flag.ErrHelp of a --help request, already answered, into
+// success.
+func helpOK(err error) error {
+	if errors.Is(err, flag.ErrHelp) {
+		return nil
+	}
+	return err
+}
+
+// closeQuietly closes v if it is an io.Closer, ignoring the error: for
+// read-only resources on the way out.
+func closeQuietly(v any) {
+	if c, ok := v.(io.Closer); ok {
+		c.Close()
+	}
+}
+
+// parseDBArgs parses cmd's flags and checks --db, the log settings and the
+// number of positional arguments, which it returns.
+func (m *Main) parseDBArgs(cmd *command, s *settings, args []string, minArgs, maxArgs int) ([]string, error) {
+	pos, err := cmd.parse(m, s, args)
+	if err != nil {
+		return nil, err
+	}
+	if len(pos) < minArgs || len(pos) > maxArgs {
+		want := cmd.args
+		if want == "" {
+			want = "none"
+		}
+		return nil, usageErrorf("controlfeed %s: want arguments %s, got %q (see --help)", cmd.name, want, pos)
+	}
+	if s.DB == "" {
+		return nil, usageErrorf("controlfeed %s: --db is required (or CONTROLFEED_DB)", cmd.name)
+	}
+	if _, err := s.logger(m.Stderr); err != nil {
+		return nil, err
+	}
+	if !cmd.createDB {
+		if _, err := os.Stat(s.DB); err != nil {
+			return nil, fmt.Errorf("controlfeed %s: database %s: %w", cmd.name, s.DB, err)
+		}
+	}
+	return pos, nil
+}

@@ -1,0 +1,49 @@
+package main
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/controlfeed/controlfeed/applier"
+	"github.com/controlfeed/controlfeed/internal/node"
+)
+
+var skipCmd = &command{
+	name:    "skip",
+	args:    "EVENT_ID",
+	summary: "pass over the event a node's applier is halted at",
+	details: `Records the event EVENT_ID, which the applier of --db is halted at, as
+skipped in applied_events. A running "serve" on that database moves past it
+at its next retry; its effect is never applied on this node, so the node may
+now differ from the producer: use it only when you have decided the event
+must not apply (see "controlfeed status" for the halt and its error).`,
+	example:  `controlfeed skip --db node1.db 0190f5a2-6c1e-7b3a-9a51-2f7d4c8e9b10`,
+	settings: []string{"db", "log-format", "log-level"},
+}
+
+func (m *Main) runSkip(ctx context.Context, args []string) error {
+	var s settings
+	pos, err := m.parseDBArgs(skipCmd, &s, args, 1, 1)
+	if err != nil {
+		return helpOK(err)
+	}
+	db, err := node.OpenDB(ctx, s.DB)
+	if err != nil {
+		return err
+	}
+	defer db.Close()
+	before, err := node.ReadStatus(ctx, db)
+	if err != nil {
+		return err
+	}
+	if err := applier.Skip(ctx, db, pos[0]); err != nil {
+		return err
+	}
+	if h := before.Halted; h != nil && h.EventID == pos[0] {
+		fmt.Fprintf(m.Stdout, "skipped event %s (control_version %d, type %s), halted since %s with: %s\n",
+			h.EventID, h.ControlVersion, h.Type, h.Since.Format("2006-01-02T15:04:05Z07:00"), h.Error)
+	} else {
+		fmt.Fprintf(m.Stdout, "skipped event %s\n", pos[0])
+	}
+	return nil
+}

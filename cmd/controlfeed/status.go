@@ -1,0 +1,64 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"time"
+
+	"github.com/controlfeed/controlfeed/internal/node"
+)
+
+var statusCmd = &command{
+	name:    "status",
+	summary: "show a node's cursor, halt, applied counts and outbox counts",
+	details: `Reads the database --db (from any process, also while "serve" runs on it)
+and prints the node's cursor (the last ControlVersion applied), the event the
+applier is halted at with its error, if any, the applied and skipped event
+counts, and the producer outbox's pending and dead row counts. With --json it
+prints one object with the keys cursor, halted, applied, skipped,
+outbox_pending, outbox_dead (and head, lag: null here; a running node's
+/v1/status fills them). The exit status is 0 whatever the node's state; use
+serve's /healthz for alerting.`,
+	example:  `controlfeed status --db node1.db --json`,
+	settings: []string{"db", "json", "log-format", "log-level"},
+}
+
+func (m *Main) runStatus(ctx context.Context, args []string) error {
+	var s settings
+	if _, err := m.parseDBArgs(statusCmd, &s, args, 0, 0); err != nil {
+		return helpOK(err)
+	}
+	db, err := node.OpenDB(ctx, s.DB)
+	if err != nil {
+		return err
+	}
+	defer db.Close()
+	st, err := node.ReadStatus(ctx, db)
+	if err != nil {
+		return err
+	}
+	if s.JSON {
+		enc := json.NewEncoder(m.Stdout)
+		enc.SetIndent("", "  ")
+		return enc.Encode(st)
+	}
+	w := m.Stdout
+	fmt.Fprintf(w, "cursor:          %d\n", st.Cursor)
+	fmt.Fprintf(w, "applied:         %d\n", st.Applied)
+	fmt.Fprintf(w, "skipped:         %d\n", st.Skipped)
+	if h := st.Halted; h != nil {
+		fmt.Fprintf(w, "halted:          event %s (control_version %d, type %s) after %d attempts since %s\n",
+			h.EventID, h.ControlVersion, h.Type, h.Attempts, h.Since.Format(time.RFC3339))
+		fmt.Fprintf(w, "halt error:      %s\n", h.Error)
+		fmt.Fprintf(w, "                 fix the cause, or pass over it: controlfeed skip --db %s %s\n", s.DB, h.EventID)
+	} else {
+		fmt.Fprintf(w, "halted:          no\n")
+	}
+	fmt.Fprintf(w, "outbox pending:  %d\n", st.OutboxPending)
+	if st.OutboxOldestPending != nil {
+		fmt.Fprintf(w, "oldest pending:  %s\n", st.OutboxOldestPending.Format(time.RFC3339))
+	}
+	fmt.Fprintf(w, "outbox dead:     %d\n", st.OutboxDead)
+	return nil
+}

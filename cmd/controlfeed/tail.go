@@ -1,0 +1,129 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/controlfeed/controlfeed/controlevent"
+	"github.com/controlfeed/controlfeed/feed"
+	"github.com/controlfeed/controlfeed/feed/nop"
+)
+
+// defaultTailPoll is how often tail polls a source that cannot Wait.
+const defaultTailPoll = 500 * time.Millisecond
+
+var tailCmd = &command{
+	name:    "tail",
+	summary: "print a feed's events as they arrive",
+	details: `Reads the feed --feed-source from the event after --from and prints each
+event on one line: control_version, type, key, event_id, created_at
+(tab-separated; an empty key prints as "-"), or with --json the event as one
+JSON object per line. With --follow (the default) it then waits for new
+events until interrupted; --follow=false exits after the last event. It only
+reads: it applies nothing and acknowledges nothing.
+
+On jetstream, tail reads through a durable consumer named by --node-name,
+which defaults here to "tail-<host name>": never give it the name of a
+running fleet node, whose consumer it would reposition.`,
+	example: `controlfeed tail --feed-source file --feed-dir /var/lib/cf/feed --from 100`,
+	settings: []string{"feed-source", "feed-dir", "nats-url", "node-name", "from", "json", "follow",
+		"poll-interval", "log-format", "log-level"},
+}
+
+func (m *Main) runTail(ctx context.Context, args []string) error {
+	var s settings
+	pos, err := tailCmd.parse(m, &s, args)
+	if err != nil {
+		return helpOK(err)
+	}
+	if len(pos) > 0 {
+		return usageErrorf("controlfeed tail: unexpected argument %q", pos[0])
+	}
+	if _, err := s.logger(m.Stderr); err != nil {
+		return err
+	}
+	if s.FeedSource == nop.Name {
+		return usageErrorf("controlfeed tail: --feed-source is %q, which has no events; available: %v", nop.Name, feed.Sources())
+	}
+	if s.NodeName == "" {
+		s.NodeName = "tail-" + s.nodeName()
+	}
+	src, err := feed.Open(s.FeedSource, s.feedConfig())
+	if err != nil {
+		return err
+	}
+	defer closeQuietly(src)
+	interval := s.PollInterval
+	if interval <= 0 {
+		interval = defaultTailPoll
+	}
+	err = tail(ctx, src, s.From, s.Follow, interval, func(e controlevent.Event) error {
+		return m.printEvent(e, s.JSON)
+	})
+	if ctx.Err() != nil && errors.Is(err, ctx.Err()) {
+		return nil // interrupted: the normal end of --follow
+	}
+	return err
+}
+
+// tail calls print for every event of src after from, in order. It returns
+// once the feed has no more events unless follow, in which case it waits for
+// more with feed.Waiter when src implements it, else polls every interval.
+func tail(ctx context.Context, src feed.Source, from uint64, follow bool, interval time.Duration, print func(controlevent.Event) error) error {
+	cursor := from
+	waiter, _ := src.(feed.Waiter)
+	for {
+		events, err := src.Poll(ctx, cursor)
+		if err != nil {
+			return fmt.Errorf("controlfeed tail: poll %s after %d: %w", src.Name(), cursor, err)
+		}
+		for _, e := range events {
+			if e.ControlVersion <= cursor {
+				return fmt.Errorf("controlfeed tail: %s returned control_version %d after %d: feed out of order", src.Name(), e.ControlVersion, cursor)
+			}
+			if err := print(e); err != nil {
+				return err
+			}
+			cursor = e.ControlVersion
+		}
+		if len(events) > 0 {
+			continue
+		}
+		if !follow {
+			return nil
+		}
+		if waiter != nil {
+			if err := waiter.Wait(ctx, cursor); err != nil {
+				return err
+			}
+			continue
+		}
+		t := time.NewTimer(interval)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return ctx.Err()
+		case <-t.C:
+		}
+	}
+}
+
+func (m *Main) printEvent(e controlevent.Event, asJSON bool) error {
+	if asJSON {
+		b, err := controlevent.Marshal(e)
+		if err != nil {
+			return err
+		}
+		_, err = fmt.Fprintf(m.Stdout, "%s\n", b)
+		return err
+	}
+	key := e.Key
+	if key == "" {
+		key = "-"
+	}
+	_, err := fmt.Fprintf(m.Stdout, "%d\t%s\t%s\t%s\t%s\n", e.ControlVersion, e.Type, printable(key), e.EventID,
+		e.CreatedAt.UTC().Format(time.RFC3339Nano))
+	return err
+}

@@ -1,0 +1,364 @@
+// Package node wires one controlfeed process together from a Config: it opens
+// the SQLite database, the artifact store and the feed backends by name,
+// migrates the schemas, and runs the outbox pump (when a sink is configured),
+// the applier (when a source is configured) and an HTTP server for health,
+// status and metrics. The controlfeed command and its demo use it; libraries
+// do not.
+//
+// # Configuration
+//
+// Config names backends by their registered names; this package imports no
+// backend, so the program links only the backends it blank-imports. A nil or
+// zero Config field selects the default documented on it.
+//
+// # Roles
+//
+// A process with FeedSink != "nop" is a producer: its pump drains the outbox
+// of DB into the sink. A process with FeedSource != "nop" is a fleet node: its
+// applier applies the feed to DB with Config.Handlers (kv.Handlers by
+// default). One process may be both, or neither (the single-node default,
+// where local writes are simply not published).
+//
+// # Errors
+//
+// Errors begin with "node:" and the operation, and wrap the error of the
+// package that failed (feed, artifact, outbox, applier, kv, sqlitedb), so
+// errors.Is works on their sentinels.
+package node
+
+import (
+	"cmp"
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"sync"
+	"time"
+
+	"github.com/controlfeed/controlfeed/applier"
+	"github.com/controlfeed/controlfeed/artifact"
+	"github.com/controlfeed/controlfeed/feed"
+	"github.com/controlfeed/controlfeed/feed/nop"
+	"github.com/controlfeed/controlfeed/internal/sqlitedb"
+	"github.com/controlfeed/controlfeed/kv"
+	"github.com/controlfeed/controlfeed/outbox"
+)
+
+// Defaults of Config.
+const (
+	// DefaultFeed is the feed backend of an empty FeedSource or FeedSink.
+	DefaultFeed = nop.Name
+	// DefaultArtifactStore is the store of an empty ArtifactStore.
+	DefaultArtifactStore = "file"
+	// ArtifactDirSuffix is appended to DB to form the default artifact
+	// directory of the file store.
+	ArtifactDirSuffix = ".artifacts"
+	// ShutdownTimeout bounds how long Run waits for in-flight HTTP requests
+	// once its context is done.
+	ShutdownTimeout = 5 * time.Second
+)
+
+// Config describes one process. Zero values select the documented defaults.
+type Config struct {
+	// DB is the path of the SQLite database (required). It is created if
+	// missing and migrated (outbox, applier and kv schemas).
+	DB string
+
+	// FeedSource is the registered feed.Source backend the applier reads;
+	// "" = "nop" = no applier.
+	FeedSource string
+	// FeedSink is the registered feed.Sink backend the pump publishes to;
+	// "" = "nop" = no pump.
+	FeedSink string
+	// Feed is passed to the feed backends.
+	Feed feed.SourceConfig
+
+	// ArtifactStore is the registered artifact.Store backend; "" = "file".
+	ArtifactStore string
+	// Artifact is passed to the store. For the file store, an empty Dir
+	// means DB + ".artifacts". A node must read the store its producer
+	// writes to.
+	Artifact artifact.Config
+
+	// Listen is the TCP address of the HTTP server (/healthz, /v1/status,
+	// /metrics); "" = no HTTP server. Port 0 picks a free port; see
+	// Node.Addr.
+	Listen string
+
+	// NodeName names this node in status and logs.
+	NodeName string
+
+	// PollInterval is how often the pump and the applier poll when idle;
+	// 0 = their own defaults.
+	PollInterval time.Duration
+
+	// Handlers applies events by type; nil = kv.Handlers().
+	Handlers map[string]applier.Handler
+
+	// Logger receives the process's logs; nil discards them.
+	Logger *slog.Logger
+}
+
+func (c *Config) setDefaults() {
+	c.FeedSource = cmp.Or(c.FeedSource, DefaultFeed)
+	c.FeedSink = cmp.Or(c.FeedSink, DefaultFeed)
+	c.ArtifactStore = cmp.Or(c.ArtifactStore, DefaultArtifactStore)
+	if c.Artifact.Dir == "" && c.DB != "" {
+		c.Artifact.Dir = c.DB + ArtifactDirSuffix
+	}
+	if c.Handlers == nil {
+		c.Handlers = kv.Handlers()
+	}
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.DiscardHandler)
+	}
+}
+
+// Validate reports a Config that cannot work. Unknown backend names are
+// reported by Open, which lists the registered ones.
+func (c *Config) Validate() error {
+	if c.DB == "" {
+		return errors.New("node: config: DB is empty (set --db)")
+	}
+	if c.PollInterval < 0 {
+		return fmt.Errorf("node: config: PollInterval %v is negative", c.PollInterval)
+	}
+	return nil
+}
+
+// Node is one opened process: database, store, backends, and the pump and
+// applier that Run drives. Its methods are safe for concurrent use.
+type Node struct {
+	cfg     Config
+	log     *slog.Logger
+	db      *sql.DB
+	store   artifact.Store
+	source  feed.Source // nil when FeedSource is nop
+	sink    feed.Sink   // nil when FeedSink is nop
+	pump    *outbox.Pump
+	applier *applier.Applier
+	ln      net.Listener
+
+	mu      sync.Mutex
+	pumpErr error // fatal error of pump.Run, for health
+	started time.Time
+}
+
+// Open opens everything cfg names, migrates the database and, if cfg.Listen
+// is set, binds the HTTP listener (so a busy port fails here, not in Run).
+// Nothing runs until Run. On error everything opened so far is closed.
+func Open(ctx context.Context, cfg *Config) (_ *Node, err error) {
+	var c Config
+	if cfg != nil {
+		c = *cfg
+	}
+	c.setDefaults()
+	if err := c.Validate(); err != nil {
+		return nil, err
+	}
+	n := &Node{cfg: c, log: c.Logger.With("node", c.NodeName), started: time.Now()}
+	defer func() {
+		if err != nil {
+			n.Close()
+		}
+	}()
+
+	src, err := feed.Open(c.FeedSource, c.Feed)
+	if err != nil {
+		return nil, fmt.Errorf("node: %w", err)
+	}
+	if src.Name() == nop.Name {
+		closeQuietly(src)
+	} else {
+		n.source = src
+	}
+	sink, err := feed.OpenSink(c.FeedSink, c.Feed)
+	if err != nil {
+		return nil, fmt.Errorf("node: %w", err)
+	}
+	if sink.Name() == nop.Name {
+		closeQuietly(sink)
+	} else {
+		n.sink = sink
+	}
+	if n.store, err = artifact.Open(c.ArtifactStore, c.Artifact); err != nil {
+		return nil, fmt.Errorf("node: %w", err)
+	}
+	if n.db, err = OpenDB(ctx, c.DB); err != nil {
+		return nil, err
+	}
+	if n.sink != nil {
+		n.pump, err = outbox.NewPump(n.db, n.sink, &outbox.Config{
+			Logger:       n.log.With("component", "pump"),
+			PollInterval: c.PollInterval,
+		})
+		if err != nil {
+			return nil, fmt.Errorf("node: %w", err)
+		}
+	}
+	if n.source != nil {
+		n.applier, err = applier.New(n.db, n.source, n.store, &applier.Config{
+			Handlers:     c.Handlers,
+			Logger:       n.log.With("component", "applier"),
+			PollInterval: c.PollInterval,
+		})
+		if err != nil {
+			return nil, fmt.Errorf("node: %w", err)
+		}
+	}
+	if c.Listen != "" {
+		var lc net.ListenConfig
+		if n.ln, err = lc.Listen(ctx, "tcp", c.Listen); err != nil {
+			return nil, fmt.Errorf("node: listen %q: %w", c.Listen, err)
+		}
+	}
+	return n, nil
+}
+
+// OpenDB opens the SQLite database at path with sqlitedb.Open and migrates
+// the outbox, applier and kv schemas (idempotent). The caller closes it.
+func OpenDB(ctx context.Context, path string) (*sql.DB, error) {
+	db, err := sqlitedb.Open(ctx, path)
+	if err != nil {
+		return nil, fmt.Errorf("node: %w", err)
+	}
+	for _, m := range []func(context.Context, *sql.DB) error{outbox.Migrate, applier.Migrate, kv.Migrate} {
+		if err := m(ctx, db); err != nil {
+			db.Close()
+			return nil, fmt.Errorf("node: migrate %s: %w", path, err)
+		}
+	}
+	return db, nil
+}
+
+// DB returns the node's database.
+func (n *Node) DB() *sql.DB { return n.db }
+
+// Store returns the node's artifact store.
+func (n *Node) Store() artifact.Store { return n.store }
+
+// Addr returns the HTTP listener's address, or nil without Config.Listen.
+func (n *Node) Addr() net.Addr {
+	if n.ln == nil {
+		return nil
+	}
+	return n.ln.Addr()
+}
+
+// listenAddr is Addr as a string for logs, "" without a listener.
+func (n *Node) listenAddr() string {
+	if a := n.Addr(); a != nil {
+		return a.String()
+	}
+	return ""
+}
+
+// Pump returns the outbox pump, or nil when the sink is nop.
+func (n *Node) Pump() *outbox.Pump { return n.pump }
+
+// Applier returns the applier, or nil when the source is nop.
+func (n *Node) Applier() *applier.Applier { return n.applier }
+
+// Run runs the pump, the applier and the HTTP server until ctx is done, then
+// stops them and returns nil. If one of them fails for good, Run stops the
+// others and returns that error. Run may be called once; Close afterwards.
+func (n *Node) Run(ctx context.Context) error {
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	var wg sync.WaitGroup
+	var firstErr error
+	var errOnce sync.Once
+	fail := func(err error) {
+		errOnce.Do(func() { firstErr = err })
+		cancel(err)
+	}
+	n.log.Info("controlfeed node starting",
+		"db", n.cfg.DB, "feed_source", n.cfg.FeedSource, "feed_sink", n.cfg.FeedSink,
+		"artifact_store", n.cfg.ArtifactStore, "artifact_dir", n.cfg.Artifact.Dir, "listen", n.listenAddr())
+	if n.pump == nil && n.applier == nil {
+		n.log.Info("feed source and sink are both nop: single-node mode, local writes are not published and nothing is applied; set --feed-sink on a producer or --feed-source on a node")
+	}
+	if n.pump != nil {
+		wg.Go(func() {
+			err := n.pump.Run(ctx)
+			if err != nil && ctx.Err() != nil {
+				n.log.Warn("pump did not stop cleanly", "err", err)
+			} else if err != nil {
+				n.mu.Lock()
+				n.pumpErr = err
+				n.mu.Unlock()
+				fail(fmt.Errorf("node: pump: %w", err))
+			}
+		})
+	}
+	if n.applier != nil {
+		wg.Go(func() {
+			if err := n.applier.Run(ctx); err != nil && ctx.Err() == nil {
+				fail(fmt.Errorf("node: applier: %w", err))
+			}
+		})
+	}
+	if n.ln != nil {
+		srv := &http.Server{Handler: n.Handler(), ReadHeaderTimeout: 10 * time.Second}
+		wg.Go(func() {
+			if err := srv.Serve(n.ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+				fail(fmt.Errorf("node: http: %w", err))
+			}
+		})
+		wg.Go(func() {
+			<-ctx.Done()
+			sctx, scancel := context.WithTimeout(context.WithoutCancel(ctx), ShutdownTimeout)
+			defer scancel()
+			srv.Shutdown(sctx)
+		})
+	}
+	<-ctx.Done()
+	wg.Wait()
+	if firstErr != nil {
+		n.log.Error("controlfeed node stopped", "err", firstErr)
+		return firstErr
+	}
+	n.log.Info("controlfeed node stopped")
+	return nil
+}
+
+// Close releases the database, the store, the backends and the listener. Call
+// it after Run returns.
+func (n *Node) Close() error {
+	var errs []error
+	if n.ln != nil {
+		if err := n.ln.Close(); err != nil && !errors.Is(err, net.ErrClosed) {
+			errs = append(errs, err)
+		}
+	}
+	if n.source != nil {
+		errs = append(errs, closeQuietly(n.source))
+	}
+	if n.sink != nil {
+		errs = append(errs, closeQuietly(n.sink))
+	}
+	if n.store != nil {
+		if c, ok := n.store.(artifact.Closer); ok {
+			errs = append(errs, c.Close())
+		}
+	}
+	if n.db != nil {
+		errs = append(errs, n.db.Close())
+	}
+	if err := errors.Join(errs...); err != nil {
+		return fmt.Errorf("node: close: %w", err)
+	}
+	return nil
+}
+
+// closeQuietly closes v if it is an io.Closer.
+func closeQuietly(v any) error {
+	if c, ok := v.(io.Closer); ok {
+		return c.Close()
+	}
+	return nil
+}

@@ -1,0 +1,195 @@
+package node_test
+
+import (
+	"context"
+	"encoding/json"
+	"io"
+	"net/http"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/controlfeed/controlfeed/applier"
+	_ "github.com/controlfeed/controlfeed/artifact/filestore"
+	"github.com/controlfeed/controlfeed/controlevent"
+	"github.com/controlfeed/controlfeed/feed"
+	_ "github.com/controlfeed/controlfeed/feed/filesource"
+	_ "github.com/controlfeed/controlfeed/feed/nop"
+	"github.com/controlfeed/controlfeed/internal/node"
+	"github.com/controlfeed/controlfeed/kv"
+)
+
+// start opens cfg and runs it until the test ends.
+func start(t *testing.T, cfg *node.Config) *node.Node {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	n, err := node.Open(ctx, cfg)
+	if err != nil {
+		cancel()
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- n.Run(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("Run: %v", err)
+		}
+		if err := n.Close(); err != nil {
+			t.Errorf("Close: %v", err)
+		}
+	})
+	return n
+}
+
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	end := time.Now().Add(30 * time.Second)
+	for !cond() {
+		if time.Now().After(end) {
+			t.Fatalf("gave up waiting for %s", what)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+func get(t *testing.T, n *node.Node, path string) (int, string) {
+	t.Helper()
+	resp, err := http.Get("http://" + n.Addr().String() + path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return resp.StatusCode, string(b)
+}
+
+func status(t *testing.T, n *node.Node) node.Status {
+	t.Helper()
+	s, err := n.Status(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+func TestNode_ProducerToNode(t *testing.T) {
+	dir := t.TempDir()
+	feedDir, artDir := filepath.Join(dir, "feed"), filepath.Join(dir, "art")
+	fcfg := feed.SourceConfig{FileDir: feedDir}
+	prod := start(t, &node.Config{DB: filepath.Join(dir, "p.db"), FeedSink: "file", Feed: fcfg,
+		Artifact: artifactDir(artDir), Listen: "127.0.0.1:0"})
+	n1 := start(t, &node.Config{DB: filepath.Join(dir, "n1.db"), FeedSource: "file", Feed: fcfg,
+		Artifact: artifactDir(artDir), Listen: "127.0.0.1:0", NodeName: "n1", PollInterval: 10 * time.Millisecond})
+
+	ctx := context.Background()
+	pstore := prod.Store()
+	for _, k := range []string{"a", "b", "c"} {
+		if _, err := kv.Put(ctx, prod.DB(), pstore, k, []byte("v-"+k)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, _, err := kv.Delete(ctx, prod.DB(), "b"); err != nil {
+		t.Fatal(err)
+	}
+	prod.Pump().Notify()
+	waitFor(t, "n1 to apply 4 events", func() bool { s := status(t, n1); return s.Cursor == 4 && s.Lag != nil && *s.Lag == 0 })
+
+	want, _ := kv.Digest(ctx, prod.DB())
+	if got, _ := kv.Digest(ctx, n1.DB()); got != want {
+		t.Errorf("node digest %s != producer digest %s", got, want)
+	}
+	ps := status(t, prod)
+	if ps.OutboxPending != 0 || ps.Process == nil || ps.Process.Published != 4 {
+		t.Errorf("producer status: %+v / %+v", ps, ps.Process)
+	}
+
+	code, body := get(t, n1, "/healthz")
+	if code != 200 || body != "ok\n" {
+		t.Errorf("/healthz = %d %q", code, body)
+	}
+	code, body = get(t, n1, "/v1/status")
+	var js map[string]any
+	if err := json.Unmarshal([]byte(body), &js); code != 200 || err != nil {
+		t.Fatalf("/v1/status = %d %q (%v)", code, body, err)
+	}
+	if js["node"] != "n1" || js["cursor"] != float64(4) || js["head"] != float64(4) || js["lag"] != float64(0) || js["applied"] != float64(4) {
+		t.Errorf("/v1/status = %s", body)
+	}
+	code, body = get(t, n1, "/metrics")
+	for _, m := range []string{"controlfeed_cursor 4", "controlfeed_lag 0", "controlfeed_outbox_pending 0", "controlfeed_outbox_dead 0",
+		"controlfeed_published_total 0", "controlfeed_publish_errors_total 0", "controlfeed_applied_total 4", "controlfeed_halted 0"} {
+		if code != 200 || !strings.Contains(body, "\n"+m+"\n") {
+			t.Errorf("/metrics (%d) lacks %q:\n%s", code, m, body)
+		}
+	}
+	_, body = get(t, prod, "/metrics")
+	if !strings.Contains(body, "\ncontrolfeed_published_total 4\n") {
+		t.Errorf("producer /metrics lacks published_total 4:\n%s", body)
+	}
+}
+
+func TestNode_HaltAndSkip(t *testing.T) {
+	dir := t.TempDir()
+	fcfg := feed.SourceConfig{FileDir: filepath.Join(dir, "feed")}
+	sink, err := feed.OpenSink("file", fcfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sink.(io.Closer).Close()
+	ctx := context.Background()
+	bad := controlevent.Event{EventID: "evt-unknown-type", Type: "no.such.type", CreatedAt: time.Now()}
+	if _, err := sink.Append(ctx, bad); err != nil {
+		t.Fatal(err)
+	}
+	n := start(t, &node.Config{DB: filepath.Join(dir, "n.db"), FeedSource: "file", Feed: fcfg, Listen: "127.0.0.1:0"})
+	waitFor(t, "the node to halt", func() bool { return status(t, n).Halted != nil })
+
+	code, body := get(t, n, "/healthz")
+	if code != http.StatusServiceUnavailable || !strings.Contains(body, "evt-unknown-type") {
+		t.Errorf("/healthz while halted = %d %q", code, body)
+	}
+	if _, body = get(t, n, "/metrics"); !strings.Contains(body, "\ncontrolfeed_halted 1\n") {
+		t.Errorf("/metrics while halted lacks controlfeed_halted 1:\n%s", body)
+	}
+	stored, err := node.ReadStatus(ctx, n.DB())
+	if err != nil || stored.Halted == nil || stored.Halted.EventID != "evt-unknown-type" {
+		t.Errorf("ReadStatus while halted: %+v, %v", stored.Halted, err)
+	}
+
+	if err := applier.Skip(ctx, n.DB(), "evt-unknown-type"); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the node to move past the skipped event", func() bool { s := status(t, n); return s.Cursor == 1 && s.Halted == nil })
+	if code, body = get(t, n, "/healthz"); code != 200 {
+		t.Errorf("/healthz after skip = %d %q", code, body)
+	}
+	if s := status(t, n); s.Skipped != 1 || s.Applied != 0 {
+		t.Errorf("after skip: applied %d skipped %d, want 0 1", s.Applied, s.Skipped)
+	}
+}
+
+func TestOpen_Errors(t *testing.T) {
+	ctx := context.Background()
+	if _, err := node.Open(ctx, &node.Config{}); err == nil || !strings.Contains(err.Error(), "DB") {
+		t.Errorf("Open without DB: %v", err)
+	}
+	db := filepath.Join(t.TempDir(), "n.db")
+	_, err := node.Open(ctx, &node.Config{DB: db, FeedSource: "carrier-pigeon"})
+	if err == nil || !strings.Contains(err.Error(), "carrier-pigeon") || !strings.Contains(err.Error(), "file, nop") {
+		t.Errorf("unknown source: %v", err)
+	}
+	_, err = node.Open(ctx, &node.Config{DB: db, FeedSink: "file"})
+	if err == nil {
+		t.Error("file sink without a directory opened")
+	}
+	busy := start(t, &node.Config{DB: db, Listen: "127.0.0.1:0"})
+	_, err = node.Open(ctx, &node.Config{DB: filepath.Join(t.TempDir(), "m.db"), Listen: busy.Addr().String()})
+	if err == nil || !strings.Contains(err.Error(), "listen") {
+		t.Errorf("busy port: %v", err)
+	}
+}
