@@ -375,9 +375,21 @@ func TestRegistry(t *testing.T) {
 	if _, err := feed.Open(filesource.Name, feed.SourceConfig{}); err == nil || !strings.Contains(err.Error(), "FileDir") {
 		t.Fatalf("Open with empty FileDir: %v", err)
 	}
-	missing := filepath.Join(dir, "missing")
-	if _, err := filesource.NewSource(missing, nil); !errors.Is(err, os.ErrNotExist) || !strings.Contains(err.Error(), missing) {
+	missing := filepath.Join(dir, "missing", "feed")
+	ms, err := filesource.NewSource(missing, nil)
+	if err != nil {
 		t.Fatalf("NewSource on a missing directory: %v", err)
+	}
+	ms.Close()
+	if fi, err := os.Stat(missing); err != nil || !fi.IsDir() {
+		t.Fatalf("NewSource did not create %s: %v", missing, err)
+	}
+	notDir := filepath.Join(dir, "plain")
+	if err := os.WriteFile(notDir, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := filesource.NewSource(notDir, nil); err == nil || !strings.Contains(err.Error(), notDir) {
+		t.Fatalf("NewSource on a plain file: %v", err)
 	}
 	if _, err := filesource.NewSource(dir, &filesource.Options{MaxBatch: -1}); err == nil {
 		t.Fatal("NewSource accepted MaxBatch -1")

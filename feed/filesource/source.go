@@ -29,8 +29,9 @@ type Source struct {
 	closed bool
 }
 
-// NewSource opens a Source on dir, which must exist. It scans the directory
-// once, lazily, on the first call. opts may be nil.
+// NewSource opens a Source on dir, creating the directory (and its parents)
+// if it does not exist yet, so a node may start before its producer. It scans
+// the directory once, lazily, on the first call. opts may be nil.
 func NewSource(dir string, opts *Options) (*Source, error) {
 	if err := opts.Validate(); err != nil {
 		return nil, err
@@ -38,6 +39,9 @@ func NewSource(dir string, opts *Options) (*Source, error) {
 	o := opts.withDefaults()
 	if dir == "" {
 		return nil, fmt.Errorf("filesource: open source: %w", errEmptyDir)
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return nil, fmt.Errorf("filesource: open source %q: create the feed directory: %w", dir, err)
 	}
 	info, err := os.Stat(dir)
 	if err != nil {
