@@ -334,23 +334,52 @@ func (s *Store) Get(ctx context.Context, ref string) (io.ReadCloser, error) {
 	if s.isClosed() {
 		return nil, fmt.Errorf("natsobject: get %s: %w", ref, ErrClosed)
 	}
+	// Bound the whole transfer even when the caller's ctx has no deadline:
+	// a request whose reply is lost (the server restarted mid-request)
+	// would otherwise wait for TransferTimeout. The bound is RequestTimeout
+	// plus the object's size at a floor throughput, capped by
+	// TransferTimeout.
+	cancel := context.CancelFunc(func() {})
+	if _, ok := ctx.Deadline(); !ok {
+		rctx, rcancel := context.WithTimeout(ctx, s.opts.RequestTimeout)
+		info, err := s.obs.GetInfo(rctx, ref)
+		rcancel()
+		if err != nil {
+			return nil, s.getErr(ref, err)
+		}
+		d := min(s.opts.RequestTimeout+time.Duration(info.Size/minThroughput)*time.Second, s.opts.TransferTimeout)
+		ctx, cancel = context.WithTimeout(ctx, d)
+	}
 	res, err := s.obs.Get(ctx, ref)
-	if errors.Is(err, jetstream.ErrObjectNotFound) {
-		return nil, fmt.Errorf("natsobject: get %s from bucket %q: %w", ref, s.bucket, artifact.ErrNotFound)
-	}
 	if err != nil {
-		return nil, fmt.Errorf("natsobject: get %s from bucket %q: %w", ref, s.bucket, err)
+		cancel()
+		return nil, s.getErr(ref, err)
 	}
-	return &reader{r: artifact.VerifyReader(digestReader{res, ref}, ref), c: res}, nil
+	return &reader{r: artifact.VerifyReader(digestReader{res, ref}, ref), c: res, cancel: cancel}, nil
+}
+
+// minThroughput is the slowest transfer, in bytes per second, that a Get
+// without a caller deadline tolerates before failing.
+const minThroughput = 1 << 20
+
+func (s *Store) getErr(ref string, err error) error {
+	if errors.Is(err, jetstream.ErrObjectNotFound) {
+		return fmt.Errorf("natsobject: get %s from bucket %q: %w", ref, s.bucket, artifact.ErrNotFound)
+	}
+	return fmt.Errorf("natsobject: get %s from bucket %q: %w", ref, s.bucket, err)
 }
 
 type reader struct {
-	r io.Reader
-	c io.Closer
+	r      io.Reader
+	c      io.Closer
+	cancel context.CancelFunc
 }
 
 func (r *reader) Read(p []byte) (int, error) { return r.r.Read(p) }
-func (r *reader) Close() error               { return r.c.Close() }
+func (r *reader) Close() error {
+	defer r.cancel()
+	return r.c.Close()
+}
 
 // digestReader maps the Object Store's digest mismatch to ErrCorrupt.
 type digestReader struct {
