@@ -11,6 +11,8 @@ import (
 	"slices"
 	"strings"
 	"time"
+
+	"github.com/controlfeed/controlfeed/internal/failpoint"
 )
 
 // envPrefix starts the name of every environment variable controlfeed reads.
@@ -34,6 +36,36 @@ type settings struct {
 	JSON          bool
 	From          uint64
 	Follow        bool
+	Quick         bool   // bench
+	Out           string // bench
+
+	NATSStream          string
+	NATSSubject         string
+	NATSReplicas        int
+	NATSMaxAge          time.Duration
+	NATSMaxBytes        int64
+	NATSDuplicateWindow time.Duration
+	NATSCreds           string
+	NATSUser            string
+	NATSPassword        string
+	NATSTLSCA           string
+	NATSTLSCert         string
+	NATSTLSKey          string
+	NATSBucket          string
+	EmbeddedNATS        bool
+	NATSListen          string
+	NATSStore           string
+	Store               string
+
+	Nodes    int
+	Events   int
+	DemoFeed string
+	Keep     bool
+	Rate     float64
+
+	// set records the flags given on the command line or by environment
+	// variable, so a command can tell an explicit value from a default.
+	set map[string]bool
 }
 
 // setting describes one flag and its environment variable. This table is the
@@ -86,8 +118,75 @@ var allSettings = []setting{
 		bind: func(fs *flag.FlagSet, s *settings, name, u string) { fs.BoolVar(&s.JSON, name, false, u) }},
 	{flag: "from", def: "0", usage: "print events after this ControlVersion `N`",
 		bind: func(fs *flag.FlagSet, s *settings, name, u string) { fs.Uint64Var(&s.From, name, 0, u) }},
+	strSetting("nats-stream", "", "JetStream stream `NAME` holding the feed (jetstream feed; default CONTROLFEED)",
+		func(s *settings) *string { return &s.NATSStream }),
+	strSetting("nats-subject", "", "`SUBJECT` the feed's events are published on (jetstream feed; default controlfeed.events)",
+		func(s *settings) *string { return &s.NATSSubject }),
+	{flag: "nats-replicas", def: "1", usage: "replicas `N` of the feed stream and the artifact bucket when created (3 on a cluster)",
+		bind: func(fs *flag.FlagSet, s *settings, name, u string) { fs.IntVar(&s.NATSReplicas, name, 0, u) }},
+	{flag: "nats-max-age", def: "0 (keep forever)", usage: "feed stream retention by age (`DURATION`); nodes older than it must be re-bootstrapped",
+		bind: func(fs *flag.FlagSet, s *settings, name, u string) { fs.DurationVar(&s.NATSMaxAge, name, 0, u) }},
+	{flag: "nats-max-bytes", def: "0 (unlimited)", usage: "feed stream retention by size (`BYTES`)",
+		bind: func(fs *flag.FlagSet, s *settings, name, u string) { fs.Int64Var(&s.NATSMaxBytes, name, 0, u) }},
+	{flag: "nats-duplicate-window", def: "24h", usage: "how long JetStream deduplicates an EventID (`DURATION`); must outlast producer outages",
+		bind: func(fs *flag.FlagSet, s *settings, name, u string) {
+			fs.DurationVar(&s.NATSDuplicateWindow, name, 0, u)
+		}},
+	strSetting("nats-creds", "", "NATS credentials `FILE` (.creds)",
+		func(s *settings) *string { return &s.NATSCreds }),
+	strSetting("nats-user", "", "NATS `USER` name",
+		func(s *settings) *string { return &s.NATSUser }),
+	strSetting("nats-password", "", "NATS `PASSWORD` (prefer the environment variable: flags show in ps)",
+		func(s *settings) *string { return &s.NATSPassword }),
+	strSetting("nats-tls-ca", "", "CA certificate `FILE` that signs the NATS servers' certificates",
+		func(s *settings) *string { return &s.NATSTLSCA }),
+	strSetting("nats-tls-cert", "", "client certificate `FILE` for NATS TLS (with --nats-tls-key)",
+		func(s *settings) *string { return &s.NATSTLSCert }),
+	strSetting("nats-tls-key", "", "client key `FILE` for NATS TLS (with --nats-tls-cert)",
+		func(s *settings) *string { return &s.NATSTLSKey }),
+	strSetting("nats-bucket", "", "JetStream Object Store `BUCKET` of the jetstream artifact store (default controlfeed-artifacts)",
+		func(s *settings) *string { return &s.NATSBucket }),
+	{flag: "embedded-nats", def: "false", usage: "run a NATS JetStream server inside this process and use it (see serve --help)",
+		bind: func(fs *flag.FlagSet, s *settings, name, u string) { fs.BoolVar(&s.EmbeddedNATS, name, false, u) }},
+	withShow("127.0.0.1:4222", strSetting("nats-listen", "", "client `ADDR` of the embedded NATS server (port 0 = random)",
+		func(s *settings) *string { return &s.NATSListen })),
+	withShow("<db>.nats", strSetting("nats-store", "", "JetStream store `DIR` of the embedded NATS server",
+		func(s *settings) *string { return &s.NATSStore })),
+	strSetting("store", "", "JetStream store `DIR` of the NATS server (required)",
+		func(s *settings) *string { return &s.Store }),
+	{flag: "nodes", def: "3", usage: "number `N` of fleet nodes",
+		bind: func(fs *flag.FlagSet, s *settings, name, u string) { fs.IntVar(&s.Nodes, name, 3, u) }},
+	{flag: "events", def: "3000", usage: "number `N` of changes to publish",
+		bind: func(fs *flag.FlagSet, s *settings, name, u string) { fs.IntVar(&s.Events, name, 3000, u) }},
+	strSetting("feed", "jetstream", "feed and artifact backends: `NAME` jetstream (embedded server) or file (temp directory)",
+		func(s *settings) *string { return &s.DemoFeed }),
+	{flag: "keep", def: "false", usage: "keep the demo's data directory and print its path",
+		bind: func(fs *flag.FlagSet, s *settings, name, u string) { fs.BoolVar(&s.Keep, name, false, u) }},
+	{flag: "rate", def: "0 (as fast as possible)", usage: "changes per second `N` the producer makes",
+		bind: func(fs *flag.FlagSet, s *settings, name, u string) { fs.Float64Var(&s.Rate, name, 0, u) }},
+	{flag: "quick", def: "false", usage: "bench: smaller sizes (100k-event RSS catch-up), under a minute",
+		bind: func(fs *flag.FlagSet, s *settings, name, u string) { fs.BoolVar(&s.Quick, name, false, u) }},
+	strSetting("out", "", "bench: also write the report as JSON to `FILE`",
+		func(s *settings) *string { return &s.Out }),
 	{flag: "follow", def: "true", usage: "keep waiting for new events (--follow=false: print what exists and exit)",
 		bind: func(fs *flag.FlagSet, s *settings, name, u string) { fs.BoolVar(&s.Follow, name, true, u) }},
+}
+
+// natsSettings are the flags of every command that connects to NATS.
+var natsSettings = []string{"nats-url", "nats-creds", "nats-user", "nats-password",
+	"nats-tls-ca", "nats-tls-cert", "nats-tls-key"}
+
+// natsFeedSettings are the flags of the jetstream feed.
+var natsFeedSettings = []string{"nats-stream", "nats-subject", "nats-replicas", "nats-max-age",
+	"nats-max-bytes", "nats-duplicate-window"}
+
+// settingList concatenates lists of setting names.
+func settingList(lists ...[]string) []string {
+	var all []string
+	for _, l := range lists {
+		all = append(all, l...)
+	}
+	return all
 }
 
 // envName returns the environment variable of a flag: --feed-dir ->
@@ -112,6 +211,8 @@ func validEnvNames() []string {
 	for _, st := range allSettings {
 		names = append(names, envName(st.flag))
 	}
+	// Read by package failpoint at start-up (crash tests), not flags.
+	names = append(names, failpoint.EnvSpec, failpoint.EnvLog)
 	slices.Sort(names)
 	return names
 }
@@ -144,6 +245,22 @@ type command struct {
 	example  string // shell example
 	settings []string
 	createDB bool // the command creates --db if missing; others require it
+	// override replaces, for this command only, the usage line and the
+	// default shown in help of some settings (same flag and variable, a
+	// meaning specific to the command).
+	override map[string]flagHelp
+}
+
+// flagHelp is a command's own usage line and shown default of a setting.
+type flagHelp struct{ usage, show string }
+
+// help returns the usage and shown default of setting name in c.
+func (c *command) help(name string) (usage, show string) {
+	st := lookupSetting(name)
+	if o, ok := c.override[name]; ok {
+		return o.usage, o.show
+	}
+	return st.usage, cmp.Or(st.show, st.def)
 }
 
 // flagSet builds cmd's FlagSet bound to s, with help that lists each flag,
@@ -152,8 +269,8 @@ func (c *command) flagSet(s *settings, out io.Writer) *flag.FlagSet {
 	fs := flag.NewFlagSet("controlfeed "+c.name, flag.ContinueOnError)
 	fs.SetOutput(io.Discard)
 	for _, name := range c.settings {
-		st := lookupSetting(name)
-		st.bind(fs, s, name, st.usage)
+		usage, _ := c.help(name)
+		lookupSetting(name).bind(fs, s, name, usage)
 	}
 	fs.Usage = func() { c.writeHelp(out, fs) }
 	return fs
@@ -165,14 +282,14 @@ func (c *command) writeHelp(w io.Writer, fs *flag.FlagSet) {
 	if len(c.settings) > 0 {
 		fmt.Fprintf(w, "Flags (each can also be set by its environment variable; a flag overrides it):\n")
 		fs.VisitAll(func(f *flag.Flag) {
-			st := lookupSetting(f.Name)
+			_, def := c.help(f.Name)
 			argName, usage := flag.UnquoteUsage(f)
 			fmt.Fprintf(w, "  --%s", f.Name)
 			if argName != "" && argName != "value" {
 				fmt.Fprintf(w, " %s", argName)
 			}
 			fmt.Fprintf(w, "\n      %s\n      env %s", usage, envName(f.Name))
-			if def := cmp.Or(st.show, st.def); def != "" {
+			if def != "" {
 				fmt.Fprintf(w, ", default %s", def)
 			}
 			fmt.Fprintln(w)
@@ -217,6 +334,8 @@ func (c *command) parse(m *Main, s *settings, args []string) ([]string, error) {
 		}
 		rest = left
 	}
+	s.set = map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { s.set[f.Name] = true })
 	return pos, nil
 }
 
@@ -236,6 +355,22 @@ func (s *settings) logger(stderr io.Writer) (*slog.Logger, error) {
 	default:
 		return nil, usageErrorf("controlfeed: --log-format %q: want text or json", s.LogFormat)
 	}
+}
+
+// quietLogger is the logger of chatty in-process components (an embedded
+// NATS server's dozen start-up notices, the demo's nodes): their Info lines
+// show only with --log-level debug; warnings and errors always do.
+func (s *settings) quietLogger(stderr io.Writer, log *slog.Logger) *slog.Logger {
+	if s.LogLevel == "debug" {
+		return log
+	}
+	quiet := *s
+	quiet.LogLevel = "warn"
+	l, err := quiet.logger(stderr)
+	if err != nil {
+		return log
+	}
+	return l
 }
 
 // artifactDir resolves the documented default of --artifact-dir.

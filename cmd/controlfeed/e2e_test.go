@@ -5,9 +5,11 @@ import (
 	"database/sql"
 	"fmt"
 	"math/rand/v2"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -62,6 +64,23 @@ func (p *proc) stop() error {
 	return err
 }
 
+// putRetrying is kv.Put, retried for a while when the artifact store is
+// unreachable (a restarted broker the client has not reconnected to yet).
+func putRetrying(t *testing.T, ctx context.Context, db *sql.DB, store artifact.Store, key string, val []byte) {
+	t.Helper()
+	end := time.Now().Add(30 * time.Second)
+	for {
+		_, err := kv.Put(ctx, db, store, key, val)
+		if err == nil {
+			return
+		}
+		if time.Now().After(end) {
+			t.Fatal(err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
 func (p *proc) logTail() string {
 	b, _ := os.ReadFile(p.logf)
 	if len(b) > 3000 {
@@ -79,13 +98,99 @@ func TestE2E_KillAndConverge(t *testing.T) {
 	if testing.Short() {
 		t.Skip("end-to-end test with OS processes; skipped with -short")
 	}
-	ctx := context.Background()
 	dir := t.TempDir()
 	feedDir, artDir := filepath.Join(dir, "feed"), filepath.Join(dir, "artifacts")
 	if err := os.MkdirAll(feedDir, 0o755); err != nil { // nodes may start before the producer
 		t.Fatal(err)
 	}
-	common := []string{"--feed-dir", feedDir, "--artifact-dir", artDir, "--poll-interval", "20ms", "--log-level", "debug"}
+	store, err := artifact.Open("file", artifact.Config{Dir: artDir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	src, err := feed.Open("file", feed.SourceConfig{FileDir: feedDir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer closeQuietly(src)
+	killAndConverge(t, dir, e2eSetup{
+		feed:   "file",
+		common: []string{"--feed-dir", feedDir, "--artifact-dir", artDir},
+		kvArgs: []string{"--artifact-dir", artDir},
+		store:  store,
+		src:    src,
+	})
+}
+
+// TestE2E_KillAndConverge_JetStream is TestE2E_KillAndConverge on the
+// jetstream feed and artifact store, with the broker a separate
+// "controlfeed nats-server" process that is SIGKILLed in the middle of the
+// run and restarted on the same port and store a few changes later (while
+// it is down the test only deletes keys: a put needs the artifact store).
+func TestE2E_KillAndConverge_JetStream(t *testing.T) {
+	if testing.Short() {
+		t.Skip("end-to-end test with OS processes; skipped with -short")
+	}
+	dir := t.TempDir()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close()
+	broker := &proc{name: "broker", logf: filepath.Join(dir, "broker.log"),
+		args: []string{"nats-server", "--listen", addr, "--store", filepath.Join(dir, "nats")}}
+	broker.start(t)
+	t.Cleanup(func() {
+		if broker.running() {
+			broker.kill()
+		}
+		if t.Failed() {
+			t.Logf("--- broker log (tail) ---\n%s", broker.logTail())
+		}
+	})
+	waitFor(t, 30*time.Second, "the broker to be ready", func() bool {
+		return strings.Contains(broker.logTail(), "nats-server ready: ")
+	})
+	url := "nats://" + addr
+	store, err := artifact.Open("jetstream", artifact.Config{NATS: artifact.NATSConfig{URLs: []string{url}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer closeQuietly(store)
+	src, err := feed.Open("jetstream", feed.SourceConfig{NATS: feed.NATSConfig{URLs: []string{url}}}) // read-only
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer closeQuietly(src)
+	killAndConverge(t, dir, e2eSetup{
+		feed:   "jetstream",
+		common: []string{"--nats-url", url, "--artifact-store", "jetstream"},
+		kvArgs: []string{"--nats-url", url, "--artifact-store", "jetstream"},
+		store:  store,
+		src:    src,
+		broker: broker,
+	})
+}
+
+// e2eSetup is what differs between the backends of killAndConverge.
+type e2eSetup struct {
+	feed   string         // backend name for --feed-source and --feed-sink
+	common []string       // flags of every process (feed and artifact location)
+	kvArgs []string       // flags of "kv put" (artifact location)
+	store  artifact.Store // the artifact store, for the test's own kv.Put
+	src    feed.Source    // a read-only source of the feed, for head and contents
+	broker *proc          // the broker process to kill once midway, or nil
+}
+
+// killAndConverge runs a producer and three nodes as processes of the
+// binary, makes kv changes on the producer's database while SIGKILLing and
+// restarting them (and the broker, if any), then checks that the feed holds
+// each event once and that every node matches the producer: kv digest,
+// applied_events (each event once, applied) and cursor == head.
+func killAndConverge(t *testing.T, dir string, setup e2eSetup) {
+	ctx := context.Background()
+	common := append(slices.Clone(setup.common), "--poll-interval", "20ms", "--log-level", "debug")
+	store, src := setup.store, setup.src
 
 	seed := uint64(time.Now().UnixNano())
 	t.Logf("seed %d", seed)
@@ -102,13 +207,13 @@ func TestE2E_KillAndConverge(t *testing.T) {
 		return db
 	}
 	pdb := open("producer")
-	procs := []*proc{{name: "producer", args: append([]string{"serve", "--db", filepath.Join(dir, "producer.db"), "--feed-sink", "file"}, common...)}}
+	procs := []*proc{{name: "producer", args: append([]string{"serve", "--db", filepath.Join(dir, "producer.db"), "--feed-sink", setup.feed}, common...)}}
 	ndbs := map[string]*sql.DB{}
 	for i := 1; i <= 3; i++ {
 		name := fmt.Sprintf("node%d", i)
 		ndbs[name] = open(name)
 		procs = append(procs, &proc{name: name, args: append([]string{"serve", "--db", filepath.Join(dir, name+".db"),
-			"--feed-source", "file", "--node-name", name}, common...)})
+			"--feed-source", setup.feed, "--node-name", name}, common...)})
 	}
 	for _, p := range procs {
 		p.logf = filepath.Join(dir, p.name+".log")
@@ -127,16 +232,17 @@ func TestE2E_KillAndConverge(t *testing.T) {
 		}
 	})
 
-	store, err := artifact.Open("file", artifact.Config{Dir: artDir})
-	if err != nil {
-		t.Fatal(err)
-	}
 	const ops = 300
 	events, kills := 0, 0
 	restartAt := map[*proc]int{}
 	for i := range ops {
+		if setup.broker != nil && i == ops/2 {
+			setup.broker.kill()
+			kills++
+			restartAt[setup.broker] = i + 10
+		}
 		key := fmt.Sprintf("k%02d", rng.IntN(40))
-		if rng.IntN(5) == 0 {
+		if rng.IntN(5) == 0 || (setup.broker != nil && !setup.broker.running()) {
 			_, existed, err := kv.Delete(ctx, pdb, key)
 			if err != nil {
 				t.Fatal(err)
@@ -149,9 +255,7 @@ func TestE2E_KillAndConverge(t *testing.T) {
 			for j := range val {
 				val[j] = byte(rng.UintN(256))
 			}
-			if _, err := kv.Put(ctx, pdb, store, key, val); err != nil {
-				t.Fatal(err)
-			}
+			putRetrying(t, ctx, pdb, store, key, val)
 			events++
 		}
 		for p, at := range restartAt {
@@ -171,28 +275,27 @@ func TestE2E_KillAndConverge(t *testing.T) {
 		if rng.IntN(4) == 0 {
 			time.Sleep(time.Duration(rng.IntN(3000)) * time.Microsecond) // let the pipeline run into the kills
 		}
+		if setup.broker != nil && !setup.broker.running() {
+			time.Sleep(30 * time.Millisecond) // let everyone notice the outage
+		}
 	}
 	for p := range restartAt {
 		p.start(t)
 	}
 	// The CLI in its own process writes too; the running pump picks it up.
-	out, err := exec.Command(binary, "kv", "put", "--db", filepath.Join(dir, "producer.db"), "--artifact-dir", artDir,
-		"written-by", "the controlfeed binary").CombinedOutput()
+	out, err := exec.Command(binary, append([]string{"kv", "put", "--db", filepath.Join(dir, "producer.db")},
+		append(slices.Clone(setup.kvArgs), "written-by", "the controlfeed binary")...)...).CombinedOutput()
 	if err != nil {
 		t.Fatalf("controlfeed kv put: %v\n%s", err, out)
 	}
 	events++
 	t.Logf("%d kv operations, %d events, %d kills", ops, events, kills)
 
-	src, err := feed.Open("file", feed.SourceConfig{FileDir: feedDir})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer closeQuietly(src)
 	head := func() uint64 {
 		h, err := src.(feed.HeadReporter).Head(ctx)
 		if err != nil {
-			t.Fatal(err)
+			t.Logf("head: %v (retrying)", err) // the broker may still be reconnecting
+			return 0
 		}
 		return h
 	}
@@ -215,7 +318,7 @@ func TestE2E_KillAndConverge(t *testing.T) {
 		}
 		return ok
 	}
-	end := time.Now().Add(45 * time.Second)
+	end := time.Now().Add(90 * time.Second)
 	for !converged() {
 		if time.Now().After(end) {
 			t.Fatalf("no convergence: %s", lastState)
@@ -287,7 +390,14 @@ func TestE2E_KillAndConverge(t *testing.T) {
 		t.Errorf("kv list differs between node1 and the producer")
 	}
 
-	// SIGTERM stops every process cleanly.
+	// SIGTERM stops every process cleanly (the broker last).
+	if setup.broker != nil {
+		defer func() {
+			if err := setup.broker.stop(); err != nil {
+				t.Errorf("broker: exit after SIGTERM: %v", err)
+			}
+		}()
+	}
 	for _, p := range procs {
 		if err := p.stop(); err != nil {
 			t.Errorf("%s: exit after SIGTERM: %v", p.name, err)

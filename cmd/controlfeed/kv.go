@@ -25,8 +25,9 @@ first; then the row and an outbox event commit in one transaction, and the
 event id is printed. A "serve --feed-sink" running on the same database
 publishes it within its poll interval. --db is created if missing; the
 other commands except serve require it to exist.`,
-	example:  `controlfeed kv put --db producer.db --artifact-dir /var/lib/cf/artifacts tenant/42/plan pro`,
-	settings: []string{"db", "artifact-store", "artifact-dir", "nats-url", "log-format", "log-level"},
+	example: `controlfeed kv put --db producer.db --artifact-dir /var/lib/cf/artifacts tenant/42/plan pro`,
+	settings: settingList([]string{"db", "artifact-store", "artifact-dir"}, natsSettings,
+		[]string{"nats-bucket", "nats-replicas", "log-format", "log-level"}),
 	createDB: true,
 }
 

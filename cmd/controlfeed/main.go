@@ -98,8 +98,14 @@ func (m *Main) Run(ctx context.Context, args []string) error {
 		return m.runTail(ctx, args[1:])
 	case "skip":
 		return m.runSkip(ctx, args[1:])
+	case "nats-server":
+		return m.runNATSServer(ctx, args[1:])
+	case "demo":
+		return m.runDemo(ctx, args[1:])
+	case "bench":
+		return m.runBench(ctx, args[1:])
 	default:
-		return usageErrorf("unknown command %q; commands: serve, kv, status, tail, skip (see controlfeed --help)", args[0])
+		return usageErrorf("unknown command %q; commands: serve, kv, status, tail, skip, nats-server, demo (see controlfeed --help)", args[0])
 	}
 }
 
@@ -137,7 +143,7 @@ Usage: controlfeed COMMAND [flags] [arguments]
 Commands:
 `)
 	for _, c := range commands {
-		fmt.Fprintf(m.Stdout, "  %-10s %s\n", c.name, c.summary)
+		fmt.Fprintf(m.Stdout, "  %-12s %s\n", c.name, c.summary)
 	}
 	fmt.Fprintf(m.Stdout, `
 Every flag has an environment variable (--feed-dir: CONTROLFEED_FEED_DIR); a
@@ -155,4 +161,5 @@ Example: a producer and one node sharing a directory feed
 }
 
 // commands lists every subcommand, in help order.
-var commands = []*command{serveCmd, kvPutCmd, kvGetCmd, kvDeleteCmd, kvListCmd, statusCmd, tailCmd, skipCmd}
+var commands = []*command{serveCmd, kvPutCmd, kvGetCmd, kvDeleteCmd, kvListCmd, statusCmd, tailCmd, skipCmd,
+	natsServerCmd, demoCmd, benchCmd}

@@ -1,12 +1,29 @@
 package main
 
 import (
+	"cmp"
 	"context"
+	"errors"
+	"fmt"
 	"log/slog"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats.go"
 
 	"github.com/controlfeed/controlfeed/artifact"
 	"github.com/controlfeed/controlfeed/feed"
+	"github.com/controlfeed/controlfeed/internal/natsembed"
 	"github.com/controlfeed/controlfeed/internal/node"
+)
+
+// Names of the backends the embedded NATS server serves (registered by the
+// jetstream packages blank-imported in backends.go).
+const (
+	jetstreamFeed  = "jetstream"
+	jetstreamStore = "jetstream"
+	// defaultNATSListen is the client address of an embedded server.
+	defaultNATSListen = "127.0.0.1:4222"
 )
 
 var serveCmd = &command{
@@ -27,10 +44,21 @@ migrated if needed):
 
 With both the source and the sink nop (the default) the process is a single
 node: local writes are not published. Producers and nodes sharing a file feed
-must share --feed-dir and --artifact-dir. SIGINT or SIGTERM stops it cleanly.`,
+must share --feed-dir and --artifact-dir. SIGINT or SIGTERM stops it cleanly.
+
+On jetstream (--feed-source/--feed-sink jetstream, --artifact-store
+jetstream) the process connects to --nats-url. With --embedded-nats it runs
+a NATS JetStream server itself, on --nats-listen with its data in
+--nats-store, and connects to it; --nats-url must then be empty. Unless
+--feed-source or --feed-sink is given, --embedded-nats makes the process the
+producer (--feed-sink jetstream), and unless --artifact-store is given, the
+artifact store is jetstream too. The log line "embedded NATS server ready"
+shows the flags other nodes use to join. On shutdown the node stops first,
+then the server.`,
 	example: `controlfeed serve --db node1.db --feed-source file --feed-dir /var/lib/cf/feed --artifact-dir /var/lib/cf/artifacts --listen 127.0.0.1:7480`,
-	settings: []string{"db", "feed-source", "feed-sink", "feed-dir", "artifact-store", "artifact-dir",
-		"listen", "node-name", "nats-url", "poll-interval", "log-format", "log-level"},
+	settings: settingList([]string{"db", "feed-source", "feed-sink", "feed-dir", "artifact-store", "artifact-dir",
+		"listen", "node-name"}, natsSettings, natsFeedSettings, []string{"nats-bucket", "embedded-nats", "nats-listen", "nats-store",
+		"poll-interval", "log-format", "log-level"}),
 	createDB: true,
 }
 
@@ -50,7 +78,14 @@ func (m *Main) runServe(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	n, err := node.Open(ctx, s.nodeConfig(log))
+	if s.EmbeddedNATS {
+		srv, err := s.startEmbeddedNATS(m, log)
+		if err != nil {
+			return err
+		}
+		defer srv.Shutdown() // deferred first: runs after the node's Close
+	}
+	n, err := openNode(ctx, log, s.nodeConfig(log))
 	if err != nil {
 		if ctx.Err() != nil {
 			return nil // stopped by a signal while starting
@@ -59,6 +94,63 @@ func (m *Main) runServe(ctx context.Context, args []string) error {
 	}
 	defer n.Close()
 	return n.Run(ctx)
+}
+
+// Backoff of openNode while no NATS server answers.
+const (
+	openMinBackoff = 250 * time.Millisecond
+	openMaxBackoff = 5 * time.Second
+)
+
+// openNode is node.Open, retried with capped exponential backoff for as long
+// as the only problem is that no NATS server answers (nats.ErrNoServers: the
+// broker is starting, restarting or unreachable), so that a node or a
+// producer started before its broker waits for it instead of exiting. Any
+// other error is returned at once; ctx ends the wait.
+func openNode(ctx context.Context, log *slog.Logger, cfg *node.Config) (*node.Node, error) {
+	backoff := openMinBackoff
+	for {
+		n, err := node.Open(ctx, cfg)
+		if err == nil || !errors.Is(err, nats.ErrNoServers) {
+			return n, err
+		}
+		log.Warn("no NATS server answers; retrying (check --nats-url and that the broker runs)",
+			"nats_url", strings.Join(cfg.Feed.NATS.URLs, ","), "retry_in", backoff, "err", err)
+		t := time.NewTimer(backoff)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return nil, ctx.Err()
+		case <-t.C:
+		}
+		backoff = min(2*backoff, openMaxBackoff)
+	}
+}
+
+// startEmbeddedNATS starts the server of --embedded-nats, points the NATS
+// settings at it and resolves the jetstream defaults documented in serve's
+// help.
+func (s *settings) startEmbeddedNATS(m *Main, log *slog.Logger) (*natsembed.Server, error) {
+	if s.NATSURL != "" {
+		return nil, usageErrorf("controlfeed serve: --embedded-nats and --nats-url %q conflict: the embedded server is the one to use", s.NATSURL)
+	}
+	if !s.set["feed-source"] && !s.set["feed-sink"] {
+		s.FeedSink = jetstreamFeed
+	}
+	if !s.set["artifact-store"] {
+		s.ArtifactStore = jetstreamStore
+	}
+	listen := cmp.Or(s.NATSListen, defaultNATSListen)
+	store := cmp.Or(s.NATSStore, s.DB+".nats")
+	srv, err := natsembed.Start(natsembed.Options{Listen: listen, StoreDir: store,
+		Logger: s.quietLogger(m.Stderr, log), ServerName: "controlfeed-" + s.nodeName()})
+	if err != nil {
+		return nil, fmt.Errorf("controlfeed serve: --embedded-nats: %w", err)
+	}
+	s.NATSURL = srv.ClientURL()
+	log.Info("embedded NATS server ready", "url", s.NATSURL, "store", store,
+		"join_with", "--feed-source jetstream --nats-url "+s.NATSURL+" --artifact-store jetstream")
+	return srv, nil
 }
 
 // nodeConfig maps the settings onto node.Config.
@@ -77,13 +169,41 @@ func (s *settings) nodeConfig(log *slog.Logger) *node.Config {
 	}
 }
 
+// feedConfig maps the settings onto feed.SourceConfig: this and
+// artifactConfig are the one place the NATS flags reach the backends.
 func (s *settings) feedConfig() feed.SourceConfig {
 	return feed.SourceConfig{
 		FileDir: s.FeedDir,
-		NATS:    feed.NATSConfig{URLs: s.natsURLs(), NodeName: s.nodeName()},
+		NATS: feed.NATSConfig{
+			URLs:            s.natsURLs(),
+			NodeName:        s.nodeName(),
+			Stream:          s.NATSStream,
+			Subject:         s.NATSSubject,
+			CredsFile:       s.NATSCreds,
+			User:            s.NATSUser,
+			Password:        s.NATSPassword,
+			TLSCAFile:       s.NATSTLSCA,
+			TLSCertFile:     s.NATSTLSCert,
+			TLSKeyFile:      s.NATSTLSKey,
+			Replicas:        s.NATSReplicas,
+			MaxAge:          s.NATSMaxAge,
+			MaxBytes:        s.NATSMaxBytes,
+			DuplicateWindow: s.NATSDuplicateWindow,
+		},
 	}
 }
 
+// artifactConfig maps the settings onto artifact.Config.
 func (s *settings) artifactConfig() artifact.Config {
-	return artifact.Config{Dir: s.artifactDir(), NATS: artifact.NATSConfig{URLs: s.natsURLs()}}
+	return artifact.Config{Dir: s.artifactDir(), NATS: artifact.NATSConfig{
+		URLs:        s.natsURLs(),
+		Bucket:      s.NATSBucket,
+		Replicas:    s.NATSReplicas,
+		CredsFile:   s.NATSCreds,
+		User:        s.NATSUser,
+		Password:    s.NATSPassword,
+		TLSCAFile:   s.NATSTLSCA,
+		TLSCertFile: s.NATSTLSCert,
+		TLSKeyFile:  s.NATSTLSKey,
+	}}
 }

@@ -24,12 +24,12 @@ JSON object per line. With --follow (the default) it then waits for new
 events until interrupted; --follow=false exits after the last event. It only
 reads: it applies nothing and acknowledges nothing.
 
-On jetstream, tail reads through a durable consumer named by --node-name,
-which defaults here to "tail-<host name>": never give it the name of a
-running fleet node, whose consumer it would reposition.`,
+On jetstream, tail reads through an ephemeral consumer without acks that
+the server removes a few minutes after tail exits: it never touches the
+durable consumer of any node, so it is safe to run against a live fleet.`,
 	example: `controlfeed tail --feed-source file --feed-dir /var/lib/cf/feed --from 100`,
-	settings: []string{"feed-source", "feed-dir", "nats-url", "node-name", "from", "json", "follow",
-		"poll-interval", "log-format", "log-level"},
+	settings: settingList([]string{"feed-source", "feed-dir"}, natsSettings, []string{"nats-stream", "nats-subject",
+		"from", "json", "follow", "poll-interval", "log-format", "log-level"}),
 }
 
 func (m *Main) runTail(ctx context.Context, args []string) error {
@@ -47,10 +47,9 @@ func (m *Main) runTail(ctx context.Context, args []string) error {
 	if s.FeedSource == nop.Name {
 		return usageErrorf("controlfeed tail: --feed-source is %q, which has no events; available: %v", nop.Name, feed.Sources())
 	}
-	if s.NodeName == "" {
-		s.NodeName = "tail-" + s.nodeName()
-	}
-	src, err := feed.Open(s.FeedSource, s.feedConfig())
+	cfg := s.feedConfig()
+	cfg.NATS.NodeName = "" // jetstream: an ephemeral, read-only consumer
+	src, err := feed.Open(s.FeedSource, cfg)
 	if err != nil {
 		return err
 	}

@@ -25,8 +25,10 @@
 //     catch up by replay, at the cost of disk on the servers. With a limit,
 //     a node whose cursor falls behind the retained range gets
 //     feed.ErrCursorBehindRetention and must be re-bootstrapped.
-//   - NodeName: required by the Source (it names the node's durable
-//     consumer); unused by the Sink.
+//   - NodeName: names the node's durable consumer (see DurableName). Empty
+//     makes the Source a read-only observer on an ephemeral consumer without
+//     acks (see NewSource), for tools like "controlfeed tail"; a fleet node
+//     always sets it. Unused by the Sink.
 //
 // The Sink creates the stream when it is missing (file storage, limits
 // retention, discard old, the configured limits) and otherwise checks the

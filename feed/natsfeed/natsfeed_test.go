@@ -94,9 +94,63 @@ func TestRegistered(t *testing.T) {
 	}
 	defer src.(*natsfeed.Source).Close()
 	cfg.NodeName = ""
-	if _, err := feed.Open(natsfeed.Name, feed.SourceConfig{NATS: cfg}); err == nil || !strings.Contains(err.Error(), "NodeName") {
-		t.Fatalf("Open without NodeName: %v, want an error naming NodeName", err)
+	eph, err := feed.Open(natsfeed.Name, feed.SourceConfig{NATS: cfg})
+	if err != nil {
+		t.Fatalf("Open without NodeName: %v", err)
 	}
+	defer eph.(*natsfeed.Source).Close()
+	if !eph.(*natsfeed.Source).Ephemeral() {
+		t.Fatal("a Source without NodeName is not ephemeral")
+	}
+}
+
+// TestSource_Ephemeral checks that a Source without NodeName reads the whole
+// feed from any position without touching a node's durable consumer.
+func TestSource_Ephemeral(t *testing.T) {
+	ctx := t.Context()
+	srv := natsembed.StartForTest(t)
+	cfg := testConfig(srv)
+	sink := openSink(ctx, t, cfg)
+	appendN(ctx, t, sink, 10)
+	node := openSource(ctx, t, cfg)
+	evs := mustPoll(ctx, t, node, 0)
+	if err := node.AckThrough(ctx, evs[4].EventID); err != nil {
+		t.Fatal(err)
+	}
+	_, js := rawJS(t, srv)
+	info := func() *jetstream.ConsumerInfo {
+		t.Helper()
+		c, err := js.Consumer(ctx, cfg.Stream, node.Durable())
+		if err != nil {
+			t.Fatal(err)
+		}
+		return c.CachedInfo()
+	}
+	before := info()
+
+	ecfg := cfg
+	ecfg.NodeName = ""
+	tail := openSource(ctx, t, ecfg)
+	if !tail.Ephemeral() || tail.Durable() != "" {
+		t.Fatalf("Ephemeral() %v Durable() %q, want true and empty", tail.Ephemeral(), tail.Durable())
+	}
+	wantCVs(t, mustPoll(ctx, t, tail, 0), seqRange(1, 10)...)
+	wantCVs(t, mustPoll(ctx, t, tail, 7), 8, 9, 10)
+	appendN(ctx, t, sink, 2)
+	wantCVs(t, mustPoll(ctx, t, tail, 10), 11, 12)
+	if err := tail.Ack(ctx, evs[9].EventID); err != nil {
+		t.Fatalf("Ack on an ephemeral Source: %v, want nil", err)
+	}
+
+	after := info()
+	if after.Delivered.Stream != before.Delivered.Stream || after.AckFloor.Stream != before.AckFloor.Stream ||
+		after.NumAckPending != before.NumAckPending {
+		t.Fatalf("the node's durable consumer moved: delivered %d->%d ack floor %d->%d pending %d->%d",
+			before.Delivered.Stream, after.Delivered.Stream, before.AckFloor.Stream, after.AckFloor.Stream,
+			before.NumAckPending, after.NumAckPending)
+	}
+	// The node goes on where it was.
+	wantCVs(t, mustPoll(ctx, t, node, 10), 11, 12)
 }
 
 func containsString(list []string, s string) bool {

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"slices"
 	"sync"
+	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
 
@@ -21,12 +22,15 @@ var (
 	_ feed.HeadReporter    = (*Source)(nil)
 )
 
-// Source reads the stream through this node's durable pull consumer. Its
-// methods are safe for concurrent use (they serialize internally), though
-// the applier calls them from one goroutine; Wait does not block the others.
+// Source reads the stream through this node's durable pull consumer, or,
+// when NATSConfig.NodeName is empty, through a read-only ephemeral consumer
+// (see NewSource). Its methods are safe for concurrent use (they serialize
+// internally), though the applier calls them from one goroutine; Wait does
+// not block the others.
 type Source struct {
-	c       *conn
-	durable string
+	c         *conn
+	durable   string // "" when ephemeral
+	ephemeral bool
 
 	mu       sync.Mutex
 	closed   bool
@@ -34,6 +38,8 @@ type Source struct {
 	pos      uint64             // highest stream sequence the consumer delivered
 	posKnown bool               // pos is in step with the consumer
 	held     map[string]heldMsg // ack handles by EventID, until acknowledged
+
+	wake *waker // Wait's subscription; see wait.go
 }
 
 type heldMsg struct {
@@ -41,13 +47,19 @@ type heldMsg struct {
 	seq uint64
 }
 
-// NewSource connects (or uses opts.Conn). cfg.NodeName is required. The
-// stream need not exist yet; the consumer is created or reconciled by the
-// first Poll. ctx is unused today but bounds future setup work.
+// NewSource connects (or uses opts.Conn). The stream need not exist yet; the
+// consumer is created or reconciled by the first Poll. ctx is unused today
+// but bounds future setup work.
+//
+// With cfg.NodeName set, the Source reads through that node's durable
+// consumer (see DurableName), which a fleet node needs: the server keeps its
+// position and pending acks across restarts. With cfg.NodeName empty, the
+// Source is a read-only observer (what "controlfeed tail" uses): it reads
+// through an ephemeral consumer with no acknowledgements (AckNone), created
+// at since+1 by Poll and recreated whenever since moves elsewhere, and
+// removed by the server once unused for EphemeralInactiveThreshold. It never
+// touches any node's durable consumer; Ack is a no-op that returns nil.
 func NewSource(ctx context.Context, cfg feed.NATSConfig, opts *Options) (*Source, error) {
-	if cfg.NodeName == "" {
-		return nil, errors.New("natsfeed: source: NodeName is required (it names this node's durable consumer)")
-	}
 	if err := ctx.Err(); err != nil {
 		return nil, fmt.Errorf("natsfeed: source %q: %w", cfg.NodeName, err)
 	}
@@ -55,13 +67,36 @@ func NewSource(ctx context.Context, cfg feed.NATSConfig, opts *Options) (*Source
 	if err != nil {
 		return nil, err
 	}
-	return &Source{c: c, durable: DurableName(cfg.NodeName), held: map[string]heldMsg{}}, nil
+	s := &Source{c: c, held: map[string]heldMsg{}, wake: newWaker()}
+	if cfg.NodeName == "" {
+		s.ephemeral = true
+	} else {
+		s.durable = DurableName(cfg.NodeName)
+	}
+	return s, nil
+}
+
+// EphemeralInactiveThreshold is how long the server keeps the ephemeral
+// consumer of a Source without NodeName after its last use.
+const EphemeralInactiveThreshold = 5 * time.Minute
+
+// Ephemeral reports whether the Source reads through an ephemeral, ack-less
+// consumer (NATSConfig.NodeName was empty) instead of a durable one.
+func (s *Source) Ephemeral() bool { return s.ephemeral }
+
+// consumerLabel names the consumer in errors.
+func (s *Source) consumerLabel() string {
+	if s.ephemeral {
+		return "(ephemeral)"
+	}
+	return s.durable
 }
 
 // Name returns "jetstream".
 func (s *Source) Name() string { return Name }
 
-// Durable returns the name of this node's durable consumer.
+// Durable returns the name of this node's durable consumer, "" for an
+// ephemeral Source.
 func (s *Source) Durable() string { return s.durable }
 
 // Poll returns up to Options.FetchBatch events with ControlVersion > since,
@@ -82,6 +117,7 @@ func (s *Source) Poll(ctx context.Context, since uint64) ([]controlevent.Event, 
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
+	s.wake.pollStarted()
 	evs, err := s.poll(ctx, since)
 	if err != nil {
 		s.posKnown = false
@@ -99,7 +135,7 @@ func (s *Source) poll(ctx context.Context, since uint64) ([]controlevent.Event, 
 	}
 	batch, err := s.cons.FetchNoWait(s.c.opts.FetchBatch)
 	if err != nil {
-		return nil, fmt.Errorf("natsfeed: poll %d: fetch from consumer %q: %w", since, s.durable, err)
+		return nil, fmt.Errorf("natsfeed: poll %d: fetch from consumer %q: %w", since, s.consumerLabel(), err)
 	}
 	var (
 		evs    []controlevent.Event
@@ -122,7 +158,9 @@ recv:
 			maxSeq = max(maxSeq, seq)
 			if seq <= since {
 				// A redelivery of an event the node applied already.
-				_ = m.Ack()
+				if !s.ephemeral {
+					_ = m.Ack()
+				}
 				continue
 			}
 			if _, dup := msgs[seq]; dup {
@@ -140,7 +178,7 @@ recv:
 		}
 	}
 	if err := batch.Error(); err != nil {
-		return nil, fmt.Errorf("natsfeed: poll %d: fetch from consumer %q: %w", since, s.durable, err)
+		return nil, fmt.Errorf("natsfeed: poll %d: fetch from consumer %q: %w", since, s.consumerLabel(), err)
 	}
 	slices.SortFunc(evs, func(a, b controlevent.Event) int { return cmpU64(a.ControlVersion, b.ControlVersion) })
 	if len(evs) > 0 && evs[0].ControlVersion > since+1 {
@@ -151,6 +189,9 @@ recv:
 		}
 	}
 	for _, e := range evs {
+		if s.ephemeral {
+			break // AckNone: nothing to hold
+		}
 		s.held[e.EventID] = heldMsg{msg: msgs[e.ControlVersion], seq: e.ControlVersion}
 	}
 	s.pos, s.posKnown = maxSeq, true
@@ -210,6 +251,9 @@ func (s *Source) sync(ctx context.Context, since uint64) (ok bool, err error) {
 // and recreated with start sequence since+1.
 func (s *Source) position(ctx context.Context, st jetstream.Stream, since uint64) (jetstream.Consumer, error) {
 	s.held = map[string]heldMsg{} // handles of a reset or recreated consumer are stale
+	if s.ephemeral {
+		return s.positionEphemeral(ctx, st, since)
+	}
 	cons, err := st.Consumer(ctx, s.durable)
 	switch {
 	case err == nil && s.compatible(cons.CachedInfo().Config):
@@ -245,6 +289,31 @@ func (s *Source) position(ctx context.Context, st jetstream.Stream, since uint64
 	cons, err = st.CreateConsumer(ctx, s.consumerConfig(jetstream.DeliverByStartSequencePolicy, since+1))
 	if err != nil {
 		return nil, fmt.Errorf("natsfeed: poll %d: create consumer %q at sequence %d: %w", since, s.durable, since+1, err)
+	}
+	return cons, nil
+}
+
+// positionEphemeral replaces the ephemeral consumer (if any) by a new one
+// starting at since+1.
+func (s *Source) positionEphemeral(ctx context.Context, st jetstream.Stream, since uint64) (jetstream.Consumer, error) {
+	if s.cons != nil {
+		// Best effort: the server drops it after the inactive threshold anyway.
+		_ = st.DeleteConsumer(ctx, s.cons.CachedInfo().Name)
+		s.cons = nil
+	}
+	cons, err := st.CreateConsumer(ctx, jetstream.ConsumerConfig{
+		Description:       "controlfeed read-only observer (tail)",
+		DeliverPolicy:     jetstream.DeliverByStartSequencePolicy,
+		OptStartSeq:       since + 1,
+		AckPolicy:         jetstream.AckNonePolicy,
+		MaxDeliver:        -1,
+		FilterSubject:     s.c.cfg.Subject,
+		ReplayPolicy:      jetstream.ReplayInstantPolicy,
+		InactiveThreshold: EphemeralInactiveThreshold,
+		MemoryStorage:     true,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("natsfeed: poll %d: create ephemeral consumer at sequence %d: %w", since, since+1, err)
 	}
 	return cons, nil
 }
@@ -349,49 +418,6 @@ func (s *Source) Head(ctx context.Context) (uint64, error) {
 	return st.CachedInfo().State.LastSeq, nil
 }
 
-// Wait blocks until the stream may hold a message after since: it
-// subscribes to the subject (core NATS, as a wake-up signal), then returns
-// at once if the stream's last sequence is already past since, else on the
-// next message published on the subject (possibly a duplicate the stream
-// discarded: a spurious wake-up). It returns ctx's error once ctx is done.
-// Wait may run concurrently with Poll and Ack.
-func (s *Source) Wait(ctx context.Context, since uint64) error {
-	if s.isClosed() {
-		return fmt.Errorf("natsfeed: wait %d: %w", since, feed.ErrClosed)
-	}
-	sub, err := s.c.nc.SubscribeSync(s.c.cfg.Subject)
-	if err != nil {
-		return fmt.Errorf("natsfeed: wait %d: subscribe %q: %w", since, s.c.cfg.Subject, err)
-	}
-	defer sub.Unsubscribe()
-	fctx, cancel := s.c.reqCtx(ctx)
-	err = s.c.nc.FlushWithContext(fctx)
-	cancel()
-	if err != nil {
-		if ctx.Err() != nil {
-			return ctx.Err()
-		}
-		return fmt.Errorf("natsfeed: wait %d: flush: %w", since, err)
-	}
-	head, err := s.Head(ctx)
-	if err != nil {
-		if ctx.Err() != nil {
-			return ctx.Err()
-		}
-		return fmt.Errorf("natsfeed: wait %d: %w", since, err)
-	}
-	if head > since {
-		return nil
-	}
-	if _, err := sub.NextMsgWithContext(ctx); err != nil {
-		if ctx.Err() != nil {
-			return ctx.Err()
-		}
-		return fmt.Errorf("natsfeed: wait %d: %w", since, err)
-	}
-	return nil
-}
-
 func (s *Source) isClosed() bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -410,6 +436,7 @@ func (s *Source) Close() error {
 	}
 	s.closed = true
 	s.held = nil
+	s.wake.close()
 	s.c.close()
 	return nil
 }

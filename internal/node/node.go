@@ -99,6 +99,14 @@ type Config struct {
 	// Handlers applies events by type; nil = kv.Handlers().
 	Handlers map[string]applier.Handler
 
+	// WrapSource, if set, wraps the opened feed source (not nop) before the
+	// applier uses it: for instrumentation such as the demo's latency
+	// measurement. The wrapper must forward the optional interfaces the
+	// applier detects (feed.Acker, feed.CumulativeAcker, feed.Waiter,
+	// feed.HeadReporter) and io.Closer, which Close calls; whatever it does
+	// not forward, the applier does without.
+	WrapSource func(feed.Source) feed.Source
+
 	// Logger receives the process's logs; nil discards them.
 	Logger *slog.Logger
 }
@@ -175,6 +183,9 @@ func Open(ctx context.Context, cfg *Config) (_ *Node, err error) {
 		closeQuietly(src)
 	} else {
 		n.source = src
+		if c.WrapSource != nil {
+			n.source = c.WrapSource(src)
+		}
 	}
 	sink, err := feed.OpenSink(c.FeedSink, c.Feed)
 	if err != nil {

@@ -34,6 +34,10 @@ type Status struct {
 	// Applied and Skipped count the events in applied_events by outcome.
 	Applied int64 `json:"applied"`
 	Skipped int64 `json:"skipped"`
+	// Conflicts counts conflicting duplicates ever detected: an applied
+	// EventID delivered again with different content (never applied; see
+	// applier.ErrConflict).
+	Conflicts int64 `json:"conflicts"`
 	// Halted is the event the applier is stuck on, or null.
 	Halted *Halt `json:"halted"`
 	// BehindRetention explains why the node cannot catch up by replay, or
@@ -103,6 +107,7 @@ func ReadStatus(ctx context.Context, db *sql.DB) (Status, error) {
 		Cursor:        st.Cursor,
 		Applied:       st.Applied,
 		Skipped:       st.Skipped,
+		Conflicts:     st.Conflicts,
 		Halted:        haltFrom(st.Halted),
 		OutboxPending: oc.Pending,
 		OutboxDead:    oc.Dead,
@@ -252,6 +257,7 @@ func WriteMetrics(m *metrics.Writer, s *Status) error {
 	if s.Halted != nil {
 		halted = 1
 	}
+	m.Gauge("controlfeed_conflicts", "Conflicting duplicates detected: an applied event id delivered again with different content.", float64(s.Conflicts))
 	m.Gauge("controlfeed_halted", "1 when the applier is halted at an event that fails to apply.", halted)
 	behind := 0.0
 	if s.BehindRetention != "" {
