@@ -30,6 +30,10 @@ type dialect struct {
 	// markPublished args: control_version, published_at, last_attempt_at
 	// (the same time), id. Only pending rows.
 	markPublished string
+	// markPublishedBatch records a whole published chunk in one statement.
+	// Args: published_at = last_attempt_at, then a JSON array of
+	// [id, control_version] pairs. Only pending rows.
+	markPublishedBatch string
 	// markFailed args: last_error, last_attempt_at, id.
 	markFailed string
 	// markDead args: dead_reason, dead_at, id. Only pending rows.
@@ -104,6 +108,10 @@ var sqlite = dialect{
 	markPublished: `UPDATE controlfeed_outbox
 	SET published_control_version = ?, published_at = ?, last_attempt_at = ?, attempt_count = attempt_count + 1
 	WHERE id = ? AND ` + pendingWhere,
+	markPublishedBatch: `UPDATE controlfeed_outbox
+	SET published_control_version = j.cv, published_at = ?1, last_attempt_at = ?1, attempt_count = attempt_count + 1
+	FROM (SELECT value ->> 0 AS oid, value ->> 1 AS cv FROM json_each(?2)) AS j
+	WHERE controlfeed_outbox.id = j.oid AND ` + pendingWhere,
 	markFailed: `UPDATE controlfeed_outbox
 	SET last_error = ?, last_attempt_at = ?, attempt_count = attempt_count + 1
 	WHERE id = ? AND ` + pendingWhere,

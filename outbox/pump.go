@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"math"
 	"math/rand/v2"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -463,16 +464,17 @@ func (p *Pump) writeBack(ctx context.Context, published []pendingRow, stamped []
 	}
 	defer tx.Rollback()
 	now := dia.timeValue(time.Now())
-	if len(published) > 0 {
-		stmt, err := tx.PrepareContext(ctx, dia.markPublished)
-		if err != nil {
-			return fmt.Errorf("outbox: write back %d published rows: %w", len(published), err)
+	switch {
+	case len(published) == 1:
+		r := published[0]
+		if _, err := tx.ExecContext(ctx, dia.markPublished, int64(stamped[0].ControlVersion), now, now, r.id); err != nil {
+			return fmt.Errorf("outbox: write back %q (outbox id %d) as control_version %d: %w", r.eventID, r.id, stamped[0].ControlVersion, err)
 		}
-		defer stmt.Close()
-		for i, r := range published {
-			if _, err := stmt.ExecContext(ctx, int64(stamped[i].ControlVersion), now, now, r.id); err != nil {
-				return fmt.Errorf("outbox: write back %q (outbox id %d) as control_version %d: %w", r.eventID, r.id, stamped[i].ControlVersion, err)
-			}
+	case len(published) > 1:
+		// One statement for the chunk: per-row statements cost more than
+		// the rows' own writes.
+		if _, err := tx.ExecContext(ctx, dia.markPublishedBatch, now, publishedPairs(published, stamped)); err != nil {
+			return fmt.Errorf("outbox: write back %d published rows (outbox ids %d..%d): %w", len(published), published[0].id, published[len(published)-1].id, err)
 		}
 	}
 	for _, d := range dead {
@@ -493,4 +495,22 @@ func (p *Pump) writeBack(ctx context.Context, published []pendingRow, stamped []
 		return fmt.Errorf("outbox: write back %d published rows: commit: %w", len(published), err)
 	}
 	return nil
+}
+
+// publishedPairs encodes the chunk as the JSON array of [id, control_version]
+// pairs that markPublishedBatch takes.
+func publishedPairs(published []pendingRow, stamped []controlevent.Event) string {
+	b := make([]byte, 0, len(published)*24)
+	b = append(b, '[')
+	for i, r := range published {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		b = append(b, '[')
+		b = strconv.AppendInt(b, r.id, 10)
+		b = append(b, ',')
+		b = strconv.AppendUint(b, stamped[i].ControlVersion, 10)
+		b = append(b, ']')
+	}
+	return string(append(b, ']'))
 }
