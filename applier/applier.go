@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
+	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -43,6 +45,16 @@ type Applier struct {
 	loaded    bool       // persisted halt loaded into st
 	lastHead  time.Time
 	errStreak int // consecutive non-halt Step errors, for Run's backoff
+
+	// rest holds the events of the last Poll that came after the last
+	// batch (cut by MaxBatch or the prefetch budget); the next Step applies
+	// them without polling if the cursor is still restAfter.
+	rest      []controlevent.Event
+	restAfter uint64
+
+	// w is Run's dedicated write connection and checkpointer (see
+	// checkpoint.go); nil outside Run. Guarded by stepMu.
+	w *writer
 
 	mu sync.Mutex // guards st
 	st Status
@@ -117,6 +129,17 @@ func (a *Applier) Run(ctx context.Context) error {
 		}
 		return err
 	}
+	if w := a.startWriter(ctx); w != nil {
+		a.stepMu.Lock()
+		a.w = w
+		a.stepMu.Unlock()
+		defer func() {
+			a.stepMu.Lock()
+			a.w = nil
+			a.stepMu.Unlock()
+			w.stop(a)
+		}()
+	}
 	var tick *time.Ticker
 	if a.waiter == nil {
 		tick = time.NewTicker(a.cfg.PollInterval)
@@ -190,6 +213,9 @@ type item struct {
 	payload []byte
 	outcome string // set in the transaction: "applied", or the recorded outcome of a duplicate
 	dup     bool
+	idx     int  // position in the polled slice
+	fetch   bool // payload still to be fetched
+	known   bool // found in controlfeed_applied_events before the transaction
 }
 
 // failure is the event the applier halts at and why.
@@ -229,7 +255,7 @@ func (a *Applier) Step(ctx context.Context) (int, error) {
 	a.mu.Unlock()
 	a.refreshHead(ctx)
 
-	evs, err := a.src.Poll(ctx, cursor)
+	evs, err := a.poll(ctx, cursor)
 	if err != nil {
 		if ctx.Err() != nil {
 			return 0, ctx.Err()
@@ -259,6 +285,18 @@ func (a *Applier) Step(ctx context.Context) (int, error) {
 	return a.apply(ctx, cursor, evs)
 }
 
+// poll returns the events left over from the previous Poll when the cursor
+// is where that batch ended (no Skip or SetCursor moved it since), else
+// polls the Source.
+func (a *Applier) poll(ctx context.Context, cursor uint64) ([]controlevent.Event, error) {
+	rest := a.rest
+	a.rest = nil
+	if len(rest) > 0 && cursor == a.restAfter {
+		return rest, nil
+	}
+	return a.src.Poll(ctx, cursor)
+}
+
 func (a *Applier) refreshHead(ctx context.Context) {
 	if a.header == nil || time.Since(a.lastHead) < headEvery {
 		return
@@ -277,14 +315,20 @@ func (a *Applier) refreshHead(ctx context.Context) {
 // apply plans, fetches, commits and acknowledges one polled batch.
 func (a *Applier) apply(ctx context.Context, cursor uint64, evs []controlevent.Event) (int, error) {
 	var (
-		old   []controlevent.Event // redelivered events at or before the cursor
-		plan  []item
-		fail  *failure
-		prev  = cursor
-		bytes int64
+		old  []controlevent.Event // redelivered events at or before the cursor
+		plan []item
+		fail *failure
+		prev = cursor
 	)
-	for _, ev := range evs {
-		if len(plan) >= a.cfg.MaxBatch || bytes >= prefetchBudget {
+	// Which events are already recorded, in one query: only events that
+	// need to know it before the transaction (invalid, no handler, an
+	// artifact to fetch) use the answer; the transaction rechecks.
+	known, lerr := a.lookupBatch(ctx, cursor, evs)
+	if lerr != nil && ctx.Err() != nil {
+		return 0, ctx.Err()
+	}
+	for i, ev := range evs {
+		if len(plan) >= a.cfg.MaxBatch {
 			break
 		}
 		if ev.ControlVersion == 0 {
@@ -301,21 +345,17 @@ func (a *Applier) apply(ctx context.Context, cursor uint64, evs []controlevent.E
 			break
 		}
 		prev = ev.ControlVersion
-		it := item{ev: ev}
+		it := item{ev: ev, idx: i, known: known[ev.EventID]}
 		verr := ev.Validate()
 		h := a.cfg.Handlers[ev.Type]
 		if verr != nil || h == nil || ev.ArtifactRef != "" {
 			// Only these cases need to know, before the transaction,
 			// whether the event is already recorded.
-			outcome, err := lookupApplied(ctx, a.db, ev.EventID)
-			if err != nil {
-				if ctx.Err() != nil {
-					return 0, ctx.Err()
-				}
-				fail = &failure{ev, a.eventErr(ev, "look up", err)}
+			if lerr != nil {
+				fail = &failure{ev, a.eventErr(ev, "look up", lerr)}
 				break
 			}
-			if outcome != "" {
+			if it.known {
 				plan = append(plan, it)
 				continue
 			}
@@ -328,19 +368,17 @@ func (a *Applier) apply(ctx context.Context, cursor uint64, evs []controlevent.E
 			fail = &failure{ev, a.eventErr(ev, "apply", fmt.Errorf("no handler for event type %q", ev.Type))}
 			break
 		}
-		if ev.ArtifactRef != "" {
-			p, err := a.fetch(ctx, ev)
-			if err != nil {
-				if ctx.Err() != nil {
-					return 0, ctx.Err()
-				}
-				fail = &failure{ev, err}
-				break
-			}
-			it.payload = p
-			bytes += int64(len(p))
-		}
+		it.fetch = ev.ArtifactRef != ""
 		plan = append(plan, it)
+	}
+	plan, cut, ffail := a.prefetch(ctx, plan)
+	if ctx.Err() != nil {
+		return 0, ctx.Err()
+	}
+	if cut {
+		// Cut short by a failed fetch or by the byte budget: an event that
+		// failed planning lies past the cut and will be met again.
+		fail = ffail
 	}
 
 	n, tfail, err := a.commit(ctx, plan)
@@ -396,8 +434,14 @@ func (a *Applier) apply(ctx context.Context, cursor uint64, evs []controlevent.E
 		}
 	}
 	a.ack(ctx, acks)
+	if fail == nil && n > 0 && n == len(plan) {
+		if next := plan[n-1].idx + 1; next < len(evs) {
+			a.rest, a.restAfter = slices.Clone(evs[next:]), plan[n-1].ev.ControlVersion
+		}
+	}
 
 	if fail != nil {
+		a.recordConflict(ctx, fail.err)
 		return n, a.halt(ctx, fail.ev, fail.err)
 	}
 	return n, nil
@@ -405,6 +449,104 @@ func (a *Applier) apply(ctx context.Context, cursor uint64, evs []controlevent.E
 
 func (a *Applier) eventErr(ev controlevent.Event, op string, err error) error {
 	return fmt.Errorf("applier: %s event %q (control version %d, type %q): %w", op, ev.EventID, ev.ControlVersion, ev.Type, err)
+}
+
+// fetchWorkers bounds the artifact fetches in flight.
+const fetchWorkers = 4
+
+// prefetch fetches the payloads of plan's items that need one, up to
+// fetchWorkers at a time, in order. It cuts plan after the item whose payload
+// takes the total past prefetchBudget, or before the first item whose fetch
+// failed (returning that failure); cut reports either. Several fetches run
+// at once only while fetchWorkers payloads as large as the largest seen so
+// far fit in what is left of the budget, so large payloads are fetched one
+// at a time.
+func (a *Applier) prefetch(ctx context.Context, plan []item) (_ []item, cut bool, fail *failure) {
+	var bytes, largest int64
+	errs := make([]error, len(plan))
+	for i := 0; i < len(plan); {
+		if !plan[i].fetch {
+			i++
+			continue
+		}
+		par := 1
+		if largest > 0 && largest*fetchWorkers <= prefetchBudget-bytes {
+			par = fetchWorkers
+		}
+		// The next par items needing a fetch, from i on.
+		var wave []int
+		for j := i; j < len(plan) && len(wave) < par; j++ {
+			if plan[j].fetch {
+				wave = append(wave, j)
+			}
+		}
+		if len(wave) == 1 {
+			plan[wave[0]].payload, errs[wave[0]] = a.fetch(ctx, plan[wave[0]].ev)
+		} else {
+			var wg sync.WaitGroup
+			for _, j := range wave {
+				wg.Go(func() { plan[j].payload, errs[j] = a.fetch(ctx, plan[j].ev) })
+			}
+			wg.Wait()
+		}
+		for j := i; j <= wave[len(wave)-1]; j++ {
+			if !plan[j].fetch {
+				continue
+			}
+			if errs[j] != nil {
+				return plan[:j], true, &failure{plan[j].ev, errs[j]}
+			}
+			n := int64(len(plan[j].payload))
+			bytes += n
+			largest = max(largest, n)
+			if bytes >= prefetchBudget && j+1 < len(plan) {
+				return plan[:j+1], true, nil
+			}
+		}
+		i = wave[len(wave)-1] + 1
+	}
+	return plan, false, nil
+}
+
+// lookupBatch returns which of the events after cursor that the next batch
+// may hold are recorded in controlfeed_applied_events, in one query.
+func (a *Applier) lookupBatch(ctx context.Context, cursor uint64, evs []controlevent.Event) (map[string]bool, error) {
+	ids := make([]any, 0, min(len(evs), a.cfg.MaxBatch))
+	for _, ev := range evs {
+		if len(ids) >= a.cfg.MaxBatch {
+			break
+		}
+		if ev.ControlVersion > cursor {
+			ids = append(ids, ev.EventID)
+		}
+	}
+	known := make(map[string]bool)
+	const chunk = 500 // well under SQLite's bound on bind parameters
+	for len(ids) > 0 {
+		part := ids[:min(chunk, len(ids))]
+		ids = ids[len(part):]
+		if err := lookupIDs(ctx, a.db, part, known); err != nil {
+			return nil, err
+		}
+	}
+	return known, nil
+}
+
+func lookupIDs(ctx context.Context, db *sql.DB, ids []any, known map[string]bool) error {
+	rows, err := db.QueryContext(ctx, `SELECT event_id FROM controlfeed_applied_events WHERE event_id IN (?`+
+		strings.Repeat(", ?", len(ids)-1)+`)`, ids...)
+	if err != nil {
+		return err
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var id string
+		if err := rows.Scan(&id); err != nil {
+			return err
+		}
+		known[id] = true
+	}
+	return rows.Err()
 }
 
 // fetch reads and verifies ev's payload.
@@ -432,16 +574,57 @@ func lookupApplied(ctx context.Context, q Querier, eventID string) (string, erro
 	return outcome, err
 }
 
-// commit applies plan in one transaction, with a savepoint per event when
-// there are several. It returns how many events of plan were committed, the
-// failing event if one failed (its savepoint rolled back, the ones before it
-// committed), or err if the transaction as a whole failed (nothing
-// committed).
+// commit applies plan in one transaction. It returns how many events of
+// plan were committed, the failing event if one failed (its effects rolled
+// back, the ones before it committed), or err if the transaction as a whole
+// failed (nothing committed).
 func (a *Applier) commit(ctx context.Context, plan []item) (n int, fail *failure, err error) {
+	// Optimistically, without savepoints: they cost two statements per
+	// event. If event k fails, that transaction is rolled back and the
+	// events up to k are applied again with a savepoint each, so the ones
+	// before k still commit and k is the reported failure.
+	if !fresh(plan) {
+		// A duplicate is the likely failure (a conflicting copy): go
+		// straight to savepoints, so no handler runs twice.
+		return a.commitTx(ctx, plan, len(plan) > 1)
+	}
+	n, fail, err = a.commitTx(ctx, plan, false)
+	if err != nil || fail == nil || len(plan) == 1 {
+		return n, fail, err
+	}
+	k := slices.IndexFunc(plan, func(it item) bool { return it.ev.ControlVersion == fail.ev.ControlVersion })
+	if k <= 0 {
+		return 0, fail, nil
+	}
+	return a.commitTx(ctx, plan[:k+1], true)
+}
+
+// fresh reports whether no item of plan is known to be recorded already and
+// no EventID repeats within it.
+func fresh(plan []item) bool {
+	seen := make(map[string]struct{}, len(plan))
+	for _, it := range plan {
+		if _, dup := seen[it.ev.EventID]; dup || it.known {
+			return false
+		}
+		seen[it.ev.EventID] = struct{}{}
+	}
+	return true
+}
+
+// commitTx is one attempt of commit, with a savepoint per event if useSP.
+// Without savepoints a failing event rolls back the whole transaction and
+// is returned as fail with n == 0.
+func (a *Applier) commitTx(ctx context.Context, plan []item, useSP bool) (n int, fail *failure, err error) {
 	if len(plan) == 0 {
 		return 0, nil, nil
 	}
-	tx, err := a.db.BeginTx(ctx, nil)
+	var tx *sql.Tx
+	if a.w != nil {
+		tx, err = a.w.conn.BeginTx(ctx, nil)
+	} else {
+		tx, err = a.db.BeginTx(ctx, nil)
+	}
 	if err != nil {
 		return 0, nil, fmt.Errorf("applier: begin: %w", err)
 	}
@@ -450,14 +633,13 @@ func (a *Applier) commit(ctx context.Context, plan []item) (n int, fail *failure
 			tx.Rollback()
 		}
 	}()
-	ins, err := tx.PrepareContext(ctx, `INSERT INTO controlfeed_applied_events (event_id, control_version, type, applied_at, outcome)
-		VALUES (?, ?, ?, ?, 'applied') ON CONFLICT (event_id) DO NOTHING`)
+	ins, err := tx.PrepareContext(ctx, `INSERT INTO controlfeed_applied_events (event_id, control_version, type, applied_at, outcome, digest)
+		VALUES (?, ?, ?, ?, 'applied', ?) ON CONFLICT (event_id) DO NOTHING`)
 	if err != nil {
 		return 0, nil, fmt.Errorf("applier: prepare: %w", err)
 	}
 	defer ins.Close()
 	now := formatTime(time.Now())
-	useSP := len(plan) > 1
 	var spBegin, spRelease *sql.Stmt
 	if useSP {
 		if spBegin, err = tx.PrepareContext(ctx, `SAVEPOINT controlfeed_event`); err != nil {
@@ -471,6 +653,7 @@ func (a *Applier) commit(ctx context.Context, plan []item) (n int, fail *failure
 	}
 	for i := range plan {
 		it := &plan[i]
+		it.dup, it.outcome = false, ""
 		if useSP {
 			if _, err := spBegin.ExecContext(ctx); err != nil {
 				return 0, nil, fmt.Errorf("applier: savepoint: %w", err)
@@ -497,6 +680,8 @@ func (a *Applier) commit(ctx context.Context, plan []item) (n int, fail *failure
 			if _, err := spRelease.ExecContext(ctx); err != nil {
 				return 0, nil, fmt.Errorf("applier: release savepoint: %w", err)
 			}
+		}
+		if len(plan) > 1 {
 			if err := failpoint.Inject(failpoint.ApplierMidBatch); err != nil {
 				return 0, nil, fmt.Errorf("applier: apply batch of %d events: %w", len(plan), err)
 			}
@@ -519,6 +704,9 @@ func (a *Applier) commit(ctx context.Context, plan []item) (n int, fail *failure
 	if err := tx.Commit(); err != nil {
 		return 0, nil, fmt.Errorf("applier: commit %d events through control version %d: %w", n, last, err)
 	}
+	if a.w != nil {
+		a.w.committed()
+	}
 	return n, fail, nil
 }
 
@@ -530,14 +718,14 @@ func (a *Applier) applyOne(ctx context.Context, tx *sql.Tx, ins *sql.Stmt, it *i
 	if err != nil {
 		return a.eventErr(ev, "record", err)
 	}
-	res, err := ins.ExecContext(ctx, ev.EventID, cv, ev.Type, now)
+	res, err := ins.ExecContext(ctx, ev.EventID, cv, ev.Type, now, EventDigest(ev))
 	if err != nil {
 		return a.eventErr(ev, "record", err)
 	}
 	if rows, err := res.RowsAffected(); err != nil {
 		return a.eventErr(ev, "record", err)
 	} else if rows == 0 {
-		outcome, err := lookupApplied(ctx, tx, ev.EventID)
+		outcome, err := checkDuplicate(ctx, tx, ev)
 		if err != nil {
 			return a.eventErr(ev, "record", err)
 		}

@@ -227,8 +227,8 @@ func TestApplier_Duplicate(t *testing.T) {
 	src := &FakeSource{}
 	h := newInsertHandler()
 	a := newApplier(t, db, src, nil, h, nil)
-	dup := ev(3, typ)
-	dup.EventID = "evt-1" // published again past the broker's dedup window
+	dup := ev(1, typ)
+	dup.ControlVersion = 3 // published again past the broker's dedup window
 	src.Add(ev(1, typ), ev(2, typ), dup)
 	if n, err := a.Step(ctx); n != 3 || err != nil {
 		t.Fatalf("Step = %d, %v", n, err)
@@ -240,8 +240,8 @@ func TestApplier_Duplicate(t *testing.T) {
 		t.Errorf("cursor = %d, want 3", c)
 	}
 	// A later redelivery in its own transaction.
-	dup2 := ev(4, typ)
-	dup2.EventID = "evt-2"
+	dup2 := ev(2, typ)
+	dup2.ControlVersion = 4
 	src.Add(dup2)
 	if n, err := a.Step(ctx); n != 1 || err != nil {
 		t.Fatalf("Step = %d, %v", n, err)

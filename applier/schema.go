@@ -37,10 +37,24 @@ var migrations = [][]string{
 			last_attempt    TEXT    NOT NULL
 		)`,
 	},
+	{
+		// Version 2: the digest of each applied event, compared when its
+		// EventID is delivered again, and the conflicts found that way.
+		`ALTER TABLE controlfeed_applied_events ADD COLUMN digest TEXT NOT NULL DEFAULT ''`,
+		`CREATE TABLE controlfeed_conflicts (
+			control_version INTEGER PRIMARY KEY,
+			event_id        TEXT    NOT NULL,
+			digest          TEXT    NOT NULL,
+			recorded_digest TEXT    NOT NULL,
+			detected_at     TEXT    NOT NULL,
+			resolution      TEXT    NOT NULL DEFAULT '' CHECK (resolution IN ('', 'skipped'))
+		)`,
+	},
 }
 
 // Migrate creates or upgrades the applier's tables (controlfeed_cursor,
-// controlfeed_applied_events, controlfeed_halt) in db. It is idempotent and
+// controlfeed_applied_events, controlfeed_halt, controlfeed_conflicts) in
+// db. It is idempotent and
 // safe to call from several processes at once: each upgrade step runs in one
 // transaction together with the recorded version, in
 // controlfeed_applier_schema. It refuses a database whose schema is newer

@@ -33,6 +33,10 @@ type Status struct {
 	// handler ran, events passed over by an operator's Skip, and events
 	// already recorded in controlfeed_applied_events (redeliveries).
 	Applied, Skipped, Duplicates uint64
+	// Conflicts counts conflicting duplicates detected since New: an
+	// already-applied EventID delivered with different content (see
+	// ErrConflict). Each halts the applier at that event.
+	Conflicts uint64
 	// Halted is the event the applier is stuck on, or nil.
 	Halted *Halt
 	// BehindRetention is set while the Source reports that the events after
@@ -63,6 +67,9 @@ type Stored struct {
 	Cursor uint64
 	// Applied and Skipped count controlfeed_applied_events rows by outcome.
 	Applied, Skipped int64
+	// Conflicts counts the conflicting duplicates ever detected (rows of
+	// controlfeed_conflicts), resolved or not.
+	Conflicts int64
 	// Halted is the persisted halt, or nil. It is cleared by the applier
 	// once it moves past the event, so it may briefly survive a Skip.
 	Halted *Halt
@@ -105,6 +112,9 @@ func ReadStatus(ctx context.Context, db *sql.DB) (Stored, error) {
 	if s.Halted, err = readHalt(ctx, tx); err != nil {
 		return s, fmt.Errorf("applier: read status: %w", err)
 	}
+	if err := tx.QueryRowContext(ctx, `SELECT COUNT(*) FROM controlfeed_conflicts`).Scan(&s.Conflicts); err != nil {
+		return s, fmt.Errorf("applier: read status: count conflicts: %w", err)
+	}
 	return s, nil
 }
 
@@ -138,10 +148,15 @@ func readHalt(ctx context.Context, q Querier) (*Halt, error) {
 // past it (Skip itself does not move the cursor). It works from any process
 // that can open the database.
 //
+// If the applier is halted at a conflicting duplicate (ErrConflict: the
+// EventID is already applied and this copy differs), Skip marks that
+// conflict resolved instead; the original application stays, and the
+// applier passes over the copy, counting it as skipped.
+//
 // Skip returns an error wrapping ErrNotHalted unless eventID is the persisted
 // halted event, and an error if the event is already in
-// controlfeed_applied_events. Skipping diverges this node from the others
-// unless the event's effect is restored by other means.
+// controlfeed_applied_events for another reason. Skipping diverges this node
+// from the others unless the event's effect is restored by other means.
 func Skip(ctx context.Context, db *sql.DB, eventID string) (err error) {
 	tx, err := db.BeginTx(ctx, nil)
 	if err != nil {
@@ -166,7 +181,21 @@ func Skip(ctx context.Context, db *sql.DB, eventID string) (err error) {
 	err = tx.QueryRowContext(ctx, `SELECT outcome FROM controlfeed_applied_events WHERE event_id = ?`, eventID).Scan(&outcome)
 	switch {
 	case err == nil:
-		return fmt.Errorf("applier: skip %q: already recorded with outcome %q", eventID, outcome)
+		// A conflicting duplicate: the EventID was applied before and
+		// this copy (at the halted control version) differs. Skipping
+		// it marks the conflict resolved; the original stays applied.
+		res, err := tx.ExecContext(ctx, `UPDATE controlfeed_conflicts SET resolution = 'skipped'
+			WHERE control_version = ? AND event_id = ?`, int64(h.ControlVersion), eventID)
+		if err != nil {
+			return fmt.Errorf("applier: skip %q: resolve conflict: %w", eventID, err)
+		}
+		if n, err := res.RowsAffected(); err != nil || n != 1 {
+			return fmt.Errorf("applier: skip %q: already recorded with outcome %q", eventID, outcome)
+		}
+		if err := tx.Commit(); err != nil {
+			return fmt.Errorf("applier: skip %q: commit: %w", eventID, err)
+		}
+		return nil
 	case !errors.Is(err, sql.ErrNoRows):
 		return fmt.Errorf("applier: skip %q: %w", eventID, err)
 	}
