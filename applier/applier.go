@@ -51,6 +51,9 @@ type Applier struct {
 	// them without polling if the cursor is still restAfter.
 	rest      []controlevent.Event
 	restAfter uint64
+	// next fetches the payloads of rest's first events in the background
+	// (see ahead.go); nil when none is running.
+	next *ahead
 
 	// w is Run's dedicated write connection and checkpointer (see
 	// checkpoint.go); nil outside Run. Guarded by stepMu.
@@ -294,6 +297,7 @@ func (a *Applier) poll(ctx context.Context, cursor uint64) ([]controlevent.Event
 	if len(rest) > 0 && cursor == a.restAfter {
 		return rest, nil
 	}
+	a.next = nil // its payloads were for rest
 	return a.src.Poll(ctx, cursor)
 }
 
@@ -371,6 +375,10 @@ func (a *Applier) apply(ctx context.Context, cursor uint64, evs []controlevent.E
 		it.fetch = ev.ArtifactRef != ""
 		plan = append(plan, it)
 	}
+	if a.next != nil {
+		a.next.take(plan)
+		a.next = nil
+	}
 	plan, cut, ffail := a.prefetch(ctx, plan)
 	if ctx.Err() != nil {
 		return 0, ctx.Err()
@@ -379,6 +387,13 @@ func (a *Applier) apply(ctx context.Context, cursor uint64, evs []controlevent.E
 		// Cut short by a failed fetch or by the byte budget: an event that
 		// failed planning lies past the cut and will be met again.
 		fail = ffail
+	}
+	// While this batch commits, fetch the next one's payloads.
+	var nextFetch *ahead
+	if fail == nil && len(plan) > 0 {
+		if i := plan[len(plan)-1].idx + 1; i < len(evs) {
+			nextFetch = a.startAhead(ctx, evs[i:])
+		}
 	}
 
 	n, tfail, err := a.commit(ctx, plan)
@@ -437,6 +452,7 @@ func (a *Applier) apply(ctx context.Context, cursor uint64, evs []controlevent.E
 	if fail == nil && n > 0 && n == len(plan) {
 		if next := plan[n-1].idx + 1; next < len(evs) {
 			a.rest, a.restAfter = slices.Clone(evs[next:]), plan[n-1].ev.ControlVersion
+			a.next = nextFetch
 		}
 	}
 
@@ -589,6 +605,10 @@ func (a *Applier) commit(ctx context.Context, plan []item) (n int, fail *failure
 		return a.commitTx(ctx, plan, len(plan) > 1)
 	}
 	n, fail, err = a.commitTx(ctx, plan, false)
+	if errors.Is(err, errNotFresh) {
+		// Recorded by someone else (a Skip) since lookupBatch.
+		return a.commitTx(ctx, plan, len(plan) > 1)
+	}
 	if err != nil || fail == nil || len(plan) == 1 {
 		return n, fail, err
 	}
@@ -633,13 +653,23 @@ func (a *Applier) commitTx(ctx context.Context, plan []item, useSP bool) (n int,
 			tx.Rollback()
 		}
 	}()
-	ins, err := tx.PrepareContext(ctx, `INSERT INTO controlfeed_applied_events (event_id, control_version, type, applied_at, outcome, digest)
-		VALUES (?, ?, ?, ?, 'applied', ?) ON CONFLICT (event_id) DO NOTHING`)
+	// Handlers get hctx, so applier.Exec reuses their statements for the
+	// whole transaction; database/sql closes them when it ends.
+	hctx, stmts := withStmtCache(ctx, tx)
+	ins, err := stmts.prepare(ctx, insertApplied)
 	if err != nil {
 		return 0, nil, fmt.Errorf("applier: prepare: %w", err)
 	}
-	defer ins.Close()
 	now := formatTime(time.Now())
+	// Without savepoints, record the whole batch in one statement first;
+	// if any event turns out to be recorded already, start over with
+	// savepoints (errNotFresh).
+	recorded := false
+	if !useSP && len(plan) > 1 {
+		if recorded, err = recordBatch(ctx, tx, plan, now); err != nil {
+			return 0, nil, err
+		}
+	}
 	var spBegin, spRelease *sql.Stmt
 	if useSP {
 		if spBegin, err = tx.PrepareContext(ctx, `SAVEPOINT controlfeed_event`); err != nil {
@@ -659,7 +689,12 @@ func (a *Applier) commitTx(ctx context.Context, plan []item, useSP bool) (n int,
 				return 0, nil, fmt.Errorf("applier: savepoint: %w", err)
 			}
 		}
-		aerr := a.applyOne(ctx, tx, ins, it, now)
+		var aerr error
+		if recorded {
+			aerr = a.runHandler(hctx, tx, it)
+		} else {
+			aerr = a.applyOne(hctx, tx, ins, it, now)
+		}
 		if aerr != nil {
 			if ctx.Err() != nil {
 				return 0, nil, ctx.Err()
@@ -732,6 +767,13 @@ func (a *Applier) applyOne(ctx context.Context, tx *sql.Tx, ins *sql.Stmt, it *i
 		it.dup, it.outcome = true, outcome
 		return nil
 	}
+	return a.runHandler(ctx, tx, it)
+}
+
+// runHandler runs it's handler in tx; its controlfeed_applied_events row is
+// already written.
+func (a *Applier) runHandler(ctx context.Context, tx *sql.Tx, it *item) error {
+	ev := it.ev
 	h := a.cfg.Handlers[ev.Type]
 	if h == nil {
 		return a.eventErr(ev, "apply", fmt.Errorf("no handler for event type %q", ev.Type))

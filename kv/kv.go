@@ -173,7 +173,8 @@ func applyPut(ctx context.Context, tx *sql.Tx, ev controlevent.Event, payload []
 	if at.IsZero() {
 		at = time.Now()
 	}
-	if _, err := tx.ExecContext(ctx, `INSERT INTO controlfeed_kv (key, value, version, updated_at) VALUES (?, ?, ?, ?)
+	// applier.Exec: prepared once per apply transaction, not per event.
+	if _, err := applier.Exec(ctx, tx, `INSERT INTO controlfeed_kv (key, value, version, updated_at) VALUES (?, ?, ?, ?)
 		ON CONFLICT (key) DO UPDATE SET value = excluded.value, version = excluded.version, updated_at = excluded.updated_at`,
 		ev.Key, payload, ev.Version, formatTime(at)); err != nil {
 		return fmt.Errorf("kv: apply put %q: key %q: %w", ev.EventID, ev.Key, err)
@@ -185,7 +186,7 @@ func applyDelete(ctx context.Context, tx *sql.Tx, ev controlevent.Event, _ []byt
 	if err := ValidateKey(ev.Key); err != nil {
 		return fmt.Errorf("kv: apply delete %q: %w", ev.EventID, err)
 	}
-	if _, err := tx.ExecContext(ctx, `DELETE FROM controlfeed_kv WHERE key = ?`, ev.Key); err != nil {
+	if _, err := applier.Exec(ctx, tx, `DELETE FROM controlfeed_kv WHERE key = ?`, ev.Key); err != nil {
 		return fmt.Errorf("kv: apply delete %q: key %q: %w", ev.EventID, ev.Key, err)
 	}
 	return nil

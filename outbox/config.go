@@ -13,6 +13,7 @@ const (
 	DefaultMinBackoff      = 50 * time.Millisecond
 	DefaultMaxBackoff      = 5 * time.Second
 	DefaultShutdownTimeout = 10 * time.Second
+	DefaultCheckpoint      = 100 * time.Millisecond
 )
 
 // Config configures a Pump. A nil *Config and zero fields select the
@@ -34,6 +35,13 @@ type Config struct {
 	// ShutdownTimeout bounds how long Run, once its context is done, waits
 	// for the publish in flight and its write-back. Default 10s.
 	ShutdownTimeout time.Duration
+	// CheckpointInterval is the least time between two background WAL
+	// checkpoints of the database that Run runs after passes that wrote
+	// (SQLite: PRAGMA wal_checkpoint(PASSIVE), on a pool connection), so
+	// that the producer's commits and the write-backs seldom pay for
+	// SQLite's automatic checkpoint. Negative disables it. Default 100ms.
+	// Pass never checkpoints.
+	CheckpointInterval time.Duration
 }
 
 func (c *Config) setDefaults() {
@@ -54,6 +62,9 @@ func (c *Config) setDefaults() {
 	}
 	if c.ShutdownTimeout == 0 {
 		c.ShutdownTimeout = DefaultShutdownTimeout
+	}
+	if c.CheckpointInterval == 0 {
+		c.CheckpointInterval = DefaultCheckpoint
 	}
 }
 

@@ -25,7 +25,8 @@ type dialect struct {
 	// insert args: event_id, type, key, artifact_ref, checksum,
 	// payload_json, created_at. Affects 0 rows when event_id exists.
 	insert string
-	// selectPending args: limit. Columns: id, event_id, payload_json.
+	// selectPending args: after (an id; 0 for all), limit. Pending rows
+	// with a greater id, in id order. Columns: id, event_id, payload_json.
 	selectPending string
 	// markPublished args: control_version, published_at, last_attempt_at
 	// (the same time), id. Only pending rows.
@@ -47,6 +48,10 @@ type dialect struct {
 	listDead    string
 	// prune args: published_at bound (exclusive).
 	prune string
+
+	// checkpoint runs a non-blocking WAL checkpoint; "" if the database
+	// needs none. Columns: three integers (ignored).
+	checkpoint string
 
 	// timeValue encodes a time for a bind parameter.
 	timeValue func(time.Time) any
@@ -104,7 +109,7 @@ var sqlite = dialect{
 	VALUES (?, ?, ?, ?, ?, ?, ?)
 	ON CONFLICT (event_id) DO NOTHING`,
 	selectPending: `SELECT id, event_id, payload_json FROM controlfeed_outbox
-	WHERE ` + pendingWhere + ` ORDER BY id LIMIT ?`,
+	WHERE ` + pendingWhere + ` AND id > ? ORDER BY id LIMIT ?`,
 	markPublished: `UPDATE controlfeed_outbox
 	SET published_control_version = ?, published_at = ?, last_attempt_at = ?, attempt_count = attempt_count + 1
 	WHERE id = ? AND ` + pendingWhere,
@@ -130,6 +135,8 @@ var sqlite = dialect{
 	WHERE dead_at IS NOT NULL ORDER BY id LIMIT ?`,
 	prune: `DELETE FROM controlfeed_outbox
 	WHERE published_control_version IS NOT NULL AND published_at < ?`,
+
+	checkpoint: `PRAGMA wal_checkpoint(PASSIVE)`,
 
 	timeValue: func(t time.Time) any { return t.UTC().Format(sqliteTimeLayout) },
 }

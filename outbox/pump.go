@@ -161,12 +161,29 @@ func (p *Pump) Run(ctx context.Context) error {
 
 	ticker := time.NewTicker(p.cfg.PollInterval)
 	defer ticker.Stop()
+	var kick chan struct{}
+	if p.cfg.CheckpointInterval > 0 && dia.checkpoint != "" {
+		kick = make(chan struct{}, 1)
+		cctx, cancel := context.WithCancel(ctx)
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			p.checkpointLoop(cctx, kick)
+		}()
+		defer func() { cancel(); <-done }()
+	}
 	failures := 0
 	for {
 		if ctx.Err() != nil {
 			return nil
 		}
-		_, err, timedOut := p.runPass(ctx)
+		n, err, timedOut := p.runPass(ctx)
+		if n > 0 && kick != nil {
+			select {
+			case kick <- struct{}{}:
+			default:
+			}
+		}
 		if timedOut {
 			return fmt.Errorf("outbox: run: a publish was still in flight %v after stop (ShutdownTimeout); it was canceled and its row stays pending", p.cfg.ShutdownTimeout)
 		}
@@ -273,36 +290,82 @@ type pendingRow struct {
 // pass publishes pending rows in chunks of BatchSize until none is left or
 // one fails. It starts no new publish once stop is done (returning
 // errStopped); all I/O uses work.
+//
+// The write-back of chunk k runs in the background while chunk k+1 is read
+// and published (the next read asks for ids after chunk k's last, so it does
+// not see rows still being recorded). Outcomes are still recorded strictly
+// in order: chunk k+1 is recorded only after chunk k's write-back committed.
+// If that write-back fails, the pass stops there and chunk k+1 stays
+// pending although it was published; the next pass republishes both with
+// the same EventIDs, which the Sink's dedup resolves to the same
+// ControlVersions. (Reading by "id after" relies on ids being assigned in
+// commit order, which holds for SQLite's single writer.)
 func (p *Pump) pass(stop, work context.Context) (int, error) {
 	p.passMu.Lock()
 	defer p.passMu.Unlock()
 	total := 0
-	var prevCV uint64
+	var (
+		prevCV   uint64
+		after    int64
+		inflight chan recordResult // the previous chunk's write-back, if running
+	)
+	wait := func() error {
+		if inflight == nil {
+			return nil
+		}
+		r := <-inflight
+		inflight = nil
+		total += r.n
+		return r.err
+	}
 	for {
 		if stop.Err() != nil {
+			if err := wait(); err != nil {
+				return total, err
+			}
 			return total, errStopped
 		}
-		rows, err := p.loadPending(work)
+		rows, err := p.loadPending(work, after)
 		if err != nil {
 			p.recordFailure(err)
+			if werr := wait(); werr != nil {
+				return total, werr
+			}
 			return total, err
 		}
 		if len(rows) == 0 {
-			return total, nil
+			return total, wait()
 		}
-		n, err := p.chunk(stop, work, rows, &prevCV)
-		total += n
-		if err != nil {
+		c := p.publishChunk(stop, work, rows, &prevCV)
+		if err := wait(); err != nil {
+			// Chunk c was published, not recorded: it stays pending.
 			return total, err
 		}
-		if len(rows) < p.cfg.BatchSize {
-			return total, nil
+		if err := c.beforeRecord(); err != nil {
+			p.recordFailure(err)
+			return total, err
 		}
+		if c.pubErr != nil || len(rows) < p.cfg.BatchSize {
+			n, err := p.record(work, c)
+			return total + n, err
+		}
+		after = rows[len(rows)-1].id
+		ch := make(chan recordResult, 1)
+		go func() {
+			n, err := p.record(work, c)
+			ch <- recordResult{n, err}
+		}()
+		inflight = ch
 	}
 }
 
-func (p *Pump) loadPending(ctx context.Context) ([]pendingRow, error) {
-	rows, err := p.db.QueryContext(ctx, dia.selectPending, p.cfg.BatchSize)
+type recordResult struct {
+	n   int
+	err error
+}
+
+func (p *Pump) loadPending(ctx context.Context, after int64) ([]pendingRow, error) {
+	rows, err := p.db.QueryContext(ctx, dia.selectPending, after, p.cfg.BatchSize)
 	if err != nil {
 		return nil, fmt.Errorf("outbox: pass: read pending rows: %w", err)
 	}
@@ -326,57 +389,72 @@ type deadRow struct {
 	reason string
 }
 
-// chunk publishes one read of pending rows and records the outcome in one
-// transaction: the published prefix, the failed row's bookkeeping, and the
-// rows found dead.
-func (p *Pump) chunk(stop, work context.Context, rows []pendingRow, prevCV *uint64) (int, error) {
-	var (
-		dead   []deadRow
-		live   = make([]pendingRow, 0, len(rows))
-		events = make([]controlevent.Event, 0, len(rows))
-	)
+// chunkResult is one read of pending rows after publishing: what to record.
+type chunkResult struct {
+	live    []pendingRow
+	stamped []controlevent.Event
+	pubErr  error
+	dead    []deadRow
+}
+
+// publishChunk decodes one read of pending rows and publishes the decodable
+// ones in order.
+func (p *Pump) publishChunk(stop, work context.Context, rows []pendingRow, prevCV *uint64) chunkResult {
+	c := chunkResult{live: make([]pendingRow, 0, len(rows))}
+	events := make([]controlevent.Event, 0, len(rows))
 	for _, r := range rows {
 		e, err := decodePayload(r.eventID, []byte(r.payload))
 		if err != nil {
-			dead = append(dead, deadRow{r, err.Error()})
+			c.dead = append(c.dead, deadRow{r, err.Error()})
 			continue
 		}
-		live = append(live, r)
+		c.live = append(c.live, r)
 		events = append(events, e)
 	}
+	c.stamped, c.pubErr = p.publish(stop, work, c.live, events, prevCV)
+	return c
+}
 
-	stamped, pubErr := p.publish(stop, work, live, events, prevCV)
-	if len(stamped) > 0 {
-		if err := failpoint.Inject(failpoint.OutboxAfterPublishBeforeWriteback); err != nil {
-			err = fmt.Errorf("outbox: write back %d published rows: %w", len(stamped), err)
-			p.recordFailure(err)
-			return 0, err
-		}
+// beforeRecord is the failure point between publish and write-back; it runs
+// on the pass's goroutine, whether or not the write-back then runs in the
+// background.
+func (c chunkResult) beforeRecord() error {
+	if len(c.stamped) == 0 {
+		return nil
 	}
+	if err := failpoint.Inject(failpoint.OutboxAfterPublishBeforeWriteback); err != nil {
+		return fmt.Errorf("outbox: write back %d published rows: %w", len(c.stamped), err)
+	}
+	return nil
+}
+
+// record writes back one chunk's outcome in one transaction: the published
+// prefix, the failed row's bookkeeping, and the rows found dead. It returns
+// how many rows it recorded as published and the publish error, if any.
+func (p *Pump) record(work context.Context, c chunkResult) (int, error) {
 	var failed *pendingRow
-	if pubErr != nil && !errors.Is(pubErr, errStopped) && len(stamped) < len(live) {
-		failed = &live[len(stamped)]
+	if c.pubErr != nil && !errors.Is(c.pubErr, errStopped) && len(c.stamped) < len(c.live) {
+		failed = &c.live[len(c.stamped)]
 	}
-	if err := p.writeBack(work, live[:len(stamped)], stamped, failed, pubErr, dead); err != nil {
+	if err := p.writeBack(work, c.live[:len(c.stamped)], c.stamped, failed, c.pubErr, c.dead); err != nil {
 		p.recordFailure(err)
-		if pubErr != nil && !errors.Is(pubErr, errStopped) {
-			p.recordFailure(pubErr)
-			return 0, errors.Join(pubErr, err)
+		if c.pubErr != nil && !errors.Is(c.pubErr, errStopped) {
+			p.recordFailure(c.pubErr)
+			return 0, errors.Join(c.pubErr, err)
 		}
 		return 0, err
 	}
-
-	for _, d := range dead {
+	for _, d := range c.dead {
 		p.log.Error("outbox row can never be published; marked dead", "outbox_id", d.row.id, "event_id", d.row.eventID, "reason", d.reason)
 	}
 	p.mu.Lock()
-	p.stats.Published += uint64(len(stamped))
-	p.stats.Dead += uint64(len(dead))
+	p.stats.Published += uint64(len(c.stamped))
+	p.stats.Dead += uint64(len(c.dead))
 	p.mu.Unlock()
-	if pubErr != nil && !errors.Is(pubErr, errStopped) {
-		p.recordFailure(pubErr)
+	if c.pubErr != nil && !errors.Is(c.pubErr, errStopped) {
+		p.recordFailure(c.pubErr)
 	}
-	return len(stamped), pubErr
+	return len(c.stamped), c.pubErr
 }
 
 // publish hands events to the Sink in order and returns the stamped prefix

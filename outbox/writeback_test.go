@@ -35,7 +35,7 @@ func TestWriteBack_Batch(t *testing.T) {
 		t.Fatal(err)
 	}
 	p := &Pump{db: db}
-	rows, err := (&Pump{db: db, cfg: Config{BatchSize: 10}}).loadPending(ctx)
+	rows, err := (&Pump{db: db, cfg: Config{BatchSize: 10}}).loadPending(ctx, 0)
 	if err != nil || len(rows) != 4 {
 		t.Fatalf("loadPending = %d rows, %v; want 4", len(rows), err)
 	}
