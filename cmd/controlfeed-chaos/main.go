@@ -1,0 +1,85 @@
+// Command controlfeed-chaos runs the crash, outage, duplicate and bad-input
+// suite of package internal/chaos by hand: a broker, a writer, a pump and
+// the nodes as OS processes, killed and disturbed for a while, then checked.
+// It prints progress, the counts and a verdict line, and exits 1 if the run
+// found a problem.
+//
+//	go build -o /tmp/controlfeed ./cmd/controlfeed
+//	go build -o /tmp/controlfeed-chaos ./cmd/controlfeed-chaos
+//	/tmp/controlfeed-chaos -binary /tmp/controlfeed -duration 2h -events 2000000
+//
+// The same binary is the harness's child processes (the broker and the
+// writer): the harness re-executes it with CHAOS_CHILD set.
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/controlfeed/controlfeed/internal/chaos"
+)
+
+func main() {
+	if ran, err := chaos.MaybeChild(os.Args[1:]); ran {
+		if err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			os.Exit(1)
+		}
+		os.Exit(0)
+	}
+	if err := run(); err != nil {
+		fmt.Fprintln(os.Stderr, "controlfeed-chaos:", err)
+		os.Exit(1)
+	}
+}
+
+func run() error {
+	var cfg chaos.Config
+	fs := flag.NewFlagSet("controlfeed-chaos", flag.ExitOnError)
+	fs.StringVar(&cfg.Binary, "binary", "", "path of the controlfeed `BINARY` to run as pump and nodes (required)")
+	fs.StringVar(&cfg.Dir, "dir", "", "working `DIR` for databases, stores and logs (default: a new temporary directory, kept)")
+	fs.IntVar(&cfg.Events, "events", 20000, "producer changes to write (`N`)")
+	fs.DurationVar(&cfg.Duration, "duration", 4*time.Minute, "length of the fault phase (`DURATION`); targets scale with it")
+	fs.IntVar(&cfg.Nodes, "nodes", 3, "fleet nodes (`N`)")
+	fs.Uint64Var(&cfg.Seed, "seed", 0, "`SEED` of the harness's choices (0 = from the clock)")
+	diskFull := fs.Bool("disk-full", true, "run the disk-full episode on the last node (tmpfs if mountable, else a failure point)")
+	fs.Parse(os.Args[1:])
+	if cfg.Binary == "" {
+		return fmt.Errorf("-binary is required (go build -o /tmp/controlfeed ./cmd/controlfeed)")
+	}
+	self, err := os.Executable()
+	if err != nil {
+		return err
+	}
+	cfg.Self = []string{self}
+	if cfg.Dir == "" {
+		if cfg.Dir, err = os.MkdirTemp("", "controlfeed-chaos-"); err != nil {
+			return err
+		}
+	}
+	cfg.DiskFull = *diskFull
+	scale := float64(cfg.Duration) / float64(4*time.Minute)
+	cfg.BrokerRestarts = max(int(50*scale), 5)
+	cfg.LongOutages = max(int(5*scale), 1)
+	cfg.DuplicateDeliveries = max(int(10000*scale), 100)
+	cfg.BadInputs = max(int(200*scale), 10)
+	cfg.KillsPerPoint = max(int(20*scale), 5)
+	cfg.Log = os.Stderr
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+	rep, err := chaos.Run(ctx, cfg)
+	if err != nil {
+		return err
+	}
+	fmt.Print(rep)
+	fmt.Printf("logs and databases in %s\n", cfg.Dir)
+	if !rep.OK() {
+		os.Exit(1)
+	}
+	return nil
+}

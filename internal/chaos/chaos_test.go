@@ -1,0 +1,111 @@
+package chaos_test
+
+import (
+	"context"
+	"flag"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/controlfeed/controlfeed/internal/chaos"
+)
+
+var chaosDuration = flag.Duration("chaos.duration", 0, "length of the chaos fault phase (0 = CI-sized default, or CONTROLFEED_CHAOS_DURATION / CONTROLFEED_CHAOS_LONG=1 for 2h)")
+
+// buildBinaries builds the controlfeed command and the chaos child program
+// without -race (the processes under test need not be race-built; it keeps
+// them fast).
+func buildBinaries(t *testing.T) (controlfeed, self string) {
+	t.Helper()
+	dir := t.TempDir()
+	for _, b := range []struct{ out, pkg string }{
+		{"controlfeed", "github.com/controlfeed/controlfeed/cmd/controlfeed"},
+		{"controlfeed-chaos", "github.com/controlfeed/controlfeed/cmd/controlfeed-chaos"},
+	} {
+		cmd := exec.Command("go", "build", "-o", filepath.Join(dir, b.out), b.pkg)
+		if out, err := cmd.CombinedOutput(); err != nil {
+			t.Fatalf("go build %s: %v\n%s", b.pkg, err, out)
+		}
+	}
+	return filepath.Join(dir, "controlfeed"), filepath.Join(dir, "controlfeed-chaos")
+}
+
+// runConfig returns the run's size: CI-sized by default, scaled to the
+// requested duration in long mode.
+func runConfig(t *testing.T) chaos.Config {
+	d := *chaosDuration
+	if v := os.Getenv("CONTROLFEED_CHAOS_DURATION"); d == 0 && v != "" {
+		var err error
+		if d, err = time.ParseDuration(v); err != nil {
+			t.Fatalf("CONTROLFEED_CHAOS_DURATION=%q: %v", v, err)
+		}
+	}
+	if d == 0 && os.Getenv("CONTROLFEED_CHAOS_LONG") == "1" {
+		d = 2 * time.Hour
+	}
+	cfg := chaos.Config{DiskFull: true}
+	if d > 0 {
+		scale := float64(d) / float64(4*time.Minute)
+		cfg.Duration = d
+		cfg.Events = int(20000 * scale)
+		cfg.BrokerRestarts = int(50 * scale)
+		cfg.LongOutages = max(int(5*scale), 1)
+		cfg.DuplicateDeliveries = int(10000 * scale)
+		cfg.BadInputs = int(200 * scale)
+		cfg.KillsPerPoint = int(20 * scale)
+	}
+	if v, err := strconv.Atoi(os.Getenv("CONTROLFEED_CHAOS_EVENTS")); err == nil && v > 0 {
+		cfg.Events = v
+	}
+	return cfg
+}
+
+// TestChaos runs producer, broker and nodes as OS processes under kill -9 at
+// every failure point and at random moments, broker restarts (some longer
+// than the duplicate window), forced duplicate deliveries, bad inputs and a
+// disk-full episode, then proves that every node applied every change
+// exactly once, in order, and holds the producer's state. See
+// docs/RELIABILITY.md.
+func TestChaos(t *testing.T) {
+	if testing.Short() {
+		t.Skip("chaos suite with OS processes; skipped with -short")
+	}
+	cfg := runConfig(t)
+	bin, self := buildBinaries(t)
+	cfg.Binary, cfg.Self = bin, []string{self}
+	cfg.Dir = t.TempDir()
+	if os.Getenv("CONTROLFEED_CHAOS_KEEP") == "1" {
+		d, err := os.MkdirTemp("", "controlfeed-chaos-")
+		if err != nil {
+			t.Fatal(err)
+		}
+		cfg.Dir = d
+		t.Logf("keeping the run's files in %s", d)
+	}
+	cfg.Log = testWriter{t}
+	rep, err := chaos.Run(context.Background(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("\n%s", rep)
+	if !rep.OK() {
+		for _, p := range []string{"pump", "node1", "node2", "node3", "writer", "broker"} {
+			b, _ := os.ReadFile(filepath.Join(cfg.Dir, p+".log"))
+			if len(b) > 4000 {
+				b = b[len(b)-4000:]
+			}
+			t.Logf("--- %s log (tail) ---\n%s", p, b)
+		}
+		t.Fatalf("chaos run failed: %d problems (seed %d)", len(rep.Problems), rep.Seed)
+	}
+}
+
+type testWriter struct{ t *testing.T }
+
+func (w testWriter) Write(p []byte) (int, error) {
+	w.t.Log(string(p[:len(p)-1]))
+	return len(p), nil
+}

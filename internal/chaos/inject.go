@@ -1,0 +1,494 @@
+package chaos
+
+import (
+	"context"
+	"crypto/sha256"
+	"database/sql"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/controlfeed/controlfeed/applier"
+	"github.com/controlfeed/controlfeed/artifact"
+	"github.com/controlfeed/controlfeed/controlevent"
+	"github.com/controlfeed/controlfeed/feed/natsfeed"
+	"github.com/controlfeed/controlfeed/internal/failpoint"
+	"github.com/controlfeed/controlfeed/kv"
+)
+
+// Kinds of bad input.
+const (
+	BadConflict = "conflict"         // an applied EventID re-published with other content
+	BadUnknown  = "unknown-type"     // an event type no handler knows
+	BadPoison   = "poison"           // a kv event whose handler fails (invalid key)
+	BadMissing  = "missing-artifact" // an artifact absent from the store, then restored
+	BadCorrupt  = "corrupt-artifact" // an artifact whose bytes are corrupted, then restored
+)
+
+var badKinds = []string{BadConflict, BadUnknown, BadPoison, BadMissing, BadCorrupt}
+
+// wantHalt is a substring every node's halt error must contain.
+var wantHalt = map[string]string{
+	BadConflict: "different content",
+	BadUnknown:  "no handler",
+	BadPoison:   "control character",
+	BadMissing:  "not found",
+	BadCorrupt:  "corrupt",
+}
+
+// injection is one bad input the harness published.
+type injection struct {
+	kind  string
+	id    string
+	cv    uint64
+	key   string
+	value []byte // for artifact kinds: the value the node ends up with
+}
+
+// publish publishes e's wire form with Msg-Id = e.EventID and returns the
+// ack. It retries while the broker is down, until ctx is done.
+func (h *harness) publish(ctx context.Context, e controlevent.Event) (*jetstream.PubAck, error) {
+	e.ControlVersion = 0
+	body, err := controlevent.Marshal(e)
+	if err != nil {
+		return nil, err
+	}
+	for {
+		pctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+		ack, err := h.js.PublishMsg(pctx, &nats.Msg{Subject: natsfeed.DefaultSubject, Data: body, Header: nats.Header{}},
+			jetstream.WithMsgID(e.EventID), jetstream.WithExpectStream(natsfeed.DefaultStream))
+		cancel()
+		if err == nil {
+			return ack, nil
+		}
+		if ctx.Err() != nil {
+			return nil, ctx.Err()
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// headSamples remembers the stream head over time, so the duplicate
+// injectors pick only events stored longer ago than the duplicate window.
+type headSamples struct {
+	mu sync.Mutex
+	s  []struct {
+		at   time.Time
+		head uint64
+	}
+}
+
+func (hs *headSamples) add(head uint64) {
+	hs.mu.Lock()
+	defer hs.mu.Unlock()
+	hs.s = append(hs.s, struct {
+		at   time.Time
+		head uint64
+	}{time.Now(), head})
+}
+
+// before returns the newest head sampled at least age ago (0 if none).
+func (hs *headSamples) before(age time.Duration) uint64 {
+	hs.mu.Lock()
+	defer hs.mu.Unlock()
+	var h uint64
+	for _, x := range hs.s {
+		if time.Since(x.at) >= age {
+			h = x.head
+		}
+	}
+	return h
+}
+
+var samples headSamples
+
+// oldEvents returns up to n random producer events published at or before
+// stream sequence maxCV, decoded from their outbox rows.
+func (h *harness) oldEvents(ctx context.Context, maxCV uint64, n int) ([]controlevent.Event, error) {
+	rows, err := h.pdb.QueryContext(ctx, `SELECT payload_json FROM controlfeed_outbox
+		WHERE published_control_version IS NOT NULL AND published_control_version <= ? ORDER BY random() LIMIT ?`, int64(maxCV), n)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var out []controlevent.Event
+	for rows.Next() {
+		var p string
+		if err := rows.Scan(&p); err != nil {
+			return nil, err
+		}
+		e, err := controlevent.Decode([]byte(p))
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, e)
+	}
+	return out, rows.Err()
+}
+
+// duplicates re-publishes already-published events unchanged (same EventID,
+// same content) once the duplicate window has passed, so the broker stores
+// them again under new sequences and every node receives them again.
+func (h *harness) duplicates(ctx context.Context, done <-chan struct{}) {
+	target := (h.cfg.DuplicateDeliveries + h.cfg.Nodes - 1) / h.cfg.Nodes
+	const every = 250 * time.Millisecond
+	rounds := max(int(h.cfg.Duration*3/4/every), 1)
+	batch := max((target+rounds-1)/rounds, 1)
+	age := h.cfg.DupWindow + time.Second
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-done:
+			return
+		case <-time.After(every):
+		}
+		if hd, err := h.head(ctx); err == nil {
+			samples.add(hd)
+		}
+		h.mu.Lock()
+		reached := h.rep.ForcedDuplicates >= target
+		h.mu.Unlock()
+		if reached {
+			continue
+		}
+		maxCV := samples.before(age)
+		if maxCV == 0 {
+			continue
+		}
+		evs, err := h.oldEvents(ctx, maxCV, batch)
+		if err != nil {
+			continue
+		}
+		for _, e := range evs {
+			pctx, cancel := context.WithTimeout(ctx, time.Second)
+			ack, err := h.publishOnce(pctx, e)
+			cancel()
+			if err != nil {
+				break // broker down: next round
+			}
+			if !ack.Duplicate {
+				h.mu.Lock()
+				h.rep.ForcedDuplicates++
+				h.forced[ack.Sequence] = true
+				h.mu.Unlock()
+			}
+		}
+	}
+}
+
+func (h *harness) publishOnce(ctx context.Context, e controlevent.Event) (*jetstream.PubAck, error) {
+	e.ControlVersion = 0
+	body, err := controlevent.Marshal(e)
+	if err != nil {
+		return nil, err
+	}
+	return h.js.PublishMsg(ctx, &nats.Msg{Subject: natsfeed.DefaultSubject, Data: body, Header: nats.Header{}},
+		jetstream.WithMsgID(e.EventID), jetstream.WithExpectStream(natsfeed.DefaultStream))
+}
+
+// badInputs publishes bad inputs one at a time, waits until every node
+// halts at each (the fault is detected), then resolves it: an operator
+// skip on each node, or a repair of the artifact.
+func (h *harness) badInputs(ctx context.Context, done <-chan struct{}) {
+	// Let the pipeline start first.
+	sleepCtx(ctx, 3*time.Second)
+	interval := h.cfg.Duration * 3 / 4 / time.Duration(h.cfg.BadInputs)
+	for i := 0; ; i++ {
+		select {
+		case <-ctx.Done():
+			return
+		case <-done:
+			return
+		default:
+		}
+		if h.rep.badTotal() >= h.cfg.BadInputs {
+			sleepCtx(ctx, time.Second)
+			continue
+		}
+		t0 := time.Now()
+		kind := badKinds[i%len(badKinds)]
+		inj, err := h.injectBad(ctx, kind, i)
+		if err != nil {
+			if ctx.Err() == nil {
+				h.logf("inject %s: %v", kind, err)
+			}
+			continue
+		}
+		h.mu.Lock()
+		h.rep.BadInputs[kind]++
+		h.injected[fmt.Sprintf("%s@%d", inj.id, inj.cv)] = inj
+		h.mu.Unlock()
+		h.resolve(ctx, inj)
+		sleepCtx(ctx, interval-time.Since(t0))
+	}
+}
+
+func (h *harness) injectBad(ctx context.Context, kind string, i int) (injection, error) {
+	now := time.Now().UTC()
+	e := controlevent.Event{EventID: uuid.Must(uuid.NewV7()).String(), Type: kv.TypePut, Version: 1, CreatedAt: now}
+	inj := injection{kind: kind}
+	switch kind {
+	case BadConflict:
+		maxCV := samples.before(h.cfg.DupWindow + time.Second)
+		if maxCV == 0 {
+			return inj, errors.New("no event old enough yet")
+		}
+		evs, err := h.oldEvents(ctx, maxCV, 1)
+		if err != nil || len(evs) == 0 {
+			return inj, fmt.Errorf("pick an old event: %v", err)
+		}
+		e = evs[0]
+		e.Key = fmt.Sprintf("chaos-conflict/%d", i) // same EventID, other content
+	case BadUnknown:
+		e.Type, e.Key = "chaos.unknown", fmt.Sprintf("chaos/unknown/%d", i)
+	case BadPoison:
+		e.Type, e.Key = kv.TypeDelete, fmt.Sprintf("chaos\x01poison/%d", i)
+	case BadMissing, BadCorrupt:
+		inj.key = fmt.Sprintf("chaos/%s/%d", kind, i)
+		inj.value = []byte(fmt.Sprintf("value of %s, injected at %s", inj.key, now))
+		sum := sha256.Sum256(inj.value)
+		ref := controlevent.ChecksumPrefix + hex.EncodeToString(sum[:])
+		e.Key, e.ArtifactRef, e.Checksum = inj.key, ref, ref
+		if kind == BadCorrupt {
+			if _, err := artifact.PutBytes(ctx, h.store, inj.value); err != nil {
+				return inj, err
+			}
+			p, err := h.store.Path(ref)
+			if err != nil {
+				return inj, err
+			}
+			os.Chmod(p, 0o644)
+			if err := os.WriteFile(p, []byte("corrupted by the chaos harness"), 0o644); err != nil {
+				return inj, err
+			}
+		}
+	}
+	ack, err := h.publish(ctx, e)
+	if err != nil {
+		return inj, err
+	}
+	// A Duplicate ack is normally publish's own retry resolving to the
+	// sequence of the first attempt; for a conflict it may instead be the
+	// original event, still inside the window: then nothing was injected.
+	if ack.Duplicate && kind == BadConflict && ack.Sequence <= samples.before(0) {
+		if orig, err := h.origSeq(ctx, e.EventID); err == nil && orig == ack.Sequence {
+			return inj, fmt.Errorf("event %s deduplicated against its original", e.EventID)
+		}
+	}
+	inj.id, inj.cv = e.EventID, ack.Sequence
+	return inj, nil
+}
+
+// haltOf reads node i's persisted halt and cursor.
+func haltOf(ctx context.Context, db *sql.DB) (cursor uint64, id string, cv uint64, msg string, err error) {
+	if cursor, err = applier.ReadCursor(ctx, db); err != nil {
+		return
+	}
+	var c int64
+	err = db.QueryRowContext(ctx, `SELECT event_id, control_version, error FROM controlfeed_halt WHERE id = 1`).Scan(&id, &c, &msg)
+	if errors.Is(err, sql.ErrNoRows) {
+		return cursor, "", 0, "", nil
+	}
+	return cursor, id, uint64(c), msg, err
+}
+
+// resolve waits until every node halted at inj (counting detections) and
+// resolves it; a node that moves past inj without halting is a problem.
+func (h *harness) resolve(ctx context.Context, inj injection) {
+	n := len(h.ndb)
+	detected := make([]bool, n)
+	settled := make([]bool, n)
+	skipped := make([]bool, n)
+	deadline := time.Now().Add(2 * time.Minute)
+	for time.Now().Before(deadline) && ctx.Err() == nil {
+		all := true
+		for i, db := range h.ndb {
+			if settled[i] {
+				continue
+			}
+			cursor, id, cv, msg, err := haltOf(ctx, db)
+			if err != nil {
+				all = false
+				continue
+			}
+			if !detected[i] && id == inj.id && cv == inj.cv {
+				detected[i] = true
+				h.mu.Lock()
+				if strings.Contains(msg, wantHalt[inj.kind]) {
+					h.rep.Detected[inj.kind]++
+				} else {
+					h.rep.problem("node%d halted at %s %s@%d with %q, want an error containing %q", i+1, inj.kind, inj.id, inj.cv, msg, wantHalt[inj.kind])
+				}
+				h.mu.Unlock()
+			}
+			if cursor >= inj.cv {
+				if !detected[i] {
+					h.mu.Lock()
+					h.rep.problem("node%d moved past %s %s@%d without halting (fault not detected)", i+1, inj.kind, inj.id, inj.cv)
+					h.mu.Unlock()
+				}
+				settled[i] = true
+				continue
+			}
+			all = false
+			if detected[i] && !skipped[i] && inj.kind != BadMissing && inj.kind != BadCorrupt {
+				// Skip kinds: the operator skips on each node as it halts;
+				// every fifth injection uses the controlfeed binary.
+				var err error
+				if inj.cv%5 == 0 {
+					cmd := exec.CommandContext(ctx, h.cfg.Binary, "skip", "--db", h.nodeDBs[i], inj.id)
+					cmd.Env = []string{"PATH=" + os.Getenv("PATH")}
+					out, xerr := cmd.CombinedOutput()
+					if xerr != nil {
+						err = fmt.Errorf("controlfeed skip: %v: %s", xerr, out)
+					}
+				} else {
+					err = applier.Skip(ctx, db, inj.id)
+				}
+				if err != nil && !errors.Is(err, applier.ErrNotHalted) {
+					h.mu.Lock()
+					h.rep.problem("skip %s %s@%d on node%d: %v", inj.kind, inj.id, inj.cv, i+1, err)
+					h.mu.Unlock()
+					applier.Skip(ctx, db, inj.id) // keep the run going
+				} else if err == nil {
+					skipped[i] = true
+					h.mu.Lock()
+					h.rep.Skips++
+					h.mu.Unlock()
+				}
+			}
+		}
+		if all {
+			return
+		}
+		if inj.value != nil && allTrue(detected) {
+			h.repair(ctx, inj)
+			inj.value = nil // repaired; now just wait for the nodes to pass it
+			h.mu.Lock()
+			h.rep.Repairs++
+			h.mu.Unlock()
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if ctx.Err() == nil {
+		h.mu.Lock()
+		h.rep.problem("%s %s@%d not resolved on every node within 2m (detected %v, settled %v)", inj.kind, inj.id, inj.cv, detected, settled)
+		h.mu.Unlock()
+	}
+}
+
+func allTrue(b []bool) bool {
+	for _, v := range b {
+		if !v {
+			return false
+		}
+	}
+	return true
+}
+
+// repair puts the right bytes back for an artifact kind and records the
+// value every node must end up with.
+func (h *harness) repair(ctx context.Context, inj injection) {
+	sum := sha256.Sum256(inj.value)
+	ref := controlevent.ChecksumPrefix + hex.EncodeToString(sum[:])
+	if inj.kind == BadCorrupt {
+		if p, err := h.store.Path(ref); err == nil {
+			os.Remove(p)
+		}
+	}
+	if _, err := artifact.PutBytes(ctx, h.store, inj.value); err != nil {
+		h.mu.Lock()
+		h.rep.problem("repair %s: %v", ref, err)
+		h.mu.Unlock()
+		return
+	}
+	h.mu.Lock()
+	h.rep.expected[inj.key] = inj.value
+	h.mu.Unlock()
+}
+
+// diskFull runs one disk-full episode on the last node at a third of the
+// fault phase: fill its tmpfs (or enable applier.before-commit=enospc), wait
+// until /healthz says 503, give the space back, wait until it applies again
+// and is healthy.
+func (h *harness) diskFull(ctx context.Context) {
+	sleepCtx(ctx, h.cfg.Duration/3)
+	if ctx.Err() != nil {
+		return
+	}
+	i := len(h.nodes) - 1
+	p := h.nodes[i]
+	var filler string
+	how := "tmpfs"
+	if h.tmpfs != "" {
+		filler = filepath.Join(h.tmpfs, "filler")
+		f, err := os.Create(filler)
+		if err == nil {
+			buf := make([]byte, 1<<20)
+			for {
+				if _, err := f.Write(buf); err != nil {
+					break
+				}
+			}
+			f.Sync()
+			f.Close()
+		}
+	} else {
+		how = "failpoint " + failpoint.ApplierBeforeCommit + "=enospc"
+		h.mu.Lock()
+		h.nodeFP[i] = failpoint.ApplierBeforeCommit + "=enospc"
+		h.mu.Unlock()
+		p.signal(syscall.SIGKILL)
+	}
+	before, _ := applier.ReadCursor(ctx, h.ndb[i])
+	unhealthy := waitFor(ctx, 60*time.Second, func() bool { return h.healthz(i) == 503 })
+	// Give the space back.
+	if filler != "" {
+		os.Remove(filler)
+	} else {
+		h.mu.Lock()
+		delete(h.nodeFP, i)
+		h.mu.Unlock()
+		p.signal(syscall.SIGKILL) // the point is read at start: restart without it
+	}
+	resumed := waitFor(ctx, 90*time.Second, func() bool {
+		c, err := applier.ReadCursor(ctx, h.ndb[i])
+		return err == nil && c > before && h.healthz(i) == 200
+	})
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.rep.DiskFull = fmt.Sprintf("%s on %s: unhealthy (503) observed %v, resumed and healthy %v", how, p.name, unhealthy, resumed)
+	if !unhealthy || !resumed {
+		h.rep.problem("disk full: %s", h.rep.DiskFull)
+	}
+}
+
+func waitFor(ctx context.Context, d time.Duration, f func() bool) bool {
+	deadline := time.Now().Add(d)
+	for time.Now().Before(deadline) && ctx.Err() == nil {
+		if f() {
+			return true
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	return false
+}
+
+// origSeq returns the ControlVersion the pump recorded for a producer event.
+func (h *harness) origSeq(ctx context.Context, id string) (uint64, error) {
+	var cv int64
+	err := h.pdb.QueryRowContext(ctx, `SELECT published_control_version FROM controlfeed_outbox WHERE event_id = ?`, id).Scan(&cv)
+	return uint64(cv), err
+}

@@ -1,0 +1,141 @@
+package chaos
+
+import (
+	"fmt"
+	"sort"
+	"strings"
+	"time"
+)
+
+// Report is the outcome of a run: what was injected, what was found.
+type Report struct {
+	Seed  uint64
+	Nodes int
+	// Events is the number of producer changes (outbox rows);
+	// StreamMessages the stream's last sequence at the end.
+	Events         int
+	StreamMessages uint64
+	// Kills counts kill -9 by failure point (from the failpoint log);
+	// RandomKills the harness's SIGKILLs at random moments.
+	Kills       map[string]int
+	RandomKills int
+	// Starts counts process starts by name; UnexpectedExits the exits that
+	// were neither a kill nor a clean stop (for example a start while the
+	// broker was down).
+	Starts, UnexpectedExits map[string]int
+	// BrokerRestarts counts broker kills + restarts; LongOutages those that
+	// kept it down longer than the duplicate window.
+	BrokerRestarts, LongOutages int
+	// ForcedDuplicates counts the harness's re-publications that the broker
+	// stored under a new sequence; each is delivered to every node.
+	// PumpDuplicates counts other duplicate EventIDs in the stream (a pump
+	// retry after the window, typically across a broker outage).
+	ForcedDuplicates, PumpDuplicates int
+	// BadInputs counts bad inputs tried by kind; Detected the node halts
+	// they caused (one per node each), Skips and Repairs the resolutions.
+	BadInputs, Detected map[string]int
+	Skips, Repairs      int
+	// Conflicts is the sum over nodes of conflicting duplicates recorded.
+	Conflicts int64
+	// DiskFull describes the disk-full episode ("" if not run).
+	DiskFull string
+	// Lost, DoubleApplied, OutOfOrder, CursorOff and StateDiffs count
+	// violations summed over nodes.
+	Lost, DoubleApplied, OutOfOrder, CursorOff, StateDiffs int
+	// Problems lists every violation found, in words.
+	Problems []string
+	// FaultPhase and Elapsed are the fault phase's and the whole run's
+	// durations.
+	FaultPhase, Elapsed time.Duration
+
+	expected map[string][]byte // chaos/ keys every node must hold
+}
+
+func newReport(c Config) *Report {
+	return &Report{Seed: c.Seed, Nodes: c.Nodes, Kills: map[string]int{}, Starts: map[string]int{}, UnexpectedExits: map[string]int{},
+		BadInputs: map[string]int{}, Detected: map[string]int{}, expected: map[string][]byte{}}
+}
+
+func (r *Report) problem(format string, args ...any) {
+	if len(r.Problems) < 200 {
+		r.Problems = append(r.Problems, fmt.Sprintf(format, args...))
+	}
+}
+
+func (r *Report) badTotal() int {
+	n := 0
+	for _, v := range r.BadInputs {
+		n += v
+	}
+	return n
+}
+
+// OK reports whether the run found no violation.
+func (r *Report) OK() bool { return len(r.Problems) == 0 }
+
+// TotalKills is the number of kill -9, failure points plus random.
+func (r *Report) TotalKills() int {
+	n := r.RandomKills
+	for _, v := range r.Kills {
+		n += v
+	}
+	return n
+}
+
+// String prints the counts and the verdict line.
+func (r *Report) String() string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "chaos run: seed %d, %d nodes, fault phase %v, total %v\n", r.Seed, r.Nodes, r.FaultPhase.Round(time.Second), r.Elapsed.Round(time.Second))
+	fmt.Fprintf(&b, "  events: %d producer changes, %d stream messages\n", r.Events, r.StreamMessages)
+	fmt.Fprintf(&b, "  kill -9: %d total = %d random +", r.TotalKills(), r.RandomKills)
+	for _, k := range sortedKeys(r.Kills) {
+		fmt.Fprintf(&b, " %s %d,", k, r.Kills[k])
+	}
+	b.WriteString("\n")
+	fmt.Fprintf(&b, "  process starts:")
+	for _, k := range sortedKeys(r.Starts) {
+		fmt.Fprintf(&b, " %s %d", k, r.Starts[k])
+	}
+	if len(r.UnexpectedExits) > 0 {
+		fmt.Fprintf(&b, "; exits with an error (restarted):")
+		for _, k := range sortedKeys(r.UnexpectedExits) {
+			fmt.Fprintf(&b, " %s %d", k, r.UnexpectedExits[k])
+		}
+	}
+	b.WriteString("\n")
+	fmt.Fprintf(&b, "  broker restarts: %d, of which %d outlasted the duplicate window\n", r.BrokerRestarts, r.LongOutages)
+	fmt.Fprintf(&b, "  duplicates: %d forced into the stream (%d deliveries), %d more from pump retries past the window\n",
+		r.ForcedDuplicates, r.ForcedDuplicates*r.Nodes, r.PumpDuplicates)
+	fmt.Fprintf(&b, "  bad inputs: %d tried (", r.badTotal())
+	for i, k := range sortedKeys(r.BadInputs) {
+		if i > 0 {
+			b.WriteString(", ")
+		}
+		fmt.Fprintf(&b, "%s %d", k, r.BadInputs[k])
+	}
+	fmt.Fprintf(&b, "); node halts detected:")
+	for _, k := range sortedKeys(r.Detected) {
+		fmt.Fprintf(&b, " %s %d", k, r.Detected[k])
+	}
+	fmt.Fprintf(&b, "; %d skips, %d artifact repairs; %d conflicts recorded\n", r.Skips, r.Repairs, r.Conflicts)
+	if r.DiskFull != "" {
+		fmt.Fprintf(&b, "  disk full: %s\n", r.DiskFull)
+	}
+	fmt.Fprintf(&b, "  violations: lost %d, applied twice %d, out of order %d, cursor != head %d, state differences %d\n",
+		r.Lost, r.DoubleApplied, r.OutOfOrder, r.CursorOff, r.StateDiffs)
+	probs := append([]string(nil), r.Problems...)
+	sort.Strings(probs)
+	for i, p := range probs {
+		if i == 20 {
+			fmt.Fprintf(&b, "  ... %d more problems\n", len(probs)-20)
+			break
+		}
+		fmt.Fprintf(&b, "  PROBLEM: %s\n", p)
+	}
+	if r.OK() {
+		fmt.Fprintf(&b, "VERDICT: PASS: 0 lost, 0 applied twice, 0 out of order, %d nodes identical to the producer, every injected fault detected\n", r.Nodes)
+	} else {
+		fmt.Fprintf(&b, "VERDICT: FAIL: %d problems\n", len(r.Problems))
+	}
+	return b.String()
+}
