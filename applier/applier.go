@@ -51,6 +51,9 @@ type Applier struct {
 	// them without polling if the cursor is still restAfter.
 	rest      []controlevent.Event
 	restAfter uint64
+	// invalid is the feed's report of an invalid message at the next
+	// position, during the Step that halts on it.
+	invalid *feed.InvalidEventError
 	// next fetches the payloads of rest's first events in the background
 	// (see ahead.go); nil when none is running.
 	next *ahead
@@ -276,6 +279,14 @@ func (a *Applier) Step(ctx context.Context) (int, error) {
 				"cursor", cursor, "err", err)
 			return 0, fmt.Errorf("applier: poll %s after control version %d: %w", a.src.Name(), cursor, err)
 		}
+		var ie *feed.InvalidEventError
+		if errors.As(err, &ie) && ie.ControlVersion > cursor {
+			// Halt at the invalid message like at any invalid event, so
+			// it is visible and an operator can skip it by its id.
+			a.invalid = ie
+			defer func() { a.invalid = nil }()
+			return a.apply(ctx, cursor, []controlevent.Event{{EventID: ie.EventID, ControlVersion: ie.ControlVersion}})
+		}
 		return 0, fmt.Errorf("applier: poll %s after control version %d: %w", a.src.Name(), cursor, err)
 	}
 	a.mu.Lock()
@@ -351,6 +362,9 @@ func (a *Applier) apply(ctx context.Context, cursor uint64, evs []controlevent.E
 		prev = ev.ControlVersion
 		it := item{ev: ev, idx: i, known: known[ev.EventID]}
 		verr := ev.Validate()
+		if a.invalid != nil && a.invalid.ControlVersion == ev.ControlVersion {
+			verr = a.invalid
+		}
 		h := a.cfg.Handlers[ev.Type]
 		if verr != nil || h == nil || ev.ArtifactRef != "" {
 			// Only these cases need to know, before the transaction,

@@ -730,3 +730,61 @@ func TestApplier_RunWithoutMigrate(t *testing.T) {
 		t.Fatal("Run on an unmigrated database returned nil")
 	}
 }
+
+// A message the feed cannot decode (feed.InvalidEventError) halts the node at
+// its position, visibly and persistently, instead of failing every round with
+// an unnamed error; an operator skips it by the id the feed reported and the
+// node moves past it.
+func TestApplier_InvalidFeedMessageHaltsAndSkips(t *testing.T) {
+	ctx := context.Background()
+	db, path := openDB(t)
+	bad := &feed.InvalidEventError{Source: "fake", ControlVersion: 2, EventID: feed.UnreadableEventID(2),
+		Err: fmt.Errorf("decode: not json: %w", controlevent.ErrInvalid)}
+	src := &FakeSource{PollFunc: func(ctx context.Context, since uint64) ([]controlevent.Event, error) {
+		switch {
+		case since < 1:
+			return evs(1, 1, typ), nil
+		case since == 1:
+			return nil, bad
+		default:
+			return evs(3, 3, typ), nil
+		}
+	}}
+	h := newInsertHandler()
+	a := newApplier(t, db, src, nil, h, nil)
+	if n, err := a.Step(ctx); n != 1 || err != nil {
+		t.Fatalf("first Step = %d, %v", n, err)
+	}
+	for range 2 {
+		if _, err := a.Step(ctx); !errors.Is(err, applier.ErrHalted) || !errors.Is(err, feed.ErrInvalidEvent) {
+			t.Fatalf("Step at the invalid message: %v, want ErrHalted wrapping feed.ErrInvalidEvent", err)
+		}
+	}
+	st := a.Status()
+	if st.Halted == nil || st.Halted.EventID != "unreadable@2" || st.Halted.ControlVersion != 2 ||
+		!strings.Contains(st.Halted.Error, "not a valid event") || st.Halted.Attempts != 2 {
+		t.Fatalf("Status().Halted = %+v", st.Halted)
+	}
+	if got := cursorOf(t, db); got != 1 {
+		t.Fatalf("cursor = %d while halted, want 1", got)
+	}
+	stored, err := applier.ReadStatus(ctx, openSecond(t, path))
+	if err != nil || stored.Halted == nil || stored.Halted.EventID != "unreadable@2" {
+		t.Fatalf("ReadStatus from another process = %+v, %v", stored.Halted, err)
+	}
+	if err := applier.Skip(ctx, openSecond(t, path), "unreadable@2"); err != nil {
+		t.Fatal(err)
+	}
+	if n, err := a.Step(ctx); n != 1 || err != nil {
+		t.Fatalf("Step after the skip = %d, %v", n, err)
+	}
+	if got := cursorOf(t, db); got != 2 {
+		t.Fatalf("cursor = %d after the skip, want 2", got)
+	}
+	if n, err := a.Step(ctx); n != 1 || err != nil || h.count("evt-3") != 1 || a.Status().Halted != nil {
+		t.Fatalf("Step after the invalid message = %d, %v; evt-3 applied %d times; halted %+v", n, err, h.count("evt-3"), a.Status().Halted)
+	}
+	if n := rowCount(t, db, `SELECT count(*) FROM controlfeed_applied_events WHERE event_id = 'unreadable@2' AND outcome = 'skipped'`); n != 1 {
+		t.Fatalf("skipped record count = %d, want 1", n)
+	}
+}

@@ -39,3 +39,44 @@ func (e *CursorBehindError) Error() string {
 
 // Unwrap makes errors.Is(err, ErrCursorBehindRetention) true.
 func (e *CursorBehindError) Unwrap() error { return ErrCursorBehindRetention }
+
+// ErrInvalidEvent is wrapped by Poll when the next position after the cursor
+// holds a message that is not a valid event (undecodable, or failing
+// controlevent.Event.Validate). Use errors.As with *InvalidEventError for the
+// position.
+var ErrInvalidEvent = errors.New("feed holds an invalid event")
+
+// InvalidEventError reports that the message at ControlVersion, the first
+// position after the caller's cursor, is not a valid event. A Source returns
+// the valid events before such a message first; only when it is next does
+// Poll fail with this error, on every call, until the caller's cursor moves
+// past ControlVersion. That lets the applier halt visibly at that position
+// and an operator skip it by EventID, instead of the whole node wedging on an
+// unnamed error. It wraps ErrInvalidEvent and the decoding error.
+type InvalidEventError struct {
+	// Source is the backend name.
+	Source string
+	// ControlVersion is the message's position in the feed.
+	ControlVersion uint64
+	// EventID is the message's idempotency key if the backend could read a
+	// valid one (for JetStream, the Nats-Msg-Id header), else the
+	// placeholder "unreadable@<ControlVersion>" so it can still be named.
+	EventID string
+	// Err is why the message is not a valid event.
+	Err error
+}
+
+// UnreadableEventID returns the placeholder EventID of an invalid message
+// whose own id could not be read.
+func UnreadableEventID(controlVersion uint64) string {
+	return fmt.Sprintf("unreadable@%d", controlVersion)
+}
+
+// Error names the position, the id and the reason.
+func (e *InvalidEventError) Error() string {
+	return fmt.Sprintf("feed %s: message at control version %d (event id %q) is not a valid event: %v; the node halts here until it is fixed upstream or skipped",
+		e.Source, e.ControlVersion, e.EventID, e.Err)
+}
+
+// Unwrap makes errors.Is match ErrInvalidEvent and the decoding error.
+func (e *InvalidEventError) Unwrap() []error { return []error{ErrInvalidEvent, e.Err} }

@@ -664,19 +664,47 @@ func TestSource_ForeignMessage(t *testing.T) {
 	}
 	appendN(ctx, t, sink, 1)
 	src := openSource(ctx, t, cfg)
-	_, err := src.Poll(ctx, 0)
+	// The valid events before the foreign message are delivered first.
+	wantCVs(t, mustPoll(ctx, t, src, 0), 1, 2)
+	_, err := src.Poll(ctx, 2)
 	if err == nil || !strings.Contains(err.Error(), "stream sequence 3") {
 		t.Fatalf("Poll: %v, want an error naming stream sequence 3", err)
 	}
-	if !errors.Is(err, controlevent.ErrInvalid) {
-		t.Fatalf("Poll: %v, want it to wrap controlevent.ErrInvalid", err)
+	if !errors.Is(err, controlevent.ErrInvalid) || !errors.Is(err, feed.ErrInvalidEvent) {
+		t.Fatalf("Poll: %v, want it to wrap controlevent.ErrInvalid and feed.ErrInvalidEvent", err)
 	}
-	// It halts there on retry too.
-	if _, err := src.Poll(ctx, 0); err == nil {
-		t.Fatal("second Poll succeeded past the foreign message")
+	var ie *feed.InvalidEventError
+	if !errors.As(err, &ie) || ie.ControlVersion != 3 || ie.EventID != feed.UnreadableEventID(3) {
+		t.Fatalf("Poll: %#v, want an InvalidEventError at 3 with a placeholder id", ie)
 	}
+	// It halts there on retry too, also from an older cursor after the
+	// valid events.
+	if _, err := src.Poll(ctx, 2); !errors.As(err, &ie) || ie.ControlVersion != 3 {
+		t.Fatalf("second Poll: %v, want the InvalidEventError at 3 again", err)
+	}
+	wantCVs(t, mustPoll(ctx, t, src, 1), 2)
 	// An operator skip (cursor past it) moves on.
 	wantCVs(t, mustPoll(ctx, t, src, 3), 4)
+}
+
+// An invalid message whose Nats-Msg-Id is readable is named by it, so an
+// operator can skip it by that id.
+func TestSource_InvalidMessageNamedByMsgID(t *testing.T) {
+	ctx := t.Context()
+	srv := natsembed.StartForTest(t)
+	cfg := testConfig(srv)
+	sink := openSink(ctx, t, cfg)
+	appendN(ctx, t, sink, 1)
+	_, js := rawJS(t, srv)
+	if _, err := js.Publish(ctx, cfg.Subject, []byte(`{"event_id":"evt-bad","type":""}`), jetstream.WithMsgID("evt-bad")); err != nil {
+		t.Fatal(err)
+	}
+	src := openSource(ctx, t, cfg)
+	wantCVs(t, mustPoll(ctx, t, src, 0), 1)
+	var ie *feed.InvalidEventError
+	if _, err := src.Poll(ctx, 1); !errors.As(err, &ie) || ie.EventID != "evt-bad" || ie.ControlVersion != 2 {
+		t.Fatalf("Poll: %v, want an InvalidEventError for evt-bad at 2", err)
+	}
 }
 
 func TestDurableName(t *testing.T) {

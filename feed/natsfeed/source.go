@@ -8,6 +8,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/controlfeed/controlfeed/controlevent"
@@ -142,6 +143,7 @@ func (s *Source) poll(ctx context.Context, since uint64) ([]controlevent.Event, 
 		msgs   = map[uint64]jetstream.Msg{}
 		maxSeq = since
 		ch     = batch.Messages()
+		bad    *feed.InvalidEventError // the first invalid message, if any
 	)
 recv:
 	for {
@@ -167,9 +169,15 @@ recv:
 				msgs[seq] = m
 				continue
 			}
+			if bad != nil && seq > bad.ControlVersion {
+				continue // after an invalid message: delivered again later
+			}
 			e, err := DecodeMessage(seq, m.Headers(), m.Data())
 			if err != nil {
-				return nil, fmt.Errorf("natsfeed: poll %d: stream %q: %w", since, s.c.cfg.Stream, err)
+				if bad == nil || seq < bad.ControlVersion {
+					bad = s.invalidEvent(seq, m.Headers(), err)
+				}
+				continue
 			}
 			msgs[seq] = m
 			evs = append(evs, e)
@@ -181,6 +189,25 @@ recv:
 		return nil, fmt.Errorf("natsfeed: poll %d: fetch from consumer %q: %w", since, s.consumerLabel(), err)
 	}
 	slices.SortFunc(evs, func(a, b controlevent.Event) int { return cmpU64(a.ControlVersion, b.ControlVersion) })
+	if bad != nil {
+		// Deliver the valid events before the invalid message; report it
+		// only once it is next. The consumer has delivered past what is
+		// returned, so the next Poll repositions it (see sync).
+		i := 0
+		for i < len(evs) && evs[i].ControlVersion < bad.ControlVersion {
+			i++
+		}
+		evs = evs[:i]
+		if len(evs) == 0 {
+			s.pos, s.posKnown = maxSeq, true
+			if bad.ControlVersion > since+1 {
+				if err := s.checkRetention(ctx, since); err != nil {
+					return nil, err
+				}
+			}
+			return nil, fmt.Errorf("natsfeed: poll %d: stream %q: %w", since, s.c.cfg.Stream, bad)
+		}
+	}
 	if len(evs) > 0 && evs[0].ControlVersion > since+1 {
 		// A gap: deleted messages, another subject, or retention. Only the
 		// last one is an error.
@@ -439,4 +466,15 @@ func (s *Source) Close() error {
 	s.wake.close()
 	s.c.close()
 	return nil
+}
+
+// invalidEvent describes the invalid message at seq. Its EventID is the
+// Nats-Msg-Id header when that is a usable id, else a placeholder.
+func (s *Source) invalidEvent(seq uint64, hdr nats.Header, err error) *feed.InvalidEventError {
+	id := hdr.Get(jetstream.MsgIDHeader)
+	probe := controlevent.Event{EventID: id, Type: "probe", ControlVersion: 1}
+	if id == "" || probe.Validate() != nil {
+		id = feed.UnreadableEventID(seq)
+	}
+	return &feed.InvalidEventError{Source: Name, ControlVersion: seq, EventID: id, Err: err}
 }
