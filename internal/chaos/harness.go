@@ -76,7 +76,7 @@ func (c *Config) setDefaults() {
 		c.DupWindow = 2 * time.Second
 	}
 	if c.KillsPerPoint == 0 {
-		c.KillsPerPoint = 20
+		c.KillsPerPoint = 25 // a margin over the 20 the suite promises
 	}
 	if c.BrokerRestarts == 0 {
 		c.BrokerRestarts = 50
@@ -460,7 +460,7 @@ func (h *harness) progress() {
 // restarts, longer than the duplicate window.
 func (h *harness) brokerLoop(ctx context.Context, done <-chan struct{}) {
 	c := h.cfg
-	interval := c.Duration / time.Duration(c.BrokerRestarts+8) // room for the outages themselves
+	interval := c.Duration / time.Duration(c.BrokerRestarts+20) // room for the outages and restarts themselves
 	longEvery := max(c.BrokerRestarts/(c.LongOutages+1), 1)
 	for i := 1; ; i++ {
 		select {

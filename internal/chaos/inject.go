@@ -282,9 +282,15 @@ func (h *harness) injectBad(ctx context.Context, kind string, i int) (injection,
 	// A Duplicate ack is normally publish's own retry resolving to the
 	// sequence of the first attempt; for a conflict it may instead be the
 	// original event, still inside the window: then nothing was injected.
-	if ack.Duplicate && kind == BadConflict && ack.Sequence <= samples.before(0) {
-		if orig, err := h.origSeq(ctx, e.EventID); err == nil && orig == ack.Sequence {
-			return inj, fmt.Errorf("event %s deduplicated against its original", e.EventID)
+	// The copy it resolved to may also be a forced duplicate of the
+	// original republished moments ago: so compare the stored content.
+	if ack.Duplicate && kind == BadConflict {
+		stored, err := h.storedEvent(ctx, ack.Sequence)
+		if err != nil {
+			return inj, fmt.Errorf("read back conflict at %d: %w", ack.Sequence, err)
+		}
+		if stored.Key != e.Key {
+			return inj, fmt.Errorf("event %s deduplicated against an earlier copy at %d", e.EventID, ack.Sequence)
 		}
 	}
 	inj.id, inj.cv = e.EventID, ack.Sequence
@@ -486,9 +492,15 @@ func waitFor(ctx context.Context, d time.Duration, f func() bool) bool {
 	return false
 }
 
-// origSeq returns the ControlVersion the pump recorded for a producer event.
-func (h *harness) origSeq(ctx context.Context, id string) (uint64, error) {
-	var cv int64
-	err := h.pdb.QueryRowContext(ctx, `SELECT published_control_version FROM controlfeed_outbox WHERE event_id = ?`, id).Scan(&cv)
-	return uint64(cv), err
+// storedEvent reads the event the stream holds at seq.
+func (h *harness) storedEvent(ctx context.Context, seq uint64) (controlevent.Event, error) {
+	st, err := h.js.Stream(ctx, natsfeed.DefaultStream)
+	if err != nil {
+		return controlevent.Event{}, err
+	}
+	m, err := st.GetMsg(ctx, seq)
+	if err != nil {
+		return controlevent.Event{}, err
+	}
+	return controlevent.Decode(m.Data)
 }
