@@ -287,11 +287,19 @@ func (a *Applier) Step(ctx context.Context) (int, error) {
 			defer func() { a.invalid = nil }()
 			return a.apply(ctx, cursor, []controlevent.Event{{EventID: ie.EventID, ControlVersion: ie.ControlVersion}})
 		}
-		return 0, fmt.Errorf("applier: poll %s after control version %d: %w", a.src.Name(), cursor, err)
+		err = fmt.Errorf("applier: poll %s after control version %d: %w", a.src.Name(), cursor, err)
+		a.mu.Lock()
+		if a.st.FeedError == "" {
+			a.st.FeedErrorSince = time.Now()
+		}
+		a.st.FeedError = err.Error()
+		a.mu.Unlock()
+		return 0, err
 	}
 	a.mu.Lock()
 	was := a.st.BehindRetention
 	a.st.BehindRetention = nil
+	a.st.FeedError, a.st.FeedErrorSince = "", time.Time{}
 	a.mu.Unlock()
 	if was != nil {
 		a.log.Info("applier: feed holds the events after the cursor again; resuming", "cursor", cursor)

@@ -788,3 +788,33 @@ func TestApplier_InvalidFeedMessageHaltsAndSkips(t *testing.T) {
 		t.Fatalf("skipped record count = %d, want 1", n)
 	}
 }
+
+// A feed that cannot be read is visible in Status until a Poll succeeds.
+func TestApplier_FeedErrorInStatus(t *testing.T) {
+	ctx := context.Background()
+	db, _ := openDB(t)
+	fail := true
+	src := &FakeSource{PollFunc: func(ctx context.Context, since uint64) ([]controlevent.Event, error) {
+		if fail {
+			return nil, errors.New(`read 00000000000000000007.json: permission denied`)
+		}
+		return evs(since+1, since+1, typ), nil
+	}}
+	a := newApplier(t, db, src, nil, newInsertHandler(), nil)
+	for range 2 {
+		if _, err := a.Step(ctx); err == nil || errors.Is(err, applier.ErrHalted) {
+			t.Fatalf("Step on a failing feed: %v, want a plain error", err)
+		}
+	}
+	st := a.Status()
+	if !strings.Contains(st.FeedError, "permission denied") || st.FeedErrorSince.IsZero() || st.Halted != nil {
+		t.Fatalf("Status after failing polls: FeedError %q since %v, halted %+v", st.FeedError, st.FeedErrorSince, st.Halted)
+	}
+	fail = false
+	if n, err := a.Step(ctx); n != 1 || err != nil {
+		t.Fatalf("Step after the feed recovered = %d, %v", n, err)
+	}
+	if st := a.Status(); st.FeedError != "" || !st.FeedErrorSince.IsZero() {
+		t.Fatalf("Status after recovery still reports %q since %v", st.FeedError, st.FeedErrorSince)
+	}
+}

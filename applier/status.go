@@ -45,6 +45,14 @@ type Status struct {
 	// LastApplyAt is when the last transaction that moved the cursor
 	// committed (zero if none yet).
 	LastApplyAt time.Time
+	// FeedError is the error of the latest Poll when it failed for a reason
+	// other than an invalid event or retention (the feed is unreachable, a
+	// file in a file feed cannot be read, ...), and FeedErrorSince when Poll
+	// started failing; both are cleared by the next successful Poll. The
+	// applier retries such failures with backoff and applies nothing
+	// meanwhile.
+	FeedError      string
+	FeedErrorSince time.Time
 }
 
 // Halt describes the event an applier is halted at.

@@ -81,7 +81,16 @@ type ProcessStatus struct {
 	PumpLastError string `json:"pump_last_error,omitempty"`
 	// PumpError is the error that stopped the pump for good.
 	PumpError string `json:"pump_error,omitempty"`
+	// FeedError is why the applier's latest read of the feed failed, and
+	// FeedErrorSince since when reads have been failing (unset while
+	// reads succeed).
+	FeedError      string     `json:"feed_error,omitempty"`
+	FeedErrorSince *time.Time `json:"feed_error_since,omitempty"`
 }
+
+// FeedErrorGrace is how long reads of the feed may fail (a broker restart,
+// a file being written in place) before the node reports itself unhealthy.
+const FeedErrorGrace = 10 * time.Second
 
 func haltFrom(h *applier.Halt) *Halt {
 	if h == nil {
@@ -147,6 +156,10 @@ func (n *Node) Status(ctx context.Context) (Status, error) {
 			s.BehindRetention = as.BehindRetention.Error()
 		}
 		p.Applied, p.Skipped, p.Duplicates = as.Applied, as.Skipped, as.Duplicates
+		if as.FeedError != "" {
+			t := as.FeedErrorSince
+			p.FeedError, p.FeedErrorSince = as.FeedError, &t
+		}
 		if !as.LastApplyAt.IsZero() {
 			t := as.LastApplyAt
 			p.LastApplyAt = &t
@@ -167,8 +180,9 @@ func (n *Node) Status(ctx context.Context) (Status, error) {
 }
 
 // Health returns the reasons the node is unhealthy: halted at an event,
-// behind the feed's retention, a pump retrying a failed publish, or a pump
-// that stopped. None means healthy.
+// behind the feed's retention, reads of the feed failing for longer than
+// FeedErrorGrace, a pump retrying a failed publish, or a pump that stopped.
+// None means healthy.
 func (s *Status) Health() []string {
 	var reasons []string
 	if s.Halted != nil {
@@ -177,6 +191,9 @@ func (s *Status) Health() []string {
 	}
 	if s.BehindRetention != "" {
 		reasons = append(reasons, s.BehindRetention)
+	}
+	if p := s.Process; p != nil && p.FeedErrorSince != nil && time.Since(*p.FeedErrorSince) > FeedErrorGrace {
+		reasons = append(reasons, fmt.Sprintf("cannot read the feed since %s: %s", p.FeedErrorSince.Format(time.RFC3339), p.FeedError))
 	}
 	if p := s.Process; p != nil && p.PumpError != "" {
 		reasons = append(reasons, "pump stopped: "+p.PumpError)
@@ -264,5 +281,10 @@ func WriteMetrics(m *metrics.Writer, s *Status) error {
 		behind = 1
 	}
 	m.Gauge("controlfeed_behind_retention", "1 when the node's cursor is older than the feed's retention.", behind)
+	feedFailing := 0.0
+	if p.FeedError != "" {
+		feedFailing = 1
+	}
+	m.Gauge("controlfeed_feed_read_failing", "1 while the applier's reads of the feed fail (see feed_error in /v1/status).", feedFailing)
 	return m.Err()
 }
