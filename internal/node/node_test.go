@@ -98,6 +98,9 @@ func TestNode_ProducerToNode(t *testing.T) {
 	}
 	prod.Pump().Notify()
 	waitFor(t, "n1 to apply 4 events", func() bool { s := status(t, n1); return s.Cursor == 4 && s.Lag != nil && *s.Lag == 0 })
+	// The pump records what it published after the broker accepted it, so
+	// a node may apply an event before the producer's outbox shows it.
+	waitFor(t, "the producer to record 4 published events", func() bool { return status(t, prod).OutboxPending == 0 })
 
 	want, _ := kv.Digest(ctx, prod.DB())
 	if got, _ := kv.Digest(ctx, n1.DB()); got != want {
