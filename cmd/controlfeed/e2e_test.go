@@ -81,6 +81,53 @@ func putRetrying(t *testing.T, ctx context.Context, db *sql.DB, store artifact.S
 	}
 }
 
+// freeAddr returns a 127.0.0.1 address with a port that was free a moment
+// ago, for a process's --listen.
+func freeAddr(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().String()
+}
+
+// openTestDB opens (creating and migrating) a node database for the test to
+// read, closed at the end of the test.
+func openTestDB(t *testing.T, ctx context.Context, path string) *sql.DB {
+	t.Helper()
+	db, err := node.OpenDB(ctx, path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { db.Close() })
+	return db
+}
+
+// appliedEvents returns a node's controlfeed_applied_events as event_id ->
+// outcome.
+func appliedEvents(t *testing.T, ctx context.Context, db *sql.DB) map[string]string {
+	t.Helper()
+	applied := map[string]string{}
+	rows, err := db.QueryContext(ctx, `SELECT event_id, outcome FROM controlfeed_applied_events`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var id, outcome string
+		if err := rows.Scan(&id, &outcome); err != nil {
+			t.Fatal(err)
+		}
+		applied[id] = outcome
+	}
+	if err := rows.Err(); err != nil {
+		t.Fatal(err)
+	}
+	return applied
+}
+
 func (p *proc) logTail() string {
 	b, _ := os.ReadFile(p.logf)
 	if len(b) > 3000 {
@@ -131,12 +178,7 @@ func TestE2E_KillAndConverge_JetStream(t *testing.T) {
 		t.Skip("end-to-end test with OS processes; skipped with -short")
 	}
 	dir := t.TempDir()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := ln.Addr().String()
-	ln.Close()
+	addr := freeAddr(t)
 	broker := &proc{name: "broker", logf: filepath.Join(dir, "broker.log"),
 		args: []string{"nats-server", "--listen", addr, "--store", filepath.Join(dir, "nats")}}
 	broker.start(t)
@@ -198,14 +240,7 @@ func killAndConverge(t *testing.T, dir string, setup e2eSetup) {
 
 	// Create and migrate every database before any process starts, and keep
 	// them open for reading.
-	open := func(name string) *sql.DB {
-		db, err := node.OpenDB(ctx, filepath.Join(dir, name+".db"))
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { db.Close() })
-		return db
-	}
+	open := func(name string) *sql.DB { return openTestDB(t, ctx, filepath.Join(dir, name+".db")) }
 	pdb := open("producer")
 	procs := []*proc{{name: "producer", args: append([]string{"serve", "--db", filepath.Join(dir, "producer.db"), "--feed-sink", setup.feed}, common...)}}
 	ndbs := map[string]*sql.DB{}
@@ -358,19 +393,7 @@ func killAndConverge(t *testing.T, dir string, setup e2eSetup) {
 		if got, err := kv.Digest(ctx, db); err != nil || got != want {
 			t.Errorf("%s: kv digest %s (%v), producer's %s", name, got, err, want)
 		}
-		applied := map[string]string{}
-		rows, err := db.QueryContext(ctx, `SELECT event_id, outcome FROM controlfeed_applied_events`)
-		if err != nil {
-			t.Fatal(err)
-		}
-		for rows.Next() {
-			var id, outcome string
-			if err := rows.Scan(&id, &outcome); err != nil {
-				t.Fatal(err)
-			}
-			applied[id] = outcome
-		}
-		rows.Close()
+		applied := appliedEvents(t, ctx, db)
 		if len(applied) != len(feedIDs) {
 			t.Errorf("%s: %d rows in applied_events, want %d", name, len(applied), len(feedIDs))
 		}
