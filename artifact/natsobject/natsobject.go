@@ -56,6 +56,7 @@ import (
 
 	"github.com/controlfeed/controlfeed/artifact"
 	"github.com/controlfeed/controlfeed/controlevent"
+	"github.com/controlfeed/controlfeed/internal/natsconn"
 )
 
 // Name is the registered name of this backend.
@@ -175,20 +176,10 @@ func New(ctx context.Context, cfg artifact.NATSConfig, opts *Options) (*Store, e
 	if o.Conn != nil {
 		s.nc = o.Conn
 	} else {
-		nopts := []nats.Option{nats.Name("controlfeed-artifacts"), nats.MaxReconnects(-1), nats.ReconnectWait(500 * time.Millisecond)}
-		if cfg.CredsFile != "" {
-			nopts = append(nopts, nats.UserCredentials(cfg.CredsFile))
-		}
-		if cfg.User != "" || cfg.Password != "" {
-			nopts = append(nopts, nats.UserInfo(cfg.User, cfg.Password))
-		}
-		if cfg.TLSCAFile != "" {
-			nopts = append(nopts, nats.RootCAs(cfg.TLSCAFile))
-		}
-		if cfg.TLSCertFile != "" {
-			nopts = append(nopts, nats.ClientCert(cfg.TLSCertFile, cfg.TLSKeyFile))
-		}
-		nopts = append(nopts, o.NATSOptions...)
+		nopts := natsconn.Options("controlfeed-artifacts", 500*time.Millisecond, natsconn.Auth{
+			CredsFile: cfg.CredsFile, User: cfg.User, Password: cfg.Password,
+			TLSCAFile: cfg.TLSCAFile, TLSCertFile: cfg.TLSCertFile, TLSKeyFile: cfg.TLSKeyFile,
+		}, o.NATSOptions...)
 		nc, err := nats.Connect(strings.Join(cfg.URLs, ","), nopts...)
 		if err != nil {
 			return nil, fmt.Errorf("natsobject: connect %s: %w", strings.Join(cfg.URLs, ","), err)

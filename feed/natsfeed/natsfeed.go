@@ -102,6 +102,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/controlfeed/controlfeed/feed"
+	"github.com/controlfeed/controlfeed/internal/natsconn"
 )
 
 // Name is the registered name of this backend.
@@ -272,25 +273,10 @@ func dial(cfg feed.NATSConfig, opts *Options, role string) (*conn, error) {
 	if o.Conn != nil {
 		c.nc = o.Conn
 	} else {
-		nopts := []nats.Option{
-			nats.Name("controlfeed-" + role),
-			nats.MaxReconnects(-1),
-			nats.ReconnectWait(DefaultReconnectWait),
-			nats.RetryOnFailedConnect(false),
-		}
-		if cfg.CredsFile != "" {
-			nopts = append(nopts, nats.UserCredentials(cfg.CredsFile))
-		}
-		if cfg.User != "" || cfg.Password != "" {
-			nopts = append(nopts, nats.UserInfo(cfg.User, cfg.Password))
-		}
-		if cfg.TLSCAFile != "" {
-			nopts = append(nopts, nats.RootCAs(cfg.TLSCAFile))
-		}
-		if cfg.TLSCertFile != "" {
-			nopts = append(nopts, nats.ClientCert(cfg.TLSCertFile, cfg.TLSKeyFile))
-		}
-		nopts = append(nopts, o.NATSOptions...)
+		nopts := natsconn.Options("controlfeed-"+role, DefaultReconnectWait, natsconn.Auth{
+			CredsFile: cfg.CredsFile, User: cfg.User, Password: cfg.Password,
+			TLSCAFile: cfg.TLSCAFile, TLSCertFile: cfg.TLSCertFile, TLSKeyFile: cfg.TLSKeyFile,
+		}, append([]nats.Option{nats.RetryOnFailedConnect(false)}, o.NATSOptions...)...)
 		nc, err := nats.Connect(strings.Join(cfg.URLs, ","), nopts...)
 		if err != nil {
 			return nil, fmt.Errorf("natsfeed: %s: connect %s: %w", role, strings.Join(cfg.URLs, ","), err)
