@@ -124,13 +124,9 @@ func (m *Main) runKVPut(ctx context.Context, args []string) error {
 
 func (m *Main) runKVGet(ctx context.Context, args []string) error {
 	var s settings
-	pos, err := m.parseDBArgs(kvGetCmd, &s, args, 1, 1)
+	db, pos, err := m.openDBArgs(ctx, kvGetCmd, &s, args, 1, 1)
 	if err != nil {
 		return helpOK(err)
-	}
-	db, err := node.OpenDB(ctx, s.DB)
-	if err != nil {
-		return err
 	}
 	defer db.Close()
 	e, ok, err := kv.Get(ctx, db, pos[0])
@@ -149,13 +145,9 @@ func (m *Main) runKVGet(ctx context.Context, args []string) error {
 
 func (m *Main) runKVDelete(ctx context.Context, args []string) error {
 	var s settings
-	pos, err := m.parseDBArgs(kvDeleteCmd, &s, args, 1, 1)
+	db, pos, err := m.openDBArgs(ctx, kvDeleteCmd, &s, args, 1, 1)
 	if err != nil {
 		return helpOK(err)
-	}
-	db, err := node.OpenDB(ctx, s.DB)
-	if err != nil {
-		return err
 	}
 	defer db.Close()
 	ev, existed, err := kv.Delete(ctx, db, pos[0])
@@ -180,13 +172,9 @@ type kvJSON struct {
 
 func (m *Main) runKVList(ctx context.Context, args []string) error {
 	var s settings
-	_, err := m.parseDBArgs(kvListCmd, &s, args, 0, 0)
+	db, _, err := m.openDBArgs(ctx, kvListCmd, &s, args, 0, 0)
 	if err != nil {
 		return helpOK(err)
-	}
-	db, err := node.OpenDB(ctx, s.DB)
-	if err != nil {
-		return err
 	}
 	defer db.Close()
 	entries, err := kv.List(ctx, db)

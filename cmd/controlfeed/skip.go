@@ -23,13 +23,9 @@ must not apply (see "controlfeed status" for the halt and its error).`,
 
 func (m *Main) runSkip(ctx context.Context, args []string) error {
 	var s settings
-	pos, err := m.parseDBArgs(skipCmd, &s, args, 1, 1)
+	db, pos, err := m.openDBArgs(ctx, skipCmd, &s, args, 1, 1)
 	if err != nil {
 		return helpOK(err)
-	}
-	db, err := node.OpenDB(ctx, s.DB)
-	if err != nil {
-		return err
 	}
 	defer db.Close()
 	before, err := node.ReadStatus(ctx, db)

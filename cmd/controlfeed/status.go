@@ -26,12 +26,9 @@ serve's /healthz for alerting.`,
 
 func (m *Main) runStatus(ctx context.Context, args []string) error {
 	var s settings
-	if _, err := m.parseDBArgs(statusCmd, &s, args, 0, 0); err != nil {
-		return helpOK(err)
-	}
-	db, err := node.OpenDB(ctx, s.DB)
+	db, _, err := m.openDBArgs(ctx, statusCmd, &s, args, 0, 0)
 	if err != nil {
-		return err
+		return helpOK(err)
 	}
 	defer db.Close()
 	st, err := node.ReadStatus(ctx, db)
