@@ -24,6 +24,9 @@ var (
 // them in; the pump calls it from one goroutine.
 type Sink struct {
 	c *conn
+	// expectStream is the Nats-Expected-Stream header value, shared
+	// read-only by every message.
+	expectStream []string
 
 	mu     sync.Mutex
 	closed bool
@@ -41,7 +44,7 @@ func NewSink(ctx context.Context, cfg feed.NATSConfig, opts *Options) (*Sink, er
 		c.close()
 		return nil, err
 	}
-	return &Sink{c: c}, nil
+	return &Sink{c: c, expectStream: []string{c.cfg.Stream}}, nil
 }
 
 // streamConfig is the configuration the Sink creates the stream with.
@@ -157,16 +160,20 @@ func (s *Sink) message(e controlevent.Event) (*nats.Msg, error) {
 	if err != nil {
 		return nil, fmt.Errorf("natsfeed: append %q: %w", e.EventID, err)
 	}
-	return &nats.Msg{Subject: s.c.cfg.Subject, Data: body, Header: nats.Header{}}, nil
+	// The headers WithMsgID and WithExpectStream would set, built
+	// directly: the same Nats-Msg-Id (dedup) and Nats-Expected-Stream (the
+	// server refuses to store the message in any other stream) on every
+	// publish, without the per-call option slice and header map growth.
+	hdr := nats.Header{
+		jetstream.MsgIDHeader:          []string{e.EventID},
+		jetstream.ExpectedStreamHeader: s.expectStream,
+	}
+	return &nats.Msg{Subject: s.c.cfg.Subject, Data: body, Header: hdr}, nil
 }
 
-func (s *Sink) pubOpts(e controlevent.Event) []jetstream.PublishOpt {
-	return []jetstream.PublishOpt{
-		jetstream.WithMsgID(e.EventID),
-		jetstream.WithExpectStream(s.c.cfg.Stream),
-		jetstream.WithRetryAttempts(0),
-	}
-}
+// noRetry is the only publish option left per call: no retry on "no
+// responders" (the caller retries with the same EventID).
+var noRetry = []jetstream.PublishOpt{jetstream.WithRetryAttempts(0)}
 
 func (s *Sink) stamp(e controlevent.Event, ack *jetstream.PubAck) (controlevent.Event, error) {
 	if ack.Stream != s.c.cfg.Stream {
@@ -197,7 +204,7 @@ func (s *Sink) Append(ctx context.Context, e controlevent.Event) (controlevent.E
 	}
 	rctx, cancel := s.c.reqCtx(ctx)
 	defer cancel()
-	ack, err := s.c.js.PublishMsg(rctx, m, s.pubOpts(e)...)
+	ack, err := s.c.js.PublishMsg(rctx, m, noRetry...)
 	if err != nil {
 		return e, fmt.Errorf("natsfeed: append %q: publish to %q: %w", e.EventID, s.c.cfg.Subject, err)
 	}
@@ -237,7 +244,7 @@ func (s *Sink) appendWindow(ctx context.Context, events []controlevent.Event, ou
 			pubErr = err
 			break
 		}
-		f, err := s.c.js.PublishMsgAsync(m, s.pubOpts(e)...)
+		f, err := s.c.js.PublishMsgAsync(m, noRetry...)
 		if err != nil {
 			pubErr = fmt.Errorf("natsfeed: append %q: publish to %q: %w", e.EventID, s.c.cfg.Subject, err)
 			break
