@@ -3,6 +3,8 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"errors"
+	"fmt"
 	"net"
 	"os"
 	"path/filepath"
@@ -221,7 +223,7 @@ func TestServe_WaitsForBroker(t *testing.T) {
 			"--node-name", "n1", "--nats-url", "nats://" + addr, "--artifact-store", "jetstream"})
 	}()
 	waitFor(t, 30*time.Second, "the node to report the missing broker", func() bool {
-		return strings.Contains(log.String(), "no NATS server answers")
+		return strings.Contains(log.String(), "the NATS server does not answer")
 	})
 	srv, err := natsembed.Start(natsembed.Options{Listen: addr, StoreDir: t.TempDir()})
 	if err != nil {
@@ -234,5 +236,28 @@ func TestServe_WaitsForBroker(t *testing.T) {
 	cancel()
 	if err := <-done; err != nil {
 		t.Errorf("serve: %v", err)
+	}
+}
+
+// Only errors meaning "the broker cannot serve right now" are waited out at
+// start-up; anything else (bad configuration) fails at once.
+func TestBrokerUnavailable(t *testing.T) {
+	for _, err := range []error{
+		fmt.Errorf("natsfeed: connect: %w", nats.ErrNoServers),
+		fmt.Errorf("natsobject: bucket %q: %w", "controlfeed-artifacts", context.DeadlineExceeded),
+		fmt.Errorf("stream info: %w", jetstream.ErrJetStreamNotEnabled),
+		fmt.Errorf("request: %w", nats.ErrTimeout),
+	} {
+		if !brokerUnavailable(err) {
+			t.Errorf("brokerUnavailable(%v) = false, want true", err)
+		}
+	}
+	for _, err := range []error{
+		errors.New("natsfeed: stream CONTROLFEED uses work-queue retention"),
+		fmt.Errorf("connect: %w", nats.ErrAuthorization),
+	} {
+		if brokerUnavailable(err) {
+			t.Errorf("brokerUnavailable(%v) = true, want false", err)
+		}
 	}
 }

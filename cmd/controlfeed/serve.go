@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/controlfeed/controlfeed/artifact"
 	"github.com/controlfeed/controlfeed/feed"
@@ -103,18 +104,19 @@ const (
 )
 
 // openNode is node.Open, retried with capped exponential backoff for as long
-// as the only problem is that no NATS server answers (nats.ErrNoServers: the
-// broker is starting, restarting or unreachable), so that a node or a
-// producer started before its broker waits for it instead of exiting. Any
+// as the only problem is that the broker cannot serve yet (no server
+// answers, or it is restarting and requests time out: see
+// brokerUnavailable), so that a node or a producer started before its
+// broker, or during a broker restart, waits for it instead of exiting. Any
 // other error is returned at once; ctx ends the wait.
 func openNode(ctx context.Context, log *slog.Logger, cfg *node.Config) (*node.Node, error) {
 	backoff := openMinBackoff
 	for {
 		n, err := node.Open(ctx, cfg)
-		if err == nil || !errors.Is(err, nats.ErrNoServers) {
+		if err == nil || !brokerUnavailable(err) || ctx.Err() != nil {
 			return n, err
 		}
-		log.Warn("no NATS server answers; retrying (check --nats-url and that the broker runs)",
+		log.Warn("the NATS server does not answer or is not ready; retrying (check --nats-url and that the broker runs)",
 			"nats_url", strings.Join(cfg.Feed.NATS.URLs, ","), "retry_in", backoff, "err", err)
 		t := time.NewTimer(backoff)
 		select {
@@ -125,6 +127,19 @@ func openNode(ctx context.Context, log *slog.Logger, cfg *node.Config) (*node.No
 		}
 		backoff = min(2*backoff, openMaxBackoff)
 	}
+}
+
+// brokerUnavailable reports whether err means only that the broker cannot
+// serve requests right now: none answers, it is restarting (requests time
+// out, JetStream is not ready or has no responders yet).
+func brokerUnavailable(err error) bool {
+	for _, target := range []error{nats.ErrNoServers, nats.ErrTimeout, nats.ErrNoResponders,
+		nats.ErrConnectionClosed, jetstream.ErrJetStreamNotEnabled, context.DeadlineExceeded} {
+		if errors.Is(err, target) {
+			return true
+		}
+	}
+	return false
 }
 
 // startEmbeddedNATS starts the server of --embedded-nats, points the NATS
