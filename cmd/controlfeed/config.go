@@ -220,6 +220,12 @@ func validEnvNames() []string {
 	return names
 }
 
+// testEnvPrefix marks variables of the test suites (the chaos suite's
+// CONTROLFEED_CHAOS_LONG, ...). They reach controlfeed processes that the
+// suites start and are none of controlfeed's settings, so checkEnv lets them
+// pass.
+const testEnvPrefix = envPrefix + "CHAOS_"
+
 // checkEnv rejects CONTROLFEED_* variables that name no setting: a typo must
 // not silently fall back to a default.
 func checkEnv(environ []string) error {
@@ -227,7 +233,7 @@ func checkEnv(environ []string) error {
 	var unknown []string
 	for _, kv := range environ {
 		k, _, _ := strings.Cut(kv, "=")
-		if strings.HasPrefix(k, envPrefix) && !slices.Contains(valid, k) {
+		if strings.HasPrefix(k, envPrefix) && !strings.HasPrefix(k, testEnvPrefix) && !slices.Contains(valid, k) {
 			unknown = append(unknown, k)
 		}
 	}
