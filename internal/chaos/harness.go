@@ -108,9 +108,9 @@ var (
 
 // basePct is each point's kill probability per hit while below its target.
 var basePct = map[string]float64{
-	failpoint.KVAfterCommit:                     0.3,
-	failpoint.FilestoreMidWrite:                 0.3,
-	failpoint.KVAfterArtifactBeforeCommit:       0.2,
+	failpoint.KVAfterCommit:                     0.45,
+	failpoint.FilestoreMidWrite:                 0.45,
+	failpoint.KVAfterArtifactBeforeCommit:       0.45,
 	failpoint.OutboxBeforePublish:               1,
 	failpoint.OutboxAfterPublishBeforeWriteback: 1.5,
 	failpoint.ApplierMidBatch:                   1,

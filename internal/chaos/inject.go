@@ -143,8 +143,10 @@ func (h *harness) oldEvents(ctx context.Context, maxCV uint64, n int) ([]control
 func (h *harness) duplicates(ctx context.Context, done <-chan struct{}) {
 	target := (h.cfg.DuplicateDeliveries + h.cfg.Nodes - 1) / h.cfg.Nodes
 	const every = 250 * time.Millisecond
-	rounds := max(int(h.cfg.Duration*3/4/every), 1)
-	batch := max((target+rounds-1)/rounds, 1)
+	// Spread the target over the first three quarters of the run, and
+	// catch up on rounds lost to broker outages: each round takes its share
+	// of what is still missing over the rounds that are left.
+	deadline := time.Now().Add(h.cfg.Duration * 3 / 4)
 	age := h.cfg.DupWindow + time.Second
 	for {
 		select {
@@ -158,11 +160,13 @@ func (h *harness) duplicates(ctx context.Context, done <-chan struct{}) {
 			samples.add(hd)
 		}
 		h.mu.Lock()
-		reached := h.rep.ForcedDuplicates >= target
+		missing := target - h.rep.ForcedDuplicates
 		h.mu.Unlock()
-		if reached {
+		if missing <= 0 {
 			continue
 		}
+		roundsLeft := max(int(time.Until(deadline)/every), 1)
+		batch := min(max((missing+roundsLeft-1)/roundsLeft, 1), 500)
 		maxCV := samples.before(age)
 		if maxCV == 0 {
 			continue
