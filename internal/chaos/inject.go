@@ -208,7 +208,9 @@ func (h *harness) publishOnce(ctx context.Context, e controlevent.Event) (*jetst
 func (h *harness) badInputs(ctx context.Context, done <-chan struct{}) {
 	// Let the pipeline start first.
 	sleepCtx(ctx, 3*time.Second)
-	interval := h.cfg.Duration * 3 / 4 / time.Duration(h.cfg.BadInputs)
+	// Pace the inputs to finish within two thirds of the run, catching up
+	// (no pause) when resolutions were slowed by broker outages.
+	deadline := time.Now().Add(h.cfg.Duration * 2 / 3)
 	for i := 0; ; i++ {
 		select {
 		case <-ctx.Done():
@@ -235,7 +237,9 @@ func (h *harness) badInputs(ctx context.Context, done <-chan struct{}) {
 		h.injected[fmt.Sprintf("%s@%d", inj.id, inj.cv)] = inj
 		h.mu.Unlock()
 		h.resolve(ctx, inj)
-		sleepCtx(ctx, interval-time.Since(t0))
+		if left := h.cfg.BadInputs - h.rep.badTotal(); left > 0 {
+			sleepCtx(ctx, time.Until(deadline)/time.Duration(left)-time.Since(t0))
+		}
 	}
 }
 
