@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"math/rand/v2"
 	"slices"
 	"strings"
 	"sync"
@@ -15,6 +14,7 @@ import (
 	"github.com/controlfeed/controlfeed/artifact"
 	"github.com/controlfeed/controlfeed/controlevent"
 	"github.com/controlfeed/controlfeed/feed"
+	"github.com/controlfeed/controlfeed/internal/backoff"
 	"github.com/controlfeed/controlfeed/internal/failpoint"
 )
 
@@ -189,19 +189,10 @@ func (a *Applier) Run(ctx context.Context) error {
 	}
 }
 
-// backoff returns the delay before retry number attempts (1-based): it
-// doubles from MinBackoff, is capped at MaxBackoff, and is jittered into
-// [d/2, d).
+// backoff returns the delay before retry number attempts (1-based), by the
+// policy shared with the pump (internal/backoff).
 func (a *Applier) backoff(attempts int) time.Duration {
-	d := a.cfg.MinBackoff
-	for i := 1; i < attempts && d < a.cfg.MaxBackoff; i++ {
-		d *= 2
-	}
-	d = min(d, a.cfg.MaxBackoff)
-	if half := d / 2; half > 0 {
-		d = half + rand.N(half)
-	}
-	return d
+	return backoff.Delay(attempts, a.cfg.MinBackoff, a.cfg.MaxBackoff)
 }
 
 func sleep(ctx context.Context, d time.Duration) {

@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"log/slog"
 	"math"
-	"math/rand/v2"
 	"strconv"
 	"strings"
 	"sync"
@@ -16,6 +15,7 @@ import (
 
 	"github.com/controlfeed/controlfeed/controlevent"
 	"github.com/controlfeed/controlfeed/feed"
+	"github.com/controlfeed/controlfeed/internal/backoff"
 	"github.com/controlfeed/controlfeed/internal/failpoint"
 )
 
@@ -251,18 +251,7 @@ func (p *Pump) runPass(ctx context.Context) (n int, err error, timedOut bool) {
 // backoff returns the delay before retry number n (1-based): MinBackoff
 // doubled n-1 times, capped at MaxBackoff, then jittered to [d/2, d].
 func (p *Pump) backoff(n int) time.Duration {
-	d := p.cfg.MinBackoff
-	for i := 1; i < n && d < p.cfg.MaxBackoff; i++ {
-		d *= 2
-	}
-	if d > p.cfg.MaxBackoff {
-		d = p.cfg.MaxBackoff
-	}
-	if d <= 1 {
-		return d
-	}
-	half := d / 2
-	return half + rand.N(d-half+1)
+	return backoff.Delay(n, p.cfg.MinBackoff, p.cfg.MaxBackoff)
 }
 
 func (p *Pump) setRetry(retrying bool, next time.Time) {
