@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"os/exec"
 	"slices"
 	"strings"
 	"syscall"
@@ -15,6 +14,7 @@ import (
 	"github.com/controlfeed/controlfeed/applier"
 	"github.com/controlfeed/controlfeed/controlevent"
 	"github.com/controlfeed/controlfeed/internal/failpoint"
+	"github.com/controlfeed/controlfeed/internal/failpoint/failpointtest"
 	"github.com/controlfeed/controlfeed/internal/sqlitedb"
 )
 
@@ -41,26 +41,16 @@ func TestFailpointChild(t *testing.T) {
 	src.Add(evs(1, 3, typ)...)
 	a := newApplier(t, db, src, nil, newInsertHandler(), nil)
 	n, err := a.Step(ctx)
-	fmt.Printf("SURVIVED Step = %d, %v\n", n, err)
+	fmt.Printf(failpointtest.Survived+" Step = %d, %v\n", n, err)
 }
 
 // runChild applies evs(1, 3) to the database at path in a child process with
 // spec enabled, and requires that the failure point killed it.
 func runChild(t *testing.T, path, spec string) {
 	t.Helper()
-	cmd := exec.Command(os.Args[0], "-test.run=^TestFailpointChild$", "-test.count=1")
-	cmd.Env = append(os.Environ(), childDBEnv+"="+path, failpoint.EnvSpec+"="+spec)
-	out, err := cmd.CombinedOutput()
-	var ee *exec.ExitError
-	if !errors.As(err, &ee) {
-		t.Fatalf("child: %v, output %q; want it killed", err, out)
-	}
-	ws, ok := cmd.ProcessState.Sys().(syscall.WaitStatus)
-	if !ok || !ws.Signaled() || ws.Signal() != syscall.SIGKILL {
-		t.Fatalf("child ended with %v, output %q; want SIGKILL", cmd.ProcessState, out)
-	}
-	if strings.Contains(string(out), "SURVIVED") || strings.Contains(string(out), "ACK") {
-		t.Fatalf("child ran past the failure point: %q", out)
+	out := failpointtest.RunKilledChild(t, "TestFailpointChild", spec, childDBEnv+"="+path)
+	if strings.Contains(out, "ACK") {
+		t.Fatalf("child acknowledged before the failure point killed it: %q", out)
 	}
 }
 

@@ -5,15 +5,14 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
-	"syscall"
 	"testing"
 
 	"github.com/controlfeed/controlfeed/artifact"
 	"github.com/controlfeed/controlfeed/artifact/filestore"
 	"github.com/controlfeed/controlfeed/internal/failpoint"
+	"github.com/controlfeed/controlfeed/internal/failpoint/failpointtest"
 	"github.com/controlfeed/controlfeed/internal/sqlitedb"
 	"github.com/controlfeed/controlfeed/kv"
 	"github.com/controlfeed/controlfeed/outbox"
@@ -40,7 +39,7 @@ func TestFailpointChild(t *testing.T) {
 		t.Fatal(err)
 	}
 	ev, err := kv.Put(ctx, db, st, "k", []byte("hello"))
-	fmt.Printf("SURVIVED Put = %s, %v\n", ev.EventID, err)
+	fmt.Printf(failpointtest.Survived+" Put = %s, %v\n", ev.EventID, err)
 }
 
 func TestFailpoint_KillDuringPut(t *testing.T) {
@@ -66,16 +65,7 @@ func TestFailpoint_KillDuringPut(t *testing.T) {
 				t.Fatal(err)
 			}
 
-			cmd := exec.Command(os.Args[0], "-test.run=^TestFailpointChild$", "-test.count=1")
-			cmd.Env = append(os.Environ(), childDirEnv+"="+dir, failpoint.EnvSpec+"="+tc.spec)
-			out, _ := cmd.CombinedOutput()
-			ws, ok := cmd.ProcessState.Sys().(syscall.WaitStatus)
-			if !ok || !ws.Signaled() || ws.Signal() != syscall.SIGKILL {
-				t.Fatalf("child ended with %v, output %q; want SIGKILL", cmd.ProcessState, out)
-			}
-			if strings.Contains(string(out), "SURVIVED") {
-				t.Fatalf("Put returned past the failure point: %q", out)
-			}
+			failpointtest.RunKilledChild(t, "TestFailpointChild", tc.spec, childDirEnv+"="+dir)
 
 			_, found, err := kv.Get(ctx, db, "k")
 			if err != nil {

@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"syscall"
@@ -15,6 +14,7 @@ import (
 	"github.com/controlfeed/controlfeed/artifact"
 	"github.com/controlfeed/controlfeed/artifact/filestore"
 	"github.com/controlfeed/controlfeed/internal/failpoint"
+	"github.com/controlfeed/controlfeed/internal/failpoint/failpointtest"
 )
 
 // childDirEnv, when set, makes TestFailpointChild act as the child process
@@ -37,7 +37,7 @@ func TestFailpointChild(t *testing.T) {
 		t.Fatal(err)
 	}
 	ref, err := s.Put(context.Background(), bytes.NewReader(fpContent))
-	fmt.Printf("SURVIVED Put = %s, %v\n", ref, err)
+	fmt.Printf(failpointtest.Survived+" Put = %s, %v\n", ref, err)
 }
 
 func tempFiles(t *testing.T, dir string) []os.DirEntry {
@@ -54,16 +54,7 @@ func tempFiles(t *testing.T, dir string) []os.DirEntry {
 func TestFailpoint_MidWriteKill(t *testing.T) {
 	ctx := context.Background()
 	dir := t.TempDir()
-	cmd := exec.Command(os.Args[0], "-test.run=^TestFailpointChild$", "-test.count=1")
-	cmd.Env = append(os.Environ(), childDirEnv+"="+dir, failpoint.EnvSpec+"="+failpoint.FilestoreMidWrite+"=exit")
-	out, _ := cmd.CombinedOutput()
-	ws, ok := cmd.ProcessState.Sys().(syscall.WaitStatus)
-	if !ok || !ws.Signaled() || ws.Signal() != syscall.SIGKILL {
-		t.Fatalf("child ended with %v, output %q; want SIGKILL", cmd.ProcessState, out)
-	}
-	if strings.Contains(string(out), "SURVIVED") {
-		t.Fatalf("Put returned past the failure point: %q", out)
-	}
+	failpointtest.RunKilledChild(t, "TestFailpointChild", failpoint.FilestoreMidWrite+"=exit", childDirEnv+"="+dir)
 
 	s, err := filestore.New(dir, nil) // default TempGrace: the fresh temp file stays
 	if err != nil {
