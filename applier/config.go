@@ -16,6 +16,12 @@ import (
 // verified artifact content (nil when the event has no ArtifactRef); the
 // handler must not keep it after returning.
 //
+// A Handler may run more than once for the same event: a catch-up batch is
+// first tried without per-event savepoints and, if one event fails, rolled
+// back and redone with them, so handlers before the failing one run again
+// in the new transaction. Only the run whose transaction commits counts,
+// which is why a handler must have no effect outside tx.
+//
 // A Handler returning an error halts the applier at the event; the error is
 // shown to operators, so it should name what was wrong. The applier calls
 // handlers from one goroutine at a time. A Handler must be deterministic
