@@ -4,8 +4,10 @@ import (
 	"bytes"
 	"encoding/binary"
 	"fmt"
+	"io"
 	"testing"
 
+	"github.com/controlfeed/controlfeed/artifact"
 	"github.com/controlfeed/controlfeed/artifact/filestore"
 )
 
@@ -49,4 +51,39 @@ func BenchmarkFileStore_Put(b *testing.B) {
 			})
 		}
 	}
+}
+
+// BenchmarkFileStore_GetBytes measures reading a 200-byte object whole,
+// through Store.GetBytes (artifact.BytesGetter, what artifact.GetBytes uses)
+// and, as the baseline, through Get + io.ReadAll of the verifying reader.
+func BenchmarkFileStore_GetBytes(b *testing.B) {
+	s, err := filestore.New(b.TempDir(), nil)
+	if err != nil {
+		b.Fatal(err)
+	}
+	ref, err := artifact.PutBytes(b.Context(), s, bytes.Repeat([]byte("v"), 200))
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Run("GetBytes", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			if _, err := s.GetBytes(b.Context(), ref, 1<<20); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	b.Run("Get+ReadAll", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			rc, err := s.Get(b.Context(), ref)
+			if err != nil {
+				b.Fatal(err)
+			}
+			if _, err := io.ReadAll(rc); err != nil {
+				b.Fatal(err)
+			}
+			rc.Close()
+		}
+	})
 }

@@ -361,3 +361,28 @@ func TestStore_Sweep(t *testing.T) {
 		t.Errorf("Sweep with canceled ctx: %v", err)
 	}
 }
+
+// TestGetBytes_NotRegularOrBadRef checks the fast whole-object read's
+// errors that the conformance suite does not reach: a directory where the
+// object file should be, and malformed references.
+func TestGetBytes_NotRegularOrBadRef(t *testing.T) {
+	ctx := t.Context()
+	dir := t.TempDir()
+	s, err := filestore.New(dir, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ref := artifact.RefOf([]byte("x"))
+	hex := strings.TrimPrefix(ref, "sha256:")
+	if err := os.MkdirAll(filepath.Join(dir, "sha256", hex[:2], hex), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if b, err := s.GetBytes(ctx, ref, 1<<20); !errors.Is(err, artifact.ErrCorrupt) || b != nil {
+		t.Fatalf("GetBytes of a directory = %d bytes, %v; want an error wrapping ErrCorrupt", len(b), err)
+	}
+	for _, bad := range []string{"", "sha256:", "md5:" + hex, "sha256:../../etc/passwd", strings.ToUpper(ref)} {
+		if _, err := s.GetBytes(ctx, bad, 1<<20); !errors.Is(err, artifact.ErrBadRef) {
+			t.Errorf("GetBytes(%q) = %v, want an error wrapping ErrBadRef", bad, err)
+		}
+	}
+}
