@@ -87,3 +87,38 @@ func (ah *ahead) take(plan []item) {
 		}
 	}
 }
+
+// pollAhead is a Poll of the events after the batch being committed, made
+// in the background while its transaction runs, when the last Poll was full
+// (the node is catching up on a backlog). The Source is still called by one
+// goroutine at a time: apply waits for the Poll to return (wait) before it
+// acknowledges the batch, and before it returns. Its result is used only if
+// the batch commits whole, so that the cursor ends exactly at after;
+// otherwise, and on a Poll error, it is dropped and the next Step polls
+// again (reporting the error then).
+type pollAhead struct {
+	after uint64
+	done  chan struct{}
+	// Written before done closes.
+	evs  []controlevent.Event
+	err  error
+	next *ahead // payloads of evs' first batch, being fetched
+}
+
+// startPollAhead polls the Source after the control version after in the
+// background and starts fetching the first batch's payloads.
+func (a *Applier) startPollAhead(ctx context.Context, after uint64) *pollAhead {
+	pa := &pollAhead{after: after, done: make(chan struct{})}
+	go func() {
+		defer close(pa.done)
+		pa.evs, pa.err = a.src.Poll(ctx, after)
+		if pa.err == nil && len(pa.evs) > 0 {
+			pa.next = a.startAhead(ctx, pa.evs)
+		}
+	}()
+	return pa
+}
+
+// wait returns when the background Poll has returned. It may be called
+// more than once.
+func (pa *pollAhead) wait() { <-pa.done }

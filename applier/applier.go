@@ -57,6 +57,9 @@ type Applier struct {
 	// next fetches the payloads of rest's first events in the background
 	// (see ahead.go); nil when none is running.
 	next *ahead
+	// lastPollFull reports that the last Poll returned at least MaxBatch
+	// events: a backlog, so apply polls ahead (see pollAhead).
+	lastPollFull bool
 
 	// w is Run's dedicated write connection and checkpointer (see
 	// checkpoint.go); nil outside Run. Guarded by stepMu.
@@ -308,7 +311,9 @@ func (a *Applier) poll(ctx context.Context, cursor uint64) ([]controlevent.Event
 		return rest, nil
 	}
 	a.next = nil // its payloads were for rest
-	return a.src.Poll(ctx, cursor)
+	evs, err := a.src.Poll(ctx, cursor)
+	a.lastPollFull = err == nil && len(evs) >= a.cfg.MaxBatch
+	return evs, err
 }
 
 func (a *Applier) refreshHead(ctx context.Context) {
@@ -408,6 +413,13 @@ func (a *Applier) apply(ctx context.Context, cursor uint64, evs []controlevent.E
 			nextFetch = a.startAhead(ctx, evs[i:])
 		}
 	}
+	// When this batch ends a full Poll, poll what follows it while it
+	// commits, and fetch that batch's payloads too.
+	var pa *pollAhead
+	if fail == nil && len(plan) > 0 && plan[len(plan)-1].idx+1 == len(evs) && a.lastPollFull && a.invalid == nil {
+		pa = a.startPollAhead(ctx, plan[len(plan)-1].ev.ControlVersion)
+		defer pa.wait() // the Source is called by one goroutine at a time
+	}
 
 	n, tfail, err := a.commit(ctx, plan)
 	if err != nil {
@@ -461,11 +473,17 @@ func (a *Applier) apply(ctx context.Context, cursor uint64, evs []controlevent.E
 			acks = nil
 		}
 	}
+	if pa != nil {
+		pa.wait() // before the ack: one Source call at a time
+	}
 	a.ack(ctx, acks)
 	if fail == nil && n > 0 && n == len(plan) {
 		if next := plan[n-1].idx + 1; next < len(evs) {
 			a.rest, a.restAfter = slices.Clone(evs[next:]), plan[n-1].ev.ControlVersion
 			a.next = nextFetch
+		} else if pa != nil && pa.err == nil && len(pa.evs) > 0 {
+			a.rest, a.restAfter, a.next = pa.evs, pa.after, pa.next
+			a.lastPollFull = len(pa.evs) >= a.cfg.MaxBatch
 		}
 	}
 

@@ -77,8 +77,10 @@ func TestApplier_LeftoverBatch(t *testing.T) {
 			t.Fatalf("Step %d = %d, %v; want %d", i, n, err, want)
 		}
 	}
-	if src.Polls != 1 {
-		t.Errorf("%d polls for 10 events with MaxBatch 4; want 1 (the rest kept)", src.Polls)
+	// One Poll for the 10, and one made ahead while the last batch
+	// committed (the first Poll was full: a backlog).
+	if src.Polls != 2 {
+		t.Errorf("%d polls for 10 events with MaxBatch 4; want 2 (the rest kept, then one poll ahead)", src.Polls)
 	}
 	if c := cursorOf(t, db); c != 10 {
 		t.Fatalf("cursor = %d", c)
@@ -102,7 +104,7 @@ func TestApplier_LeftoverBatch(t *testing.T) {
 	if n, err := a.Step(ctx); n != 4 || err != nil {
 		t.Fatalf("Step after SetCursor = %d, %v; want 4", n, err)
 	}
-	if src.Polls != polls+1 {
+	if src.Polls <= polls {
 		t.Errorf("Step after SetCursor did not poll again")
 	}
 	if c := cursorOf(t, db); c != 20 {
