@@ -5,7 +5,6 @@ import (
 	"crypto/sha256"
 	"database/sql"
 	"encoding/hex"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"time"
@@ -42,12 +41,16 @@ func (e *ConflictError) Unwrap() error { return ErrConflict }
 // applied event and compared when the EventID shows up again.
 func EventDigest(e controlevent.Event) string {
 	e.ControlVersion = 0
-	b, err := json.Marshal(e)
+	var buf [512]byte
+	b, err := controlevent.AppendJSON(buf[:0], e) // json.Marshal's bytes
 	if err != nil {
 		return ""
 	}
 	sum := sha256.Sum256(b)
-	return "sha256:" + hex.EncodeToString(sum[:])
+	var out [len("sha256:") + 2*sha256.Size]byte
+	copy(out[:], "sha256:")
+	hex.Encode(out[len("sha256:"):], sum[:])
+	return string(out[:])
 }
 
 // checkDuplicate is called inside the apply transaction for an event whose

@@ -2,11 +2,42 @@ package applier_test
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
 	"errors"
+	"strings"
 	"testing"
+	"time"
 
 	"github.com/controlfeed/controlfeed/applier"
+	"github.com/controlfeed/controlfeed/controlevent"
 )
+
+// EventDigest is recorded in every node's database and compared with later
+// deliveries, so its definition may never drift: sha256 of json.Marshal of
+// the event with ControlVersion zeroed, whatever encoder computes it.
+func TestEventDigest_Stable(t *testing.T) {
+	at := time.Date(2026, 11, 27, 13, 16, 15, 123456789, time.UTC)
+	for _, e := range []controlevent.Event{
+		ev(1, typ),
+		{EventID: "e<&>\u2028", Type: "kv.put", Key: "k\x00\"\\\u2029\xff", Version: -3, BaseVersion: 1 << 62,
+			ArtifactRef: "sha256:" + strings.Repeat("a", 64), Checksum: "sha256:" + strings.Repeat("a", 64),
+			ControlVersion: 99, CreatedAt: at.In(time.FixedZone("x", -5*3600))},
+		{EventID: strings.Repeat("é", 100), Type: "t", CreatedAt: at},
+	} {
+		ref := e
+		ref.ControlVersion = 0
+		b, err := json.Marshal(ref)
+		if err != nil {
+			t.Fatal(err)
+		}
+		sum := sha256.Sum256(b)
+		if got, want := applier.EventDigest(e), "sha256:"+hex.EncodeToString(sum[:]); got != want {
+			t.Errorf("EventDigest(%q) = %s, want %s (sha256 of json.Marshal)", e.EventID, got, want)
+		}
+	}
+}
 
 // TestApplier_Conflict: an already-applied EventID delivered again with
 // different content is not applied; the applier halts at it, counts and
