@@ -12,10 +12,6 @@ import (
 // while Run commits.
 const checkpointEvery = 200 * time.Millisecond
 
-// sqliteAutoCheckpoint is SQLite's default wal_autocheckpoint (pages), put
-// back on Run's connection before it returns to the pool.
-const sqliteAutoCheckpoint = 1000
-
 // writer is Run's dedicated connection for apply transactions, with
 // SQLite's automatic checkpoint turned off on it, and the goroutine that
 // checkpoints the WAL instead, off the apply path.
@@ -27,8 +23,11 @@ const sqliteAutoCheckpoint = 1000
 // on another connection does the same work without blocking the writer.
 type writer struct {
 	conn *sql.Conn
-	kick chan struct{} // capacity 1: "committed since the last checkpoint"
-	done chan struct{}
+	// autoPages is the connection's wal_autocheckpoint before Run turned
+	// it off, put back before the connection returns to the pool.
+	autoPages int
+	kick      chan struct{} // capacity 1: "committed since the last checkpoint"
+	done      chan struct{}
 }
 
 // startWriter pins a connection for Run's transactions and starts the
@@ -45,12 +44,18 @@ func (a *Applier) startWriter(ctx context.Context) *writer {
 		a.log.Debug("applier: no dedicated connection; using the pool", "err", err)
 		return nil
 	}
+	var pages int
+	if err := conn.QueryRowContext(ctx, `PRAGMA wal_autocheckpoint`).Scan(&pages); err != nil {
+		a.log.Debug("applier: cannot read the automatic checkpoint setting; using the pool", "err", err)
+		conn.Close()
+		return nil
+	}
 	if _, err := conn.ExecContext(ctx, `PRAGMA wal_autocheckpoint = 0`); err != nil {
 		a.log.Debug("applier: cannot turn off automatic checkpoints; using the pool", "err", err)
 		conn.Close()
 		return nil
 	}
-	w := &writer{conn: conn, kick: make(chan struct{}, 1), done: make(chan struct{})}
+	w := &writer{conn: conn, autoPages: pages, kick: make(chan struct{}, 1), done: make(chan struct{})}
 	go w.checkpointLoop(ctx, a)
 	return w
 }
@@ -71,7 +76,7 @@ func (w *writer) stop(a *Applier) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	a.checkpoint(ctx)
-	if _, err := w.conn.ExecContext(ctx, fmt.Sprintf(`PRAGMA wal_autocheckpoint = %d`, sqliteAutoCheckpoint)); err != nil {
+	if _, err := w.conn.ExecContext(ctx, fmt.Sprintf(`PRAGMA wal_autocheckpoint = %d`, w.autoPages)); err != nil {
 		// The connection would keep checkpoints off: drop it instead.
 		_ = w.conn.Raw(func(any) error { return driver.ErrBadConn })
 	}

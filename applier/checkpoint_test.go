@@ -8,6 +8,7 @@ import (
 
 	"github.com/controlfeed/controlfeed/applier"
 	"github.com/controlfeed/controlfeed/controlevent"
+	"github.com/controlfeed/controlfeed/internal/sqlitedb"
 )
 
 // runUntil runs a until its cursor reaches cv, then stops it.
@@ -74,8 +75,8 @@ func TestApplier_RunCheckpointsInBackground(t *testing.T) {
 		if err := c.QueryRowContext(ctx, `PRAGMA wal_autocheckpoint`).Scan(&pages); err != nil {
 			t.Fatal(err)
 		}
-		if pages != 1000 {
-			t.Errorf("connection %d: wal_autocheckpoint %d after Run, want SQLite's default 1000", i, pages)
+		if pages != sqlitedb.AutoCheckpointPages {
+			t.Errorf("connection %d: wal_autocheckpoint %d after Run, want %d as sqlitedb.Open set it", i, pages, sqlitedb.AutoCheckpointPages)
 		}
 	}
 }

@@ -32,6 +32,13 @@ func TestOpen(t *testing.T) {
 	if busy != int(BusyTimeout.Milliseconds()) {
 		t.Errorf("busy_timeout = %d, want %d", busy, BusyTimeout.Milliseconds())
 	}
+	var auto int
+	if err := db.QueryRowContext(ctx, "PRAGMA wal_autocheckpoint").Scan(&auto); err != nil {
+		t.Fatal(err)
+	}
+	if auto != AutoCheckpointPages {
+		t.Errorf("wal_autocheckpoint = %d, want %d", auto, AutoCheckpointPages)
+	}
 	if _, err := Open(ctx, ""); err == nil {
 		t.Error("Open(\"\") succeeded")
 	}
