@@ -18,10 +18,16 @@ import (
 // stream storing the message; this bounds how long either can delay a node.
 const waitRecheck = time.Second
 
-// waitRecheckSoon is the re-check delay after a wake-up that Poll did not
-// explain: the subject saw a message but the stream's head was not past the
-// cursor yet (stored a moment later, or a duplicate the stream discarded).
-const waitRecheckSoon = 10 * time.Millisecond
+// waitRecheckSoon is the first re-check delay after a wake-up that Poll did
+// not explain: the subject saw a message but the stream's head was not past
+// the cursor yet (stored a moment later, or a duplicate the stream
+// discarded). The core delivery usually precedes the store by well under a
+// millisecond, so Wait re-checks after 1 ms, then 2, 4 and 8 ms (a
+// duplicate costs those few head requests), then every waitRecheck.
+const waitRecheckSoon = time.Millisecond
+
+// waitRecheckSoonMax is the last of the doubling re-check delays.
+const waitRecheckSoonMax = 8 * time.Millisecond
 
 // waitConsumerLag is how long Wait pauses when the stream's head is already
 // past since but the last Poll returned nothing: the server can answer a
@@ -177,7 +183,11 @@ func (s *Source) Wait(ctx context.Context, since uint64) error {
 		case <-w.sig:
 			t.Stop()
 		case <-t.C:
-			recheck = waitRecheck
+			if recheck < waitRecheckSoonMax {
+				recheck *= 2
+			} else {
+				recheck = waitRecheck
+			}
 			if ok, err := head(); ok || err != nil {
 				return err
 			}
