@@ -65,7 +65,10 @@ func TestSource_WaitSteadyState(t *testing.T) {
 	if err := <-done; err != nil {
 		t.Fatal(err)
 	}
-	first := mustPoll(ctx, t, src, cursor)
+	// Wait may return as soon as the stream holds the event, a moment
+	// before the consumer has noticed it (Poll then returns nothing, and
+	// the caller waits again): poll as the applier does.
+	first := waitPoll(ctx, t, src, cursor)
 	if len(first) != 1 {
 		t.Fatalf("Poll after the first publish of %s = %v", dup.EventID, cvs(first))
 	}
