@@ -9,7 +9,7 @@ import (
 // Defaults of Config's zero fields.
 const (
 	DefaultPollInterval    = 50 * time.Millisecond
-	DefaultBatchSize       = 256
+	DefaultBatchSize       = 1024
 	DefaultMinBackoff      = 50 * time.Millisecond
 	DefaultMaxBackoff      = 5 * time.Second
 	DefaultShutdownTimeout = 10 * time.Second
@@ -25,7 +25,13 @@ type Config struct {
 	// processes (which cannot call Notify). Default 50ms.
 	PollInterval time.Duration
 	// BatchSize is how many pending rows one read of a pass takes, and the
-	// window handed to a feed.BatchAppender at once. Default 256.
+	// window handed to a feed.BatchAppender at once. It also bounds the
+	// rows of one write-back transaction, and a pass has at most twice as
+	// many rows published but not yet recorded (a crash republishes them
+	// with the same EventIDs). Default 1024: during a backlog the pass's
+	// database work (read, decode, write-back) then runs in fewer, longer
+	// bursts beside the publishes, which overlapped better than 256 on a
+	// 2-vCPU machine (controlfeed bench, pump/sync 0.78 -> 0.85 of raw).
 	BatchSize int
 	// MinBackoff is the delay before the first retry after a failed pass.
 	// Default 50ms.

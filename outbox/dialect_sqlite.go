@@ -35,6 +35,12 @@ type dialect struct {
 	// Args: published_at = last_attempt_at, then a JSON array of
 	// [id, control_version] pairs. Only pending rows.
 	markPublishedBatch string
+	// markPublishedRange records a run of rows whose ids and
+	// control_versions both ascend by one: control_version = id + delta.
+	// Args: published_at = last_attempt_at, delta, first id, last id. Only
+	// pending rows. Cheaper per row than markPublishedBatch (no JSON, no
+	// join), and exact because every id from first to last is in the run.
+	markPublishedRange string
 	// markFailed args: last_error, last_attempt_at, id.
 	markFailed string
 	// markDead args: dead_reason, dead_at, id. Only pending rows.
@@ -117,6 +123,9 @@ var sqlite = dialect{
 	SET published_control_version = j.cv, published_at = ?1, last_attempt_at = ?1, attempt_count = attempt_count + 1
 	FROM (SELECT value ->> 0 AS oid, value ->> 1 AS cv FROM json_each(?2)) AS j
 	WHERE controlfeed_outbox.id = j.oid AND ` + pendingWhere,
+	markPublishedRange: `UPDATE controlfeed_outbox
+	SET published_control_version = id + ?2, published_at = ?1, last_attempt_at = ?1, attempt_count = attempt_count + 1
+	WHERE id BETWEEN ?3 AND ?4 AND ` + pendingWhere,
 	markFailed: `UPDATE controlfeed_outbox
 	SET last_error = ?, last_attempt_at = ?, attempt_count = attempt_count + 1
 	WHERE id = ? AND ` + pendingWhere,

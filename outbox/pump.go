@@ -276,81 +276,212 @@ type pendingRow struct {
 	payload string
 }
 
+// chunk is one read of pending rows, decoded: the rows to publish with their
+// events, in outbox order, and the rows that can never be published.
+type chunk struct {
+	live   []pendingRow
+	events []controlevent.Event
+	dead   []deadRow
+	// last is the id of the read's last row; full is true when the read
+	// returned BatchSize rows, so more may follow.
+	last int64
+	full bool
+}
+
+func (c *chunk) empty() bool { return len(c.live) == 0 && len(c.dead) == 0 }
+
 // pass publishes pending rows in chunks of BatchSize until none is left or
 // one fails. It starts no new publish once stop is done (returning
 // errStopped); all I/O uses work.
 //
-// The write-back of chunk k runs in the background while chunk k+1 is read
-// and published (the next read asks for ids after chunk k's last, so it does
-// not see rows still being recorded). Outcomes are still recorded strictly
-// in order: chunk k+1 is recorded only after chunk k's write-back committed.
-// If that write-back fails, the pass stops there and chunk k+1 stays
-// pending although it was published; the next pass republishes both with
-// the same EventIDs, which the Sink's dedup resolves to the same
-// ControlVersions. (Reading by "id after" relies on ids being assigned in
-// commit order, which holds for SQLite's single writer.)
+// The pass's goroutine only publishes. Once a read returned a full chunk, a
+// second goroutine (dbWorker) does the pass's database work while chunk k+1
+// is published: first the write-back of chunk k, then the read and decode of
+// chunk k+2 (ids after chunk k+1's last, so it never sees rows of a chunk
+// still being published or recorded). The publish loop then does no SQL and
+// no decoding between two round trips. One worker, not a reader and a writer:
+// the database work then takes one CPU at most, beside the round trips
+// (measured a little faster on 2 vCPUs). Everything stays in outbox order:
+//   - chunks are published one at a time, in order;
+//   - chunk k+1 is recorded only after chunk k's write-back committed. If
+//     that write-back fails, the pass stops there and chunk k+1 stays
+//     pending although it was published; the next pass republishes both
+//     with the same EventIDs, which the Sink's dedup resolves to the same
+//     ControlVersions. No chunk after k+1 is published.
+//
+// Reading by "id after" relies on ids being assigned in commit order, which
+// holds for SQLite's single writer. The worker is stopped and waited for
+// before pass returns; a pass whose first read is not full starts none.
 func (p *Pump) pass(stop, work context.Context) (int, error) {
 	p.passMu.Lock()
 	defer p.passMu.Unlock()
-	total := 0
+	if stop.Err() != nil {
+		return 0, errStopped
+	}
 	var (
-		prevCV   uint64
-		after    int64
-		inflight chan recordResult // the previous chunk's write-back, if running
+		total  int
+		prevCV uint64
+		w      *dbWorker
+		// owesRecord: the job last sent to the worker had a write-back
+		// whose answer the pass has not taken yet.
+		owesRecord bool
+		// held is a published chunk, past its failure point, that is not
+		// handed to the worker yet.
+		held *chunkResult
 	)
-	wait := func() error {
-		if inflight == nil {
+	defer func() {
+		if w != nil {
+			w.stop()
+		}
+	}()
+	waitRecord := func() error {
+		if !owesRecord {
 			return nil
 		}
-		r := <-inflight
-		inflight = nil
+		owesRecord = false
+		r := <-w.recorded
 		total += r.n
 		return r.err
 	}
-	for {
-		if stop.Err() != nil {
-			if err := wait(); err != nil {
-				return total, err
-			}
-			return total, errStopped
+	// finish records held (synchronously) after the worker's write-back.
+	finish := func(err error) (int, error) {
+		if werr := waitRecord(); werr != nil {
+			return total, werr
 		}
-		rows, err := p.loadPending(work, after)
+		if held != nil {
+			n, rerr := p.record(work, *held)
+			total += n
+			if rerr != nil {
+				return total, rerr
+			}
+		}
+		return total, err
+	}
+
+	c, err := p.readChunk(work, 0)
+	for {
 		if err != nil {
 			p.recordFailure(err)
-			if werr := wait(); werr != nil {
-				return total, werr
+			return finish(err)
+		}
+		if c.empty() {
+			return finish(nil)
+		}
+		if c.full || held != nil {
+			if w == nil {
+				w = p.startWorker(work)
 			}
+			job := dbJob{record: held, readAfter: -1}
+			if c.full {
+				job.readAfter = c.last
+			}
+			w.jobs <- job
+			owesRecord, held = held != nil, nil
+		}
+		r := p.publishChunk(stop, work, c, &prevCV)
+		if err := waitRecord(); err != nil {
+			// Chunk r was published, not recorded: it stays pending.
 			return total, err
 		}
-		if len(rows) == 0 {
-			return total, wait()
-		}
-		c := p.publishChunk(stop, work, rows, &prevCV)
-		if err := wait(); err != nil {
-			// Chunk c was published, not recorded: it stays pending.
-			return total, err
-		}
-		if err := c.beforeRecord(); err != nil {
+		if err := r.beforeRecord(); err != nil {
 			p.recordFailure(err)
 			return total, err
 		}
-		if c.pubErr != nil || len(rows) < p.cfg.BatchSize {
-			n, err := p.record(work, c)
+		if r.pubErr != nil || !c.full {
+			n, err := p.record(work, r)
 			return total + n, err
 		}
-		after = rows[len(rows)-1].id
-		ch := make(chan recordResult, 1)
-		go func() {
-			n, err := p.record(work, c)
-			ch <- recordResult{n, err}
-		}()
-		inflight = ch
+		held = &r
+		if stop.Err() != nil {
+			return finish(errStopped)
+		}
+		nr := <-w.read // a full chunk's job asked for the next read
+		c, err = nr.c, nr.err
 	}
+}
+
+// dbJob is one turn of the pass's database worker: record a published chunk
+// (if record is set), then read the chunk after readAfter (if >= 0).
+type dbJob struct {
+	record    *chunkResult
+	readAfter int64
 }
 
 type recordResult struct {
 	n   int
 	err error
+}
+
+type readResult struct {
+	c   chunk
+	err error
+}
+
+// dbWorker runs a pass's write-backs and reads on one goroutine, one job at
+// a time, in the order sent. Each answer channel holds one answer, so the
+// worker never blocks on an answer the pass no longer wants.
+type dbWorker struct {
+	jobs     chan dbJob
+	recorded chan recordResult
+	read     chan readResult
+	done     chan struct{}
+}
+
+func (p *Pump) startWorker(work context.Context) *dbWorker {
+	w := &dbWorker{
+		jobs:     make(chan dbJob),
+		recorded: make(chan recordResult, 1),
+		read:     make(chan readResult, 1),
+		done:     make(chan struct{}),
+	}
+	go func() {
+		defer close(w.done)
+		for j := range w.jobs {
+			if j.record != nil {
+				n, err := p.record(work, *j.record)
+				w.recorded <- recordResult{n, err}
+			}
+			if j.readAfter >= 0 {
+				c, err := p.readChunk(work, j.readAfter)
+				w.read <- readResult{c, err}
+			}
+		}
+	}()
+	return w
+}
+
+// stop waits for the job in progress, if any, and ends the worker.
+func (w *dbWorker) stop() {
+	close(w.jobs)
+	<-w.done
+}
+
+// readChunk reads up to BatchSize pending rows after id after and decodes
+// them.
+func (p *Pump) readChunk(ctx context.Context, after int64) (chunk, error) {
+	rows, err := p.loadPending(ctx, after)
+	if err != nil {
+		return chunk{}, err
+	}
+	c := chunk{
+		live:   make([]pendingRow, 0, len(rows)),
+		events: make([]controlevent.Event, 0, len(rows)),
+		full:   len(rows) >= p.cfg.BatchSize,
+	}
+	if len(rows) > 0 {
+		c.last = rows[len(rows)-1].id
+	}
+	for _, r := range rows {
+		e, err := decodePayload(r.eventID, []byte(r.payload))
+		if err != nil {
+			c.dead = append(c.dead, deadRow{r, err.Error()})
+			continue
+		}
+		r.payload = "" // decoded; not kept
+		c.live = append(c.live, r)
+		c.events = append(c.events, e)
+	}
+	return c, nil
 }
 
 func (p *Pump) loadPending(ctx context.Context, after int64) ([]pendingRow, error) {
@@ -378,7 +509,7 @@ type deadRow struct {
 	reason string
 }
 
-// chunkResult is one read of pending rows after publishing: what to record.
+// chunkResult is one chunk after publishing: what to record.
 type chunkResult struct {
 	live    []pendingRow
 	stamped []controlevent.Event
@@ -386,22 +517,11 @@ type chunkResult struct {
 	dead    []deadRow
 }
 
-// publishChunk decodes one read of pending rows and publishes the decodable
-// ones in order.
-func (p *Pump) publishChunk(stop, work context.Context, rows []pendingRow, prevCV *uint64) chunkResult {
-	c := chunkResult{live: make([]pendingRow, 0, len(rows))}
-	events := make([]controlevent.Event, 0, len(rows))
-	for _, r := range rows {
-		e, err := decodePayload(r.eventID, []byte(r.payload))
-		if err != nil {
-			c.dead = append(c.dead, deadRow{r, err.Error()})
-			continue
-		}
-		c.live = append(c.live, r)
-		events = append(events, e)
-	}
-	c.stamped, c.pubErr = p.publish(stop, work, c.live, events, prevCV)
-	return c
+// publishChunk publishes a chunk's decodable rows in order.
+func (p *Pump) publishChunk(stop, work context.Context, c chunk, prevCV *uint64) chunkResult {
+	r := chunkResult{live: c.live, dead: c.dead}
+	r.stamped, r.pubErr = p.publish(stop, work, c.live, c.events, prevCV)
+	return r
 }
 
 // beforeRecord is the failure point between publish and write-back; it runs
@@ -538,9 +658,20 @@ func (p *Pump) writeBack(ctx context.Context, published []pendingRow, stamped []
 			return fmt.Errorf("outbox: write back %q (outbox id %d) as control_version %d: %w", r.eventID, r.id, stamped[0].ControlVersion, err)
 		}
 	case len(published) > 1:
-		// One statement for the chunk: per-row statements cost more than
-		// the rows' own writes.
-		if _, err := tx.ExecContext(ctx, dia.markPublishedBatch, now, publishedPairs(published, stamped)); err != nil {
+		// Few statements for the chunk: per-row statements cost more than
+		// the rows' own writes. Usually ids and ControlVersions both ascend
+		// by one (one publisher on the stream, no dead rows in between):
+		// one range statement per such run. Otherwise one statement with
+		// the chunk's pairs as JSON.
+		if runs := consecutiveRuns(published, stamped); len(runs) <= maxRangeRuns {
+			for _, r := range runs {
+				first, last := published[r.start], published[r.end-1]
+				delta := int64(stamped[r.start].ControlVersion) - first.id
+				if _, err := tx.ExecContext(ctx, dia.markPublishedRange, now, delta, first.id, last.id); err != nil {
+					return fmt.Errorf("outbox: write back %d published rows (outbox ids %d..%d): %w", r.end-r.start, first.id, last.id, err)
+				}
+			}
+		} else if _, err := tx.ExecContext(ctx, dia.markPublishedBatch, now, publishedPairs(published, stamped)); err != nil {
 			return fmt.Errorf("outbox: write back %d published rows (outbox ids %d..%d): %w", len(published), published[0].id, published[len(published)-1].id, err)
 		}
 	}
@@ -562,6 +693,33 @@ func (p *Pump) writeBack(ctx context.Context, published []pendingRow, stamped []
 		return fmt.Errorf("outbox: write back %d published rows: commit: %w", len(published), err)
 	}
 	return nil
+}
+
+// maxRangeRuns is the most runs writeBack records with one range statement
+// each; a chunk with more is recorded with one JSON statement.
+const maxRangeRuns = 4
+
+// run is published[start:end], a run of rows whose ids and ControlVersions
+// both ascend by exactly one.
+type run struct{ start, end int }
+
+// consecutiveRuns splits the published rows into maximal runs. It stops
+// counting after maxRangeRuns+1 runs.
+func consecutiveRuns(published []pendingRow, stamped []controlevent.Event) []run {
+	var runs []run
+	start := 0
+	for i := 1; i <= len(published); i++ {
+		if i < len(published) && published[i].id == published[i-1].id+1 &&
+			stamped[i].ControlVersion == stamped[i-1].ControlVersion+1 {
+			continue
+		}
+		runs = append(runs, run{start, i})
+		if len(runs) > maxRangeRuns {
+			return runs
+		}
+		start = i
+	}
+	return runs
 }
 
 // publishedPairs encodes the chunk as the JSON array of [id, control_version]

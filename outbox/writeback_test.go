@@ -2,7 +2,10 @@ package outbox
 
 import (
 	"context"
+	"database/sql"
+	"fmt"
 	"path/filepath"
+	"strconv"
 	"testing"
 	"time"
 
@@ -63,5 +66,94 @@ func TestWriteBack_Batch(t *testing.T) {
 	}
 	if got := publishedPairs(rows[:2], stamped[:2]); got != `[[1,7],[2,8]]` {
 		t.Errorf("publishedPairs = %s", got)
+	}
+}
+
+// TestWriteBack_Runs: rows whose ids and ControlVersions both ascend by one
+// are recorded by a range statement per run, a chunk with more than
+// maxRangeRuns runs by the JSON statement; both record every row's own
+// ControlVersion and nothing else.
+func TestWriteBack_Runs(t *testing.T) {
+	rows := func(ids ...int64) []pendingRow {
+		out := make([]pendingRow, len(ids))
+		for i, id := range ids {
+			out[i] = pendingRow{id: id, eventID: "e" + strconv.FormatInt(id, 10)}
+		}
+		return out
+	}
+	cvs := func(vs ...uint64) []controlevent.Event {
+		out := make([]controlevent.Event, len(vs))
+		for i, v := range vs {
+			out[i].ControlVersion = v
+		}
+		return out
+	}
+	for _, tc := range []struct {
+		ids  []int64
+		cvs  []uint64
+		runs []run
+	}{
+		{[]int64{1, 2, 3}, []uint64{10, 11, 12}, []run{{0, 3}}},
+		{[]int64{1, 2, 4, 5}, []uint64{10, 11, 12, 13}, []run{{0, 2}, {2, 4}}}, // id gap (a dead row)
+		{[]int64{1, 2, 3}, []uint64{10, 12, 13}, []run{{0, 1}, {1, 3}}},        // cv gap (another publisher)
+		{[]int64{7}, []uint64{3}, []run{{0, 1}}},
+	} {
+		got := consecutiveRuns(rows(tc.ids...), cvs(tc.cvs...))
+		if fmt.Sprint(got) != fmt.Sprint(tc.runs) {
+			t.Errorf("consecutiveRuns(%v, %v) = %v, want %v", tc.ids, tc.cvs, got, tc.runs)
+		}
+	}
+
+	for _, tc := range []struct {
+		name string
+		cvs  []uint64 // for rows 1..10; 0 = not published by this chunk
+	}{
+		{"one run", []uint64{5, 6, 7, 8, 9, 10, 11, 12, 13, 14}},
+		{"few runs", []uint64{5, 6, 0, 20, 21, 22, 0, 0, 40, 41}},
+		{"many runs (JSON)", []uint64{5, 7, 9, 11, 13, 15, 17, 19, 21, 23}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ctx := context.Background()
+			db, err := sqlitedb.Open(ctx, filepath.Join(t.TempDir(), "o.db"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer db.Close()
+			if err := Migrate(ctx, db); err != nil {
+				t.Fatal(err)
+			}
+			for i := 1; i <= 11; i++ {
+				if _, err := db.ExecContext(ctx, dia.insert, "e"+strconv.Itoa(i), "t", "", "", "", "{}", "now"); err != nil {
+					t.Fatal(err)
+				}
+			}
+			var pub []pendingRow
+			var st []controlevent.Event
+			for i, cv := range tc.cvs {
+				if cv != 0 {
+					pub = append(pub, rows(int64(i+1))...)
+					st = append(st, cvs(cv)...)
+				}
+			}
+			p := &Pump{db: db}
+			if err := p.writeBack(ctx, pub, st, nil, nil, nil); err != nil {
+				t.Fatal(err)
+			}
+			for i := 1; i <= 11; i++ {
+				var cv sql.NullInt64
+				var attempts int
+				var at sql.NullString
+				if err := db.QueryRowContext(ctx, `SELECT published_control_version, attempt_count, published_at FROM controlfeed_outbox WHERE id = ?`, i).Scan(&cv, &attempts, &at); err != nil {
+					t.Fatal(err)
+				}
+				want := uint64(0)
+				if i <= len(tc.cvs) {
+					want = tc.cvs[i-1]
+				}
+				if uint64(cv.Int64) != want || cv.Valid != (want != 0) || at.Valid != (want != 0) || attempts != map[bool]int{true: 1}[want != 0] {
+					t.Errorf("row %d: control_version %v, published_at %v, attempts %d; want %d", i, cv, at, attempts, want)
+				}
+			}
+		})
 	}
 }
