@@ -126,7 +126,9 @@ func TestSource_Ephemeral(t *testing.T) {
 		}
 		return c.CachedInfo()
 	}
-	before := info()
+	// Acks are sent without waiting for the server: wait until it has
+	// taken this one before the snapshot.
+	before := ackFloor(t, info, 5)
 
 	ecfg := cfg
 	ecfg.NodeName = ""
@@ -546,13 +548,13 @@ func TestSource_AckThrough(t *testing.T) {
 	if err := src.AckThrough(ctx, evs[11].EventID); err != nil {
 		t.Fatal(err)
 	}
-	if ci := info(); ci.NumAckPending != 8 || ci.AckFloor.Stream != 12 {
+	if ci := ackFloor(t, info, 12); ci.NumAckPending != 8 || ci.AckFloor.Stream != 12 {
 		t.Fatalf("after AckThrough(12): NumAckPending %d AckFloor %d, want 8 and 12", ci.NumAckPending, ci.AckFloor.Stream)
 	}
 	if err := src.AckThrough(ctx, evs[19].EventID); err != nil {
 		t.Fatal(err)
 	}
-	if ci := info(); ci.NumAckPending != 0 || ci.AckFloor.Stream != 20 {
+	if ci := ackFloor(t, info, 20); ci.NumAckPending != 0 || ci.AckFloor.Stream != 20 {
 		t.Fatalf("after AckThrough(20): NumAckPending %d AckFloor %d, want 0 and 20", ci.NumAckPending, ci.AckFloor.Stream)
 	}
 	// Handles before it were forgotten: acking them is a no-op.
@@ -796,4 +798,19 @@ func TestSource_RecreateFallback(t *testing.T) {
 	}
 	src := openSource(ctx, t, cfg)
 	wantCVs(t, mustPoll(ctx, t, src, 4), 5, 6, 7, 8, 9, 10)
+}
+
+// ackFloor returns the consumer's info once its ack floor has reached floor
+// (acks are sent without waiting for the server's confirmation), or the
+// last info read after 10 s.
+func ackFloor(t *testing.T, info func() *jetstream.ConsumerInfo, floor uint64) *jetstream.ConsumerInfo {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		ci := info()
+		if ci.AckFloor.Stream >= floor || time.Now().After(deadline) {
+			return ci
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
 }

@@ -391,13 +391,17 @@ func (s *Source) checkRetention(ctx context.Context, since uint64) error {
 	return s.retentionError(since, st.CachedInfo().State)
 }
 
-// Ack acknowledges the event eventID, synchronously (the server confirms),
-// and with it every event delivered before it: the consumer uses AckAll,
-// which matches the applier's rule of acknowledging only committed events,
-// in order. An event the Source does not hold (never delivered, already
+// Ack acknowledges the event eventID, and with it every event delivered
+// before it: the consumer uses AckAll, which matches the applier's rule of
+// acknowledging only committed events, in order. The ack is sent without
+// waiting for the server's confirmation (no round trip): an ack lost to a
+// disconnect or a broker restart only means the server redelivers those
+// events after the consumer's AckWait, and the applier's applied_events
+// guard makes that a no-op (the next Poll acknowledges such redeliveries
+// again). An event the Source does not hold (never delivered, already
 // acknowledged, or delivered before the consumer was recreated or the
-// Source reopened) returns nil. On error the handle is kept and Ack may be
-// retried.
+// Source reopened) returns nil. On error (the message could not be sent)
+// the handle is kept and Ack may be retried.
 func (s *Source) Ack(ctx context.Context, eventID string) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -408,9 +412,7 @@ func (s *Source) Ack(ctx context.Context, eventID string) error {
 	if !ok {
 		return nil
 	}
-	rctx, cancel := s.c.reqCtx(ctx)
-	defer cancel()
-	if err := h.msg.DoubleAck(rctx); err != nil {
+	if err := h.msg.Ack(); err != nil {
 		return fmt.Errorf("natsfeed: ack %q (stream sequence %d): %w", eventID, h.seq, err)
 	}
 	for id, o := range s.held {
@@ -421,8 +423,8 @@ func (s *Source) Ack(ctx context.Context, eventID string) error {
 	return nil
 }
 
-// AckThrough acknowledges eventID and every event delivered before it in one
-// round trip. It is Ack: with AckAll every ack is cumulative.
+// AckThrough acknowledges eventID and every event delivered before it with
+// one message. It is Ack: with AckAll every ack is cumulative.
 func (s *Source) AckThrough(ctx context.Context, eventID string) error {
 	return s.Ack(ctx, eventID)
 }
