@@ -183,3 +183,59 @@ func TestApplier_PollAheadError(t *testing.T) {
 		t.Errorf("cursor = %d, want 16", c)
 	}
 }
+
+// Under Run (a pinned write connection, background checkpoints) polling
+// ahead keeps the Source's calls serial, no position is polled twice
+// (every result polled ahead is used), each event is applied once, and the
+// last event is acknowledged.
+func TestApplier_RunPollAhead(t *testing.T) {
+	db, _ := openDB(t)
+	st := newMemStore()
+	src := newSerialSource(8)
+	h := newInsertHandler()
+	a := newApplier(t, db, src, st, h, func(c *applier.Config) {
+		c.MaxBatch = 4
+		c.PollInterval = time.Millisecond
+	})
+	const n = 100
+	for cv := uint64(1); cv <= n; cv++ {
+		src.Add(withArtifact(t, st, ev(cv, typ), []byte(fmt.Sprintf("payload %d", cv))))
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- a.Run(ctx) }()
+	deadline := time.Now().Add(60 * time.Second) // a hang guard, not a speed assertion
+	for {
+		_, through := src.recorded()
+		if a.Status().Cursor == n && len(through) > 0 && through[len(through)-1] == fmt.Sprintf("evt-%d", n) {
+			break
+		}
+		if st := a.Status(); st.Halted != nil || time.Now().After(deadline) {
+			cancel()
+			t.Fatalf("Run did not apply and acknowledge through %d: %+v, acked through %v", n, st, through)
+		}
+		time.Sleep(time.Millisecond)
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatalf("Run = %v", err)
+	}
+	if o := src.overlap.Load(); o != 0 {
+		t.Errorf("%d Source calls overlapped another; the Source must be called by one goroutine at a time", o)
+	}
+	sinces := src.polledAfter()
+	for i := 1; i < len(sinces); i++ {
+		if sinces[i] < sinces[i-1] || (sinces[i] == sinces[i-1] && sinces[i] != n) {
+			t.Errorf("polled after %v: position %d polled again before the head", sinces, sinces[i])
+			break
+		}
+	}
+	for cv := 1; cv <= n; cv++ {
+		if c := h.count(fmt.Sprintf("evt-%d", cv)); c != 1 {
+			t.Errorf("evt-%d applied %d times, want 1", cv, c)
+		}
+	}
+	if c := cursorOf(t, db); c != n {
+		t.Errorf("cursor = %d, want %d", c, n)
+	}
+}

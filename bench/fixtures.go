@@ -151,7 +151,8 @@ func fillStream(ctx context.Context, cfg feed.NATSConfig, p *pool, n int) error 
 }
 
 // catchUp applies everything in the stream to db with an applier reading
-// node's consumer, until the cursor reaches n.
+// node's consumer, as the daemon does (Applier.Run), until the cursor
+// reaches n.
 func catchUp(ctx context.Context, db *sql.DB, cfg feed.NATSConfig, store artifact.Store, n int) error {
 	src, err := natsfeed.NewSource(ctx, cfg, nil)
 	if err != nil {
@@ -162,14 +163,36 @@ func catchUp(ctx context.Context, db *sql.DB, cfg feed.NATSConfig, store artifac
 	if err != nil {
 		return err
 	}
-	deadline := time.Now().Add(10 * time.Minute)
-	for a.Status().Cursor < uint64(n) {
-		if time.Now().After(deadline) {
-			return fmt.Errorf("catch up to %d: cursor %d: %w", n, a.Status().Cursor, errNotConverged)
+	rctx, cancel := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() { done <- a.Run(rctx) }()
+	exited := false
+	defer func() {
+		cancel()
+		if !exited {
+			<-done
 		}
-		if _, err := a.Step(ctx); err != nil {
-			return fmt.Errorf("catch up to %d: %w", n, err)
+	}()
+	deadline := time.Now().Add(10 * time.Minute)
+	tick := time.NewTicker(time.Millisecond)
+	defer tick.Stop()
+	for {
+		st := a.Status()
+		switch {
+		case st.Cursor >= uint64(n):
+			return nil
+		case st.Halted != nil:
+			return fmt.Errorf("catch up to %d: halted at control version %d: %s", n, st.Halted.ControlVersion, st.Halted.Error)
+		case time.Now().After(deadline):
+			return fmt.Errorf("catch up to %d: cursor %d: %w", n, st.Cursor, errNotConverged)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case err := <-done:
+			exited = true
+			return fmt.Errorf("catch up to %d: applier stopped at cursor %d: %v", n, a.Status().Cursor, err)
+		case <-tick.C:
 		}
 	}
-	return nil
 }
