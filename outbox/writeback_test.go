@@ -17,14 +17,7 @@ import (
 // its own ControlVersion, and a row no longer pending is left alone.
 func TestWriteBack_Batch(t *testing.T) {
 	ctx := context.Background()
-	db, err := sqlitedb.Open(ctx, filepath.Join(t.TempDir(), "o.db"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer db.Close()
-	if err := Migrate(ctx, db); err != nil {
-		t.Fatal(err)
-	}
+	db := openMigrated(t)
 	tx, err := db.BeginTx(ctx, nil)
 	if err != nil {
 		t.Fatal(err)
@@ -114,14 +107,7 @@ func TestWriteBack_Runs(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			ctx := context.Background()
-			db, err := sqlitedb.Open(ctx, filepath.Join(t.TempDir(), "o.db"))
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer db.Close()
-			if err := Migrate(ctx, db); err != nil {
-				t.Fatal(err)
-			}
+			db := openMigrated(t)
 			for i := 1; i <= 11; i++ {
 				if _, err := db.ExecContext(ctx, dia.insert, "e"+strconv.Itoa(i), "t", "", "", "", "{}", "now"); err != nil {
 					t.Fatal(err)
@@ -156,4 +142,19 @@ func TestWriteBack_Runs(t *testing.T) {
 			}
 		})
 	}
+}
+
+// openMigrated opens a new outbox database, closed when t ends.
+func openMigrated(t *testing.T) *sql.DB {
+	t.Helper()
+	ctx := context.Background()
+	db, err := sqlitedb.Open(ctx, filepath.Join(t.TempDir(), "o.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { db.Close() })
+	if err := Migrate(ctx, db); err != nil {
+		t.Fatal(err)
+	}
+	return db
 }
