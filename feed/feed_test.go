@@ -26,9 +26,9 @@ func mustPanic(t *testing.T, want string, f func()) {
 	f()
 }
 
-// The registry is process-global: the tests that check the exact list of
-// names (file, nop) come first in this file, before tests register extra
-// names. Do not run this package with -shuffle.
+// The registry is process-global: tests that register extra names remove
+// them when they end (Unregister, export_test.go), so the tests that check
+// the exact list of names (file, nop) hold in any order and with -count > 1.
 
 func TestRegister_Panics(t *testing.T) {
 	src := func(feed.SourceConfig) (feed.Source, error) { return nil, nil }
@@ -59,6 +59,7 @@ func TestOpen_Unknown(t *testing.T) {
 func TestSourcesSinks_Sorted(t *testing.T) {
 	// Register in reverse order; the listing is sorted regardless.
 	for _, n := range []string{"zz-registry-test", "aa-registry-test"} {
+		t.Cleanup(func() { feed.Unregister(n) })
 		feed.Register(n, func(feed.SourceConfig) (feed.Source, error) { return nil, nil })
 		feed.RegisterSink(n, func(feed.SourceConfig) (feed.Sink, error) { return nil, nil })
 	}
@@ -79,6 +80,7 @@ func TestSourcesSinks_Sorted(t *testing.T) {
 
 func TestOpen_ConstructorError(t *testing.T) {
 	boom := errors.New("boom")
+	t.Cleanup(func() { feed.Unregister("failing-registry-test") })
 	feed.Register("failing-registry-test", func(feed.SourceConfig) (feed.Source, error) { return nil, boom })
 	feed.RegisterSink("failing-registry-test", func(feed.SourceConfig) (feed.Sink, error) { return nil, boom })
 	if _, err := feed.Open("failing-registry-test", feed.SourceConfig{}); !errors.Is(err, boom) || !strings.Contains(err.Error(), `feed: open source "failing-registry-test"`) {
@@ -91,6 +93,7 @@ func TestOpen_ConstructorError(t *testing.T) {
 
 func TestOpen_PassesConfig(t *testing.T) {
 	var got feed.SourceConfig
+	t.Cleanup(func() { feed.Unregister("config-registry-test") })
 	feed.Register("config-registry-test", func(c feed.SourceConfig) (feed.Source, error) { got = c; return nil, nil })
 	if _, err := feed.Open("config-registry-test", feed.SourceConfig{FileDir: "/x"}); err != nil || got.FileDir != "/x" {
 		t.Fatalf("constructor got %+v, %v", got, err)
