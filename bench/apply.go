@@ -31,11 +31,11 @@ func runApply(ctx context.Context, e *env) ([]Result, error) {
 		return nil, err
 	}
 	defer db.Close()
-	start := time.Now()
-	if err := catchUp(ctx, db, cfg, p.store, n); err != nil {
+	took, err := catchUp(ctx, db, cfg, p.store, n)
+	if err != nil {
 		return nil, err
 	}
-	rate := float64(n) / time.Since(start).Seconds()
+	rate := float64(n) / took.Seconds()
 	var rows int
 	if err := db.QueryRowContext(ctx, `SELECT COUNT(*) FROM controlfeed_kv`).Scan(&rows); err != nil {
 		return nil, err

@@ -152,16 +152,18 @@ func fillStream(ctx context.Context, cfg feed.NATSConfig, p *pool, n int) error 
 
 // catchUp applies everything in the stream to db with an applier reading
 // node's consumer, as the daemon does (Applier.Run), until the cursor
-// reaches n.
-func catchUp(ctx context.Context, db *sql.DB, cfg feed.NATSConfig, store artifact.Store, n int) error {
+// reaches n. It returns the time from its start until the cursor reached n:
+// Run's shutdown after that (a last checkpoint of the WAL) is not counted.
+func catchUp(ctx context.Context, db *sql.DB, cfg feed.NATSConfig, store artifact.Store, n int) (time.Duration, error) {
+	start := time.Now()
 	src, err := natsfeed.NewSource(ctx, cfg, nil)
 	if err != nil {
-		return err
+		return 0, err
 	}
 	defer src.Close()
 	a, err := applier.New(db, src, store, &applier.Config{Handlers: kv.Handlers()})
 	if err != nil {
-		return err
+		return 0, err
 	}
 	rctx, cancel := context.WithCancel(ctx)
 	done := make(chan error, 1)
@@ -180,18 +182,18 @@ func catchUp(ctx context.Context, db *sql.DB, cfg feed.NATSConfig, store artifac
 		st := a.Status()
 		switch {
 		case st.Cursor >= uint64(n):
-			return nil
+			return time.Since(start), nil
 		case st.Halted != nil:
-			return fmt.Errorf("catch up to %d: halted at control version %d: %s", n, st.Halted.ControlVersion, st.Halted.Error)
+			return 0, fmt.Errorf("catch up to %d: halted at control version %d: %s", n, st.Halted.ControlVersion, st.Halted.Error)
 		case time.Now().After(deadline):
-			return fmt.Errorf("catch up to %d: cursor %d: %w", n, st.Cursor, errNotConverged)
+			return 0, fmt.Errorf("catch up to %d: cursor %d: %w", n, st.Cursor, errNotConverged)
 		}
 		select {
 		case <-ctx.Done():
-			return ctx.Err()
+			return 0, ctx.Err()
 		case err := <-done:
 			exited = true
-			return fmt.Errorf("catch up to %d: applier stopped at cursor %d: %v", n, a.Status().Cursor, err)
+			return 0, fmt.Errorf("catch up to %d: applier stopped at cursor %d: %v", n, a.Status().Cursor, err)
 		case <-tick.C:
 		}
 	}

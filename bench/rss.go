@@ -56,11 +56,11 @@ func ChildMain(ctx context.Context, args []string, stdout io.Writer) error {
 	}
 	defer db.Close()
 	cfg := feed.NATSConfig{URLs: []string{*url}, Stream: *stream, Subject: "bench." + *stream, NodeName: "rss-node"}
-	start := time.Now()
-	if err := catchUp(ctx, db, cfg, store, *n); err != nil {
+	took, err := catchUp(ctx, db, cfg, store, *n)
+	if err != nil {
 		return fmt.Errorf("bench: child: %w", err)
 	}
-	res := childResult{Events: *n, Seconds: time.Since(start).Seconds(), VmHWMKiB: vmHWM()}
+	res := childResult{Events: *n, Seconds: took.Seconds(), VmHWMKiB: vmHWM()}
 	return json.NewEncoder(stdout).Encode(res)
 }
 
