@@ -44,6 +44,7 @@ type Applier struct {
 	stepMu    sync.Mutex // serialises Step
 	loaded    bool       // persisted halt loaded into st
 	lastHead  time.Time
+	headLow   int // consecutive head reads below the cursor
 	errStreak int // consecutive non-halt Step errors, for Run's backoff
 
 	// rest holds the events of the last Poll that came after the last
@@ -327,8 +328,24 @@ func (a *Applier) refreshHead(ctx context.Context) {
 		return
 	}
 	a.mu.Lock()
+	defer a.mu.Unlock()
 	a.st.Head, a.st.HeadKnown = h, true
-	a.mu.Unlock()
+	// The head was read after the cursor (Step reads the cursor first), so
+	// a head below it is not staleness.
+	cursor := a.st.Cursor
+	if h >= cursor {
+		if a.st.FeedBehindCursor != "" {
+			a.log.Info("applier: the feed's head is at or past the cursor again", "head", h, "cursor", cursor)
+		}
+		a.headLow, a.st.FeedBehindCursor = 0, ""
+		return
+	}
+	if a.headLow++; a.headLow < 2 || a.st.FeedBehindCursor != "" {
+		return // a second read confirms it: not a broker that is still starting
+	}
+	a.st.FeedBehindCursor = fmt.Sprintf("feed %s: its head is at control version %d, below this node's cursor %d: the feed was recreated (positions restart) or lost its newest events, and events it stores at positions up to %d would never be applied here; re-bootstrap this node from a healthy node's database (see the README)",
+		a.src.Name(), h, cursor, cursor)
+	a.log.Error("applier: "+a.st.FeedBehindCursor, "head", h, "cursor", cursor)
 }
 
 // apply plans, fetches, commits and acknowledges one polled batch.

@@ -818,3 +818,47 @@ func TestApplier_FeedErrorInStatus(t *testing.T) {
 		t.Fatalf("Status after recovery still reports %q since %v", st.FeedError, st.FeedErrorSince)
 	}
 }
+
+// movingHead is a FakeSource whose feed.HeadReporter answer can change.
+type movingHead struct {
+	*FakeSource
+	head atomic.Uint64
+}
+
+func (s *movingHead) Head(context.Context) (uint64, error) { return s.head.Load(), nil }
+
+// A feed whose head falls below the cursor (recreated, or lost its newest
+// events) is reported once two head reads a second apart confirm it, with
+// what to do; it clears when the head is at or past the cursor again.
+func TestApplier_FeedBehindCursor(t *testing.T) {
+	ctx := context.Background()
+	db, _ := openDB(t)
+	src := &movingHead{FakeSource: &FakeSource{}}
+	src.Add(evs(1, 5, typ)...)
+	src.head.Store(5)
+	a := newApplier(t, db, src, nil, newInsertHandler(), nil)
+	if n, err := a.Step(ctx); n != 5 || err != nil {
+		t.Fatalf("Step = %d, %v", n, err)
+	}
+	step := func() applier.Status {
+		t.Helper()
+		time.Sleep(1100 * time.Millisecond) // the head is read at most once a second
+		if _, err := a.Step(ctx); err != nil {
+			t.Fatal(err)
+		}
+		return a.Status()
+	}
+	src.head.Store(2)
+	if st := step(); st.FeedBehindCursor != "" {
+		t.Fatalf("reported after one head read below the cursor: %q", st.FeedBehindCursor)
+	}
+	st := step()
+	if !strings.Contains(st.FeedBehindCursor, "head is at control version 2, below this node's cursor 5") ||
+		!strings.Contains(st.FeedBehindCursor, "re-bootstrap") {
+		t.Fatalf("FeedBehindCursor = %q, want the positions and what to do", st.FeedBehindCursor)
+	}
+	src.head.Store(7)
+	if st := step(); st.FeedBehindCursor != "" {
+		t.Fatalf("still reported with the head past the cursor: %q", st.FeedBehindCursor)
+	}
+}

@@ -40,7 +40,8 @@ migrated if needed):
     to the database's kv table, in order, exactly once, and halts (visibly)
     at an event that fails instead of skipping it;
   - with --listen, an HTTP server answers GET /healthz (200 "ok", or 503 with
-    the reason when halted, behind the feed's retention or the pump failed),
+    the reason when halted, behind the feed's retention, ahead of the
+    feed's head, or the pump failed),
     GET /v1/status (JSON) and GET /metrics (Prometheus text format).
 
 With both the source and the sink nop (the default) the process is a single

@@ -814,3 +814,26 @@ func ackFloor(t *testing.T, info func() *jetstream.ConsumerInfo, floor uint64) *
 		time.Sleep(5 * time.Millisecond)
 	}
 }
+
+// Head follows a stream that is deleted (0) and recreated (its new last
+// sequence): what the applier compares with its cursor to report a feed
+// that went back (applier.Status.FeedBehindCursor).
+func TestSource_HeadAfterStreamRecreated(t *testing.T) {
+	ctx := t.Context()
+	srv := natsembed.StartForTest(t)
+	cfg := testConfig(srv)
+	appendN(ctx, t, openSink(ctx, t, cfg), 5)
+	src := openSource(ctx, t, cfg)
+	wantCVs(t, mustPoll(ctx, t, src, 0), 1, 2, 3, 4, 5)
+	_, js := rawJS(t, srv)
+	if err := js.DeleteStream(ctx, cfg.Stream); err != nil {
+		t.Fatal(err)
+	}
+	if h, err := src.Head(ctx); err != nil || h != 0 {
+		t.Fatalf("Head after the stream was deleted = %d, %v; want 0", h, err)
+	}
+	appendN(ctx, t, openSink(ctx, t, cfg), 2)
+	if h, err := src.Head(ctx); err != nil || h != 2 {
+		t.Fatalf("Head after the stream was recreated with 2 events = %d, %v; want 2", h, err)
+	}
+}

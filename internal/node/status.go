@@ -43,6 +43,10 @@ type Status struct {
 	// BehindRetention explains why the node cannot catch up by replay, or
 	// is empty.
 	BehindRetention string `json:"behind_retention,omitempty"`
+	// FeedBehindCursor explains that the feed's head is below the node's
+	// cursor (the feed was recreated or lost events; re-bootstrap), or is
+	// empty. See applier.Status.FeedBehindCursor.
+	FeedBehindCursor string `json:"feed_behind_cursor,omitempty"`
 
 	// OutboxPending and OutboxDead count the producer's outbox rows.
 	OutboxPending int64 `json:"outbox_pending"`
@@ -155,6 +159,7 @@ func (n *Node) Status(ctx context.Context) (Status, error) {
 		if as.BehindRetention != nil {
 			s.BehindRetention = as.BehindRetention.Error()
 		}
+		s.FeedBehindCursor = as.FeedBehindCursor
 		p.Applied, p.Skipped, p.Duplicates = as.Applied, as.Skipped, as.Duplicates
 		if as.FeedError != "" {
 			t := as.FeedErrorSince
@@ -180,9 +185,9 @@ func (n *Node) Status(ctx context.Context) (Status, error) {
 }
 
 // Health returns the reasons the node is unhealthy: halted at an event,
-// behind the feed's retention, reads of the feed failing for longer than
-// FeedErrorGrace, a pump retrying a failed publish, or a pump that stopped.
-// None means healthy.
+// behind the feed's retention, a feed whose head is below the cursor, reads
+// of the feed failing for longer than FeedErrorGrace, a pump retrying a
+// failed publish, or a pump that stopped. None means healthy.
 func (s *Status) Health() []string {
 	var reasons []string
 	if s.Halted != nil {
@@ -191,6 +196,9 @@ func (s *Status) Health() []string {
 	}
 	if s.BehindRetention != "" {
 		reasons = append(reasons, s.BehindRetention)
+	}
+	if s.FeedBehindCursor != "" {
+		reasons = append(reasons, s.FeedBehindCursor)
 	}
 	if p := s.Process; p != nil && p.FeedErrorSince != nil && time.Since(*p.FeedErrorSince) > FeedErrorGrace {
 		reasons = append(reasons, fmt.Sprintf("cannot read the feed since %s: %s", p.FeedErrorSince.Format(time.RFC3339), p.FeedError))
@@ -281,6 +289,11 @@ func WriteMetrics(m *metrics.Writer, s *Status) error {
 		behind = 1
 	}
 	m.Gauge("controlfeed_behind_retention", "1 when the node's cursor is older than the feed's retention.", behind)
+	feedBehind := 0.0
+	if s.FeedBehindCursor != "" {
+		feedBehind = 1
+	}
+	m.Gauge("controlfeed_feed_behind_cursor", "1 when the feed's head is below the node's cursor (the feed was recreated or lost events).", feedBehind)
 	feedFailing := 0.0
 	if p.FeedError != "" {
 		feedFailing = 1
