@@ -334,10 +334,9 @@ func (a *Applier) refreshHead(ctx context.Context) {
 	// a head below it is not staleness.
 	cursor := a.st.Cursor
 	if h >= cursor {
-		if a.st.FeedBehindCursor != "" {
-			a.log.Info("applier: the feed's head is at or past the cursor again", "head", h, "cursor", cursor)
-		}
-		a.headLow, a.st.FeedBehindCursor = 0, ""
+		// Once reported it stays: a recreated feed's head passing the
+		// cursor later does not bring back the events it skipped.
+		a.headLow = 0
 		return
 	}
 	if a.headLow++; a.headLow < 2 || a.st.FeedBehindCursor != "" {

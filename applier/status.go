@@ -42,14 +42,15 @@ type Status struct {
 	// BehindRetention is set while the Source reports that the events after
 	// the cursor are gone; the node must be re-bootstrapped.
 	BehindRetention *feed.CursorBehindError
-	// FeedBehindCursor explains, while it lasts, that the feed's head (from
-	// a feed.HeadReporter) is below the cursor on two head reads in a row, a
+	// FeedBehindCursor explains that the feed's head (from a
+	// feed.HeadReporter) was below the cursor on two head reads in a row, a
 	// second or more apart: the feed was recreated (its positions restart)
 	// or lost its newest events, so events it stores at positions up to the
 	// cursor would never be applied here. The node must be re-bootstrapped.
-	// Empty otherwise. The applier goes on polling; it cannot tell this
-	// apart from a feed that merely lags, which a head read after the
-	// cursor never does.
+	// Once set it stays set for the life of this Applier, also when the
+	// head later passes the cursor (that does not bring back what was
+	// skipped); a restart after the re-bootstrap clears it. Empty
+	// otherwise. The applier goes on polling meanwhile.
 	FeedBehindCursor string
 	// LastApplyAt is when the last transaction that moved the cursor
 	// committed (zero if none yet).

@@ -43,9 +43,10 @@ type Status struct {
 	// BehindRetention explains why the node cannot catch up by replay, or
 	// is empty.
 	BehindRetention string `json:"behind_retention,omitempty"`
-	// FeedBehindCursor explains that the feed's head is below the node's
+	// FeedBehindCursor explains that the feed's head fell below the node's
 	// cursor (the feed was recreated or lost events; re-bootstrap), or is
-	// empty. See applier.Status.FeedBehindCursor.
+	// empty. It stays until the process restarts. See
+	// applier.Status.FeedBehindCursor.
 	FeedBehindCursor string `json:"feed_behind_cursor,omitempty"`
 
 	// OutboxPending and OutboxDead count the producer's outbox rows.
