@@ -827,20 +827,28 @@ type movingHead struct {
 
 func (s *movingHead) Head(context.Context) (uint64, error) { return s.head.Load(), nil }
 
+// appliedFiveWithHead returns an applier that has applied events 1..5 from
+// a movingHead source whose head is 5.
+func appliedFiveWithHead(t *testing.T) (*applier.Applier, *movingHead) {
+	t.Helper()
+	db, _ := openDB(t)
+	src := &movingHead{FakeSource: &FakeSource{}}
+	src.Add(evs(1, 5, typ)...)
+	src.head.Store(5)
+	a := newApplier(t, db, src, nil, newInsertHandler(), nil)
+	if n, err := a.Step(context.Background()); n != 5 || err != nil {
+		t.Fatalf("Step = %d, %v", n, err)
+	}
+	return a, src
+}
+
 // A feed whose head falls below the cursor (recreated, or lost its newest
 // events) is reported once two head reads a second apart confirm it, with
 // what to do; the report stays when the head passes the cursor later (the
 // skipped events do not come back). A single low read is not reported.
 func TestApplier_FeedBehindCursor(t *testing.T) {
 	ctx := context.Background()
-	db, _ := openDB(t)
-	src := &movingHead{FakeSource: &FakeSource{}}
-	src.Add(evs(1, 5, typ)...)
-	src.head.Store(5)
-	a := newApplier(t, db, src, nil, newInsertHandler(), nil)
-	if n, err := a.Step(ctx); n != 5 || err != nil {
-		t.Fatalf("Step = %d, %v", n, err)
-	}
+	a, src := appliedFiveWithHead(t)
 	step := func() applier.Status {
 		t.Helper()
 		time.Sleep(1100 * time.Millisecond) // the head is read at most once a second
@@ -864,14 +872,7 @@ func TestApplier_FeedBehindCursor(t *testing.T) {
 	}
 
 	// One low read alone (a broker still starting) is not reported.
-	db2, _ := openDB(t)
-	src2 := &movingHead{FakeSource: &FakeSource{}}
-	src2.Add(evs(1, 5, typ)...)
-	src2.head.Store(5)
-	a2 := newApplier(t, db2, src2, nil, newInsertHandler(), nil)
-	if n, err := a2.Step(ctx); n != 5 || err != nil {
-		t.Fatalf("Step = %d, %v", n, err)
-	}
+	a2, src2 := appliedFiveWithHead(t)
 	for _, h := range []uint64{0, 5, 0, 5} {
 		src2.head.Store(h)
 		time.Sleep(1100 * time.Millisecond)
