@@ -28,10 +28,16 @@
 // check absorbs the redelivery.
 //
 // When Poll returns many events (catch-up), up to Config.MaxBatch of them are
-// applied in one transaction with a SAVEPOINT per event; when one event is
-// available (steady state) it is applied in a transaction of its own.
-// Payloads are fetched before the transaction opens, so the database write
-// lock is not held during network I/O.
+// applied in one transaction; when one event is available (steady state) it
+// is applied in a transaction of its own. A batch of events not yet recorded
+// runs without savepoints; if one of its events fails, the transaction is
+// rolled back and redone with a SAVEPOINT per event up to the failing one,
+// so the events before it commit (their handlers run twice, see Handler).
+// Payloads are fetched and verified before the transaction opens, so the
+// database write lock is not held during network I/O. During a catch-up the
+// next batch's payloads are fetched while the current batch commits, and,
+// when a batch ends a full Poll, the next Poll is made in the background
+// meanwhile too; the Source is still called by one goroutine at a time.
 //
 // # Halting and skipping
 //
