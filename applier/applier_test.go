@@ -14,6 +14,7 @@ import (
 
 	"github.com/controlfeed/controlfeed/applier"
 	"github.com/controlfeed/controlfeed/artifact"
+	"github.com/controlfeed/controlfeed/artifact/artifacttest"
 	"github.com/controlfeed/controlfeed/controlevent"
 	"github.com/controlfeed/controlfeed/feed"
 )
@@ -305,39 +306,39 @@ func TestApplier_Halts(t *testing.T) {
 	ctx := context.Background()
 	for _, tc := range []struct {
 		name  string
-		event func(t *testing.T, st *memStore) controlevent.Event
+		event func(t *testing.T, st *artifacttest.MemStore) controlevent.Event
 		want  error // errors.Is target, besides ErrHalted
 		text  string
 	}{
-		{"MissingHandler", func(t *testing.T, st *memStore) controlevent.Event { return ev(2, "nobody.handles") }, nil, "no handler"},
-		{"Invalid", func(t *testing.T, st *memStore) controlevent.Event {
+		{"MissingHandler", func(t *testing.T, st *artifacttest.MemStore) controlevent.Event { return ev(2, "nobody.handles") }, nil, "no handler"},
+		{"Invalid", func(t *testing.T, st *artifacttest.MemStore) controlevent.Event {
 			e := ev(2, typ)
 			e.Checksum = "md5:nope"
 			return e
 		}, controlevent.ErrInvalid, ""},
-		{"ChecksumMismatch", func(t *testing.T, st *memStore) controlevent.Event {
+		{"ChecksumMismatch", func(t *testing.T, st *artifacttest.MemStore) controlevent.Event {
 			e := withArtifact(t, st, ev(2, typ), []byte("payload"))
 			e.Checksum = controlevent.Checksum([]byte("other"))
 			return e
 		}, controlevent.ErrChecksumMismatch, ""},
-		{"ArtifactNotFound", func(t *testing.T, st *memStore) controlevent.Event {
+		{"ArtifactNotFound", func(t *testing.T, st *artifacttest.MemStore) controlevent.Event {
 			e := ev(2, typ)
 			e.ArtifactRef = controlevent.Checksum([]byte("never stored"))
 			e.Checksum = e.ArtifactRef
 			return e
 		}, artifact.ErrNotFound, ""},
-		{"ArtifactCorrupt", func(t *testing.T, st *memStore) controlevent.Event {
+		{"ArtifactCorrupt", func(t *testing.T, st *artifacttest.MemStore) controlevent.Event {
 			e := withArtifact(t, st, ev(2, typ), []byte("payload"))
-			st.corrupt(e.ArtifactRef, []byte("PAYLOAD"))
+			st.Replace(e.ArtifactRef, []byte("PAYLOAD"))
 			return e
 		}, artifact.ErrCorrupt, ""},
-		{"ArtifactTooLarge", func(t *testing.T, st *memStore) controlevent.Event {
+		{"ArtifactTooLarge", func(t *testing.T, st *artifacttest.MemStore) controlevent.Event {
 			return withArtifact(t, st, ev(2, typ), make([]byte, 100))
 		}, artifact.ErrTooLarge, ""},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			db, path := openDB(t)
-			st := newMemStore()
+			st := artifacttest.NewMemStore()
 			src := &FakeSource{}
 			h := newInsertHandler()
 			a := newApplier(t, db, src, st, h, func(c *applier.Config) { c.MaxPayloadBytes = 64 })
@@ -623,7 +624,7 @@ func TestApplier_BehindRetention(t *testing.T) {
 func TestApplier_PayloadDelivered(t *testing.T) {
 	ctx := context.Background()
 	db, _ := openDB(t)
-	st := newMemStore()
+	st := artifacttest.NewMemStore()
 	src := &FakeSource{}
 	a := newApplier(t, db, src, st, newInsertHandler(), nil)
 	src.Add(withArtifact(t, st, ev(1, typ), []byte("hello")), ev(2, typ))
@@ -642,7 +643,7 @@ func TestApplier_PayloadDelivered(t *testing.T) {
 func TestApplier_DuplicateSkipsFetch(t *testing.T) {
 	ctx := context.Background()
 	db, _ := openDB(t)
-	st := newMemStore()
+	st := artifacttest.NewMemStore()
 	src := &FakeSource{}
 	a := newApplier(t, db, src, st, newInsertHandler(), nil)
 	e := withArtifact(t, st, ev(1, typ), []byte("x"))

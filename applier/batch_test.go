@@ -8,6 +8,7 @@ import (
 	"testing"
 
 	"github.com/controlfeed/controlfeed/applier"
+	"github.com/controlfeed/controlfeed/artifact/artifacttest"
 	"github.com/controlfeed/controlfeed/controlevent"
 )
 
@@ -122,7 +123,7 @@ func TestApplier_LeftoverBatch(t *testing.T) {
 func TestApplier_ConcurrentPrefetchFailure(t *testing.T) {
 	ctx := context.Background()
 	db, _ := openDB(t)
-	st := newMemStore()
+	st := artifacttest.NewMemStore()
 	src := &FakeSource{}
 	h := newInsertHandler()
 	a := newApplier(t, db, src, st, h, nil)

@@ -1,11 +1,9 @@
 package applier_test
 
 import (
-	"bytes"
 	"context"
 	"database/sql"
 	"fmt"
-	"io"
 	"path/filepath"
 	"sync"
 	"testing"
@@ -119,54 +117,6 @@ type plainSource struct{ s *FakeSource }
 func (p plainSource) Name() string { return "plain" }
 func (p plainSource) Poll(ctx context.Context, since uint64) ([]controlevent.Event, error) {
 	return p.s.Poll(ctx, since)
-}
-
-// memStore is an in-memory artifact.Store with a fault hook.
-type memStore struct {
-	mu      sync.Mutex
-	objs    map[string][]byte
-	GetFunc func(ctx context.Context, ref string) (io.ReadCloser, error)
-}
-
-var _ artifact.Store = (*memStore)(nil)
-
-func newMemStore() *memStore { return &memStore{objs: map[string][]byte{}} }
-
-func (m *memStore) Name() string { return "mem" }
-
-func (m *memStore) Put(ctx context.Context, r io.Reader) (string, error) {
-	b, err := io.ReadAll(r)
-	if err != nil {
-		return "", err
-	}
-	ref := artifact.RefOf(b)
-	m.mu.Lock()
-	m.objs[ref] = b
-	m.mu.Unlock()
-	return ref, nil
-}
-
-func (m *memStore) Get(ctx context.Context, ref string) (io.ReadCloser, error) {
-	if m.GetFunc != nil {
-		return m.GetFunc(ctx, ref)
-	}
-	if err := artifact.ParseRef(ref); err != nil {
-		return nil, err
-	}
-	m.mu.Lock()
-	b, ok := m.objs[ref]
-	m.mu.Unlock()
-	if !ok {
-		return nil, fmt.Errorf("mem: get %s: %w", ref, artifact.ErrNotFound)
-	}
-	return io.NopCloser(artifact.VerifyReader(bytes.NewReader(b), ref)), nil
-}
-
-// corrupt replaces the bytes stored under ref.
-func (m *memStore) corrupt(ref string, b []byte) {
-	m.mu.Lock()
-	m.objs[ref] = b
-	m.mu.Unlock()
 }
 
 // openDB opens a migrated database with a test table "t(id, v)".

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/controlfeed/controlfeed/applier"
+	"github.com/controlfeed/controlfeed/artifact/artifacttest"
 	"github.com/controlfeed/controlfeed/controlevent"
 )
 
@@ -79,7 +80,7 @@ var errFlaky = errors.New("flaky poll")
 func TestApplier_PollAhead(t *testing.T) {
 	ctx := context.Background()
 	db, _ := openDB(t)
-	st := newMemStore()
+	st := artifacttest.NewMemStore()
 	src := newSerialSource(8)
 	h := newInsertHandler()
 	a := newApplier(t, db, src, st, h, func(c *applier.Config) { c.MaxBatch = 8 })
@@ -190,7 +191,7 @@ func TestApplier_PollAheadError(t *testing.T) {
 // last event is acknowledged.
 func TestApplier_RunPollAhead(t *testing.T) {
 	db, _ := openDB(t)
-	st := newMemStore()
+	st := artifacttest.NewMemStore()
 	src := newSerialSource(8)
 	h := newInsertHandler()
 	a := newApplier(t, db, src, st, h, func(c *applier.Config) {

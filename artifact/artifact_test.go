@@ -9,7 +9,6 @@ import (
 	"math"
 	"slices"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"testing/iotest"
@@ -19,98 +18,12 @@ import (
 	"github.com/controlfeed/controlfeed/controlevent"
 )
 
-// memStore is an in-memory artifact.Store over a shared map, with function
-// fields for fault injection. It is the reference the conformance suite is
-// checked against independently of any real backend.
-type memStore struct {
-	mu      *sync.Mutex
-	objects map[string][]byte
-
-	PutFunc func(ctx context.Context, r io.Reader) (string, error)
-	GetFunc func(ctx context.Context, ref string) (io.ReadCloser, error)
-}
-
-func newMem() *memStore {
-	return &memStore{mu: new(sync.Mutex), objects: map[string][]byte{}}
-}
-
-func (m *memStore) Name() string { return "mem" }
-
-func (m *memStore) Put(ctx context.Context, r io.Reader) (string, error) {
-	if m.PutFunc != nil {
-		return m.PutFunc(ctx, r)
-	}
-	h := controlevent.NewHash()
-	var buf bytes.Buffer
-	chunk := make([]byte, 32<<10)
-	for {
-		if err := ctx.Err(); err != nil {
-			return "", fmt.Errorf("mem: put: %w", err)
-		}
-		n, err := r.Read(chunk)
-		buf.Write(chunk[:n])
-		h.Write(chunk[:n])
-		if err == io.EOF {
-			break
-		}
-		if err != nil {
-			return "", fmt.Errorf("mem: put: %w", err)
-		}
-	}
-	ref := controlevent.ChecksumOf(h)
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	if _, ok := m.objects[ref]; !ok {
-		m.objects[ref] = buf.Bytes()
-	}
-	return ref, nil
-}
-
-func (m *memStore) Get(ctx context.Context, ref string) (io.ReadCloser, error) {
-	if m.GetFunc != nil {
-		return m.GetFunc(ctx, ref)
-	}
-	if err := artifact.ParseRef(ref); err != nil {
-		return nil, err
-	}
-	m.mu.Lock()
-	b, ok := m.objects[ref]
-	m.mu.Unlock()
-	if !ok {
-		return nil, fmt.Errorf("mem: get %s: %w", ref, artifact.ErrNotFound)
-	}
-	return io.NopCloser(artifact.VerifyReader(bytes.NewReader(b), ref)), nil
-}
-
-type memHarness struct{ m *memStore }
-
-func (h memHarness) Open(context.Context, *testing.T) artifact.Store {
-	return &memStore{mu: h.m.mu, objects: h.m.objects}
-}
-
-func (h memHarness) Corrupt(_ context.Context, t *testing.T, ref string) {
-	h.m.mu.Lock()
-	defer h.m.mu.Unlock()
-	b := slices.Clone(h.m.objects[ref])
-	if len(b) == 0 {
-		t.Fatalf("Corrupt %s: no such non-empty object", ref)
-	}
-	b[0] ^= 0xff
-	h.m.objects[ref] = b
-}
-
-func (h memHarness) Remove(_ context.Context, t *testing.T, ref string) {
-	h.m.mu.Lock()
-	defer h.m.mu.Unlock()
-	delete(h.m.objects, ref)
-}
-
 // TestConformance_Reference runs the conformance suite against the in-memory
 // reference store, so a failure here is a bug in the suite or the seam
 // helpers, not in a backend.
 func TestConformance_Reference(t *testing.T) {
 	artifacttest.RunConformanceTests(t, func(context.Context, *testing.T) artifacttest.Harness {
-		return memHarness{newMem()}
+		return artifacttest.NewMemStore().Harness()
 	})
 }
 
@@ -122,7 +35,7 @@ func uniq(name string) string { return fmt.Sprintf("%s-%d", name, runID.Add(1)) 
 
 func TestRegister(t *testing.T) {
 	dup, never := uniq("test-dup"), uniq("test-nil")
-	ctor := func(artifact.Config) (artifact.Store, error) { return newMem(), nil }
+	ctor := func(artifact.Config) (artifact.Store, error) { return artifacttest.NewMemStore(), nil }
 	mustPanic := func(name string, f func()) {
 		t.Helper()
 		defer func() {
@@ -144,7 +57,7 @@ func TestRegister(t *testing.T) {
 func TestOpen(t *testing.T) {
 	a, b := uniq("test-a"), uniq("test-b")
 	var got artifact.Config
-	artifact.Register(b, func(cfg artifact.Config) (artifact.Store, error) { got = cfg; return newMem(), nil })
+	artifact.Register(b, func(cfg artifact.Config) (artifact.Store, error) { got = cfg; return artifacttest.NewMemStore(), nil })
 	artifact.Register(a, func(artifact.Config) (artifact.Store, error) { return nil, errors.New("no disk") })
 
 	t.Run("OK", func(t *testing.T) {
@@ -257,7 +170,7 @@ func TestVerifyReader(t *testing.T) {
 
 func TestGetBytes(t *testing.T) {
 	ctx := t.Context()
-	s := newMem()
+	s := artifacttest.NewMemStore()
 	b := []byte("0123456789")
 	ref, err := artifact.PutBytes(ctx, s, b)
 	if err != nil || ref != artifact.RefOf(b) {
