@@ -80,3 +80,59 @@ func (e *InvalidEventError) Error() string {
 
 // Unwrap makes errors.Is match ErrInvalidEvent and the decoding error.
 func (e *InvalidEventError) Unwrap() []error { return []error{ErrInvalidEvent, e.Err} }
+
+// ErrGap is wrapped by errors that report a hole in the delivered feed: a
+// position the feed still holds, after the caller's cursor and before an event
+// it was given, that it was never given (another consumer took it, a fetch was
+// cut short, a publish landed out of order). Skipping the hole would apply
+// later events without the earlier one, so a consumer that sees ErrGap applies
+// nothing past the cursor, reports the gap and polls again; it never advances
+// over it. Use errors.As with *GapError for the positions.
+var ErrGap = errors.New("feed skipped an event that it still holds")
+
+// GapError reports that the events at positions after Cursor and before Next
+// were not delivered although the feed did not delete them. It wraps ErrGap.
+type GapError struct {
+	// Source is the backend name.
+	Source string
+	// Cursor is the caller's position: the last ControlVersion it applied.
+	Cursor uint64
+	// Next is the ControlVersion of the first event that was delivered
+	// after Cursor.
+	Next uint64
+	// Missing is the lowest position in (Cursor, Next) that the feed holds
+	// but did not deliver; 0 if the backend could not tell which.
+	Missing uint64
+	// Reason says why the gap is believed to exist (e.g. "another process
+	// consumes as this node"), or is empty.
+	Reason string
+}
+
+// Error names the positions and what the operator should look at.
+func (e *GapError) Error() string {
+	missing := fmt.Sprintf("events %d..%d", e.Cursor+1, e.Next-1)
+	if e.Cursor+1 == e.Next-1 {
+		missing = fmt.Sprintf("event %d", e.Cursor+1)
+	}
+	held := ""
+	if e.Missing != 0 {
+		held = fmt.Sprintf(" (the feed still holds %d)", e.Missing)
+	}
+	reason := ""
+	if e.Reason != "" {
+		reason = ": " + e.Reason
+	}
+	return fmt.Sprintf("feed %s: after cursor %d the next event delivered is %d, but %s%s were never delivered%s; "+
+		"nothing past the cursor is applied until they are", e.Source, e.Cursor, e.Next, missing, held, reason)
+}
+
+// Unwrap makes errors.Is(err, ErrGap) true.
+func (e *GapError) Unwrap() error { return ErrGap }
+
+// ErrUnavailable is wrapped by errors that mean the infrastructure, not the
+// event, is at fault: the broker or the artifact store timed out, has no
+// quorum or is disconnected. Such an error is transient: the caller retries
+// with backoff and never records it against an event (no halt, nothing to
+// skip). Backends wrap their timeouts and connection errors with it where
+// they can tell.
+var ErrUnavailable = errors.New("feed infrastructure unavailable")

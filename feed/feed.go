@@ -35,15 +35,17 @@
 // Sources and Sinks may implement further one-method interfaces, detected by
 // type assertion: Acker (explicit acknowledgement after apply), CumulativeAcker
 // (acknowledge everything up to an event in one call), Waiter (block until new
-// events may exist), HeadReporter (the feed's newest position, for lag) and
-// BatchAppender (pipelined publishing). Each documents what callers do when it
+// events may exist), HeadReporter (the feed's newest position, for lag),
+// BatchAppender (pipelined publishing) and GapChecker (the feed's positions
+// are dense, so a consumer can tell a hole from a deletion). Each documents what callers do when it
 // is absent. A wrapper around a Source or Sink must forward these or it hides
 // them.
 //
 // # Errors
 //
 // Backends wrap their native errors with %w and map the conditions callers act
-// on to the sentinels of this package (ErrCursorBehindRetention, ErrClosed).
+// on to the sentinels of this package (ErrCursorBehindRetention, ErrGap,
+// ErrUnavailable, ErrInvalidEvent, ErrClosed).
 // Backends do not retry: the pump and the applier own retry and backoff.
 package feed
 
@@ -197,4 +199,23 @@ type NATSConfig struct {
 	// DuplicateWindow is how long the broker remembers an EventID for
 	// idempotent publishing. It should outlast the pump's longest retry.
 	DuplicateWindow time.Duration
+}
+
+// GapChecker is an optional interface a Source implements to promise that its
+// ControlVersions are dense: every position from the feed's first to its head
+// holds an event unless the feed deleted it (an operator's delete, retention).
+// JetStream streams are dense; a file feed is not (its positions may be
+// sparse), so it does not implement GapChecker.
+//
+// For a Source that implements it, a consumer treats an event whose
+// ControlVersion is not the previous one + 1 as a possible hole and calls
+// CheckGap(ctx, cursor, next). CheckGap returns nil if every position in
+// (cursor, next) was deleted from the feed, so skipping them loses nothing
+// the feed still holds; an error wrapping ErrGap (a *GapError) if any of them
+// still holds a message; or another error if it cannot tell (the consumer
+// then applies nothing past cursor and tries again later). If a Source does
+// not implement GapChecker, positions may be sparse and consumers only check
+// that they ascend.
+type GapChecker interface {
+	CheckGap(ctx context.Context, cursor, next uint64) error
 }
