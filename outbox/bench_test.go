@@ -113,3 +113,79 @@ func fill(b *testing.B, db *sql.DB, n int) {
 		b.Fatal(err)
 	}
 }
+
+// BenchmarkDurability compares the two ways to keep "durable before
+// published" (see the Pump's doc): synchronous=FULL, one fsync inside every
+// producer commit, against the default, synchronous=NORMAL commits and one
+// fsync of the WAL per chunk the pump reads before publishing it.
+//
+//   - commit: one Append + commit, what a producer's transaction pays;
+//   - commit+pass: that, then a pump pass publishing it (a steady trickle,
+//     one fsync per event either way);
+//   - parallel-commits: 2 x GOMAXPROCS goroutines commit while the pump runs, the
+//     producer's throughput.
+func BenchmarkDurability(b *testing.B) {
+	for _, mode := range []string{"full-commit", "wal-sync-before-publish"} {
+		setup := func(b *testing.B) (*sql.DB, *outbox.Pump) {
+			db, _ := openDB(b)
+			if mode == "full-commit" {
+				db.SetMaxOpenConns(1) // the pragma is per connection
+				if _, err := db.Exec("PRAGMA synchronous=FULL"); err != nil {
+					b.Fatal(err)
+				}
+				outbox.SetSyncFile(b, func(func(string) error, string) error { return nil })
+			}
+			p, err := outbox.NewPump(db, &FakeSink{}, nil)
+			if err != nil {
+				b.Fatal(err)
+			}
+			return db, p
+		}
+		commit := func(b *testing.B, db *sql.DB, id string) {
+			e := newEvent(1)
+			e.EventID = id
+			tx, err := db.BeginTx(context.Background(), nil)
+			if err != nil {
+				b.Fatal(err)
+			}
+			if err := outbox.Append(context.Background(), tx, e); err != nil {
+				b.Fatal(err)
+			}
+			if err := tx.Commit(); err != nil {
+				b.Fatal(err)
+			}
+		}
+		b.Run(mode+"/commit", func(b *testing.B) {
+			db, _ := setup(b)
+			for i := 0; b.Loop(); i++ {
+				commit(b, db, fmt.Sprintf("c-%d", i))
+			}
+		})
+		b.Run(mode+"/commit+pass", func(b *testing.B) {
+			db, p := setup(b)
+			for i := 0; b.Loop(); i++ {
+				commit(b, db, fmt.Sprintf("c-%d", i))
+				if _, err := p.Pass(context.Background()); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+		b.Run(mode+"/parallel-commits", func(b *testing.B) {
+			db, p := setup(b)
+			ctx, cancel := context.WithCancel(context.Background())
+			done := make(chan struct{})
+			go func() { defer close(done); p.Run(ctx) }()
+			var n atomic.Int64
+			b.SetParallelism(2) // 2 x GOMAXPROCS writers
+			b.RunParallel(func(pb *testing.PB) {
+				for pb.Next() {
+					commit(b, db, fmt.Sprintf("p-%d", n.Add(1)))
+					p.Notify()
+				}
+			})
+			b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "commits/s")
+			cancel()
+			<-done
+		})
+	}
+}

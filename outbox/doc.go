@@ -52,6 +52,14 @@
 // original ControlVersion. Write-back of a chunk of rows is one transaction, so
 // it is recorded entirely or not at all.
 //
+// A power loss is covered too: nothing is published before the transaction
+// that created it is on disk. SQLite databases opened by package sqlitedb
+// commit without an fsync (WAL, synchronous=NORMAL), so each pass fsyncs the
+// database's WAL file after reading a chunk of pending rows and before
+// publishing the first of them; that covers every transaction committed
+// before the read, by any process. A failed fsync fails the pass before
+// anything is published.
+//
 // Run stops cleanly: when its context is done it starts no new publish, lets
 // the publish in flight and its write-back finish (bounded by
 // Config.ShutdownTimeout), and returns nil.

@@ -24,3 +24,10 @@ func TestBackoff(t *testing.T) {
 		}
 	}
 }
+
+// SetSyncFile replaces the pump's fsync step for one test.
+func SetSyncFile(t testing.TB, f func(real func(string) error, path string) error) {
+	real := syncFile
+	syncFile = func(path string) error { return f(real, path) }
+	t.Cleanup(func() { syncFile = real })
+}

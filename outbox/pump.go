@@ -56,12 +56,13 @@ type Stats struct {
 // NewPump and drive it with Run (long-running) or Pass (one drain). Its
 // methods are safe for concurrent use; passes never overlap.
 type Pump struct {
-	db     *sql.DB
-	sink   feed.Sink
-	batch  feed.BatchAppender // nil when the Sink has no batch capability
-	cfg    Config
-	log    *slog.Logger
-	notify chan struct{}
+	db      *sql.DB
+	sink    feed.Sink
+	batch   feed.BatchAppender // nil when the Sink has no batch capability
+	cfg     Config
+	log     *slog.Logger
+	notify  chan struct{}
+	durable durability
 
 	passMu  sync.Mutex // serialises passes: one publisher at a time
 	running atomic.Bool
@@ -456,12 +457,17 @@ func (w *dbWorker) stop() {
 	<-w.done
 }
 
-// readChunk reads up to BatchSize pending rows after id after and decodes
-// them.
+// readChunk reads up to BatchSize pending rows after id after, makes them
+// durable (see durability) and decodes them.
 func (p *Pump) readChunk(ctx context.Context, after int64) (chunk, error) {
 	rows, err := p.loadPending(ctx, after)
 	if err != nil {
 		return chunk{}, err
+	}
+	if len(rows) > 0 {
+		if err := p.durable.sync(ctx, p.db); err != nil {
+			return chunk{}, err
+		}
 	}
 	c := chunk{
 		live:   make([]pendingRow, 0, len(rows)),

@@ -57,7 +57,11 @@ const AutoCheckpointPages = 10000
 //
 // Durability: WAL with synchronous=NORMAL. A committed transaction survives a
 // crash of the process (kill -9); after a power loss the last few commits may
-// be rolled back, atomically, leaving a consistent earlier state.
+// be rolled back, atomically, leaving a consistent earlier state. That is
+// safe for both roles because nothing leaves a database before it is durable:
+// a producer's pump fsyncs the WAL after reading pending rows and before
+// publishing them (package outbox), and a node that loses its last commits
+// polls from its older cursor and applies those events again.
 func Open(ctx context.Context, path string) (*sql.DB, error) {
 	if path == "" {
 		return nil, fmt.Errorf("sqlitedb: open: empty database path (set --db)")
