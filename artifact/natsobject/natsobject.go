@@ -47,7 +47,6 @@ import (
 	"io"
 	"log/slog"
 	"os"
-	"strings"
 	"sync"
 	"time"
 
@@ -176,13 +175,14 @@ func New(ctx context.Context, cfg artifact.NATSConfig, opts *Options) (*Store, e
 	if o.Conn != nil {
 		s.nc = o.Conn
 	} else {
-		nopts := natsconn.Options("controlfeed-artifacts", 500*time.Millisecond, natsconn.Auth{
+		auth := natsconn.Auth{
 			CredsFile: cfg.CredsFile, User: cfg.User, Password: cfg.Password,
 			TLSCAFile: cfg.TLSCAFile, TLSCertFile: cfg.TLSCertFile, TLSKeyFile: cfg.TLSKeyFile,
-		}, o.NATSOptions...)
-		nc, err := nats.Connect(strings.Join(cfg.URLs, ","), nopts...)
+		}
+		nopts := natsconn.Options("controlfeed-artifacts", 500*time.Millisecond, auth, o.NATSOptions...)
+		nc, err := natsconn.Connect("natsobject", cfg.URLs, auth, nopts...)
 		if err != nil {
-			return nil, fmt.Errorf("natsobject: connect %s: %w", strings.Join(cfg.URLs, ","), err)
+			return nil, err
 		}
 		s.nc, s.own = nc, true
 	}

@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -14,6 +13,7 @@ import (
 
 	"github.com/controlfeed/controlfeed/artifact"
 	"github.com/controlfeed/controlfeed/feed"
+	"github.com/controlfeed/controlfeed/internal/natsconn"
 	"github.com/controlfeed/controlfeed/internal/natsembed"
 	"github.com/controlfeed/controlfeed/internal/node"
 )
@@ -118,7 +118,7 @@ func openNode(ctx context.Context, log *slog.Logger, cfg *node.Config) (*node.No
 			return n, err
 		}
 		log.Warn("the NATS server does not answer or is not ready; retrying (check --nats-url and that the broker runs)",
-			"nats_url", strings.Join(cfg.Feed.NATS.URLs, ","), "retry_in", backoff, "err", err)
+			"nats_url", natsconn.RedactURLs(cfg.Feed.NATS.URLs), "retry_in", backoff, "err", err)
 		t := time.NewTimer(backoff)
 		select {
 		case <-ctx.Done():

@@ -273,13 +273,15 @@ func dial(cfg feed.NATSConfig, opts *Options, role string) (*conn, error) {
 	if o.Conn != nil {
 		c.nc = o.Conn
 	} else {
-		nopts := natsconn.Options("controlfeed-"+role, DefaultReconnectWait, natsconn.Auth{
+		auth := natsconn.Auth{
 			CredsFile: cfg.CredsFile, User: cfg.User, Password: cfg.Password,
 			TLSCAFile: cfg.TLSCAFile, TLSCertFile: cfg.TLSCertFile, TLSKeyFile: cfg.TLSKeyFile,
-		}, append([]nats.Option{nats.RetryOnFailedConnect(false)}, o.NATSOptions...)...)
-		nc, err := nats.Connect(strings.Join(cfg.URLs, ","), nopts...)
+		}
+		nopts := natsconn.Options("controlfeed-"+role, DefaultReconnectWait, auth,
+			append([]nats.Option{nats.RetryOnFailedConnect(false)}, o.NATSOptions...)...)
+		nc, err := natsconn.Connect("natsfeed: "+role, cfg.URLs, auth, nopts...)
 		if err != nil {
-			return nil, fmt.Errorf("natsfeed: %s: connect %s: %w", role, strings.Join(cfg.URLs, ","), err)
+			return nil, err
 		}
 		c.nc, c.own = nc, true
 	}

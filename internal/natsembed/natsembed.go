@@ -48,6 +48,9 @@ type Options struct {
 	// ReadyTimeout bounds the wait for the server to accept connections.
 	// Zero means DefaultReadyTimeout.
 	ReadyTimeout time.Duration
+	// User and Password, if set, make the server require them from every
+	// client (one user with all permissions). Empty: no authentication.
+	User, Password string
 }
 
 func (o *Options) setDefaults() {
@@ -126,6 +129,8 @@ func Start(opts Options) (*Server, error) {
 		JetStream:  true,
 		StoreDir:   opts.StoreDir,
 		NoSigs:     true,
+		Username:   opts.User,
+		Password:   opts.Password,
 		// HTTP monitoring, cluster, leafnodes: off.
 	}
 	ns, err := server.NewServer(sopts)

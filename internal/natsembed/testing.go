@@ -13,6 +13,13 @@ func StartForTest(t testing.TB) *Server {
 	return startForTest(t, Options{StoreDir: t.TempDir()})
 }
 
+// StartWithAuthForTest is StartForTest with a server that requires user and
+// password from every client.
+func StartWithAuthForTest(t testing.TB, user, password string) *Server {
+	t.Helper()
+	return startForTest(t, Options{StoreDir: t.TempDir(), User: user, Password: password})
+}
+
 // RestartForTest shuts s down and starts a new server on the same address and
 // store directory, so clients connected to s reconnect to it and find its
 // streams. The new server is shut down when the test ends.
