@@ -14,6 +14,7 @@ const (
 	DefaultMaxBackoff      = 5 * time.Second
 	DefaultShutdownTimeout = 10 * time.Second
 	DefaultCheckpoint      = 100 * time.Millisecond
+	DefaultPublishTimeout  = 30 * time.Second
 )
 
 // Config configures a Pump. A nil *Config and zero fields select the
@@ -48,6 +49,11 @@ type Config struct {
 	// SQLite's automatic checkpoint. Negative disables it. Default 100ms.
 	// Pass never checkpoints.
 	CheckpointInterval time.Duration
+	// PublishTimeout bounds one call to the Sink (an Append, or an
+	// AppendBatch of up to BatchSize events): past it the call's context
+	// is canceled, the pass fails at that row, which stays pending, and
+	// Run retries with backoff. Default 30s.
+	PublishTimeout time.Duration
 }
 
 func (c *Config) setDefaults() {
@@ -72,6 +78,9 @@ func (c *Config) setDefaults() {
 	if c.CheckpointInterval == 0 {
 		c.CheckpointInterval = DefaultCheckpoint
 	}
+	if c.PublishTimeout == 0 {
+		c.PublishTimeout = DefaultPublishTimeout
+	}
 }
 
 // Validate reports whether c is usable: no negative field, and MinBackoff
@@ -91,6 +100,8 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("outbox: config: MinBackoff %v is negative", d.MinBackoff)
 	case d.MaxBackoff < 0:
 		return fmt.Errorf("outbox: config: MaxBackoff %v is negative", d.MaxBackoff)
+	case d.PublishTimeout < 0:
+		return fmt.Errorf("outbox: config: PublishTimeout %v is negative", d.PublishTimeout)
 	case d.ShutdownTimeout < 0:
 		return fmt.Errorf("outbox: config: ShutdownTimeout %v is negative", d.ShutdownTimeout)
 	case d.MinBackoff > d.MaxBackoff:

@@ -12,6 +12,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/controlfeed/controlfeed/controlevent"
 	"github.com/controlfeed/controlfeed/internal/sqlitedb"
@@ -153,4 +154,38 @@ func copyFile(from, to string) error {
 		return err
 	}
 	return out.Close()
+}
+
+// TestPump_PublishTimeout: a Sink that never answers (a held lock, a broker
+// that swallowed the request) fails the pass after Config.PublishTimeout
+// instead of holding the pump for ever, and while it waits Stats says on
+// what.
+func TestPump_PublishTimeout(t *testing.T) {
+	ctx := context.Background()
+	db, _ := openDB(t)
+	entered := make(chan struct{}, 1)
+	sink := &FakeSink{AppendFunc: func(ctx context.Context, e controlevent.Event) (controlevent.Event, error) {
+		entered <- struct{}{}
+		<-ctx.Done()
+		return e, ctx.Err()
+	}}
+	p := newPump(t, db, sink, &outbox.Config{PublishTimeout: 300 * time.Millisecond})
+	appendCommitted(t, db, newEvent(1))
+	errc := make(chan error, 1)
+	go func() { _, err := p.Pass(ctx); errc <- err }()
+	<-entered
+	st := p.Stats()
+	if !strings.Contains(st.Waiting, `"evt-0001"`) || st.WaitingSince.IsZero() {
+		t.Errorf("while the publish hangs, Stats.Waiting = %q since %v; want it to name evt-0001", st.Waiting, st.WaitingSince)
+	}
+	err := <-errc
+	if err == nil || !strings.Contains(err.Error(), "PublishTimeout") {
+		t.Fatalf("Pass: %v; want a PublishTimeout error", err)
+	}
+	if st := p.Stats(); st.Waiting != "" || !st.LastPublishAt.IsZero() {
+		t.Errorf("after the timeout, Stats = %+v", st)
+	}
+	if got := len(pending(t, db)); got != 1 {
+		t.Errorf("%d pending rows after the timed-out publish, want 1", got)
+	}
 }

@@ -50,6 +50,14 @@ type Stats struct {
 	Retrying bool
 	// NextRetry is when Run retries next; zero unless Retrying.
 	NextRetry time.Time
+	// Waiting says what the pump is blocked on right now (a publish to the
+	// Sink, naming the first event), and WaitingSince since when; empty and
+	// zero while it waits on nothing. A Waiting older than a threshold is a
+	// stuck pump even though nothing failed yet.
+	Waiting      string
+	WaitingSince time.Time
+	// LastPublishAt is when the Sink last accepted an event; zero if never.
+	LastPublishAt time.Time
 }
 
 // Pump drains the outbox into a feed.Sink in outbox order. Create it with
@@ -586,7 +594,11 @@ func (p *Pump) publish(stop, work context.Context, rows []pendingRow, events []c
 		if err := failpoint.Inject(failpoint.OutboxBeforePublish); err != nil {
 			return out, fmt.Errorf("outbox: publish %q (outbox id %d) to %s: %w", rows[0].eventID, rows[0].id, p.sink.Name(), err)
 		}
-		got, err := p.batch.AppendBatch(work, events)
+		var got []controlevent.Event
+		err := p.callSink(work, rows[0], len(events), func(ctx context.Context) (err error) {
+			got, err = p.batch.AppendBatch(ctx, events)
+			return err
+		})
 		for i := range min(len(got), len(events)) {
 			if cerr := p.checkStamp(rows[i], got[i], *prevCV); cerr != nil {
 				return out, cerr
@@ -613,7 +625,11 @@ func (p *Pump) publish(stop, work context.Context, rows []pendingRow, events []c
 		if err := failpoint.Inject(failpoint.OutboxBeforePublish); err != nil {
 			return out, fmt.Errorf("outbox: publish %q (outbox id %d) to %s: %w", rows[i].eventID, rows[i].id, p.sink.Name(), err)
 		}
-		got, err := p.sink.Append(work, e)
+		var got controlevent.Event
+		err := p.callSink(work, rows[i], 1, func(ctx context.Context) (err error) {
+			got, err = p.sink.Append(ctx, e)
+			return err
+		})
 		if err != nil {
 			return out, fmt.Errorf("outbox: publish %q (outbox id %d) to %s: %w", rows[i].eventID, rows[i].id, p.sink.Name(), err)
 		}
@@ -624,6 +640,35 @@ func (p *Pump) publish(stop, work context.Context, rows []pendingRow, events []c
 		out = append(out, got)
 	}
 	return out, nil
+}
+
+// callSink runs one call to the Sink (an Append or an AppendBatch of n
+// events starting at row first) under Config.PublishTimeout, shown in
+// Stats.Waiting while it runs. A call that outlives the timeout gets its
+// context canceled; its error then says so. A Sink that ignores its context
+// still blocks, but Stats shows what it waits on and since when.
+func (p *Pump) callSink(work context.Context, first pendingRow, n int, call func(context.Context) error) error {
+	ctx, cancel := context.WithTimeout(work, p.cfg.PublishTimeout)
+	defer cancel()
+	what := fmt.Sprintf("publish of %q (outbox id %d) to %s", first.eventID, first.id, p.sink.Name())
+	if n > 1 {
+		what = fmt.Sprintf("publish of %d events from %q (outbox id %d) to %s", n, first.eventID, first.id, p.sink.Name())
+	}
+	now := time.Now()
+	p.mu.Lock()
+	p.stats.Waiting, p.stats.WaitingSince = what, now
+	p.mu.Unlock()
+	err := call(ctx)
+	p.mu.Lock()
+	p.stats.Waiting, p.stats.WaitingSince = "", time.Time{}
+	if err == nil {
+		p.stats.LastPublishAt = time.Now()
+	}
+	p.mu.Unlock()
+	if err != nil && errors.Is(ctx.Err(), context.DeadlineExceeded) && work.Err() == nil {
+		err = fmt.Errorf("no answer within %v (Config.PublishTimeout; the sink is stuck or overloaded): %w", p.cfg.PublishTimeout, err)
+	}
+	return err
 }
 
 // checkStamp verifies the Sink's answer for row r against the feed.Sink
