@@ -40,12 +40,13 @@ type Applier struct {
 	cumAcker feed.CumulativeAcker
 	waiter   feed.Waiter
 	header   feed.HeadReporter
+	gapper   feed.GapChecker
 
 	stepMu    sync.Mutex // serialises Step
 	loaded    bool       // persisted halt loaded into st
 	lastHead  time.Time
 	headLow   int // consecutive head reads below the cursor
-	errStreak int // consecutive non-halt Step errors, for Run's backoff
+	errStreak int // consecutive unclassified Step errors, for Run's backoff
 
 	// rest holds the events of the last Poll that came after the last
 	// batch (cut by MaxBatch or the prefetch budget); the next Step applies
@@ -75,7 +76,8 @@ type Applier struct {
 // payloads from store. store may be nil if no event carries an artifact; an
 // event with an ArtifactRef then halts the applier. cfg may be nil. New
 // detects the Source's optional interfaces (feed.Acker, feed.CumulativeAcker,
-// feed.Waiter, feed.HeadReporter) once, here. It does no I/O.
+// feed.Waiter, feed.HeadReporter, feed.GapChecker) once, here. It does no
+// I/O.
 func New(db *sql.DB, src feed.Source, store artifact.Store, cfg *Config) (*Applier, error) {
 	if db == nil {
 		return nil, errors.New("applier: new: nil *sql.DB")
@@ -105,6 +107,7 @@ func New(db *sql.DB, src feed.Source, store artifact.Store, cfg *Config) (*Appli
 	a.cumAcker, _ = src.(feed.CumulativeAcker)
 	a.waiter, _ = src.(feed.Waiter)
 	a.header, _ = src.(feed.HeadReporter)
+	a.gapper, _ = src.(feed.GapChecker)
 	return a, nil
 }
 
@@ -122,16 +125,25 @@ func (a *Applier) Status() Status {
 		b := *s.BehindRetention
 		s.BehindRetention = &b
 	}
+	if s.Unavailable != nil {
+		u := *s.Unavailable
+		s.Unavailable = &u
+	}
+	if s.Gap != nil {
+		g := *s.Gap
+		s.Gap = &g
+	}
 	return s
 }
 
 // Run applies events until ctx is done, then returns nil. It waits for new
 // events with feed.Waiter when the Source implements it, else polls every
 // PollInterval; after a round that moved the cursor it polls again at once.
-// A halted event is retried with capped exponential backoff and jitter; a
-// failed Poll likewise; a node behind the feed's retention re-checks every
-// MaxBackoff. Run returns a non-nil error only if the database cannot be read
-// at start (for example, Migrate was not run).
+// A halted event, an unavailable feed, store or database, and a gap in the
+// feed are retried with capped exponential backoff and jitter (by their
+// attempt count, see Status); a node behind the feed's retention re-checks
+// every MaxBackoff. Run returns a non-nil error only if the database cannot
+// be read at start (for example, Migrate was not run).
 func (a *Applier) Run(ctx context.Context) error {
 	if _, err := ReadCursor(ctx, a.db); err != nil {
 		if ctx.Err() != nil {
@@ -177,14 +189,11 @@ func (a *Applier) Run(ctx context.Context) error {
 			case <-ctx.Done():
 			case <-tick.C:
 			}
-		case errors.Is(err, ErrHalted):
-			attempts := 1
-			if h := a.Status().Halted; h != nil {
-				attempts = h.Attempts
-			}
-			sleep(ctx, a.backoff(attempts))
 		case errors.Is(err, feed.ErrCursorBehindRetention):
 			sleep(ctx, a.cfg.MaxBackoff)
+		case errors.Is(err, ErrHalted), errors.Is(err, ErrUnavailable), errors.Is(err, feed.ErrGap):
+			a.errStreak = 0
+			sleep(ctx, a.backoff(a.attempts()))
 		default:
 			a.errStreak++
 			a.log.Warn("applier: round failed; retrying", "err", err, "attempt", a.errStreak)
@@ -219,18 +228,14 @@ type item struct {
 	known   bool // found in controlfeed_applied_events before the transaction
 }
 
-// failure is the event the applier halts at and why.
-type failure struct {
-	ev  controlevent.Event
-	err error
-}
-
 // Step performs one round: it reads the cursor, polls the Source once, and
 // applies what it returned (at most MaxBatch events, in one transaction). It
 // returns the number of events the cursor moved past (applied, duplicates
 // and skipped). If an event fails, the events before it are committed and
-// Step returns an error wrapping ErrHalted; calling Step again retries it.
-// Step is for tests and tools; Run calls it in a loop.
+// Step returns an error wrapping ErrHalted (the event cannot be applied),
+// ErrUnavailable (the feed, the store or the database failed) or feed.ErrGap
+// (the feed skipped a position it holds); see State. Calling Step again
+// retries. Step is for tests and tools; Run calls it in a loop.
 func (a *Applier) Step(ctx context.Context) (int, error) {
 	a.stepMu.Lock()
 	defer a.stepMu.Unlock()
@@ -240,7 +245,10 @@ func (a *Applier) Step(ctx context.Context) (int, error) {
 	if !a.loaded {
 		h, err := readHalt(ctx, a.db)
 		if err != nil {
-			return 0, fmt.Errorf("applier: %w (has Migrate run?)", err)
+			if ctx.Err() != nil {
+				return 0, ctx.Err()
+			}
+			return 0, a.settle(ctx, &failure{op: OpReadDB, err: fmt.Errorf("applier: %w (has Migrate run?)", err)})
 		}
 		a.mu.Lock()
 		a.st.Halted = h
@@ -249,7 +257,10 @@ func (a *Applier) Step(ctx context.Context) (int, error) {
 	}
 	cursor, err := ReadCursor(ctx, a.db)
 	if err != nil {
-		return 0, err
+		if ctx.Err() != nil {
+			return 0, ctx.Err()
+		}
+		return 0, a.settle(ctx, &failure{op: OpReadDB, err: err})
 	}
 	a.mu.Lock()
 	a.st.Cursor = cursor
@@ -261,19 +272,6 @@ func (a *Applier) Step(ctx context.Context) (int, error) {
 		if ctx.Err() != nil {
 			return 0, ctx.Err()
 		}
-		if errors.Is(err, feed.ErrCursorBehindRetention) {
-			var cbe *feed.CursorBehindError
-			if !errors.As(err, &cbe) {
-				cbe = &feed.CursorBehindError{Source: a.src.Name(), Cursor: cursor}
-			}
-			c := *cbe
-			a.mu.Lock()
-			a.st.BehindRetention = &c
-			a.mu.Unlock()
-			a.log.Error("applier: node is behind the feed's retention and cannot catch up by replay; re-bootstrap it from a snapshot",
-				"cursor", cursor, "err", err)
-			return 0, fmt.Errorf("applier: poll %s after control version %d: %w", a.src.Name(), cursor, err)
-		}
 		var ie *feed.InvalidEventError
 		if errors.As(err, &ie) && ie.ControlVersion > cursor {
 			// Halt at the invalid message like at any invalid event, so
@@ -282,22 +280,8 @@ func (a *Applier) Step(ctx context.Context) (int, error) {
 			defer func() { a.invalid = nil }()
 			return a.apply(ctx, cursor, []controlevent.Event{{EventID: ie.EventID, ControlVersion: ie.ControlVersion}})
 		}
-		err = fmt.Errorf("applier: poll %s after control version %d: %w", a.src.Name(), cursor, err)
-		a.mu.Lock()
-		if a.st.FeedError == "" {
-			a.st.FeedErrorSince = time.Now()
-		}
-		a.st.FeedError = err.Error()
-		a.mu.Unlock()
-		return 0, err
-	}
-	a.mu.Lock()
-	was := a.st.BehindRetention
-	a.st.BehindRetention = nil
-	a.st.FeedError, a.st.FeedErrorSince = "", time.Time{}
-	a.mu.Unlock()
-	if was != nil {
-		a.log.Info("applier: feed holds the events after the cursor again; resuming", "cursor", cursor)
+		// Behind retention, a gap, or the feed failing to answer.
+		return 0, a.settle(ctx, &failure{op: OpPoll, err: fmt.Errorf("applier: poll %s after control version %d: %w", a.src.Name(), cursor, err)})
 	}
 	return a.apply(ctx, cursor, evs)
 }
@@ -347,7 +331,8 @@ func (a *Applier) refreshHead(ctx context.Context) {
 	a.log.Error("applier: "+a.st.FeedBehindCursor, "head", h, "cursor", cursor)
 }
 
-// apply plans, fetches, commits and acknowledges one polled batch.
+// apply plans, fetches, commits and acknowledges one polled batch, and
+// settles the round.
 func (a *Applier) apply(ctx context.Context, cursor uint64, evs []controlevent.Event) (int, error) {
 	var (
 		old  []controlevent.Event // redelivered events at or before the cursor
@@ -367,7 +352,7 @@ func (a *Applier) apply(ctx context.Context, cursor uint64, evs []controlevent.E
 			break
 		}
 		if ev.ControlVersion == 0 {
-			fail = &failure{ev, a.eventErr(ev, "validate", ev.Validate())}
+			fail = &failure{ev, opValidate, a.eventErr(ev, "validate", ev.Validate())}
 			break
 		}
 		if ev.ControlVersion <= cursor && len(plan) == 0 {
@@ -375,9 +360,14 @@ func (a *Applier) apply(ctx context.Context, cursor uint64, evs []controlevent.E
 			continue
 		}
 		if ev.ControlVersion <= prev {
-			fail = &failure{ev, fmt.Errorf("applier: source %s returned control version %d for event %q after %d: events are not strictly ascending (a bug in the source)",
+			fail = &failure{ev, opValidate, fmt.Errorf("applier: source %s returned control version %d for event %q after %d: events are not strictly ascending (a bug in the source)",
 				a.src.Name(), ev.ControlVersion, ev.EventID, prev)}
 			break
+		}
+		if a.gapper != nil && ev.ControlVersion != prev+1 {
+			if fail = a.checkGap(ctx, prev, ev); fail != nil {
+				break
+			}
 		}
 		prev = ev.ControlVersion
 		it := item{ev: ev, idx: i, known: known[ev.EventID]}
@@ -390,7 +380,7 @@ func (a *Applier) apply(ctx context.Context, cursor uint64, evs []controlevent.E
 			// Only these cases need to know, before the transaction,
 			// whether the event is already recorded.
 			if lerr != nil {
-				fail = &failure{ev, a.eventErr(ev, "look up", lerr)}
+				fail = &failure{ev, OpReadDB, a.eventErr(ev, "look up", lerr)}
 				break
 			}
 			if it.known {
@@ -399,11 +389,11 @@ func (a *Applier) apply(ctx context.Context, cursor uint64, evs []controlevent.E
 			}
 		}
 		if verr != nil {
-			fail = &failure{ev, a.eventErr(ev, "validate", verr)}
+			fail = &failure{ev, opValidate, a.eventErr(ev, "validate", verr)}
 			break
 		}
 		if h == nil {
-			fail = &failure{ev, a.eventErr(ev, "apply", fmt.Errorf("no handler for event type %q", ev.Type))}
+			fail = &failure{ev, opHandler, a.eventErr(ev, "apply", fmt.Errorf("no handler for event type %q", ev.Type))}
 			break
 		}
 		it.fetch = ev.ArtifactRef != ""
@@ -443,9 +433,10 @@ func (a *Applier) apply(ctx context.Context, cursor uint64, evs []controlevent.E
 			return 0, ctx.Err()
 		}
 		// The transaction as a whole failed (not one event): nothing was
-		// committed; halt at the first event so it is visible and retried.
+		// committed; settle at the first event so it is visible and
+		// retried (classify: unavailable, unless SQLite blames the data).
 		if len(plan) > 0 {
-			return 0, a.halt(ctx, plan[0].ev, err)
+			return 0, a.settle(ctx, &failure{plan[0].ev, OpCommit, err})
 		}
 		return 0, err
 	}
@@ -503,11 +494,26 @@ func (a *Applier) apply(ctx context.Context, cursor uint64, evs []controlevent.E
 		}
 	}
 
-	if fail != nil {
-		a.recordConflict(ctx, fail.err)
-		return n, a.halt(ctx, fail.ev, fail.err)
+	return n, a.settle(ctx, fail)
+}
+
+// checkGap asks the feed, which promised dense positions, whether the
+// positions between prev (the cursor or the previous event of the batch)
+// and ev were deleted. It returns nil if they were, else the failure that
+// stops the batch before ev: a gap (the feed still holds one of them) or an
+// unavailable feed (it cannot tell).
+func (a *Applier) checkGap(ctx context.Context, prev uint64, ev controlevent.Event) *failure {
+	err := a.gapper.CheckGap(ctx, prev, ev.ControlVersion)
+	if err == nil {
+		a.log.Debug("applier: positions deleted from the feed passed over", "after", prev, "next", ev.ControlVersion)
+		return nil
 	}
-	return n, nil
+	if errors.Is(err, feed.ErrGap) {
+		return &failure{ev, OpCheckGap, fmt.Errorf("applier: feed %s delivered event %q at control version %d after %d: %w",
+			a.src.Name(), ev.EventID, ev.ControlVersion, prev, err)}
+	}
+	return &failure{ev, OpCheckGap, fmt.Errorf("applier: feed %s delivered event %q at control version %d after %d, and cannot tell whether the positions between were deleted: %w",
+		a.src.Name(), ev.EventID, ev.ControlVersion, prev, err)}
 }
 
 func (a *Applier) eventErr(ev controlevent.Event, op string, err error) error {
@@ -557,7 +563,7 @@ func (a *Applier) prefetch(ctx context.Context, plan []item) (_ []item, cut bool
 				continue
 			}
 			if errs[j] != nil {
-				return plan[:j], true, &failure{plan[j].ev, errs[j]}
+				return plan[:j], true, &failure{plan[j].ev, OpFetch, errs[j]}
 			}
 			n := int64(len(plan[j].payload))
 			bytes += n
@@ -615,7 +621,7 @@ func lookupIDs(ctx context.Context, db *sql.DB, ids []any, known map[string]bool
 // fetch reads and verifies ev's payload.
 func (a *Applier) fetch(ctx context.Context, ev controlevent.Event) ([]byte, error) {
 	if a.store == nil {
-		return nil, a.eventErr(ev, "fetch artifact for", fmt.Errorf("artifact %s: no artifact store configured", ev.ArtifactRef))
+		return nil, a.eventErr(ev, "fetch artifact for", fmt.Errorf("artifact %s: %w", ev.ArtifactRef, errNoStore))
 	}
 	p, err := artifact.GetBytes(ctx, a.store, ev.ArtifactRef, a.cfg.MaxPayloadBytes)
 	if err != nil {
@@ -747,7 +753,7 @@ func (a *Applier) commitTx(ctx context.Context, plan []item, useSP bool) (n int,
 				return 0, nil, ctx.Err()
 			}
 			if !useSP {
-				return 0, &failure{it.ev, aerr}, nil
+				return 0, &failure{it.ev, OpApply, aerr}, nil
 			}
 			if _, err := tx.ExecContext(ctx, `ROLLBACK TO controlfeed_event`); err != nil {
 				return 0, nil, fmt.Errorf("applier: roll back to savepoint after %v: %w", aerr, err)
@@ -755,7 +761,7 @@ func (a *Applier) commitTx(ctx context.Context, plan []item, useSP bool) (n int,
 			if _, err := tx.ExecContext(ctx, `RELEASE controlfeed_event`); err != nil {
 				return 0, nil, fmt.Errorf("applier: release savepoint: %w", err)
 			}
-			fail = &failure{it.ev, aerr}
+			fail = &failure{it.ev, OpApply, aerr}
 			break
 		}
 		if useSP {
@@ -854,41 +860,4 @@ func (a *Applier) ack(ctx context.Context, evs []controlevent.Event) {
 				"control_version", ev.ControlVersion, "err", err)
 		}
 	}
-}
-
-// halt records that ev failed with cause, in memory and in controlfeed_halt,
-// and returns Step's error.
-func (a *Applier) halt(ctx context.Context, ev controlevent.Event, cause error) error {
-	now := time.Now()
-	a.mu.Lock()
-	h := a.st.Halted
-	if h == nil || h.EventID != ev.EventID || h.ControlVersion != ev.ControlVersion {
-		h = &Halt{EventID: ev.EventID, ControlVersion: ev.ControlVersion, Type: ev.Type, Since: now}
-	} else {
-		c := *h
-		h = &c
-	}
-	h.Error = cause.Error()
-	h.Attempts++
-	h.LastAttempt = now
-	a.st.Halted = h
-	a.mu.Unlock()
-
-	cv, _ := toInt64(ev.ControlVersion)
-	if _, err := a.db.ExecContext(ctx, `INSERT INTO controlfeed_halt (id, event_id, control_version, type, error, attempts, since, last_attempt)
-		VALUES (1, ?, ?, ?, ?, ?, ?, ?)
-		ON CONFLICT (id) DO UPDATE SET event_id = excluded.event_id, control_version = excluded.control_version,
-			type = excluded.type, error = excluded.error, attempts = excluded.attempts,
-			since = excluded.since, last_attempt = excluded.last_attempt`,
-		h.EventID, cv, h.Type, h.Error, h.Attempts, formatTime(h.Since), formatTime(h.LastAttempt)); err != nil && ctx.Err() == nil {
-		a.log.Error("applier: persist halt", "event_id", ev.EventID, "err", err)
-	}
-	attrs := []any{"event_id", ev.EventID, "control_version", ev.ControlVersion, "type", ev.Type,
-		"attempts", h.Attempts, "since", h.Since, "err", cause}
-	if h.Attempts == 1 {
-		a.log.Error("applier: halted: event cannot be applied; retrying with backoff (operator may skip it)", attrs...)
-	} else {
-		a.log.Warn("applier: still halted", attrs...)
-	}
-	return fmt.Errorf("%w at event %q (control version %d): %w", ErrHalted, ev.EventID, ev.ControlVersion, cause)
 }

@@ -790,7 +790,8 @@ func TestApplier_InvalidFeedMessageHaltsAndSkips(t *testing.T) {
 	}
 }
 
-// A feed that cannot be read is visible in Status until a Poll succeeds.
+// A feed that cannot be read makes the applier unavailable (not halted),
+// visible in Status until a Poll succeeds.
 func TestApplier_FeedErrorInStatus(t *testing.T) {
 	ctx := context.Background()
 	db, _ := openDB(t)
@@ -803,20 +804,22 @@ func TestApplier_FeedErrorInStatus(t *testing.T) {
 	}}
 	a := newApplier(t, db, src, nil, newInsertHandler(), nil)
 	for range 2 {
-		if _, err := a.Step(ctx); err == nil || errors.Is(err, applier.ErrHalted) {
-			t.Fatalf("Step on a failing feed: %v, want a plain error", err)
+		if _, err := a.Step(ctx); !errors.Is(err, applier.ErrUnavailable) || errors.Is(err, applier.ErrHalted) {
+			t.Fatalf("Step on a failing feed: %v, want ErrUnavailable", err)
 		}
 	}
 	st := a.Status()
-	if !strings.Contains(st.FeedError, "permission denied") || st.FeedErrorSince.IsZero() || st.Halted != nil {
-		t.Fatalf("Status after failing polls: FeedError %q since %v, halted %+v", st.FeedError, st.FeedErrorSince, st.Halted)
+	u := st.Unavailable
+	if st.State != applier.StateUnavailable || u == nil || u.Op != applier.OpPoll || !strings.Contains(u.Error, "permission denied") ||
+		u.Since.IsZero() || u.Attempts != 2 || st.Halted != nil {
+		t.Fatalf("Status after failing polls: state %v, unavailable %+v, halted %+v", st.State, u, st.Halted)
 	}
 	fail = false
 	if n, err := a.Step(ctx); n != 1 || err != nil {
 		t.Fatalf("Step after the feed recovered = %d, %v", n, err)
 	}
-	if st := a.Status(); st.FeedError != "" || !st.FeedErrorSince.IsZero() {
-		t.Fatalf("Status after recovery still reports %q since %v", st.FeedError, st.FeedErrorSince)
+	if st := a.Status(); st.Unavailable != nil || st.State != applier.StateApplying {
+		t.Fatalf("Status after recovery: state %v, unavailable %+v", st.State, st.Unavailable)
 	}
 }
 

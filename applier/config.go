@@ -22,8 +22,11 @@ import (
 // in the new transaction. Only the run whose transaction commits counts,
 // which is why a handler must have no effect outside tx.
 //
-// A Handler returning an error halts the applier at the event; the error is
-// shown to operators, so it should name what was wrong. The applier calls
+// A Handler returning an error halts the applier at the event, unless the
+// error is the infrastructure's (a full disk, a busy database, a timeout,
+// an error wrapping feed.ErrUnavailable: see the package doc), which makes
+// the applier unavailable and retry instead; the error is shown to
+// operators, so it should name what was wrong and wrap its cause with %w. The applier calls
 // handlers from one goroutine at a time. A Handler must be deterministic
 // given the database state and the event: every node runs it, and nodes stay
 // identical only if it does the same thing everywhere.
@@ -44,8 +47,8 @@ type Config struct {
 	// Handlers maps an event Type to its Handler. An event whose Type has no
 	// handler halts the applier like any other failure.
 	Handlers map[string]Handler
-	// Logger receives halts, resumptions, ack failures and
-	// behind-retention reports. nil discards logs.
+	// Logger receives halts, unavailability, gaps, resumptions, ack
+	// failures and behind-retention reports. nil discards logs.
 	Logger *slog.Logger
 	// PollInterval is how often Run polls when the Source does not implement
 	// feed.Waiter. Default DefaultPollInterval.
@@ -54,8 +57,8 @@ type Config struct {
 	// Default DefaultMaxBatch.
 	MaxBatch int
 	// MinBackoff and MaxBackoff bound the delay between retries of a halted
-	// event (and of failed polls): it doubles from MinBackoff up to
-	// MaxBackoff, with jitter. MaxBackoff is also the interval at which a
+	// event, an unavailable feed, store or database, and a gap: it doubles
+	// from MinBackoff up to MaxBackoff, with jitter. MaxBackoff is also the interval at which a
 	// node behind the feed's retention re-checks. Defaults
 	// DefaultMinBackoff, DefaultMaxBackoff.
 	MinBackoff, MaxBackoff time.Duration

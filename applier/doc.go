@@ -39,23 +39,54 @@
 // when a batch ends a full Poll, the next Poll is made in the background
 // meanwhile too; the Source is still called by one goroutine at a time.
 //
-// # Halting and skipping
+// # States: halted, unavailable, gap
 //
-// Any failure to apply an event halts the applier at that event: an event
-// that fails Validate, an unknown Type (no handler), a missing or corrupt
-// artifact, a checksum that does not match the artifact, a handler error, or
-// a Source returning ControlVersions that are not strictly ascending. Events
-// of the same batch before the failing one are committed; nothing after it is
-// applied and the cursor stays just before it. The halt is kept in Status,
-// persisted in controlfeed_halt, logged, and retried by Run with capped
-// exponential backoff and jitter (each retry polls again from the cursor).
-// When the event finally applies, the halt is cleared.
+// Every round (Step) ends in one State, reported by Status.State and decided
+// in one place, by these rules:
 //
-// An operator who decides the event must be passed over calls Skip with its
-// EventID, from any process that can open the database. Skip records the
-// event in controlfeed_applied_events with outcome 'skipped'; the running
-// applier's next retry treats it like a duplicate and moves on. Nothing else
-// ever skips an event: silently skipping would let nodes diverge.
+//   - Halted: this event cannot be applied. An event that fails Validate,
+//     an unknown Type (no handler), an artifact the store confirms missing
+//     (artifact.ErrNotFound) or corrupt (artifact.ErrCorrupt), too large, a
+//     checksum that does not match the artifact, a handler error, a
+//     conflicting duplicate (ErrConflict), or a Source returning
+//     ControlVersions that are not strictly ascending. Events of the same
+//     batch before the failing one are committed; nothing after it is
+//     applied and the cursor stays just before it. The halt is kept in
+//     Status.Halted, persisted in controlfeed_halt, logged at ERROR, and
+//     retried by Run with capped exponential backoff and jitter (each retry
+//     polls again from the cursor). When the event finally applies, the
+//     halt is cleared. Only a halt can be skipped.
+//   - Unavailable: the infrastructure failed, not the event. A Poll error
+//     (other than the cases below), an artifact store that times out, is
+//     disconnected or has no quorum (anything but a confirmed bad artifact),
+//     an error wrapping feed.ErrUnavailable, and, locally, an apply
+//     transaction that fails as a whole (begin, commit: a full disk, a busy
+//     or locked database, a write-lock timeout, an I/O error) or a statement
+//     inside it that fails with SQLITE_FULL, SQLITE_BUSY, SQLITE_LOCKED,
+//     SQLITE_IOERR, ENOSPC and the like. It is reported in
+//     Status.Unavailable (which step, which event, since when), logged at
+//     WARN, retried with backoff, and never persisted: there is nothing to
+//     skip, and Skip refuses.
+//   - Gap: the feed did not deliver a position it still holds. For a Source
+//     that implements feed.GapChecker (its positions are dense), the applier
+//     checks every event it is about to apply against the one before it (the
+//     cursor for the first of a batch): when ControlVersion is not the
+//     previous one + 1 it calls CheckGap. If the positions between were
+//     deleted (nil) it goes on; otherwise it commits the events before the
+//     hole, applies nothing past it, reports it in Status.Gap (positions) or,
+//     if the feed cannot tell, as unavailable, logs it at ERROR, and polls
+//     again with backoff. A Poll error wrapping feed.ErrGap is reported the
+//     same way. The cursor never moves over a gap and a gap cannot be
+//     skipped. A Source without GapChecker may have sparse positions; the
+//     applier then only checks that they ascend.
+//   - Behind retention: see below.
+//
+// An operator who decides a halted event must be passed over calls Skip
+// with its EventID, from any process that can open the database. Skip
+// records the event in controlfeed_applied_events with outcome 'skipped';
+// the running applier's next retry treats it like a duplicate and moves on.
+// Nothing else ever skips an event: silently skipping would let nodes
+// diverge.
 //
 // A Source error wrapping feed.ErrCursorBehindRetention means the node can no
 // longer catch up by replay. The applier stops applying, reports it in
@@ -75,7 +106,9 @@
 //
 // Errors begin with "applier:" and name the operation and the event.
 // Step returns an error wrapping ErrHalted when an event could not be
-// applied, one wrapping feed.ErrCursorBehindRetention when the node fell
-// behind the feed's retention, and the Source's error otherwise. Skip returns
-// an error wrapping ErrNotHalted when the event is not the halted one.
+// applied, ErrUnavailable when the feed, the store or the database failed,
+// feed.ErrGap when the feed skipped a position it holds, and
+// feed.ErrCursorBehindRetention when the node fell behind the feed's
+// retention; each also wraps the cause. Skip returns an error wrapping
+// ErrNotHalted when the event is not the halted one.
 package applier

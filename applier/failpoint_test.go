@@ -75,8 +75,9 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 }
 
 // A failing commit (the disk is full) is a failed batch: nothing is
-// committed, the applier halts with the error and retries, and it resumes
-// by itself once the fault is gone.
+// committed, the applier is unavailable (not halted: nothing persisted,
+// nothing to skip) and retries, and it resumes by itself once the fault is
+// gone.
 func TestFailpoint_BeforeCommitENOSPC(t *testing.T) {
 	ctx := context.Background()
 	db, _ := openDB(t)
@@ -90,12 +91,13 @@ func TestFailpoint_BeforeCommitENOSPC(t *testing.T) {
 	enableFailpoints(t, failpoint.ApplierBeforeCommit+"=enospc")
 
 	n, err := a.Step(ctx)
-	if n != 0 || !errors.Is(err, applier.ErrHalted) || !errors.Is(err, syscall.ENOSPC) {
-		t.Fatalf("Step = %d, %v; want 0 and a halt wrapping ENOSPC", n, err)
+	if n != 0 || !errors.Is(err, applier.ErrUnavailable) || errors.Is(err, applier.ErrHalted) || !errors.Is(err, syscall.ENOSPC) {
+		t.Fatalf("Step = %d, %v; want 0 and ErrUnavailable wrapping ENOSPC", n, err)
 	}
 	st := a.Status()
-	if st.Halted == nil || st.Halted.EventID != "evt-1" || !strings.Contains(st.Halted.Error, "no space left on device") || st.Cursor != 0 || st.Applied != 0 {
-		t.Fatalf("Status = %+v (Halted %+v); want halted at evt-1 with the ENOSPC error, nothing applied", st, st.Halted)
+	if u := st.Unavailable; st.State != applier.StateUnavailable || u == nil || u.Op != applier.OpCommit || u.EventID != "evt-1" ||
+		!strings.Contains(u.Error, "no space left on device") || st.Halted != nil || st.Cursor != 0 || st.Applied != 0 {
+		t.Fatalf("Status = %+v (Unavailable %+v); want unavailable at evt-1 with the ENOSPC error, nothing applied", st, st.Unavailable)
 	}
 	if c := cursorOf(t, db); c != 0 {
 		t.Fatalf("cursor = %d, want 0", c)
@@ -110,8 +112,8 @@ func TestFailpoint_BeforeCommitENOSPC(t *testing.T) {
 		t.Fatalf("acked %v before any commit", acks)
 	}
 	stored, err := applier.ReadStatus(ctx, db)
-	if err != nil || stored.Halted == nil || !strings.Contains(stored.Halted.Error, "no space left on device") {
-		t.Fatalf("ReadStatus = %+v, %v; want the halt persisted", stored, err)
+	if err != nil || stored.Halted != nil {
+		t.Fatalf("ReadStatus = %+v, %v; want no halt persisted", stored, err)
 	}
 
 	// Run keeps retrying while the disk is "full"...
@@ -119,9 +121,9 @@ func TestFailpoint_BeforeCommitENOSPC(t *testing.T) {
 	defer cancel()
 	done := make(chan error, 1)
 	go func() { done <- a.Run(runCtx) }()
-	waitFor(t, "Run to retry the halted batch", func() bool {
-		h := a.Status().Halted
-		return h != nil && h.Attempts >= 3
+	waitFor(t, "Run to retry the failed batch", func() bool {
+		u := a.Status().Unavailable
+		return u != nil && u.Attempts >= 3
 	})
 	if c := cursorOf(t, db); c != 0 {
 		t.Fatalf("cursor moved to %d while commits fail", c)
@@ -133,8 +135,8 @@ func TestFailpoint_BeforeCommitENOSPC(t *testing.T) {
 	if err := <-done; err != nil {
 		t.Fatalf("Run = %v", err)
 	}
-	if st := a.Status(); st.Halted != nil || st.Applied != 3 {
-		t.Fatalf("Status = %+v; want 3 applied, not halted", st)
+	if st := a.Status(); st.Halted != nil || st.Unavailable != nil || st.State != applier.StateApplying || st.Applied != 3 {
+		t.Fatalf("Status = %+v; want 3 applied, applying", st)
 	}
 	if got := rowCount(t, db, `SELECT COUNT(*) FROM t`); got != 3 {
 		t.Fatalf("data rows = %d, want 3", got)
@@ -155,8 +157,8 @@ func TestFailpoint_MidBatchError(t *testing.T) {
 	src.Add(evs(1, 3, typ)...)
 	a := newApplier(t, db, src, nil, newInsertHandler(), nil)
 	enableFailpoints(t, failpoint.ApplierMidBatch+"=1*error")
-	if n, err := a.Step(ctx); n != 0 || !errors.Is(err, failpoint.ErrInjected) || !errors.Is(err, applier.ErrHalted) {
-		t.Fatalf("Step = %d, %v; want a halt wrapping the injected error", n, err)
+	if n, err := a.Step(ctx); n != 0 || !errors.Is(err, failpoint.ErrInjected) || !errors.Is(err, applier.ErrUnavailable) {
+		t.Fatalf("Step = %d, %v; want ErrUnavailable wrapping the injected error", n, err)
 	}
 	if c, rows := cursorOf(t, db), rowCount(t, db, `SELECT COUNT(*) FROM t`); c != 0 || rows != 0 {
 		t.Fatalf("cursor %d, %d data rows after a failed batch; want nothing", c, rows)

@@ -22,6 +22,11 @@ var (
 // Status is a snapshot of an Applier's in-memory state. The pointers are
 // copies owned by the caller.
 type Status struct {
+	// State is what the latest round ended in: applying, halted,
+	// unavailable, gap or behind retention (StateStarting before the
+	// first). Halted, Unavailable, Gap and BehindRetention hold the
+	// detail of the corresponding state.
+	State State
 	// Cursor is the highest ControlVersion the node has moved past.
 	Cursor uint64
 	// Head is the feed's newest ControlVersion, valid when HeadKnown (the
@@ -37,8 +42,20 @@ type Status struct {
 	// already-applied EventID delivered with different content (see
 	// ErrConflict). Each halts the applier at that event.
 	Conflicts uint64
-	// Halted is the event the applier is stuck on, or nil.
+	// Gaps counts, since New, the gaps in the feed the applier met (rounds
+	// entering StateGap).
+	Gaps uint64
+	// Halted is the event the applier is halted at (persisted in
+	// controlfeed_halt), or nil. It stays set until the cursor moves past
+	// the event (it applied, or an operator skipped it), also while a
+	// retry meets StateUnavailable.
 	Halted *Halt
+	// Unavailable is set while State is StateUnavailable: which step
+	// failed, at which event, since when. It is never persisted.
+	Unavailable *Unavailable
+	// Gap is set while State is StateGap: the positions of the hole. It is
+	// never persisted.
+	Gap *Gap
 	// BehindRetention is set while the Source reports that the events after
 	// the cursor are gone; the node must be re-bootstrapped.
 	BehindRetention *feed.CursorBehindError
@@ -55,14 +72,6 @@ type Status struct {
 	// LastApplyAt is when the last transaction that moved the cursor
 	// committed (zero if none yet).
 	LastApplyAt time.Time
-	// FeedError is the error of the latest Poll when it failed for a reason
-	// other than an invalid event or retention (the feed is unreachable, a
-	// file in a file feed cannot be read, ...), and FeedErrorSince when Poll
-	// started failing; both are cleared by the next successful Poll. The
-	// applier retries such failures with backoff and applies nothing
-	// meanwhile.
-	FeedError      string
-	FeedErrorSince time.Time
 }
 
 // Halt describes the event an applier is halted at.
@@ -172,7 +181,8 @@ func readHalt(ctx context.Context, q Querier) (*Halt, error) {
 // applier passes over the copy, counting it as skipped.
 //
 // Skip returns an error wrapping ErrNotHalted unless eventID is the persisted
-// halted event, and an error if the event is already in
+// halted event (StateUnavailable and StateGap are never persisted, so a node
+// in them cannot be skipped), and an error if the event is already in
 // controlfeed_applied_events for another reason. Skipping diverges this node
 // from the others unless the event's effect is restored by other means.
 func Skip(ctx context.Context, db *sql.DB, eventID string) (err error) {
@@ -190,7 +200,8 @@ func Skip(ctx context.Context, db *sql.DB, eventID string) (err error) {
 		return fmt.Errorf("applier: skip %q: %w", eventID, err)
 	}
 	if h == nil {
-		return fmt.Errorf("applier: skip %q: the applier is not halted: %w", eventID, ErrNotHalted)
+		return fmt.Errorf("applier: skip %q: the applier of this database is not halted, so there is nothing to skip "+
+			"(a node that is unavailable or reports a gap in the feed retries by itself and cannot be skipped; see its /v1/status): %w", eventID, ErrNotHalted)
 	}
 	if h.EventID != eventID {
 		return fmt.Errorf("applier: skip %q: the applier is halted at event %q (control version %d), not this one: %w", eventID, h.EventID, h.ControlVersion, ErrNotHalted)

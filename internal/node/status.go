@@ -162,9 +162,9 @@ func (n *Node) Status(ctx context.Context) (Status, error) {
 		}
 		s.FeedBehindCursor = as.FeedBehindCursor
 		p.Applied, p.Skipped, p.Duplicates = as.Applied, as.Skipped, as.Duplicates
-		if as.FeedError != "" {
-			t := as.FeedErrorSince
-			p.FeedError, p.FeedErrorSince = as.FeedError, &t
+		if u := as.Unavailable; u != nil && u.Op == applier.OpPoll {
+			t := u.Since
+			p.FeedError, p.FeedErrorSince = u.Error, &t
 		}
 		if !as.LastApplyAt.IsZero() {
 			t := as.LastApplyAt
