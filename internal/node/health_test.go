@@ -8,23 +8,62 @@ import (
 	"github.com/controlfeed/controlfeed/internal/metrics"
 )
 
-// Reads of the feed that fail briefly (a broker restart) leave the node
-// healthy; failing past FeedErrorGrace makes it unhealthy with the reason.
-func TestStatus_HealthFeedError(t *testing.T) {
+// An applier that is unavailable briefly (a broker restart) leaves the node
+// healthy; unavailable past the grace makes it unhealthy, with a reason
+// that says it is no halt. The metrics show it at once.
+func TestStatus_HealthUnavailable(t *testing.T) {
 	recent := time.Now().Add(-time.Second)
-	s := &Status{Process: &ProcessStatus{FeedError: "poll: connection refused", FeedErrorSince: &recent}}
-	if r := s.Health(); len(r) != 0 {
-		t.Fatalf("Health with a fresh feed error = %q, want healthy", r)
+	s := &Status{State: "unavailable", Unavailable: &Unavailable{Op: "fetch", EventID: "evt-7", ControlVersion: 7,
+		Error: "natsobject: get: context deadline exceeded", Attempts: 3, Since: recent}}
+	if r := s.Health(0); len(r) != 0 {
+		t.Fatalf("Health with a fresh unavailability = %q, want healthy within DefaultUnavailableGrace", r)
 	}
-	old := time.Now().Add(-2 * FeedErrorGrace)
-	s.Process.FeedErrorSince = &old
-	r := s.Health()
-	if len(r) != 1 || !strings.Contains(r[0], "cannot read the feed") || !strings.Contains(r[0], "connection refused") {
-		t.Fatalf("Health with a lasting feed error = %q", r)
+	if r := s.Health(500 * time.Millisecond); len(r) != 1 || !strings.Contains(r[0], "applier unavailable since") ||
+		!strings.Contains(r[0], "fetch at event evt-7") || !strings.Contains(r[0], "deadline exceeded") ||
+		!strings.Contains(r[0], "nothing to skip") || strings.Contains(r[0], "halted") {
+		t.Fatalf("Health past a short grace = %q", r)
 	}
-	s.Process.FeedError, s.Process.FeedErrorSince = "", nil
-	if r := s.Health(); len(r) != 0 {
+	old := time.Now().Add(-2 * DefaultUnavailableGrace)
+	s.Unavailable.Since = old
+	if r := s.Health(0); len(r) != 1 {
+		t.Fatalf("Health past the default grace = %q", r)
+	}
+	var b strings.Builder
+	if err := WriteMetrics(metrics.NewWriter(&b), s); err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"\ncontrolfeed_unavailable 1\n", "\ncontrolfeed_halted 0\n", "\ncontrolfeed_gap 0\n"} {
+		if !strings.Contains(b.String(), want) {
+			t.Errorf("metrics lack %q:\n%s", want, b.String())
+		}
+	}
+	s.State, s.Unavailable = "applying", nil
+	if r := s.Health(0); len(r) != 0 {
 		t.Fatalf("Health after recovery = %q", r)
+	}
+}
+
+// A gap makes the node unhealthy at once, with its positions, and shows as
+// controlfeed_gap 1; a halt has its own wording and metric.
+func TestStatus_HealthGapAndHalt(t *testing.T) {
+	s := &Status{State: "gap", Gap: &Gap{Cursor: 2, Next: 4, Missing: 3, Error: "feed jetstream: ...", Attempts: 1, Since: time.Now()},
+		Process: &ProcessStatus{Gaps: 1}}
+	r := s.Health(time.Hour)
+	if len(r) != 1 || !strings.Contains(r[0], "gap in the feed") || !strings.Contains(r[0], "after cursor 2 the next event delivered is 4") {
+		t.Fatalf("Health with a gap = %q", r)
+	}
+	var b strings.Builder
+	if err := WriteMetrics(metrics.NewWriter(&b), s); err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"\ncontrolfeed_gap 1\n", "\ncontrolfeed_gaps_total 1\n", "\ncontrolfeed_unavailable 0\n", "\ncontrolfeed_halted 0\n"} {
+		if !strings.Contains(b.String(), want) {
+			t.Errorf("metrics lack %q:\n%s", want, b.String())
+		}
+	}
+	s = &Status{State: "halted", Halted: &Halt{EventID: "evt-9", ControlVersion: 9, Type: "kv.put", Error: "no handler"}}
+	if r := s.Health(0); len(r) != 1 || !strings.Contains(r[0], "applier halted at event evt-9") || !strings.Contains(r[0], "cannot be applied") {
+		t.Fatalf("Health when halted = %q", r)
 	}
 }
 
@@ -33,7 +72,7 @@ func TestStatus_HealthFeedError(t *testing.T) {
 // shows as controlfeed_feed_behind_cursor 1.
 func TestStatus_HealthFeedBehindCursor(t *testing.T) {
 	s := &Status{FeedBehindCursor: "feed jetstream: its head is at control version 2, below this node's cursor 5: ... re-bootstrap"}
-	r := s.Health()
+	r := s.Health(0)
 	if len(r) != 1 || !strings.Contains(r[0], "below this node's cursor") {
 		t.Fatalf("Health = %q, want the feed-behind-cursor reason", r)
 	}
@@ -49,7 +88,7 @@ func TestStatus_HealthFeedBehindCursor(t *testing.T) {
 	if err := WriteMetrics(metrics.NewWriter(&b), s); err != nil {
 		t.Fatal(err)
 	}
-	if r := s.Health(); len(r) != 0 || !strings.Contains(b.String(), "\ncontrolfeed_feed_behind_cursor 0\n") {
+	if r := s.Health(0); len(r) != 0 || !strings.Contains(b.String(), "\ncontrolfeed_feed_behind_cursor 0\n") {
 		t.Fatalf("after it clears: Health %q, metrics:\n%s", r, b.String())
 	}
 }

@@ -96,6 +96,11 @@ type Config struct {
 	// 0 = their own defaults.
 	PollInterval time.Duration
 
+	// UnavailableGrace is how long the applier may be unavailable (see
+	// Status.Unavailable) before /healthz reports it; 0 =
+	// DefaultUnavailableGrace. Status and /metrics show it at once.
+	UnavailableGrace time.Duration
+
 	// Handlers applies events by type; nil = kv.Handlers().
 	Handlers map[string]applier.Handler
 
@@ -103,8 +108,10 @@ type Config struct {
 	// applier uses it: for instrumentation such as the demo's latency
 	// measurement. The wrapper must forward the optional interfaces the
 	// applier detects (feed.Acker, feed.CumulativeAcker, feed.Waiter,
-	// feed.HeadReporter) and io.Closer, which Close calls; whatever it does
-	// not forward, the applier does without.
+	// feed.HeadReporter, feed.GapChecker) and io.Closer, which Close calls;
+	// whatever it does not forward, the applier does without. A wrapper
+	// must implement feed.GapChecker only if the source it wraps does: it
+	// promises dense positions.
 	WrapSource func(feed.Source) feed.Source
 
 	// Logger receives the process's logs; nil discards them.
@@ -134,6 +141,9 @@ func (c *Config) Validate() error {
 	}
 	if c.PollInterval < 0 {
 		return fmt.Errorf("node: config: PollInterval %v is negative", c.PollInterval)
+	}
+	if c.UnavailableGrace < 0 {
+		return fmt.Errorf("node: config: UnavailableGrace %v is negative (set --unavailable-grace to 0 for the default)", c.UnavailableGrace)
 	}
 	return nil
 }

@@ -38,8 +38,26 @@ type Status struct {
 	// EventID delivered again with different content (never applied; see
 	// applier.ErrConflict).
 	Conflicts int64 `json:"conflicts"`
-	// Halted is the event the applier is stuck on, or null.
+	// State is what the applier's latest round ended in (see
+	// applier.State): "starting", "applying", "halted", "unavailable",
+	// "gap" or "behind_retention". Read from the database alone it is
+	// "halted" when a halt is persisted and omitted otherwise: the
+	// database cannot tell the other states (unavailability and gaps are
+	// never stored; a running node's /v1/status shows them).
+	State string `json:"state,omitempty"`
+	// Halted is the event the applier is stuck on because it cannot be
+	// applied (persisted; an operator may skip it), or null.
 	Halted *Halt `json:"halted"`
+	// Unavailable is set while the feed, the artifact store or the local
+	// database cannot serve the applier: it retries by itself and there
+	// is nothing to skip. Omitted otherwise, and always when read from
+	// the database alone.
+	Unavailable *Unavailable `json:"unavailable,omitempty"`
+	// Gap is set while the feed has not delivered a position it still
+	// holds: the node applies nothing past its cursor and polls again;
+	// nothing to skip. Omitted otherwise, and always when read from the
+	// database alone.
+	Gap *Gap `json:"gap,omitempty"`
 	// BehindRetention explains why the node cannot catch up by replay, or
 	// is empty.
 	BehindRetention string `json:"behind_retention,omitempty"`
@@ -71,12 +89,39 @@ type Halt struct {
 	LastAttempt    time.Time `json:"last_attempt"`
 }
 
+// Unavailable describes infrastructure the applier cannot use: see
+// applier.Unavailable. Op is one of "poll", "check_gap", "fetch", "read_db",
+// "apply", "commit"; EventID and ControlVersion are omitted for a failed
+// read of the feed.
+type Unavailable struct {
+	Op             string    `json:"op"`
+	EventID        string    `json:"event_id,omitempty"`
+	ControlVersion uint64    `json:"control_version,omitempty"`
+	Error          string    `json:"error"`
+	Attempts       int       `json:"attempts"`
+	Since          time.Time `json:"since"`
+	LastAttempt    time.Time `json:"last_attempt"`
+}
+
+// Gap describes a hole in the delivered feed: see applier.Gap. Missing is 0
+// when the feed did not say which position it holds.
+type Gap struct {
+	Cursor      uint64    `json:"cursor"`
+	Next        uint64    `json:"next"`
+	Missing     uint64    `json:"missing"`
+	Error       string    `json:"error"`
+	Attempts    int       `json:"attempts"`
+	Since       time.Time `json:"since"`
+	LastAttempt time.Time `json:"last_attempt"`
+}
+
 // ProcessStatus holds the counters of the running pump and applier.
 type ProcessStatus struct {
 	StartedAt     time.Time  `json:"started_at"`
 	Applied       uint64     `json:"applied"`
 	Skipped       uint64     `json:"skipped"`
 	Duplicates    uint64     `json:"duplicates"`
+	Gaps          uint64     `json:"gaps"` // gaps in the feed the applier met
 	LastApplyAt   *time.Time `json:"last_apply_at,omitempty"`
 	Published     uint64     `json:"published"`
 	PublishErrors uint64     `json:"publish_errors"`
@@ -88,14 +133,16 @@ type ProcessStatus struct {
 	PumpError string `json:"pump_error,omitempty"`
 	// FeedError is why the applier's latest read of the feed failed, and
 	// FeedErrorSince since when reads have been failing (unset while
-	// reads succeed).
+	// reads succeed). It is Unavailable when its Op is "poll", kept here
+	// for readers of earlier versions.
 	FeedError      string     `json:"feed_error,omitempty"`
 	FeedErrorSince *time.Time `json:"feed_error_since,omitempty"`
 }
 
-// FeedErrorGrace is how long reads of the feed may fail (a broker restart,
-// a file being written in place) before the node reports itself unhealthy.
-const FeedErrorGrace = 10 * time.Second
+// DefaultUnavailableGrace is how long the applier may be unavailable (a
+// broker restart or failover, a file being written in place, a busy
+// database) before /healthz reports it, when Config.UnavailableGrace is 0.
+const DefaultUnavailableGrace = 5 * time.Second
 
 func haltFrom(h *applier.Halt) *Halt {
 	if h == nil {
@@ -118,6 +165,7 @@ func ReadStatus(ctx context.Context, db *sql.DB) (Status, error) {
 		return Status{}, fmt.Errorf("node: read status: %w", err)
 	}
 	s := Status{
+		State:         stateFromDB(st.Halted),
 		Cursor:        st.Cursor,
 		Applied:       st.Applied,
 		Skipped:       st.Skipped,
@@ -131,6 +179,31 @@ func ReadStatus(ctx context.Context, db *sql.DB) (Status, error) {
 		s.OutboxOldestPending = &t
 	}
 	return s, nil
+}
+
+// stateFromDB is the only state the database can tell: halted or not
+// known.
+func stateFromDB(h *applier.Halt) string {
+	if h != nil {
+		return applier.StateHalted.String()
+	}
+	return ""
+}
+
+func unavailableFrom(u *applier.Unavailable) *Unavailable {
+	if u == nil {
+		return nil
+	}
+	return &Unavailable{Op: u.Op, EventID: u.EventID, ControlVersion: u.ControlVersion, Error: u.Error,
+		Attempts: u.Attempts, Since: u.Since, LastAttempt: u.LastAttempt}
+}
+
+func gapFrom(g *applier.Gap) *Gap {
+	if g == nil {
+		return nil
+	}
+	return &Gap{Cursor: g.Cursor, Next: g.Next, Missing: g.Missing, Error: g.Error,
+		Attempts: g.Attempts, Since: g.Since, LastAttempt: g.LastAttempt}
 }
 
 // Status combines ReadStatus with the live state of the running pump and
@@ -156,12 +229,15 @@ func (n *Node) Status(ctx context.Context) (Status, error) {
 			lag := h - s.Cursor
 			s.Head, s.Lag = &h, &lag
 		}
+		s.State = as.State.String()
 		s.Halted = haltFrom(as.Halted)
+		s.Unavailable = unavailableFrom(as.Unavailable)
+		s.Gap = gapFrom(as.Gap)
 		if as.BehindRetention != nil {
 			s.BehindRetention = as.BehindRetention.Error()
 		}
 		s.FeedBehindCursor = as.FeedBehindCursor
-		p.Applied, p.Skipped, p.Duplicates = as.Applied, as.Skipped, as.Duplicates
+		p.Applied, p.Skipped, p.Duplicates, p.Gaps = as.Applied, as.Skipped, as.Duplicates, as.Gaps
 		if u := as.Unavailable; u != nil && u.Op == applier.OpPoll {
 			t := u.Since
 			p.FeedError, p.FeedErrorSince = u.Error, &t
@@ -185,24 +261,39 @@ func (n *Node) Status(ctx context.Context) (Status, error) {
 	return s, nil
 }
 
-// Health returns the reasons the node is unhealthy: halted at an event,
-// behind the feed's retention, a feed whose head is below the cursor, reads
-// of the feed failing for longer than FeedErrorGrace, a pump retrying a
-// failed publish, or a pump that stopped. None means healthy.
-func (s *Status) Health() []string {
+// Health returns the reasons the node is unhealthy: halted at an event, the
+// applier unavailable for longer than unavailableGrace (0 means
+// DefaultUnavailableGrace), a gap in the feed (at once: a gap is never
+// normal), behind the feed's retention, a feed whose head is below the
+// cursor, a pump retrying a failed publish, or a pump that stopped. None
+// means healthy. Each state has its own wording, so an alert tells an event
+// to fix or skip from infrastructure to repair.
+func (s *Status) Health(unavailableGrace time.Duration) []string {
+	if unavailableGrace == 0 {
+		unavailableGrace = DefaultUnavailableGrace
+	}
 	var reasons []string
 	if s.Halted != nil {
-		reasons = append(reasons, fmt.Sprintf("applier halted at event %s (control_version %d, type %s): %s",
+		reasons = append(reasons, fmt.Sprintf("applier halted at event %s (control_version %d, type %s): the event cannot be applied: %s",
 			s.Halted.EventID, s.Halted.ControlVersion, s.Halted.Type, s.Halted.Error))
+	}
+	if u := s.Unavailable; u != nil && time.Since(u.Since) > unavailableGrace {
+		at := ""
+		if u.EventID != "" {
+			at = fmt.Sprintf(" at event %s (control_version %d)", u.EventID, u.ControlVersion)
+		}
+		reasons = append(reasons, fmt.Sprintf("applier unavailable since %s (%s%s, %d attempts): %s; it retries by itself, there is nothing to skip",
+			u.Since.Format(time.RFC3339), u.Op, at, u.Attempts, u.Error))
+	}
+	if g := s.Gap; g != nil {
+		reasons = append(reasons, fmt.Sprintf("gap in the feed since %s: after cursor %d the next event delivered is %d (%d attempts): %s; nothing past the cursor is applied, there is nothing to skip",
+			g.Since.Format(time.RFC3339), g.Cursor, g.Next, g.Attempts, g.Error))
 	}
 	if s.BehindRetention != "" {
 		reasons = append(reasons, s.BehindRetention)
 	}
 	if s.FeedBehindCursor != "" {
 		reasons = append(reasons, s.FeedBehindCursor)
-	}
-	if p := s.Process; p != nil && p.FeedErrorSince != nil && time.Since(*p.FeedErrorSince) > FeedErrorGrace {
-		reasons = append(reasons, fmt.Sprintf("cannot read the feed since %s: %s", p.FeedErrorSince.Format(time.RFC3339), p.FeedError))
 	}
 	if p := s.Process; p != nil && p.PumpError != "" {
 		reasons = append(reasons, "pump stopped: "+p.PumpError)
@@ -233,7 +324,7 @@ func (n *Node) serveHealth(w http.ResponseWriter, r *http.Request) {
 		fmt.Fprintln(w, err)
 		return
 	}
-	if reasons := s.Health(); len(reasons) > 0 {
+	if reasons := s.Health(n.cfg.UnavailableGrace); len(reasons) > 0 {
 		w.WriteHeader(http.StatusServiceUnavailable)
 		fmt.Fprintln(w, strings.Join(reasons, "\n"))
 		return
@@ -284,7 +375,19 @@ func WriteMetrics(m *metrics.Writer, s *Status) error {
 		halted = 1
 	}
 	m.Gauge("controlfeed_conflicts", "Conflicting duplicates detected: an applied event id delivered again with different content.", float64(s.Conflicts))
-	m.Gauge("controlfeed_halted", "1 when the applier is halted at an event that fails to apply.", halted)
+	m.Gauge("controlfeed_halted", "1 when the applier is halted at an event that cannot be applied (fix the cause or skip the event).", halted)
+	unavailable, unavailableFor := 0.0, 0.0
+	if u := s.Unavailable; u != nil {
+		unavailable, unavailableFor = 1, max(time.Since(u.Since).Seconds(), 0)
+	}
+	m.Gauge("controlfeed_unavailable", "1 while the feed, the artifact store or the local database cannot serve the applier (it retries; nothing to skip).", unavailable)
+	m.Gauge("controlfeed_unavailable_seconds", "How long the applier has been unavailable; 0 when it is not.", unavailableFor)
+	gap := 0.0
+	if s.Gap != nil {
+		gap = 1
+	}
+	m.Gauge("controlfeed_gap", "1 while the feed has not delivered a position it still holds (nothing past the cursor is applied).", gap)
+	m.Counter("controlfeed_gaps_total", "Gaps in the feed this process's applier met.", float64(p.Gaps))
 	behind := 0.0
 	if s.BehindRetention != "" {
 		behind = 1
