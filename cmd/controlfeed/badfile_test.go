@@ -172,7 +172,8 @@ func TestE2E_BadFile(t *testing.T) {
 		}
 		n := 0
 		for line := range strings.Lines(string(b)) {
-			if strings.Contains(line, `msg="applier: round failed; retrying"`) && strings.Contains(line, file) {
+			unavailable := strings.Contains(line, `msg="applier: unavailable:`) || strings.Contains(line, `msg="applier: still unavailable"`)
+			if unavailable && strings.Contains(line, "op=poll") && strings.Contains(line, file) {
 				n++
 			}
 		}

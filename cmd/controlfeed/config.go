@@ -42,6 +42,8 @@ type settings struct {
 	Quick         bool   // bench
 	Out           string // bench
 
+	UnavailableGrace time.Duration // serve
+
 	NATSStream          string
 	NATSSubject         string
 	NATSReplicas        int
@@ -117,6 +119,8 @@ var allSettings = []setting{
 		func(s *settings) *string { return &s.LogLevel }),
 	{flag: "poll-interval", def: "0 (library default)", usage: "how often the pump and the applier poll when idle (`DURATION`)",
 		bind: func(fs *flag.FlagSet, s *settings, name, u string) { fs.DurationVar(&s.PollInterval, name, 0, u) }},
+	{flag: "unavailable-grace", def: node.DefaultUnavailableGrace.String(), usage: "how long the applier may be unavailable (feed, artifact store or local database failing) before /healthz reports it (`DURATION`)",
+		bind: func(fs *flag.FlagSet, s *settings, name, u string) { fs.DurationVar(&s.UnavailableGrace, name, 0, u) }},
 	{flag: "json", def: "false", usage: "print JSON instead of text",
 		bind: func(fs *flag.FlagSet, s *settings, name, u string) { fs.BoolVar(&s.JSON, name, false, u) }},
 	{flag: "from", def: "0", usage: "print events after this ControlVersion `N`",

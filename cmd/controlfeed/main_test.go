@@ -189,6 +189,18 @@ func TestParse_EnvAndFlags(t *testing.T) {
 		t.Error("nodeName() is empty")
 	}
 
+	var g settings
+	genv := &Main{Environ: func() []string { return []string{"CONTROLFEED_UNAVAILABLE_GRACE=2s"} }}
+	if _, err := serveCmd.parse(genv, &g, []string{"--db", "/x/n.db"}); err != nil {
+		t.Fatal(err)
+	}
+	if cfg := g.nodeConfig(nil); cfg.UnavailableGrace != 2*time.Second {
+		t.Errorf("CONTROLFEED_UNAVAILABLE_GRACE=2s: node UnavailableGrace = %v", cfg.UnavailableGrace)
+	}
+	if _, err := serveCmd.parse(&Main{}, &g, []string{"--db", "/x/n.db", "--unavailable-grace", "750ms"}); err != nil || g.UnavailableGrace != 750*time.Millisecond {
+		t.Errorf("--unavailable-grace 750ms: %v, %v", g.UnavailableGrace, err)
+	}
+
 	bad := &Main{Environ: func() []string { return []string{"CONTROLFEED_POLL_INTERVAL=soon"} }}
 	_, err := serveCmd.parse(bad, &settings{}, nil)
 	if err == nil || !isUsage(err) || !strings.Contains(err.Error(), "CONTROLFEED_POLL_INTERVAL") {

@@ -40,9 +40,15 @@ migrated if needed):
     to the database's kv table, in order, exactly once, and halts (visibly)
     at an event that fails instead of skipping it;
   - with --listen, an HTTP server answers GET /healthz (200 "ok", or 503 with
-    the reason when halted, behind the feed's retention, ahead of the
-    feed's head, or the pump failed),
+    the reason when halted at an event that cannot be applied, unavailable
+    (the feed, the artifact store or the database failing) for longer than
+    --unavailable-grace, facing a gap in the feed, behind the feed's
+    retention, ahead of the feed's head, or the pump failed),
     GET /v1/status (JSON) and GET /metrics (Prometheus text format).
+
+A halted node retries the event and can be passed over with "controlfeed
+skip"; an unavailable node or one facing a gap retries by itself and cannot
+be skipped (see the README's runbooks).
 
 With both the source and the sink nop (the default) the process is a single
 node: local writes are not published. Producers and nodes sharing a file feed
@@ -60,7 +66,7 @@ then the server.`,
 	example: `controlfeed serve --db node1.db --feed-source file --feed-dir /var/lib/cf/feed --artifact-dir /var/lib/cf/artifacts --listen 127.0.0.1:7480`,
 	settings: settingList([]string{"db", "feed-source", "feed-sink", "feed-dir", "artifact-store", "artifact-dir",
 		"listen", "node-name"}, natsSettings, natsFeedSettings, []string{"nats-bucket", "embedded-nats", "nats-listen", "nats-store",
-		"poll-interval", "log-format", "log-level"}),
+		"poll-interval", "unavailable-grace", "log-format", "log-level"}),
 	createDB: true,
 }
 
@@ -182,6 +188,8 @@ func (s *settings) nodeConfig(log *slog.Logger) *node.Config {
 		NodeName:      s.nodeName(),
 		PollInterval:  s.PollInterval,
 		Logger:        log,
+
+		UnavailableGrace: s.UnavailableGrace,
 	}
 }
 

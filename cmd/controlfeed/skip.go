@@ -16,7 +16,13 @@ var skipCmd = &command{
 skipped in applied_events. A running "serve" on that database moves past it
 at its next retry; its effect is never applied on this node, so the node may
 now differ from the producer: use it only when you have decided the event
-must not apply (see "controlfeed status" for the halt and its error).`,
+must not apply (see "controlfeed status" for the halt and its error).
+
+It refuses unless the node is halted on EVENT_ID, naming the event it is
+halted on, or saying that it is not halted. A node that is unavailable (its
+feed, artifact store or database failing) or faces a gap in the feed is not
+halted: nothing is wrong with an event, it retries by itself, and there is
+nothing to skip.`,
 	example:  `controlfeed skip --db node1.db 0190f5a2-6c1e-7b3a-9a51-2f7d4c8e9b10`,
 	settings: []string{"db", "log-format", "log-level"},
 }

@@ -16,10 +16,16 @@ var statusCmd = &command{
 and prints the node's cursor (the last ControlVersion applied), the event the
 applier is halted at with its error, if any, the applied and skipped event
 counts, and the producer outbox's pending and dead row counts. With --json it
-prints one object with the keys cursor, halted, applied, skipped,
-outbox_pending, outbox_dead (and head, lag: null here; a running node's
-/v1/status fills them). The exit status is 0 whatever the node's state; use
-serve's /healthz for alerting.`,
+prints one object with the keys cursor, state ("halted" or absent), halted,
+applied, skipped, outbox_pending, outbox_dead (and head, lag: null here; a
+running node's /v1/status fills them).
+
+Only a halt (an event that cannot be applied) is stored in the database. A
+node that is unavailable (its feed, artifact store or database failing) or
+faces a gap in the feed stores nothing: those states, with their own keys
+state, unavailable and gap, are in the running node's GET /v1/status. The
+exit status is 0 whatever the node's state; use serve's /healthz for
+alerting.`,
 	example:  `controlfeed status --db node1.db --json`,
 	settings: []string{"db", "json", "log-format", "log-level"},
 }
@@ -50,7 +56,7 @@ func (m *Main) runStatus(ctx context.Context, args []string) error {
 		fmt.Fprintf(w, "halt error:      %s\n", h.Error)
 		fmt.Fprintf(w, "                 fix the cause, or pass over it: controlfeed skip --db %s %s\n", s.DB, h.EventID)
 	} else {
-		fmt.Fprintf(w, "halted:          no\n")
+		fmt.Fprintf(w, "halted:          no (unavailability and gaps are not stored: see the running node's GET /v1/status)\n")
 	}
 	fmt.Fprintf(w, "outbox pending:  %d\n", st.OutboxPending)
 	if st.OutboxOldestPending != nil {
