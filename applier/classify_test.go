@@ -43,6 +43,9 @@ func TestClassify(t *testing.T) {
 		{"HandlerDeadline", OpApply, wrap(context.DeadlineExceeded), StateUnavailable},
 		{"CommitENOSPC", OpCommit, wrap(syscall.ENOSPC), StateUnavailable},
 		{"CommitUnknown", OpCommit, errors.New("something odd"), StateUnavailable},
+		// sqlitedb.ErrWriteLockTimeout at BEGIN: the applier does not link
+		// sqlitedb; a failed BEGIN is a whole-transaction failure.
+		{"BeginWriteLockTimeout", OpCommit, wrap(errors.New("sqlitedb: begin write transaction on n.db: waited 10s: write lock held by another transaction of this process")), StateUnavailable},
 		{"CommitDeferredFK", OpCommit, wrap(codeErr(787)), StateHalted}, // SQLITE_CONSTRAINT_FOREIGNKEY
 		{"ReadDB", OpReadDB, wrap(codeErr(sqliteBusy)), StateUnavailable},
 		{"FetchNotFound", OpFetch, wrap(artifact.ErrNotFound), StateHalted},
