@@ -183,7 +183,7 @@ func TestOpen_Errors(t *testing.T) {
 	}
 	db := filepath.Join(t.TempDir(), "n.db")
 	_, err := node.Open(ctx, &node.Config{DB: db, FeedSource: "carrier-pigeon"})
-	if err == nil || !strings.Contains(err.Error(), "carrier-pigeon") || !strings.Contains(err.Error(), "file, nop") {
+	if err == nil || !strings.Contains(err.Error(), "carrier-pigeon") || !strings.Contains(err.Error(), "available: file, ") || !strings.Contains(err.Error(), "nop") {
 		t.Errorf("unknown source: %v", err)
 	}
 	_, err = node.Open(ctx, &node.Config{DB: db, FeedSink: "file"})
