@@ -284,7 +284,7 @@ func Run(ctx context.Context, opts Options) (_ *Result, err error) {
 		cfg := fcfg
 		cfg.NATS.NodeName = fn.name
 		fn.n, err = start(&node.Config{DB: filepath.Join(dir, fn.name+".db"), FeedSource: o.Feed, Feed: cfg, NodeName: fn.name,
-			WrapSource: func(src feed.Source) feed.Source { fn.timed = newTimedSource(src); return fn.timed }})
+			WrapSource: func(src feed.Source) feed.Source { fn.timed = newTimedSource(src); return fn.timed.source() }})
 		if err != nil {
 			return nil, err
 		}

@@ -43,6 +43,30 @@ func newTimedSource(inner feed.Source) *timedSource {
 	return &timedSource{inner: inner, applied: map[string]time.Time{}}
 }
 
+// source returns s as the applier should see it: with feed.GapChecker
+// exactly when the inner source has it, so the demo's nodes keep the
+// applier's backstop against holes in a dense feed, and a sparse feed is
+// not mistaken for a dense one.
+func (s *timedSource) source() feed.Source {
+	if gc, ok := s.inner.(feed.GapChecker); ok {
+		return &denseTimedSource{s, gc}
+	}
+	return s
+}
+
+// denseTimedSource is a timedSource over a source that implements
+// feed.GapChecker, which it forwards.
+type denseTimedSource struct {
+	*timedSource
+	gc feed.GapChecker
+}
+
+var _ feed.GapChecker = (*denseTimedSource)(nil)
+
+func (s *denseTimedSource) CheckGap(ctx context.Context, cursor, next uint64) error {
+	return s.gc.CheckGap(ctx, cursor, next)
+}
+
 func (s *timedSource) Name() string { return s.inner.Name() }
 
 func (s *timedSource) Poll(ctx context.Context, since uint64) ([]controlevent.Event, error) {

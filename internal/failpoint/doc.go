@@ -41,11 +41,12 @@
 //   - applier.mid-batch: inside a catch-up apply transaction (several
 //     events), after one event's savepoint was released, before commit. A
 //     kill must lose the whole batch, nothing partial; an error fails the
-//     transaction as a whole (halt at its first event, retried).
+//     transaction as a whole (unavailable, retried).
 //   - applier.before-commit: the apply transaction is complete and about to
 //     commit. An error (typically enospc) is a failed commit: the batch is
-//     rolled back, the applier halts and retries, and resumes by itself once
-//     the point is disabled.
+//     rolled back, the node reports itself unavailable (not halted: nothing
+//     is stored against the event, and nothing can be skipped), retries, and
+//     resumes by itself once the point is disabled.
 //   - applier.after-commit-before-ack: the apply transaction committed and
 //     the Source has not been acknowledged. A kill means the events are
 //     redelivered and must be no-ops; an error skips the acks of that round
