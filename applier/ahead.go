@@ -2,6 +2,7 @@ package applier
 
 import (
 	"context"
+	"fmt"
 	"sync"
 
 	"github.com/controlfeed/controlfeed/controlevent"
@@ -111,7 +112,10 @@ func (a *Applier) startPollAhead(ctx context.Context, after uint64) *pollAhead {
 	pa := &pollAhead{after: after, done: make(chan struct{})}
 	go func() {
 		defer close(pa.done)
-		pa.evs, pa.err = a.src.Poll(ctx, after)
+		pa.err = a.call(ctx, func() string { return fmt.Sprintf("poll of feed %s after %d", a.src.Name(), after) }, func(ctx context.Context) (err error) {
+			pa.evs, err = a.src.Poll(ctx, after)
+			return err
+		})
 		if pa.err == nil && len(pa.evs) > 0 {
 			pa.next = a.startAhead(ctx, pa.evs)
 		}

@@ -67,8 +67,12 @@ type Applier struct {
 	// checkpoint.go); nil outside Run. Guarded by stepMu.
 	w *writer
 
-	mu sync.Mutex // guards st
+	mu sync.Mutex // guards st and calls
 	st Status
+	// calls are the feed and store calls in flight, by a sequence number
+	// (see deadline.go).
+	calls   map[uint64]inFlight
+	callSeq uint64
 }
 
 // New returns an Applier that applies src's events to db (which must have
@@ -117,6 +121,7 @@ func (a *Applier) Status() Status {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	s := a.st
+	s.Waiting, s.WaitingSince = a.oldestCall()
 	if s.Halted != nil {
 		h := *s.Halted
 		s.Halted = &h
@@ -179,7 +184,7 @@ func (a *Applier) Run(ctx context.Context) error {
 				continue
 			}
 			if a.waiter != nil {
-				if werr := a.waiter.Wait(ctx, a.Status().Cursor); werr != nil && ctx.Err() == nil {
+				if werr := a.wait(ctx); werr != nil && ctx.Err() == nil {
 					a.log.Warn("applier: wait for new events failed", "err", werr)
 					sleep(ctx, a.cfg.PollInterval)
 				}
@@ -296,7 +301,11 @@ func (a *Applier) poll(ctx context.Context, cursor uint64) ([]controlevent.Event
 		return rest, nil
 	}
 	a.next = nil // its payloads were for rest
-	evs, err := a.src.Poll(ctx, cursor)
+	var evs []controlevent.Event
+	err := a.call(ctx, func() string { return fmt.Sprintf("poll of feed %s after %d", a.src.Name(), cursor) }, func(ctx context.Context) (err error) {
+		evs, err = a.src.Poll(ctx, cursor)
+		return err
+	})
 	a.lastPollFull = err == nil && len(evs) >= a.cfg.MaxBatch
 	return evs, err
 }
@@ -306,7 +315,11 @@ func (a *Applier) refreshHead(ctx context.Context) {
 		return
 	}
 	a.lastHead = time.Now()
-	h, err := a.header.Head(ctx)
+	var h uint64
+	err := a.call(ctx, func() string { return "read of feed " + a.src.Name() + "'s head" }, func(ctx context.Context) (err error) {
+		h, err = a.header.Head(ctx)
+		return err
+	})
 	if err != nil {
 		a.log.Debug("applier: read feed head", "err", err)
 		return
@@ -503,7 +516,9 @@ func (a *Applier) apply(ctx context.Context, cursor uint64, evs []controlevent.E
 // stops the batch before ev: a gap (the feed still holds one of them) or an
 // unavailable feed (it cannot tell).
 func (a *Applier) checkGap(ctx context.Context, prev uint64, ev controlevent.Event) *failure {
-	err := a.gapper.CheckGap(ctx, prev, ev.ControlVersion)
+	err := a.call(ctx, func() string {
+		return fmt.Sprintf("gap check of feed %s between %d and %d", a.src.Name(), prev, ev.ControlVersion)
+	}, func(ctx context.Context) error { return a.gapper.CheckGap(ctx, prev, ev.ControlVersion) })
 	if err == nil {
 		a.log.Debug("applier: positions deleted from the feed passed over", "after", prev, "next", ev.ControlVersion)
 		return nil
@@ -623,7 +638,13 @@ func (a *Applier) fetch(ctx context.Context, ev controlevent.Event) ([]byte, err
 	if a.store == nil {
 		return nil, a.eventErr(ev, "fetch artifact for", fmt.Errorf("artifact %s: %w", ev.ArtifactRef, errNoStore))
 	}
-	p, err := artifact.GetBytes(ctx, a.store, ev.ArtifactRef, a.cfg.MaxPayloadBytes)
+	var p []byte
+	err := a.call(ctx, func() string {
+		return fmt.Sprintf("fetch of artifact %s for event %s from store %s", ev.ArtifactRef, ev.EventID, a.store.Name())
+	}, func(ctx context.Context) (err error) {
+		p, err = artifact.GetBytes(ctx, a.store, ev.ArtifactRef, a.cfg.MaxPayloadBytes)
+		return err
+	})
 	if err != nil {
 		return nil, a.eventErr(ev, "fetch artifact for", fmt.Errorf("artifact %s from store %s: %w", ev.ArtifactRef, a.store.Name(), err))
 	}
@@ -845,7 +866,9 @@ func (a *Applier) ack(ctx context.Context, evs []controlevent.Event) {
 	}
 	if a.cumAcker != nil {
 		last := evs[len(evs)-1]
-		if err := a.cumAcker.AckThrough(ctx, last.EventID); err != nil {
+		if err := a.call(ctx, func() string { return "ack through event " + last.EventID }, func(ctx context.Context) error {
+			return a.cumAcker.AckThrough(ctx, last.EventID)
+		}); err != nil {
 			a.log.Warn("applier: ack failed; the source will redeliver", "through_event_id", last.EventID,
 				"control_version", last.ControlVersion, "err", err)
 		}
@@ -855,7 +878,9 @@ func (a *Applier) ack(ctx context.Context, evs []controlevent.Event) {
 		return
 	}
 	for _, ev := range evs {
-		if err := a.acker.Ack(ctx, ev.EventID); err != nil {
+		if err := a.call(ctx, func() string { return "ack of event " + ev.EventID }, func(ctx context.Context) error {
+			return a.acker.Ack(ctx, ev.EventID)
+		}); err != nil {
 			a.log.Warn("applier: ack failed; the source will redeliver", "event_id", ev.EventID,
 				"control_version", ev.ControlVersion, "err", err)
 		}

@@ -39,6 +39,7 @@ const (
 	DefaultMinBackoff      = 100 * time.Millisecond
 	DefaultMaxBackoff      = 10 * time.Second
 	DefaultMaxPayloadBytes = 256 << 20
+	DefaultCallTimeout     = time.Minute
 )
 
 // Config configures an Applier. A nil *Config or zero fields select the
@@ -65,6 +66,14 @@ type Config struct {
 	// MaxPayloadBytes is the largest artifact the applier fetches; a larger
 	// one halts the applier. Default DefaultMaxPayloadBytes.
 	MaxPayloadBytes int64
+	// CallTimeout bounds each call the applier makes to the feed (Poll,
+	// Head, CheckGap, Ack, and each Wait, which then counts as a spurious
+	// wake-up) and to the artifact store (one artifact's fetch). A call
+	// that outlives it is canceled and the round fails as unavailable,
+	// retried with backoff; while a call runs, Status.Waiting names it.
+	// Raise it for very large artifacts on slow links. Database calls are
+	// bounded by SQLite's busy timeout instead. Default DefaultCallTimeout.
+	CallTimeout time.Duration
 }
 
 func (c *Config) setDefaults() {
@@ -86,6 +95,9 @@ func (c *Config) setDefaults() {
 	if c.MaxPayloadBytes == 0 {
 		c.MaxPayloadBytes = DefaultMaxPayloadBytes
 	}
+	if c.CallTimeout == 0 {
+		c.CallTimeout = DefaultCallTimeout
+	}
 }
 
 // Validate reports whether c is usable: no negative durations or sizes,
@@ -95,6 +107,8 @@ func (c *Config) Validate() error {
 	switch {
 	case c.PollInterval < 0:
 		return fmt.Errorf("applier: config: PollInterval %v is negative", c.PollInterval)
+	case c.CallTimeout < 0:
+		return fmt.Errorf("applier: config: CallTimeout %v is negative", c.CallTimeout)
 	case c.MaxBatch < 0:
 		return fmt.Errorf("applier: config: MaxBatch %d is negative", c.MaxBatch)
 	case c.MinBackoff < 0:

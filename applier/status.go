@@ -72,6 +72,13 @@ type Status struct {
 	// LastApplyAt is when the last transaction that moved the cursor
 	// committed (zero if none yet).
 	LastApplyAt time.Time
+	// Waiting names the oldest call to the feed or the artifact store in
+	// flight (e.g. "poll of feed jetstream after 41"), and WaitingSince
+	// when it started; empty and zero when none is. Each is bounded by
+	// Config.CallTimeout. Waiting for new events (feed.Waiter) is not
+	// listed: it is the idle state.
+	Waiting      string
+	WaitingSince time.Time
 }
 
 // Halt describes the event an applier is halted at.

@@ -43,6 +43,7 @@ type settings struct {
 	Out           string // bench
 
 	UnavailableGrace time.Duration // serve
+	StallThreshold   time.Duration // serve
 
 	NATSStream          string
 	NATSSubject         string
@@ -121,6 +122,8 @@ var allSettings = []setting{
 		bind: func(fs *flag.FlagSet, s *settings, name, u string) { fs.DurationVar(&s.PollInterval, name, 0, u) }},
 	{flag: "unavailable-grace", def: node.DefaultUnavailableGrace.String(), usage: "how long the applier may be unavailable (feed, artifact store or local database failing) before /healthz reports it (`DURATION`)",
 		bind: func(fs *flag.FlagSet, s *settings, name, u string) { fs.DurationVar(&s.UnavailableGrace, name, 0, u) }},
+	{flag: "stall-threshold", def: node.DefaultStallThreshold.String(), usage: "how long the pump and the applier may make no progress (a publish or feed call in flight, an unpublished outbox row, a cursor that does not move while the feed has events) before /healthz reports it (`DURATION`)",
+		bind: func(fs *flag.FlagSet, s *settings, name, u string) { fs.DurationVar(&s.StallThreshold, name, 0, u) }},
 	{flag: "json", def: "false", usage: "print JSON instead of text",
 		bind: func(fs *flag.FlagSet, s *settings, name, u string) { fs.BoolVar(&s.JSON, name, false, u) }},
 	{flag: "from", def: "0", usage: "print events after this ControlVersion `N`",

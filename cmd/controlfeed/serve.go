@@ -43,7 +43,10 @@ migrated if needed):
     the reason when halted at an event that cannot be applied, unavailable
     (the feed, the artifact store or the database failing) for longer than
     --unavailable-grace, facing a gap in the feed, behind the feed's
-    retention, ahead of the feed's head, or the pump failed),
+    retention, ahead of the feed's head, the pump failed, or no progress
+    for longer than --stall-threshold: a publish or a feed or artifact
+    store call that has not returned, an outbox row not yet published, or
+    a cursor that does not move while the feed has events after it),
     GET /v1/status (JSON) and GET /metrics (Prometheus text format).
 
 A halted node retries the event and can be passed over with "controlfeed
@@ -66,7 +69,7 @@ then the server.`,
 	example: `controlfeed serve --db node1.db --feed-source file --feed-dir /var/lib/cf/feed --artifact-dir /var/lib/cf/artifacts --listen 127.0.0.1:7480`,
 	settings: settingList([]string{"db", "feed-source", "feed-sink", "feed-dir", "artifact-store", "artifact-dir",
 		"listen", "node-name"}, natsSettings, natsFeedSettings, []string{"nats-bucket", "embedded-nats", "nats-listen", "nats-store",
-		"poll-interval", "unavailable-grace", "log-format", "log-level"}),
+		"poll-interval", "unavailable-grace", "stall-threshold", "log-format", "log-level"}),
 	createDB: true,
 }
 
@@ -190,6 +193,7 @@ func (s *settings) nodeConfig(log *slog.Logger) *node.Config {
 		Logger:        log,
 
 		UnavailableGrace: s.UnavailableGrace,
+		StallThreshold:   s.StallThreshold,
 	}
 }
 

@@ -101,6 +101,14 @@ type Config struct {
 	// DefaultUnavailableGrace. Status and /metrics show it at once.
 	UnavailableGrace time.Duration
 
+	// StallThreshold is how long the pump and the applier may make no
+	// progress before /healthz reports it: a publish or a feed/store call
+	// in flight for longer, a pending outbox row older than it (in a
+	// process that runs a pump), or a node whose cursor has not moved for
+	// that long while the feed holds events after it. 0 =
+	// DefaultStallThreshold.
+	StallThreshold time.Duration
+
 	// Handlers applies events by type; nil = kv.Handlers().
 	Handlers map[string]applier.Handler
 
@@ -142,6 +150,9 @@ func (c *Config) Validate() error {
 	if c.PollInterval < 0 {
 		return fmt.Errorf("node: config: PollInterval %v is negative", c.PollInterval)
 	}
+	if c.StallThreshold < 0 {
+		return fmt.Errorf("node: config: StallThreshold %v is negative (set --stall-threshold to 0 for the default)", c.StallThreshold)
+	}
 	if c.UnavailableGrace < 0 {
 		return fmt.Errorf("node: config: UnavailableGrace %v is negative (set --unavailable-grace to 0 for the default)", c.UnavailableGrace)
 	}
@@ -164,6 +175,12 @@ type Node struct {
 	mu      sync.Mutex
 	pumpErr error // fatal error of pump.Run, for health
 	started time.Time
+	// behind tracks how long the cursor has stayed put while the feed
+	// holds events after it (see Status.StalledSince).
+	behind struct {
+		cursor uint64
+		since  time.Time
+	}
 }
 
 // Open opens everything cfg names, migrates the database and, if cfg.Listen

@@ -1,6 +1,7 @@
 package node
 
 import (
+	"cmp"
 	"context"
 	"database/sql"
 	"encoding/json"
@@ -137,6 +138,35 @@ type ProcessStatus struct {
 	// for readers of earlier versions.
 	FeedError      string     `json:"feed_error,omitempty"`
 	FeedErrorSince *time.Time `json:"feed_error_since,omitempty"`
+
+	// PumpWaiting names the publish the pump is blocked on and
+	// PumpWaitingSince when it started (see outbox.Stats.Waiting);
+	// ApplierWaiting and ApplierWaitingSince the oldest feed or artifact
+	// store call of the applier in flight (see applier.Status.Waiting).
+	PumpWaiting         string     `json:"pump_waiting,omitempty"`
+	PumpWaitingSince    *time.Time `json:"pump_waiting_since,omitempty"`
+	ApplierWaiting      string     `json:"applier_waiting,omitempty"`
+	ApplierWaitingSince *time.Time `json:"applier_waiting_since,omitempty"`
+	// LastPublishAt is when the pump's Sink last accepted an event.
+	LastPublishAt *time.Time `json:"last_publish_at,omitempty"`
+	// StalledSince is set while the feed holds events after the cursor:
+	// since when the cursor has not moved (as this process observed it,
+	// at its status reads). Unset when the node is caught up.
+	StalledSince *time.Time `json:"stalled_since,omitempty"`
+	// HasPump is true when this process runs a pump, so the age of its
+	// outbox's oldest pending row is its to answer for.
+	HasPump bool `json:"has_pump"`
+}
+
+// DefaultStallThreshold is the StallThreshold when Config.StallThreshold
+// is 0.
+const DefaultStallThreshold = time.Minute
+
+// Thresholds are the time limits Health applies; zero fields select
+// DefaultUnavailableGrace and DefaultStallThreshold.
+type Thresholds struct {
+	UnavailableGrace time.Duration
+	Stall            time.Duration
 }
 
 // DefaultUnavailableGrace is how long the applier may be unavailable (a
@@ -246,11 +276,16 @@ func (n *Node) Status(ctx context.Context) (Status, error) {
 			t := as.LastApplyAt
 			p.LastApplyAt = &t
 		}
+		p.ApplierWaiting, p.ApplierWaitingSince = as.Waiting, timePtr(as.WaitingSince)
+		p.StalledSince = n.trackProgress(s.Cursor, s.Lag)
 	}
 	if n.pump != nil {
 		ps := n.pump.Stats()
+		p.HasPump = true
 		p.Published, p.PublishErrors = ps.Published, ps.Failures
 		p.PumpRetrying, p.PumpLastError = ps.Retrying, ps.LastError
+		p.PumpWaiting, p.PumpWaitingSince = ps.Waiting, timePtr(ps.WaitingSince)
+		p.LastPublishAt = timePtr(ps.LastPublishAt)
 	}
 	n.mu.Lock()
 	if n.pumpErr != nil {
@@ -261,17 +296,45 @@ func (n *Node) Status(ctx context.Context) (Status, error) {
 	return s, nil
 }
 
-// Health returns the reasons the node is unhealthy: halted at an event, the
-// applier unavailable for longer than unavailableGrace (0 means
-// DefaultUnavailableGrace), a gap in the feed (at once: a gap is never
-// normal), behind the feed's retention, a feed whose head is below the
-// cursor, a pump retrying a failed publish, or a pump that stopped. None
-// means healthy. Each state has its own wording, so an alert tells an event
-// to fix or skip from infrastructure to repair.
-func (s *Status) Health(unavailableGrace time.Duration) []string {
-	if unavailableGrace == 0 {
-		unavailableGrace = DefaultUnavailableGrace
+// timePtr returns &t, or nil for the zero time.
+func timePtr(t time.Time) *time.Time {
+	if t.IsZero() {
+		return nil
 	}
+	return &t
+}
+
+// trackProgress returns since when the cursor has stayed at cursor while
+// the feed holds events after it, or nil when it is caught up (or the lag
+// is unknown). It observes at each status read, so it starts counting at
+// the first read that saw the node behind.
+func (n *Node) trackProgress(cursor uint64, lag *uint64) *time.Time {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if lag == nil || *lag == 0 {
+		n.behind.since = time.Time{}
+		return nil
+	}
+	if n.behind.since.IsZero() || n.behind.cursor != cursor {
+		n.behind.cursor, n.behind.since = cursor, time.Now()
+	}
+	t := n.behind.since
+	return &t
+}
+
+// Health returns the reasons the node is unhealthy: halted at an event, the
+// applier unavailable for longer than t.UnavailableGrace, a gap in the feed
+// (at once: a gap is never normal), behind the feed's retention, a feed
+// whose head is below the cursor, a pump retrying a failed publish or
+// stopped, and no progress for longer than t.Stall: a publish or a feed or
+// store call in flight, a pending outbox row not published (when this
+// process runs the pump), or a cursor that has not moved while the feed
+// holds events after it. None means healthy. Each state has its own
+// wording, so an alert tells an event to fix or skip from infrastructure to
+// repair.
+func (s *Status) Health(t Thresholds) []string {
+	unavailableGrace := cmp.Or(t.UnavailableGrace, DefaultUnavailableGrace)
+	stall := cmp.Or(t.Stall, DefaultStallThreshold)
 	var reasons []string
 	if s.Halted != nil {
 		reasons = append(reasons, fmt.Sprintf("applier halted at event %s (control_version %d, type %s): the event cannot be applied: %s",
@@ -300,6 +363,30 @@ func (s *Status) Health(unavailableGrace time.Duration) []string {
 	} else if p != nil && p.PumpRetrying {
 		reasons = append(reasons, "pump retrying after: "+p.PumpLastError)
 	}
+	return append(reasons, s.stalls(stall)...)
+}
+
+// stalls returns the no-progress reasons of Health.
+func (s *Status) stalls(stall time.Duration) []string {
+	p := s.Process
+	if p == nil {
+		return nil
+	}
+	var reasons []string
+	old := func(t *time.Time) bool { return t != nil && time.Since(*t) > stall }
+	ago := func(t *time.Time) string { return time.Since(*t).Round(time.Second).String() }
+	if old(p.PumpWaitingSince) {
+		reasons = append(reasons, fmt.Sprintf("pump stuck for %s: %s has not returned (over the %v stall threshold)", ago(p.PumpWaitingSince), p.PumpWaiting, stall))
+	}
+	if p.HasPump && s.OutboxPending > 0 && old(s.OutboxOldestPending) {
+		reasons = append(reasons, fmt.Sprintf("pump not keeping up: %d outbox rows pending, the oldest appended %s ago (over the %v stall threshold)", s.OutboxPending, ago(s.OutboxOldestPending), stall))
+	}
+	if old(p.ApplierWaitingSince) {
+		reasons = append(reasons, fmt.Sprintf("applier stuck for %s: %s has not returned (over the %v stall threshold)", ago(p.ApplierWaitingSince), p.ApplierWaiting, stall))
+	}
+	if old(p.StalledSince) && s.Lag != nil {
+		reasons = append(reasons, fmt.Sprintf("applier not progressing: the feed holds %d events after cursor %d, which has not moved for %s (over the %v stall threshold)", *s.Lag, s.Cursor, ago(p.StalledSince), stall))
+	}
 	return reasons
 }
 
@@ -324,7 +411,7 @@ func (n *Node) serveHealth(w http.ResponseWriter, r *http.Request) {
 		fmt.Fprintln(w, err)
 		return
 	}
-	if reasons := s.Health(n.cfg.UnavailableGrace); len(reasons) > 0 {
+	if reasons := s.Health(Thresholds{UnavailableGrace: n.cfg.UnavailableGrace, Stall: n.cfg.StallThreshold}); len(reasons) > 0 {
 		w.WriteHeader(http.StatusServiceUnavailable)
 		fmt.Fprintln(w, strings.Join(reasons, "\n"))
 		return
