@@ -609,6 +609,12 @@ func (p *Pump) publish(stop, work context.Context, rows []pendingRow, events []c
 		switch {
 		case len(got) > len(events):
 			return out, fmt.Errorf("outbox: publish batch of %d events to %s: AppendBatch returned %d events: %w", len(events), p.sink.Name(), len(got), ErrSinkContract)
+		case err != nil && len(out) == len(events):
+			// Every event came back stamped (and checked) and an error
+			// too: the contract says the error stops the prefix, so this
+			// is a Sink bug. The stamped rows are published; record them
+			// and report the breach.
+			return out, fmt.Errorf("outbox: publish batch of %d events to %s: AppendBatch returned every event and an error (%w): %w", len(events), p.sink.Name(), err, ErrSinkContract)
 		case err != nil:
 			r := rows[len(out)]
 			return out, fmt.Errorf("outbox: publish %q (outbox id %d) to %s: %w", r.eventID, r.id, p.sink.Name(), err)

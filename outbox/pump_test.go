@@ -393,6 +393,33 @@ func TestPump_SinkContract(t *testing.T) {
 	})
 }
 
+// A BatchAppender that returns every event stamped and an error breaks its
+// contract; the pump must not panic, must record the stamped rows as
+// published (they are in the feed) and report the breach.
+func TestPump_BatchEveryEventAndError(t *testing.T) {
+	db, _ := openDB(t)
+	appendCommitted(t, db, newEvent(1), newEvent(2))
+	boom := errors.New("boom")
+	sink := &FakeBatchSink{}
+	sink.AppendBatchFunc = func(ctx context.Context, events []controlevent.Event) ([]controlevent.Event, error) {
+		out := make([]controlevent.Event, len(events))
+		for i, e := range events {
+			out[i], _ = sink.Stamp(e)
+		}
+		return out, boom
+	}
+	n, err := newPump(t, db, sink, nil).Pass(context.Background())
+	if !errors.Is(err, outbox.ErrSinkContract) || !errors.Is(err, boom) || n != 2 {
+		t.Fatalf("Pass = %d, %v; want 2 and an error wrapping ErrSinkContract and the sink's error", n, err)
+	}
+	if rows := pending(t, db); len(rows) != 0 {
+		t.Fatalf("pending %+v, want none", rows)
+	}
+	if got := published(t, db); got["evt-0001"] != 1 || got["evt-0002"] != 2 {
+		t.Fatalf("published %v, want evt-0001 at 1 and evt-0002 at 2", got)
+	}
+}
+
 func TestPump_NotifyWakesRun(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
