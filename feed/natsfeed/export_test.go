@@ -9,3 +9,19 @@ func (s *Source) WakeSubscription() *nats.Subscription {
 	defer s.wake.mu.Unlock()
 	return s.wake.sub
 }
+
+// SetDropHook makes Poll drop every delivered message at a stream sequence
+// drop returns true for, as if another consumer had taken it. Nil removes
+// the hook.
+func (s *Source) SetDropHook(drop func(seq uint64) bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if drop == nil {
+		s.dropHook = nil
+		return
+	}
+	s.dropHook = func(m *nats.Msg) bool {
+		md, err := m.Metadata()
+		return err == nil && drop(md.Sequence.Stream)
+	}
+}

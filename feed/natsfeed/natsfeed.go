@@ -162,6 +162,11 @@ type Options struct {
 	// MaxBatchWindow bounds how many publishes AppendBatch has in flight.
 	// Default 256.
 	MaxBatchWindow int
+	// LeaseTTL is the lifetime of the node name's lease (see the package
+	// doc): how long a node name stays taken after its holder vanished
+	// without closing its connection (a partition, a paused VM). The
+	// holder renews it every third of it. Default 10s.
+	LeaseTTL time.Duration
 }
 
 func (o *Options) setDefaults() {
@@ -183,6 +188,9 @@ func (o *Options) setDefaults() {
 	if o.MaxBatchWindow == 0 {
 		o.MaxBatchWindow = DefaultMaxBatchWindow
 	}
+	if o.LeaseTTL == 0 {
+		o.LeaseTTL = DefaultLeaseTTL
+	}
 }
 
 // Validate reports an error for negative values or a MaxAckPending not above
@@ -199,6 +207,8 @@ func (o Options) Validate() error {
 		return fmt.Errorf("natsfeed: options: RequestTimeout %v is negative", o.RequestTimeout)
 	case o.MaxBatchWindow < 0:
 		return fmt.Errorf("natsfeed: options: MaxBatchWindow %d is negative", o.MaxBatchWindow)
+	case o.LeaseTTL < 0 || o.LeaseTTL > 0 && o.LeaseTTL < time.Second:
+		return fmt.Errorf("natsfeed: options: LeaseTTL %v must be at least 1s", o.LeaseTTL)
 	}
 	d := o
 	d.setDefaults()
@@ -278,7 +288,7 @@ func dial(cfg feed.NATSConfig, opts *Options, role string) (*conn, error) {
 			TLSCAFile: cfg.TLSCAFile, TLSCertFile: cfg.TLSCertFile, TLSKeyFile: cfg.TLSKeyFile,
 		}
 		nopts := natsconn.Options("controlfeed-"+role, DefaultReconnectWait, auth,
-			append([]nats.Option{nats.RetryOnFailedConnect(false)}, o.NATSOptions...)...)
+			append([]nats.Option{nats.RetryOnFailedConnect(false), nats.ErrorHandler(c.asyncError)}, o.NATSOptions...)...)
 		nc, err := natsconn.Connect("natsfeed: "+role, cfg.URLs, auth, nopts...)
 		if err != nil {
 			return nil, err
@@ -292,6 +302,17 @@ func dial(cfg feed.NATSConfig, opts *Options, role string) (*conn, error) {
 	}
 	c.js = js
 	return c, nil
+}
+
+// asyncError logs the connection's asynchronous errors (a write that failed
+// as the link broke, a slow consumer) instead of nats.go's default of
+// printing them to stderr.
+func (c *conn) asyncError(_ *nats.Conn, sub *nats.Subscription, err error) {
+	subject := ""
+	if sub != nil {
+		subject = sub.Subject
+	}
+	c.log.Debug("natsfeed: asynchronous connection error", "subject", subject, "err", err)
 }
 
 func (c *conn) close() {

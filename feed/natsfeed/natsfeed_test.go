@@ -495,6 +495,7 @@ func TestSource_CursorDisagreement(t *testing.T) {
 
 	// A reopened Source (node restart) whose cursor is behind what the
 	// durable consumer delivered gets the events again.
+	src.Close()
 	src2 := openSource(ctx, t, cfg)
 	wantCVs(t, mustPoll(ctx, t, src2, 9), 10, 11)
 }

@@ -21,6 +21,7 @@ var (
 	_ feed.CumulativeAcker = (*Source)(nil)
 	_ feed.Waiter          = (*Source)(nil)
 	_ feed.HeadReporter    = (*Source)(nil)
+	_ feed.GapChecker      = (*Source)(nil)
 )
 
 // Source reads the stream through this node's durable pull consumer, or,
@@ -33,19 +34,27 @@ type Source struct {
 	durable   string // "" when ephemeral
 	ephemeral bool
 
+	lease *lease // nil when ephemeral; see lease.go
+
 	mu       sync.Mutex
 	closed   bool
+	st       jetstream.Stream   // the stream as of the last sync; nil before
+	syncHead uint64             // the stream's last sequence at the last sync
 	cons     jetstream.Consumer // nil until the first successful sync
 	pos      uint64             // highest stream sequence the consumer delivered
 	posKnown bool               // pos is in step with the consumer
 	held     map[string]heldMsg // ack handles by EventID, until acknowledged
 
+	// dropHook, set by tests, drops the delivered messages it returns
+	// true for, as if another consumer had taken them.
+	dropHook func(*nats.Msg) bool
+
 	wake *waker // Wait's subscription; see wait.go
 }
 
 type heldMsg struct {
-	msg jetstream.Msg
-	seq uint64
+	reply string // the delivery's ack subject
+	seq   uint64
 }
 
 // NewSource connects (or uses opts.Conn). The stream need not exist yet; the
@@ -73,6 +82,7 @@ func NewSource(ctx context.Context, cfg feed.NATSConfig, opts *Options) (*Source
 		s.ephemeral = true
 	} else {
 		s.durable = DurableName(cfg.NodeName)
+		s.lease = newLease(c, s.durable)
 	}
 	return s, nil
 }
@@ -101,14 +111,28 @@ func (s *Source) Name() string { return Name }
 func (s *Source) Durable() string { return s.durable }
 
 // Poll returns up to Options.FetchBatch events with ControlVersion > since,
-// ascending, fetching only what the server has available (it does not wait
-// for new messages; see Wait). When since disagrees with the consumer's
-// position the consumer is recreated at since+1 first (see the package doc),
-// which costs a few extra round trips. It returns a *feed.CursorBehindError
-// when the stream no longer holds since+1, an error naming the stream
-// sequence of a message that is not a valid event, ctx's error once ctx is
-// done, and an empty slice when the stream does not exist yet. After any
-// error the next Poll reconciles the consumer again.
+// ascending and contiguous: every stream sequence between since and the
+// last event returned is either returned or no longer held by the stream
+// (deleted, or a message on another subject). It fetches only what the
+// server has available (it does not wait for new messages; see Wait). When
+// since disagrees with the consumer's position the consumer is recreated at
+// since+1 first (see the package doc), which costs a few extra round trips.
+//
+// A fetch that was cut short (a stalled link, a slow broker) or that
+// skipped a message the stream still holds never moves the node past that
+// message: the events before it are returned and the consumer is
+// repositioned at the next Poll, or, when nothing before it was delivered,
+// at once (up to twice per call). If the message is skipped again, Poll
+// returns a *feed.GapError (errors.Is feed.ErrGap) naming it and returns
+// nothing past since.
+//
+// It returns a *NodeInUseError while another process holds this node
+// name's lease (see the package doc), a *feed.CursorBehindError when the
+// stream no longer holds since+1, a *feed.InvalidEventError when the next
+// message is not a valid event, errors wrapping feed.ErrUnavailable for
+// timeouts and lost connections, ctx's error once ctx is done, and an empty
+// slice when the stream does not exist yet. After any error the next Poll
+// reconciles the consumer again.
 func (s *Source) Poll(ctx context.Context, since uint64) ([]controlevent.Event, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -122,107 +146,298 @@ func (s *Source) Poll(ctx context.Context, since uint64) ([]controlevent.Event, 
 	evs, err := s.poll(ctx, since)
 	if err != nil {
 		s.posKnown = false
-		return nil, err
+		if ctx.Err() != nil && errors.Is(err, ctx.Err()) {
+			return nil, err
+		}
+		return nil, classify(ctx, err)
 	}
 	return evs, nil
 }
 
+// maxRepositions bounds how often one Poll repositions the consumer after
+// a hole right after the cursor before it reports a gap.
+const maxRepositions = 2
+
 func (s *Source) poll(ctx context.Context, since uint64) ([]controlevent.Event, error) {
-	if !s.posKnown || s.pos != since || s.cons == nil {
-		ok, err := s.sync(ctx, since)
-		if err != nil || !ok {
+	if s.lease != nil {
+		acquired, err := s.lease.ensure(ctx)
+		if err != nil {
 			return nil, err
 		}
+		if acquired {
+			// Whatever another holder did to the consumer meanwhile,
+			// reconcile it with our cursor before reading.
+			s.posKnown, s.held = false, map[string]heldMsg{}
+		}
 	}
-	batch, err := s.cons.FetchNoWait(s.c.opts.FetchBatch)
+	for attempt := 0; ; attempt++ {
+		if !s.posKnown || s.pos != since || s.cons == nil {
+			ok, err := s.sync(ctx, since)
+			if err != nil || !ok {
+				return nil, err
+			}
+		}
+		evs, gap, err := s.fetchEvents(ctx, since)
+		if err != nil {
+			return nil, err
+		}
+		if gap == nil {
+			return evs, nil
+		}
+		if attempt < maxRepositions {
+			s.c.log.Warn("natsfeed: the consumer delivered past a message the stream still holds; repositioning it at the node cursor",
+				"consumer", s.consumerLabel(), "cursor", since, "missing", gap.Missing, "next_delivered", gap.Next)
+			s.posKnown = false
+			continue
+		}
+		why := fmt.Sprintf("the consumer skipped it again after being repositioned %d times (is another process consuming as this node?)", maxRepositions)
+		if gap.Reason != "" {
+			why = gap.Reason + "; " + why
+		}
+		gap.Reason = why
+		return nil, gap
+	}
+}
+
+// fetchEvents fetches once and returns the contiguous events after since.
+// gap is set, with no events, when the first delivered position after
+// since leaves out a message the stream holds.
+func (s *Source) fetchEvents(ctx context.Context, since uint64) ([]controlevent.Event, *feed.GapError, error) {
+	r, err := s.fetch(ctx, s.cons.CachedInfo().Name, s.c.opts.FetchBatch)
 	if err != nil {
-		return nil, fmt.Errorf("natsfeed: poll %d: fetch from consumer %q: %w", since, s.consumerLabel(), err)
+		if ctx.Err() != nil {
+			return nil, nil, ctx.Err()
+		}
+		return nil, nil, fmt.Errorf("natsfeed: poll %d: fetch from consumer %q: %w", since, s.consumerLabel(), err)
 	}
 	var (
 		evs    []controlevent.Event
-		msgs   = map[uint64]jetstream.Msg{}
+		msgs   = make(map[uint64]*nats.Msg, len(r.msgs))
 		maxSeq = since
-		ch     = batch.Messages()
 		bad    *feed.InvalidEventError // the first invalid message, if any
 	)
-recv:
-	for {
-		select {
-		case m, ok := <-ch:
-			if !ok {
-				break recv
-			}
-			md, err := m.Metadata()
-			if err != nil {
-				return nil, fmt.Errorf("natsfeed: poll %d: message metadata: %w", since, err)
-			}
-			seq := md.Sequence.Stream
-			maxSeq = max(maxSeq, seq)
-			if seq <= since {
-				// A redelivery of an event the node applied already.
-				if !s.ephemeral {
-					_ = m.Ack()
-				}
-				continue
-			}
-			if _, dup := msgs[seq]; dup {
-				msgs[seq] = m
-				continue
-			}
-			if bad != nil && seq > bad.ControlVersion {
-				continue // after an invalid message: delivered again later
-			}
-			e, err := DecodeMessage(seq, m.Headers(), m.Data())
-			if err != nil {
-				if bad == nil || seq < bad.ControlVersion {
-					bad = s.invalidEvent(seq, m.Headers(), err)
-				}
-				continue
-			}
-			msgs[seq] = m
-			evs = append(evs, e)
-		case <-ctx.Done():
-			return nil, ctx.Err()
+	for _, m := range r.msgs {
+		if s.dropHook != nil && s.dropHook(m) {
+			continue
 		}
-	}
-	if err := batch.Error(); err != nil {
-		return nil, fmt.Errorf("natsfeed: poll %d: fetch from consumer %q: %w", since, s.consumerLabel(), err)
+		md, err := m.Metadata()
+		if err != nil {
+			return nil, nil, fmt.Errorf("natsfeed: poll %d: message metadata: %w", since, err)
+		}
+		seq := md.Sequence.Stream
+		maxSeq = max(maxSeq, seq)
+		if seq <= since {
+			// A redelivery of an event the node applied already.
+			if !s.ephemeral {
+				_ = s.ack(m.Reply)
+			}
+			continue
+		}
+		if _, dup := msgs[seq]; dup {
+			msgs[seq] = m
+			continue
+		}
+		if bad != nil && seq > bad.ControlVersion {
+			continue // after an invalid message: delivered again later
+		}
+		e, err := DecodeMessage(seq, m.Header, m.Data)
+		if err != nil {
+			if bad == nil || seq < bad.ControlVersion {
+				bad = s.invalidEvent(seq, m.Header, err)
+			}
+			continue
+		}
+		msgs[seq] = m
+		evs = append(evs, e)
 	}
 	slices.SortFunc(evs, func(a, b controlevent.Event) int { return cmpU64(a.ControlVersion, b.ControlVersion) })
+
+	// The delivered positions after since, valid or not, must be
+	// contiguous up to what the stream no longer holds.
+	positions := make([]uint64, 0, len(evs)+1)
+	for _, e := range evs {
+		if bad != nil && e.ControlVersion > bad.ControlVersion {
+			break
+		}
+		positions = append(positions, e.ControlVersion)
+	}
+	if bad != nil {
+		i, _ := slices.BinarySearch(positions, bad.ControlVersion)
+		positions = slices.Insert(positions[:i], i, bad.ControlVersion)
+	}
+	end, missing, err := s.contiguous(ctx, since, positions)
+	if err != nil {
+		return nil, nil, err
+	}
+	if missing != 0 {
+		if end == since {
+			s.posKnown = false
+			return nil, &feed.GapError{Source: Name, Cursor: since, Next: positions[0], Missing: missing}, nil
+		}
+		// Deliver what precedes the hole; the next Poll (from end, or
+		// from an earlier cursor) repositions the consumer.
+		s.posKnown = false
+	}
+	if !r.complete {
+		// The consumer may have delivered more than arrived.
+		s.posKnown = false
+	}
+	evs = evsThrough(evs, end)
+	if bad != nil && bad.ControlVersion > end {
+		bad = nil
+	}
+	if len(positions) == 0 && r.complete {
+		missing, err := s.checkNothingSkipped(ctx, since)
+		if err != nil {
+			return nil, nil, err
+		}
+		if missing != 0 {
+			s.posKnown = false
+			return nil, &feed.GapError{Source: Name, Cursor: since, Next: missing + 1, Missing: missing,
+				Reason: "the consumer delivered nothing although the stream holds it"}, nil
+		}
+	}
+	if len(positions) > 0 && positions[0] > since+1 {
+		// Positions right after the cursor are gone: deleted messages,
+		// another subject, or retention. Only the last one is an error.
+		if err := s.checkRetention(ctx, since); err != nil {
+			return nil, nil, err
+		}
+	}
 	if bad != nil {
 		// Deliver the valid events before the invalid message; report it
 		// only once it is next. The consumer has delivered past what is
 		// returned, so the next Poll repositions it (see sync).
-		i := 0
-		for i < len(evs) && evs[i].ControlVersion < bad.ControlVersion {
-			i++
-		}
-		evs = evs[:i]
+		evs = evsThrough(evs, bad.ControlVersion-1)
 		if len(evs) == 0 {
-			s.pos, s.posKnown = maxSeq, true
-			if bad.ControlVersion > since+1 {
-				if err := s.checkRetention(ctx, since); err != nil {
-					return nil, err
-				}
+			return nil, nil, fmt.Errorf("natsfeed: poll %d: stream %q: %w", since, s.c.cfg.Stream, bad)
+		}
+		s.posKnown = false
+	}
+	if !s.ephemeral {
+		for _, e := range evs {
+			s.held[e.EventID] = heldMsg{reply: msgs[e.ControlVersion].Reply, seq: e.ControlVersion}
+		}
+	}
+	if s.posKnown {
+		s.pos = maxSeq
+	}
+	return evs, nil, nil
+}
+
+// evsThrough returns the prefix of the ascending evs at or below cv.
+func evsThrough(evs []controlevent.Event, cv uint64) []controlevent.Event {
+	i := 0
+	for i < len(evs) && evs[i].ControlVersion <= cv {
+		i++
+	}
+	return evs[:i]
+}
+
+// contiguous walks the ascending delivered positions from since and returns
+// the last one before the first hole that leaves out a message the stream
+// holds (end; since if the first position is already past one), and that
+// message's sequence (0 when there is no such hole: end is then the last
+// position, or since).
+func (s *Source) contiguous(ctx context.Context, since uint64, positions []uint64) (end, missing uint64, err error) {
+	end = since
+	for _, p := range positions {
+		if p > end+1 {
+			held, err := s.firstHeld(ctx, end, p)
+			if err != nil {
+				return end, 0, fmt.Errorf("natsfeed: poll %d: check positions %d..%d: %w", since, end+1, p-1, err)
 			}
-			return nil, fmt.Errorf("natsfeed: poll %d: stream %q: %w", since, s.c.cfg.Stream, bad)
+			if held != 0 {
+				return end, held, nil
+			}
 		}
+		end = p
 	}
-	if len(evs) > 0 && evs[0].ControlVersion > since+1 {
-		// A gap: deleted messages, another subject, or retention. Only the
-		// last one is an error.
-		if err := s.checkRetention(ctx, since); err != nil {
-			return nil, err
+	return end, 0, nil
+}
+
+// checkNothingSkipped runs after a complete fetch that delivered nothing
+// after since. If the stream's head is known to be past since (Wait read
+// it, or the last sync did) and has not been checked yet, it asks the
+// stream for the first message on the subject after since and returns it:
+// a message the consumer should have delivered but did not (it went to an
+// abandoned request), so Poll repositions the consumer.
+// The check is made once per head: a stream whose tail is deleted or on
+// another subject costs one request, not one per Poll.
+func (s *Source) checkNothingSkipped(ctx context.Context, since uint64) (missing uint64, err error) {
+	head := s.headHint()
+	if head <= since || head <= s.wake.settled.Load() {
+		return 0, nil
+	}
+	held, err := s.firstHeld(ctx, since, head+1)
+	if err != nil {
+		return 0, fmt.Errorf("natsfeed: poll %d: check positions %d..%d: %w", since, since+1, head, err)
+	}
+	if held == 0 {
+		s.wake.settled.Store(head)
+	}
+	return held, nil
+}
+
+// headHint is the highest stream sequence the Source has seen the stream
+// hold (by Wait or by the last sync).
+func (s *Source) headHint() uint64 { return max(s.syncHead, s.wake.head.Load()) }
+
+// firstHeld returns the lowest stream sequence in (after, before) that holds
+// a message on the feed's subject, or 0 if there is none (all deleted, or on
+// other subjects). One request to the stream.
+func (s *Source) firstHeld(ctx context.Context, after, before uint64) (uint64, error) {
+	if before <= after+1 {
+		return 0, nil
+	}
+	rctx, cancel := s.c.reqCtx(ctx)
+	defer cancel()
+	st := s.st
+	if st == nil {
+		var err error
+		if st, err = s.c.js.Stream(rctx, s.c.cfg.Stream); err != nil {
+			return 0, fmt.Errorf("stream %q: %w", s.c.cfg.Stream, err)
 		}
+		s.st = st
 	}
-	for _, e := range evs {
-		if s.ephemeral {
-			break // AckNone: nothing to hold
+	m, err := st.GetMsg(rctx, after+1, jetstream.WithGetMsgSubject(s.c.cfg.Subject))
+	if errors.Is(err, jetstream.ErrMsgNotFound) {
+		return 0, nil
+	}
+	if err != nil {
+		return 0, fmt.Errorf("get the first message after %d on %q: %w", after, s.c.cfg.Subject, err)
+	}
+	if m.Sequence < before {
+		return m.Sequence, nil
+	}
+	return 0, nil
+}
+
+// CheckGap implements feed.GapChecker: it returns nil if no stream sequence
+// in (cursor, next) holds a message on the feed's subject (they were
+// deleted: purged, expired by retention, removed by an operator, or they
+// are messages on another subject of a shared stream, which are not part of
+// the feed), and a *feed.GapError naming the lowest one still held
+// otherwise. It costs one request. It fails with an error wrapping
+// feed.ErrUnavailable when the server does not answer, and with
+// feed.ErrClosed after Close. It is safe to call concurrently with Poll.
+func (s *Source) CheckGap(ctx context.Context, cursor, next uint64) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return fmt.Errorf("natsfeed: check gap %d..%d: %w", cursor, next, feed.ErrClosed)
+	}
+	held, err := s.firstHeld(ctx, cursor, next)
+	if err != nil {
+		if ctx.Err() != nil && errors.Is(err, ctx.Err()) {
+			return err
 		}
-		s.held[e.EventID] = heldMsg{msg: msgs[e.ControlVersion], seq: e.ControlVersion}
+		return classify(ctx, fmt.Errorf("natsfeed: check gap %d..%d: %w", cursor, next, err))
 	}
-	s.pos, s.posKnown = maxSeq, true
-	return evs, nil
+	if held != 0 {
+		return &feed.GapError{Source: Name, Cursor: cursor, Next: next, Missing: held, Reason: "the stream still holds it"}
+	}
+	return nil
 }
 
 func cmpU64(a, b uint64) int {
@@ -247,13 +462,15 @@ func (s *Source) sync(ctx context.Context, since uint64) (ok bool, err error) {
 		if since > 0 {
 			s.c.log.Warn("natsfeed: the stream does not exist but the node cursor is past 0; was the stream deleted?", "cursor", since)
 		}
-		s.cons, s.held = nil, map[string]heldMsg{}
+		s.cons, s.st, s.held = nil, nil, map[string]heldMsg{}
 		return false, nil
 	}
 	if err != nil {
 		return false, fmt.Errorf("natsfeed: poll %d: stream %q: %w", since, s.c.cfg.Stream, err)
 	}
+	s.st = st
 	state := st.CachedInfo().State
+	s.syncHead = state.LastSeq
 	if err := s.retentionError(since, state); err != nil {
 		return false, err
 	}
@@ -412,7 +629,7 @@ func (s *Source) Ack(ctx context.Context, eventID string) error {
 	if !ok {
 		return nil
 	}
-	if err := h.msg.Ack(); err != nil {
+	if err := s.ack(h.reply); err != nil {
 		return fmt.Errorf("natsfeed: ack %q (stream sequence %d): %w", eventID, h.seq, err)
 	}
 	for id, o := range s.held {
@@ -466,6 +683,9 @@ func (s *Source) Close() error {
 	s.closed = true
 	s.held = nil
 	s.wake.close()
+	if s.lease != nil {
+		s.lease.close()
+	}
 	s.c.close()
 	return nil
 }

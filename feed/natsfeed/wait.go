@@ -52,6 +52,10 @@ type waker struct {
 	checked atomic.Uint64
 	// head is the highest stream head Wait has read.
 	head atomic.Uint64
+	// settled is a head that Poll found holds nothing of the feed's after
+	// the cursor it polled from (the tail is deleted or on another
+	// subject): Wait does not treat it as events waiting.
+	settled atomic.Uint64
 }
 
 func newWaker() *waker { return &waker{sig: make(chan struct{}, 1)} }
@@ -141,7 +145,7 @@ func (s *Source) Wait(ctx context.Context, since uint64) error {
 		}
 		return h > since, nil
 	}
-	if w.head.Load() > since {
+	if h := w.head.Load(); h > since && h > w.settled.Load() {
 		// The stream holds events after since that the last Poll did not
 		// return: its consumer is a moment behind the stream.
 		t := time.NewTimer(waitConsumerLag)
