@@ -149,7 +149,11 @@ func (s *Sink) checkOpen() error {
 	return nil
 }
 
-func (s *Sink) message(e controlevent.Event) (*nats.Msg, error) {
+// message builds e's publish. after, when not empty, is the EventID that
+// must be the stream's last message for the server to store e (the
+// Nats-Expected-Last-Msg-Id header): AppendBatch chains its pipelined
+// publishes with it so none can be stored before its predecessor.
+func (s *Sink) message(e controlevent.Event, after string) (*nats.Msg, error) {
 	if e.EventID == "" {
 		return nil, fmt.Errorf("natsfeed: append: event has an empty event_id: %w", controlevent.ErrInvalid)
 	}
@@ -167,6 +171,9 @@ func (s *Sink) message(e controlevent.Event) (*nats.Msg, error) {
 	hdr := nats.Header{
 		jetstream.MsgIDHeader:          []string{e.EventID},
 		jetstream.ExpectedStreamHeader: s.expectStream,
+	}
+	if after != "" {
+		hdr[jetstream.ExpectedLastMsgIDHeader] = []string{after}
 	}
 	return &nats.Msg{Subject: s.c.cfg.Subject, Data: body, Header: hdr}, nil
 }
@@ -198,7 +205,7 @@ func (s *Sink) Append(ctx context.Context, e controlevent.Event) (controlevent.E
 	if err := s.checkOpen(); err != nil {
 		return e, fmt.Errorf("natsfeed: append %q: %w", e.EventID, err)
 	}
-	m, err := s.message(e)
+	m, err := s.message(e, "")
 	if err != nil {
 		return e, err
 	}
@@ -206,7 +213,7 @@ func (s *Sink) Append(ctx context.Context, e controlevent.Event) (controlevent.E
 	defer cancel()
 	ack, err := s.c.js.PublishMsg(rctx, m, noRetry...)
 	if err != nil {
-		return e, fmt.Errorf("natsfeed: append %q: publish to %q: %w", e.EventID, s.c.cfg.Subject, err)
+		return e, classify(ctx, fmt.Errorf("natsfeed: append %q: publish to %q: %w", e.EventID, s.c.cfg.Subject, err))
 	}
 	return s.stamp(e, ack)
 }
@@ -214,32 +221,66 @@ func (s *Sink) Append(ctx context.Context, e controlevent.Event) (controlevent.E
 // AppendBatch publishes events with up to Options.MaxBatchWindow in flight
 // (PublishAsync, each with its EventID as Nats-Msg-Id) and returns the
 // stamped events of the longest published prefix, in input order, and the
-// error that ended it. Because one connection publishes them in order, the
-// stream stores them in input order; AppendBatch checks that the returned
-// sequences ascend and otherwise fails at the first event out of order (for
-// example the same EventID twice in one batch). Events after the prefix may
-// or may not be in the stream; retrying them with the same EventIDs is safe.
+// error that ended it.
+//
+// Feed order equals input order, also across a disconnect: every publish
+// but the first of each window carries the previous event's EventID as
+// Nats-Expected-Last-Msg-Id, so the server stores an event only right after
+// its predecessor (a window starts only once every event before it is
+// acknowledged, so its first needs no check). If the connection drops
+// publishes, or reconnects and sends later ones, the server refuses each
+// one after the first missing event instead of storing it out of order;
+// AppendBatch then fails at the first unacknowledged event and the caller
+// retries from it. When the server refuses an event because another
+// publisher's message came in between (the predecessor is stored, just not
+// last), that event is not stored and AppendBatch goes on from it as the
+// start of a new window. The server checks duplicates first, so an event
+// already in the stream resolves to its original sequence whatever the
+// check says.
+//
+// AppendBatch also checks that the returned sequences ascend and otherwise
+// fails at the first event out of order (for example the same EventID
+// twice in one batch). Events after the prefix may or may not be in the
+// stream; retrying them with the same EventIDs is safe. Timeouts and lost
+// connections wrap feed.ErrUnavailable.
 func (s *Sink) AppendBatch(ctx context.Context, events []controlevent.Event) ([]controlevent.Event, error) {
 	if err := s.checkOpen(); err != nil {
 		return nil, fmt.Errorf("natsfeed: append batch: %w", err)
 	}
 	out := make([]controlevent.Event, 0, len(events))
-	for start := 0; start < len(events); start += s.c.opts.MaxBatchWindow {
+	for start := 0; start < len(events); {
 		end := min(start+s.c.opts.MaxBatchWindow, len(events))
-		var err error
-		out, err = s.appendWindow(ctx, events[start:end], out)
+		var (
+			n   int
+			err error
+		)
+		out, n, err = s.appendWindow(ctx, events[start:end], out)
+		start += n
 		if err != nil {
-			return out, err
+			return out, classify(ctx, err)
 		}
 	}
 	return out, nil
 }
 
-func (s *Sink) appendWindow(ctx context.Context, events []controlevent.Event, out []controlevent.Event) ([]controlevent.Event, error) {
+// wrongLastMsgID is the JetStream error code of a publish refused by its
+// Nats-Expected-Last-Msg-Id header.
+const wrongLastMsgID jetstream.ErrorCode = 10070
+
+// appendWindow publishes events pipelined, chained by expected-last-msg-id
+// from the first, and appends the stamped prefix to out. It returns how
+// many events it stamped; when that is short of len(events) with a nil
+// error, the server refused the next one because another publisher's
+// message came in between, and the caller goes on from it.
+func (s *Sink) appendWindow(ctx context.Context, events []controlevent.Event, out []controlevent.Event) ([]controlevent.Event, int, error) {
 	futures := make([]jetstream.PubAckFuture, 0, len(events))
 	var pubErr error
-	for _, e := range events {
-		m, err := s.message(e)
+	for i, e := range events {
+		after := ""
+		if i > 0 {
+			after = events[i-1].EventID
+		}
+		m, err := s.message(e, after)
 		if err != nil {
 			pubErr = err
 			break
@@ -259,20 +300,27 @@ func (s *Sink) appendWindow(ctx context.Context, events []controlevent.Event, ou
 		case ack := <-f.Ok():
 			st, err := s.stamp(e, ack)
 			if err != nil {
-				return out, err
+				return out, i, err
 			}
 			if n := len(out); n > 0 && st.ControlVersion <= out[n-1].ControlVersion {
-				return out, fmt.Errorf("natsfeed: append %q: stored at sequence %d, not after %q at %d: feed order would differ from input order (same event twice in the batch?)",
+				return out, i, fmt.Errorf("natsfeed: append %q: stored at sequence %d, not after %q at %d: feed order would differ from input order (same event twice in the batch?)",
 					e.EventID, st.ControlVersion, out[n-1].EventID, out[n-1].ControlVersion)
 			}
 			out = append(out, st)
 		case err := <-f.Err():
-			return out, fmt.Errorf("natsfeed: append %q: publish to %q: %w", e.EventID, s.c.cfg.Subject, err)
+			var apiErr *jetstream.APIError
+			if i > 0 && errors.As(err, &apiErr) && apiErr.ErrorCode == wrongLastMsgID {
+				// Not stored: its predecessor (acknowledged above) is
+				// not the stream's last message. The events after it
+				// are refused too (or are duplicates); go on from it.
+				return out, i, nil
+			}
+			return out, i, fmt.Errorf("natsfeed: append %q: publish to %q: %w", e.EventID, s.c.cfg.Subject, err)
 		case <-rctx.Done():
-			return out, fmt.Errorf("natsfeed: append %q: waiting for the ack: %w", e.EventID, rctx.Err())
+			return out, i, fmt.Errorf("natsfeed: append %q: waiting for the ack: %w", e.EventID, rctx.Err())
 		}
 	}
-	return out, pubErr
+	return out, len(futures), pubErr
 }
 
 // Close releases the connection if the Sink opened it. Later calls fail
