@@ -44,48 +44,132 @@
 // the Nats-Expected-Stream header set to the stream name, and returns the
 // PubAck's stream sequence. JetStream answers a duplicate (same EventID within
 // the window) with the original sequence, so a retry resolves to the same
-// ControlVersion. AppendBatch pipelines a window of events with PublishAsync
-// over one connection; JetStream stores messages from one connection in the
-// order it receives them, so feed order equals input order, and AppendBatch
-// verifies it.
+// ControlVersion.
+//
+// AppendBatch pipelines a window of events with PublishAsync over one
+// connection. Pipelining alone does not keep feed order across a
+// disconnect: nats.go drops the bytes it had not written when the
+// connection broke and sends the publishes made meanwhile once it
+// reconnects, so a later event could be stored before an earlier one that
+// the caller then retries. Every publish of a window but the first therefore
+// carries Nats-Expected-Last-Msg-Id, the previous event's EventID: the
+// server stores the event only if its predecessor is the stream's last
+// message and refuses it (and with it every later one of the window)
+// otherwise. A window starts only once every event before it is
+// acknowledged, so its first needs no check. The server checks duplicates
+// before the expectation, so a retried event already in the stream still
+// resolves to its original sequence. A refusal because another publisher's
+// message came in between restarts the window at the refused event (which
+// was not stored); a lost publish ends AppendBatch at the first
+// unacknowledged event, and the caller (the pump) retries from it. Hence an
+// event is stored only after every event before it, within a call and, as
+// the pump retries from its first unpublished row, across calls.
 //
 // The Source is one durable pull consumer per node (named after NodeName) with
 // AckAll policy, filtered on the subject, starting at the node's cursor + 1.
-// Poll fetches up to Options.FetchBatch available messages without waiting
+// Poll sends one no-wait pull request for up to Options.FetchBatch messages
 // (use Wait to block), keeps each message's ack handle keyed by EventID, and
 // decodes the body as a controlevent JSON object whose ControlVersion is the
 // message's stream sequence (a control_version in the body is ignored).
 // Messages at or below the cursor (redeliveries of applied events) are
 // acknowledged and dropped.
 //
+// A stall is not a gap. The server marks messages delivered when it sends
+// them; if the link stalls, a client that gives up on the request never
+// sees them, and nothing redelivers them before AckWait. Poll therefore
+// reads the pull answer itself (rather than through jetstream's
+// FetchNoWait, which ends silently after a second) and knows whether it is
+// complete: the batch filled, or the server said it had no more. It then
+// requires the delivered stream sequences to be contiguous from the cursor:
+// a position between the cursor and a delivered event, or between two of
+// them, may be skipped only if the stream holds no message of the feed's
+// subject there (deleted, expired, or another subject of a shared stream),
+// which one request (a get of the next message on the subject) tells. A
+// message that was delivered but did not arrive, or that another client
+// took from the consumer, breaks this: Poll returns the events before it
+// and repositions the consumer at the next Poll, so the message is fetched
+// again; when it is right after the cursor, Poll repositions at once (twice
+// at most) and, should it be skipped again, fails with a *feed.GapError and
+// returns nothing past the cursor. An answer that did not complete in time
+// (RequestTimeout), or that was complete but empty while the stream is
+// known to hold more, repositions the consumer too. So a short fetch, a
+// timeout or a slow broker costs a refetch, never an event.
+//
 // AckAll is chosen because acknowledgements follow apply order: the applier
 // acknowledges an event only after it and everything before it committed, so
 // acknowledging the highest applied event acknowledges them all in one round
 // trip (AckThrough). With explicit acks a catch-up batch would cost one round
-// trip per event. Ack is therefore cumulative too.
+// trip per event. Ack is therefore cumulative too. Acks are sent only for
+// events Poll returned (Ack, AckThrough) and for redeliveries at or below
+// the cursor, and Poll returns only contiguous events, so an ack never
+// covers an event the node did not commit.
 //
 // The consumer's position is reconciled with the cursor the caller passes:
 // when Poll's since differs from what the consumer delivered last (first Poll
 // after opening, a node restored from a snapshot, a halted applier re-polling
-// from an older cursor, a consumer deleted or a stream recreated), the
-// consumer is reset to since+1 with the consumer reset API (nats-server
-// 2.14+; it also drops the consumer's pending acks), or created if missing,
-// so the events after since are delivered again, immediately. On a server
-// without that API the consumer is deleted and recreated with start sequence
-// since+1 instead. Unacknowledged messages are also redelivered by the
-// server after AckWait (Options.AckWait).
+// from an older cursor, a consumer deleted or a stream recreated, a
+// repositioning above), the consumer is reset to since+1 with the consumer
+// reset API (nats-server 2.14+; it also drops the consumer's pending acks),
+// or created if missing, so the events after since are delivered again,
+// immediately. On a server without that API the consumer is deleted and
+// recreated with start sequence since+1 instead. Unacknowledged messages are
+// also redelivered by the server after AckWait (Options.AckWait).
+//
+// The Source implements feed.GapChecker: CheckGap(cursor, next) is nil iff
+// no sequence in (cursor, next) holds a message on the feed's subject.
+//
+// # One consumer per node name
+//
+// Two processes reading as one node would split its durable consumer's
+// messages. A durable Source therefore holds a lease on its node name
+// before it touches the consumer: a key (the durable name) in the key/value
+// bucket LeaseBucket(stream), created by the first Poll if missing (so a
+// node's credentials need the right to create it, or an operator creates
+// it), with a TTL of Options.LeaseTTL (10s). The key is created only if
+// absent and renewed by compare-and-set on its revision every third of the
+// TTL, in the background, so it stays held while the node waits for events.
+// Its value names the holder (host, pid, start time) and a subject it
+// answers on.
+//
+// A second process with the same node name stands by: its Poll fails with
+// a *NodeInUseError (errors.Is ErrNodeNameInUse and feed.ErrUnavailable)
+// naming the holder, without fetching or repositioning anything, so the
+// node shows as unavailable with the reason while the holder goes on
+// undisturbed. It takes over on a later Poll as soon as the holder is gone:
+// at once when the holder closes its Source (the key is deleted) or its
+// process exits, even by kill -9 (the server drops its connection, and the
+// holder's subject has no responders, twice in a row); after the TTL when
+// the holder vanished without closing its connection (a partition, a
+// paused VM). A holder that comes back after losing its lease (its renewal
+// fails, checked before any fetch once half the TTL has passed or after a
+// reconnect) stands by in turn. Whatever the lease does, the contiguity
+// check above still keeps any node from skipping an event.
+//
+// This is why the daemon's default node name, the host name, is safe: a
+// restarted container next to its old one, or a second daemon started on
+// the same host by mistake, never splits the feed; it waits, visibly, until
+// the first is gone. Give every node its own name to run them side by side.
+// A Source without NodeName (an observer) takes no lease.
 //
 // # Errors
 //
 // If the stream no longer holds the events right after the cursor (the
 // stream's first sequence is past since+1 while since+1 is at or below its
 // last sequence), Poll returns a *feed.CursorBehindError (errors.Is
-// feed.ErrCursorBehindRetention); it never skips ahead. A message that does
-// not decode as an event is an error naming its stream sequence. Operations
-// after Close return errors wrapping feed.ErrClosed. Connection loss surfaces
-// as errors from the calls made while disconnected; nats.go reconnects in the
-// background (forever, by default) and later calls succeed. Nothing here
-// retries: the pump and the applier own retry.
+// feed.ErrCursorBehindRetention); it never skips ahead. Messages deleted from
+// the stream are retention, not a gap. A message the stream holds but the
+// consumer will not deliver is a *feed.GapError (feed.ErrGap). A message
+// that does not decode as an event is a *feed.InvalidEventError naming its
+// stream sequence. Timeouts, no responders, a lost connection and JetStream
+// "no quorum / no leader / offline" answers are wrapped with
+// feed.ErrUnavailable, by the Source and the Sink (not when the caller's
+// context was canceled: that returns ctx's error), so the caller can tell
+// an outage from a bad event. Operations after Close return errors wrapping
+// feed.ErrClosed. Connection loss surfaces as errors from the calls made
+// while disconnected; nats.go reconnects in the background (forever, by
+// default) and later calls succeed. Nothing here retries: the pump and the
+// applier own retry. The connection's asynchronous errors go to
+// Options.Logger at debug level, not to stderr.
 package natsfeed
 
 import (

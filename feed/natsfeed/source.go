@@ -63,7 +63,9 @@ type heldMsg struct {
 //
 // With cfg.NodeName set, the Source reads through that node's durable
 // consumer (see DurableName), which a fleet node needs: the server keeps its
-// position and pending acks across restarts. With cfg.NodeName empty, the
+// position and pending acks across restarts. It first takes the node name's
+// lease (see the package doc): while another process holds it, Poll fails
+// with a *NodeInUseError and touches nothing. With cfg.NodeName empty, the
 // Source is a read-only observer (what "controlfeed tail" uses): it reads
 // through an ephemeral consumer with no acknowledgements (AckNone), created
 // at since+1 by Poll and recreated whenever since moves elsewhere, and
@@ -671,8 +673,10 @@ func (s *Source) isClosed() bool {
 }
 
 // Close forgets the held ack handles (their events are redelivered to the
-// next Source for this node) and closes the connection if the Source opened
-// it. The durable consumer stays on the server. Later calls fail with
+// next Source for this node), releases the node name's lease (so another
+// process for this node takes over at once; best effort, bounded by
+// RequestTimeout and 2s) and closes the connection if the Source opened it.
+// The durable consumer stays on the server. Later calls fail with
 // feed.ErrClosed. Close is idempotent.
 func (s *Source) Close() error {
 	s.mu.Lock()
