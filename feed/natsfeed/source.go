@@ -164,6 +164,11 @@ func (s *Source) poll(ctx context.Context, since uint64) ([]controlevent.Event, 
 	if s.lease != nil {
 		acquired, err := s.lease.ensure(ctx)
 		if err != nil {
+			if errors.Is(err, ErrNodeNameInUse) {
+				// Another process consumes now: the handles of what
+				// this one was given before are not ours to ack.
+				s.held = map[string]heldMsg{}
+			}
 			return nil, err
 		}
 		if acquired {
