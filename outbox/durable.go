@@ -31,9 +31,9 @@ import (
 //
 // The measured cost of both options is in docs/RELIABILITY.md.
 type durability struct {
-	once sync.Once
-	path string // the main database file; "" when it has none
-	err  error
+	mu    sync.Mutex
+	known bool   // path was found
+	path  string // the main database file; "" when it has none
 }
 
 // syncFile is the fsync step; tests replace it to observe the ordering of
@@ -50,9 +50,16 @@ var syncFile = func(path string) error {
 
 // sync makes every transaction committed on db before the call durable.
 func (d *durability) sync(ctx context.Context, db *sql.DB) error {
-	d.once.Do(func() { d.path, d.err = mainFile(ctx, db) })
-	if d.err != nil {
-		return d.err
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if !d.known {
+		// Looked up once it succeeds; a failure (a canceled context, a
+		// busy database) is retried at the next pass.
+		path, err := mainFile(ctx, db)
+		if err != nil {
+			return err
+		}
+		d.path, d.known = path, true
 	}
 	if d.path == "" {
 		return nil
