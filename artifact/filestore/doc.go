@@ -25,16 +25,31 @@
 // writes, then fsyncs the file, renames it to its final name and fsyncs the
 // directories it changed. An object therefore exists under its reference
 // complete and durable, or not at all: a crash at any point leaves at most an
-// orphaned temp file, never a partial object. When the object already exists
-// with the right size, Put only deletes its temp file; the existing file is
-// not replaced, so concurrent and repeated Puts of the same content cause no
-// rename churn. An existing file of the wrong size (truncated by a damaged
-// disk, say) is replaced by the new complete copy.
+// orphaned temp file, never a partial object. Only io.EOF ends the content:
+// any other reader error, io.ErrUnexpectedEOF from a cut gzip stream or HTTP
+// body included, fails the Put and stores nothing.
+//
+// Put returns a reference only when the file under it holds exactly the
+// content. A file already there counts only if it is a regular file with
+// the same bytes, compared with the content Put has just read (for content
+// that fits in one buffer, 256 KiB by default, without writing a temp file
+// at all); then it is left untouched, so concurrent and repeated Puts cause
+// no rename churn. A file of the wrong size or content (truncated or
+// corrupted by a damaged disk, a FIFO, a copy cut short by another tool) is
+// replaced by the new complete copy with an atomic rename, so re-putting the
+// true bytes repairs an object and readers see the old file or the good one,
+// never a mix. A failed Put can always be retried with the same content; a
+// success after any number of failures or crashes means the object is
+// complete and durable.
 //
 // Temp files orphaned by a crash are removed by New, but only those older than
 // Options.TempGrace (15 minutes by default): another process sharing the
 // directory may be writing a younger one right now. Operators can call Sweep
 // with their own age threshold.
+//
+// Get and GetBytes refuse anything but a regular file at an object's path
+// with ErrCorrupt, and do not block on a FIFO: they open it with O_NONBLOCK
+// (on Windows, after checking its type).
 //
 // # Errors
 //

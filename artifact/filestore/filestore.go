@@ -16,7 +16,6 @@ import (
 
 	"github.com/controlfeed/controlfeed/artifact"
 	"github.com/controlfeed/controlfeed/controlevent"
-	"github.com/controlfeed/controlfeed/internal/failpoint"
 )
 
 // Name is the name this backend is registered under with package artifact.
@@ -155,122 +154,15 @@ func (s *Store) path(ref string) string {
 	return filepath.Join(s.dir, objectsDir, hex[:2], hex)
 }
 
-// Put streams everything r yields into the store and returns its reference,
-// "sha256:<hex>" of the bytes. Memory use is one buffer of
-// Options.BufferSize, whatever the size of the content. ctx is checked
-// before each chunk; once it is done, or r returns an error, Put removes its
-// temp file and returns an error wrapping ctx.Err() or r's error, and no
-// object is stored. On success the object is durable (see the package
-// documentation on crash safety). Putting content that is already present
-// returns the same reference and leaves the existing file untouched.
-func (s *Store) Put(ctx context.Context, r io.Reader) (ref string, err error) {
-	if err := ctx.Err(); err != nil {
-		return "", fmt.Errorf("filestore: put: %w", err)
-	}
-	f, err := os.CreateTemp(filepath.Join(s.dir, tmpDir), tmpPrefix+"*"+tmpSuffix)
-	if err != nil {
-		return "", fmt.Errorf("filestore: put: create temp file: %w", err)
-	}
-	tmpName := f.Name()
-	rel := filepath.Join(tmpDir, filepath.Base(tmpName))
-	defer func() {
-		if f != nil {
-			f.Close()
-		}
-		if err != nil {
-			os.Remove(tmpName)
-		}
-	}()
-
-	h := controlevent.NewHash()
-	bp := s.bufs.Get().(*[]byte)
-	defer s.bufs.Put(bp)
-	buf := *bp
-	var size int64
-	for {
-		if err := ctx.Err(); err != nil {
-			return "", fmt.Errorf("filestore: put: canceled after %d bytes: %w", size, err)
-		}
-		n, rerr := io.ReadFull(r, buf)
-		if n > 0 {
-			h.Write(buf[:n])
-			if _, err := f.Write(buf[:n]); err != nil {
-				return "", fmt.Errorf("filestore: put: write %s: %w", rel, err)
-			}
-			size += int64(n)
-		}
-		if size == int64(n) { // first chunk (only the first read can leave size == n)
-			if err := failpoint.Inject(failpoint.FilestoreMidWrite); err != nil {
-				return "", fmt.Errorf("filestore: put: write %s: %w", rel, err)
-			}
-		}
-		if rerr == io.EOF || rerr == io.ErrUnexpectedEOF {
-			break
-		}
-		if rerr != nil {
-			return "", fmt.Errorf("filestore: put: read content after %d bytes: %w", size, rerr)
-		}
-	}
-	if err := ctx.Err(); err != nil {
-		return "", fmt.Errorf("filestore: put: canceled after %d bytes: %w", size, err)
-	}
-	ref = controlevent.ChecksumOf(h)
-	final := s.path(ref)
-
-	if fi, err := os.Lstat(final); err == nil && fi.Mode().IsRegular() && fi.Size() == size {
-		// Already stored: keep the existing file and drop the temp file.
-		// The directory is still fsynced: the file may have just been
-		// renamed there by a concurrent Put that has not synced yet, and
-		// the caller is about to rely on it.
-		f.Close()
-		f = nil
-		if rmErr := os.Remove(tmpName); rmErr != nil && !errors.Is(rmErr, fs.ErrNotExist) {
-			s.opts.Logger.Warn("filestore: put: remove temp file", "file", rel, "err", rmErr)
-		}
-		if err := syncDir(filepath.Dir(final)); err != nil {
-			return "", fmt.Errorf("filestore: put %s: %w", ref, err)
-		}
-		return ref, nil
-	}
-
-	if err := f.Chmod(objectPerm); err != nil {
-		return "", fmt.Errorf("filestore: put %s: chmod %s: %w", ref, rel, err)
-	}
-	if err := f.Sync(); err != nil {
-		return "", fmt.Errorf("filestore: put %s: fsync %s: %w", ref, rel, err)
-	}
-	cerr := f.Close()
-	f = nil
-	if cerr != nil {
-		return "", fmt.Errorf("filestore: put %s: close %s: %w", ref, rel, cerr)
-	}
-	fanout := filepath.Dir(final)
-	if _, err := os.Stat(fanout); errors.Is(err, fs.ErrNotExist) {
-		if err := os.Mkdir(fanout, dirPerm); err != nil && !errors.Is(err, fs.ErrExist) {
-			return "", fmt.Errorf("filestore: put %s: %w", ref, err)
-		}
-		if err := syncDir(filepath.Dir(fanout)); err != nil {
-			return "", fmt.Errorf("filestore: put %s: %w", ref, err)
-		}
-	}
-	if err := os.Rename(tmpName, final); err != nil {
-		return "", fmt.Errorf("filestore: put %s: %w", ref, err)
-	}
-	if err := syncDir(fanout); err != nil {
-		// The object is complete under its name; only its durability
-		// across a power loss is in doubt. Report it so the caller
-		// retries (which is cheap and idempotent).
-		return "", fmt.Errorf("filestore: put %s: %w", ref, err)
-	}
-	return ref, nil
-}
-
 // Get opens the object ref. The error wraps artifact.ErrBadRef if ref is
 // malformed (nothing on disk is touched) and artifact.ErrNotFound if there is
-// no such object. The returned stream verifies the content while it is read:
-// the Read that reaches the end returns an error wrapping artifact.ErrCorrupt
-// instead of io.EOF if the file does not hash to ref. The caller must Close
-// it. ctx bounds only the opening of the file.
+// no such object. Anything but a regular file at the object's path (a
+// directory, a FIFO) is refused with an error wrapping artifact.ErrCorrupt
+// without blocking: it is opened with O_NONBLOCK, or checked before it is
+// opened where there is no such flag. The returned stream verifies the
+// content while it is read: the Read that reaches the end returns an error
+// wrapping artifact.ErrCorrupt instead of io.EOF if the file does not hash to
+// ref. The caller must Close it. ctx bounds only the opening of the file.
 func (s *Store) Get(ctx context.Context, ref string) (io.ReadCloser, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, fmt.Errorf("filestore: get %.80q: %w", ref, err)
@@ -279,21 +171,14 @@ func (s *Store) Get(ctx context.Context, ref string) (io.ReadCloser, error) {
 		return nil, fmt.Errorf("filestore: get %.80q: %w", ref, artifact.ErrBadRef)
 	}
 	p := s.path(ref)
-	f, err := os.Open(p)
-	if err != nil {
-		if errors.Is(err, fs.ErrNotExist) {
-			return nil, fmt.Errorf("filestore: get %s: %w", ref, artifact.ErrNotFound)
-		}
-		return nil, fmt.Errorf("filestore: get %s: %w", ref, err)
-	}
-	fi, err := f.Stat()
-	if err != nil {
-		f.Close()
-		return nil, fmt.Errorf("filestore: get %s: %w", ref, err)
-	}
-	if !fi.Mode().IsRegular() {
-		f.Close()
+	f, _, err := openObject(p)
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		return nil, fmt.Errorf("filestore: get %s: %w", ref, artifact.ErrNotFound)
+	case errors.Is(err, errNotRegular):
 		return nil, fmt.Errorf("filestore: get %s: %s is not a regular file: %w", ref, p, artifact.ErrCorrupt)
+	case err != nil:
+		return nil, fmt.Errorf("filestore: get %s: %w", ref, err)
 	}
 	return &object{Reader: artifact.VerifyReader(f, ref), f: f}, nil
 }

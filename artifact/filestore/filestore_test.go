@@ -17,7 +17,10 @@ import (
 	"github.com/controlfeed/controlfeed/controlevent"
 )
 
-type harness struct{ dir string }
+type harness struct {
+	dir          string
+	restoreQuota func() error // set while SetQuota holds a limit
+}
 
 func (h *harness) Open(ctx context.Context, t *testing.T) artifact.Store {
 	t.Helper()
@@ -51,6 +54,20 @@ func (h *harness) Remove(ctx context.Context, t *testing.T, ref string) {
 	t.Helper()
 	if err := os.Remove(h.path(t, ref)); err != nil {
 		t.Fatalf("Remove %s: %v", ref, err)
+	}
+}
+
+// MakeIncomplete cuts the object's file to half its size, as a damaged
+// disk or a copy interrupted by another tool leaves it.
+func (h *harness) MakeIncomplete(ctx context.Context, t *testing.T, ref string) {
+	t.Helper()
+	p := h.path(t, ref)
+	fi, err := os.Stat(p)
+	if err != nil {
+		t.Fatalf("MakeIncomplete %s: %v", ref, err)
+	}
+	if err := os.Truncate(p, fi.Size()/2); err != nil {
+		t.Fatalf("MakeIncomplete %s: %v", ref, err)
 	}
 }
 
@@ -247,8 +264,12 @@ func TestStore_Put(t *testing.T) {
 			t.Fatal(err)
 		}
 		_, err := artifact.PutBytes(ctx, s, []byte("x"))
-		if err == nil || !strings.HasPrefix(err.Error(), "filestore: put: create temp file") {
+		if err == nil || !strings.HasPrefix(err.Error(), "filestore: put sha256:") || !strings.Contains(err.Error(), ": create temp file: ") {
 			t.Fatalf("Put without tmp/: %v", err)
+		}
+		_, err = s.Put(ctx, bytes.NewReader(make([]byte, filestore.DefaultBufferSize+1)))
+		if err == nil || !strings.HasPrefix(err.Error(), "filestore: put: create temp file: ") {
+			t.Fatalf("Put of more than one buffer without tmp/: %v", err)
 		}
 	})
 }

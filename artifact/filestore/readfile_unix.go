@@ -5,18 +5,45 @@ package filestore
 import (
 	"fmt"
 	"io/fs"
+	"os"
 	"syscall"
 )
+
+// closeBeforeRename is false: a Put keeps its temp file open, and its lock
+// held, until the file has its final name.
+const closeBeforeRename = false
+
+// openObject opens the object file at path for reading. It opens with
+// O_NONBLOCK, so that a FIFO or a device put where an object should be
+// cannot block the open, and returns errNotRegular for anything but a
+// regular file. O_NONBLOCK changes nothing for reads of a regular file.
+func openObject(path string) (*os.File, os.FileInfo, error) {
+	f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NONBLOCK, 0)
+	if err != nil {
+		return nil, nil, err
+	}
+	fi, err := f.Stat()
+	if err != nil {
+		f.Close()
+		return nil, nil, err
+	}
+	if !fi.Mode().IsRegular() {
+		f.Close()
+		return nil, nil, errNotRegular
+	}
+	return f, fi, nil
+}
 
 // readFile reads the regular file at path, of at most limit bytes, with one
 // open, fstat, read (more only on a short read) and close, and no *os.File:
 // the object files are immutable, so the size fstat reports is the size to
-// read. Errors: one wrapping fs.ErrNotExist, errNotRegular, errTooLarge, or
-// the system call's.
+// read. It opens with O_NONBLOCK, so a FIFO at path cannot block it. Errors:
+// one wrapping fs.ErrNotExist, errNotRegular, errTooLarge, or the system
+// call's.
 func readFile(path string, limit int64) ([]byte, error) {
 	var fd int
 	err := retryEINTR(func() (err error) {
-		fd, err = syscall.Open(path, syscall.O_RDONLY|syscall.O_CLOEXEC, 0)
+		fd, err = syscall.Open(path, syscall.O_RDONLY|syscall.O_CLOEXEC|syscall.O_NONBLOCK, 0)
 		return err
 	})
 	if err != nil {
