@@ -15,9 +15,10 @@
 // Object files are plain copies of the content, mode 0644, so operators can
 // inspect them with ordinary tools (sha256sum prints the file name). Nothing
 // else is stored: the reference is the file name and the size is the file
-// size. Several processes may share one directory; they coordinate only
-// through atomic renames, no lock is needed because an object's content is
-// fixed by its name.
+// size. Several processes may share one directory; objects need no lock,
+// because an object's content is fixed by its name and it appears by an
+// atomic rename. The only lock is each Put's flock on its own temp file,
+// which tells a live Put's file from a crashed one's (see Crash safety).
 //
 // # Crash safety
 //
@@ -42,10 +43,13 @@
 // success after any number of failures or crashes means the object is
 // complete and durable.
 //
-// Temp files orphaned by a crash are removed by New, but only those older than
-// Options.TempGrace (15 minutes by default): another process sharing the
-// directory may be writing a younger one right now. Operators can call Sweep
-// with their own age threshold.
+// Temp files orphaned by a crash are removed by New and by Sweep, but never
+// one that a live Put holds: each Put keeps an exclusive flock(2) on its temp
+// file until the file has its final name, and Sweep skips files it cannot
+// lock, whatever their age and whichever process (or Store) writes them.
+// Sweep also skips files younger than its threshold (Options.TempGrace, 15
+// minutes, at New), which is the only protection on platforms without flock
+// (Windows) or file systems that do not support it.
 //
 // Get and GetBytes refuse anything but a regular file at an object's path
 // with ErrCorrupt, and do not block on a FIFO: they open it with O_NONBLOCK

@@ -48,9 +48,10 @@ var _ artifact.Store = (*Store)(nil)
 // defaults.
 type Options struct {
 	// TempGrace is the minimum age of a leftover temp file that New removes.
-	// Younger temp files may belong to a Put in progress in another process
-	// sharing the directory, so they are left alone. Zero means
-	// DefaultTempGrace (15 minutes); negative is invalid.
+	// A temp file that a live Put holds is never removed, whatever its age
+	// (see Sweep); the grace also spares younger files where that cannot be
+	// told (no flock). Zero means DefaultTempGrace (15 minutes); negative is
+	// invalid.
 	TempGrace time.Duration
 
 	// BufferSize is the size of the chunks Put reads and writes; ctx is
@@ -100,9 +101,10 @@ type Store struct {
 }
 
 // New opens the store in dir, creating dir, dir/sha256 and dir/tmp if they
-// do not exist, and removes temp files left there more than
-// opts.TempGrace ago (a failure to remove one is logged, not returned). An
-// empty dir is an error; opts may be nil.
+// do not exist, and removes the temp files crashed Puts left there more than
+// opts.TempGrace ago, sparing those live Puts hold (see Sweep; a failure to
+// remove one is logged, not returned). An empty dir is an error; opts may be
+// nil.
 func New(dir string, opts *Options) (*Store, error) {
 	if dir == "" {
 		return nil, errors.New("filestore: new: empty directory")

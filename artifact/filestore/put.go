@@ -260,9 +260,40 @@ func (t *tempFile) discard(s *Store) {
 	}
 }
 
-// createTemp creates a temp file in tmp/.
+// createTemp creates a temp file in tmp/ and locks it (see lockTemp), so
+// that a Sweep in any process leaves it alone while this Put runs. A Sweep
+// that removed the new file between its creation and the lock (possible
+// only with a zero age threshold) is detected, and another file made.
 func (s *Store) createTemp() (*os.File, error) {
-	return os.CreateTemp(filepath.Join(s.dir, tmpDir), tmpPrefix+"*"+tmpSuffix)
+	dir := filepath.Join(s.dir, tmpDir)
+	for range 8 {
+		f, err := os.CreateTemp(dir, tmpPrefix+"*"+tmpSuffix)
+		if err != nil {
+			return nil, err
+		}
+		err = lockTemp(f)
+		if err == nil && sameFile(f, f.Name()) {
+			return f, nil
+		}
+		f.Close()
+		if err != nil && !errors.Is(err, errTempClaimed) {
+			os.Remove(f.Name())
+			return nil, fmt.Errorf("lock %s: %w", f.Name(), err)
+		}
+		// Claimed or removed by a Sweep, which removes it if it is
+		// still there.
+	}
+	return nil, fmt.Errorf("temp files in %s keep being removed by a concurrent Sweep", dir)
+}
+
+// sameFile reports whether path still names the open file f.
+func sameFile(f *os.File, path string) bool {
+	fi, err := f.Stat()
+	if err != nil {
+		return false
+	}
+	pi, err := os.Lstat(path)
+	return err == nil && os.SameFile(fi, pi)
 }
 
 // commit makes the temp file the object final, durably: fsync the file,
