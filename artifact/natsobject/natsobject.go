@@ -19,24 +19,57 @@
 //
 // An object's name is its hash, known only once the whole content has been
 // read, and the Object Store cannot rename. Put therefore spools the content
-// to a temporary file in Options.SpoolDir while hashing it, then, unless an
-// object with that name already exists (idempotence: no second upload),
-// uploads the file under its reference and removes it. The cost is local
-// disk the size of the largest artifact and one extra local write/read; the
-// gain is that the bucket only ever holds objects under their true
-// reference. The Object Store writes the chunks first and the object's
-// metadata last, and purges the chunks of an upload that fails, so an object
-// is visible complete or not at all; a canceled ctx or a failing reader
-// stores nothing. Concurrent Puts of the same content in one process are
-// serialized (one uploads, the others find it present); across processes
-// both may upload, which leaves one complete object.
+// to a temporary file in Options.SpoolDir while hashing it, then uploads the
+// file under its reference unless the bucket already holds that object
+// complete, and removes the file. The cost is local disk the size of the
+// largest artifact and one extra local write/read; the gain is that the
+// bucket only ever holds objects under their true reference. Only io.EOF
+// ends the content: any other reader error, io.ErrUnexpectedEOF included,
+// fails the Put before anything is uploaded.
+//
+// # What Put promises on failure and retry
+//
+// Put returns a reference only when the bucket holds the complete object
+// under it. The Object Store writes an object's chunks first and its
+// metadata last, and nats.go purges the chunks of an upload that fails, but
+// the metadata may be stored already: a bucket at its byte limit (MaxBytes)
+// or a server out of disk leaves a name whose chunks are gone. So an object
+// already in the bucket counts only after it is checked: its metadata must
+// give the content's size and a digest equal to the reference, and the
+// stream must hold every chunk that metadata names (one stream-info request
+// counting the messages on the upload's chunk subject). Anything else (the
+// leftovers of a failed upload, an object overwritten with other bytes) is
+// replaced by uploading the content again, which the Object Store does
+// atomically (new chunks, then the metadata, then the old chunks purged). A
+// new upload is checked the same way before Put returns.
+//
+// When an upload fails, Put replaces the metadata it may have left by a
+// deletion marker, but only if that metadata is still the latest message
+// for the name (a publish with the expected last subject sequence), so a
+// complete object that another process uploaded meanwhile is never removed;
+// the failed Put then leaves nothing under the reference. If even that
+// fails (the server is gone), the next Put of the content replaces the
+// leftovers, and Get reports them as corrupt at once, never as a timeout.
+// Retrying a failed Put is always safe, and the first success means the
+// object is complete.
+//
+// Concurrent Puts of the same content in one process are serialized (one
+// uploads, the others find it present). Across processes both may upload;
+// each ends with a complete object or an error. One race remains: if one
+// process's upload fails while another's of the same content succeeds, the
+// failing upload's metadata can land after the successful one's check.
+// Then the object reads as missing or corrupt (at once, never as a
+// timeout) until the content is Put again, which repairs it.
 //
 // # Errors
 //
 // Get maps a missing object to artifact.ErrNotFound, a malformed reference to
 // artifact.ErrBadRef, and content that does not hash to its reference (or
 // fails the Object Store's own digest) to artifact.ErrCorrupt, reported by
-// the Read that reaches the end. Operations after Close fail with ErrClosed.
+// the Read that reaches the end. Metadata that names missing chunks or
+// other content is artifact.ErrCorrupt from Get itself, before any
+// transfer: each Get costs one metadata and one stream-info request before
+// the transfer starts. Operations after Close fail with ErrClosed.
 // Nothing retries; nats.go reconnects in the background.
 package natsobject
 
@@ -54,7 +87,6 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/controlfeed/controlfeed/artifact"
-	"github.com/controlfeed/controlfeed/controlevent"
 	"github.com/controlfeed/controlfeed/internal/natsconn"
 )
 
@@ -135,7 +167,9 @@ func (o Options) Validate() error {
 type Store struct {
 	nc     *nats.Conn
 	own    bool
+	js     jetstream.JetStream
 	obs    jetstream.ObjectStore // long default timeout: transfers
+	stream jetstream.Stream      // the bucket's stream, to count chunks
 	bucket string
 	opts   Options
 
@@ -209,7 +243,12 @@ func New(ctx context.Context, cfg artifact.NATSConfig, opts *Options) (*Store, e
 		s.closeConn()
 		return nil, fmt.Errorf("natsobject: bucket %q: %w", cfg.Bucket, err)
 	}
-	s.obs = obs
+	stream, err := js.Stream(rctx, streamName(cfg.Bucket))
+	if err != nil {
+		s.closeConn()
+		return nil, fmt.Errorf("natsobject: bucket %q: stream %s: %w", cfg.Bucket, streamName(cfg.Bucket), err)
+	}
+	s.js, s.obs, s.stream = js, obs, stream
 	return s, nil
 }
 
@@ -253,77 +292,22 @@ func (s *Store) lock(ref string) func() {
 	}
 }
 
-// Put spools r to a temporary file while hashing it, then uploads the file
-// under its reference unless an object with that name exists. It honours ctx
-// while reading r and while uploading; on any error nothing is stored.
-func (s *Store) Put(ctx context.Context, r io.Reader) (string, error) {
-	if s.isClosed() {
-		return "", fmt.Errorf("natsobject: put: %w", ErrClosed)
-	}
-	if err := ctx.Err(); err != nil {
-		return "", fmt.Errorf("natsobject: put: %w", err)
-	}
-	f, err := os.CreateTemp(s.opts.SpoolDir, "natsobject-put-*")
-	if err != nil {
-		return "", fmt.Errorf("natsobject: put: spool: %w", err)
-	}
-	defer func() {
-		f.Close()
-		os.Remove(f.Name())
-	}()
-	h := controlevent.NewHash()
-	n, err := io.Copy(io.MultiWriter(f, h), ctxReader{ctx, r})
-	if err != nil {
-		return "", fmt.Errorf("natsobject: put: spool to %s after %d bytes: %w", f.Name(), n, err)
-	}
-	ref := controlevent.ChecksumOf(h)
-	if _, err := f.Seek(0, io.SeekStart); err != nil {
-		return "", fmt.Errorf("natsobject: put %s: rewind spool %s: %w", ref, f.Name(), err)
-	}
-
-	unlock := s.lock(ref)
-	defer unlock()
-	if ok, err := s.exists(ctx, ref); err != nil {
-		return "", fmt.Errorf("natsobject: put %s: %w", ref, err)
-	} else if ok {
-		return ref, nil
-	}
-	info, err := s.obs.Put(ctx, jetstream.ObjectMeta{Name: ref}, ctxReader{ctx, f})
-	if err != nil {
-		if cerr := ctx.Err(); cerr != nil && !errors.Is(err, cerr) {
-			err = fmt.Errorf("%w (%v)", cerr, err)
-		}
-		return "", fmt.Errorf("natsobject: put %s: upload %d bytes to bucket %q: %w", ref, n, s.bucket, err)
-	}
-	if info.Size != uint64(n) {
-		return "", fmt.Errorf("natsobject: put %s: bucket %q stored %d bytes, want %d", ref, s.bucket, info.Size, n)
-	}
-	return ref, nil
-}
-
-func (s *Store) exists(ctx context.Context, ref string) (bool, error) {
-	rctx, cancel := context.WithTimeout(ctx, s.opts.RequestTimeout)
-	defer cancel()
-	_, err := s.obs.GetInfo(rctx, ref)
-	switch {
-	case err == nil:
-		return true, nil
-	case errors.Is(err, jetstream.ErrObjectNotFound):
-		return false, nil
-	default:
-		return false, fmt.Errorf("object info in bucket %q: %w", s.bucket, err)
-	}
-}
-
 // Get streams the object ref, verifying it against ref as it is read (and
-// against the Object Store's own digest). ctx governs the whole read, not
-// just the call: keep it alive until the stream is closed.
+// against the Object Store's own digest). Before it starts the transfer it
+// checks that every chunk the object's metadata names is in the bucket, so
+// the metadata a failed upload left behind is reported at once as
+// artifact.ErrCorrupt instead of as a timeout. ctx governs the whole read,
+// not just the call: keep it alive until the stream is closed.
 func (s *Store) Get(ctx context.Context, ref string) (io.ReadCloser, error) {
 	if err := artifact.ParseRef(ref); err != nil {
 		return nil, fmt.Errorf("natsobject: get: %w", err)
 	}
 	if s.isClosed() {
 		return nil, fmt.Errorf("natsobject: get %s: %w", ref, ErrClosed)
+	}
+	info, err := s.readable(ctx, ref)
+	if err != nil {
+		return nil, err
 	}
 	// Bound the whole transfer even when the caller's ctx has no deadline:
 	// a request whose reply is lost (the server restarted mid-request)
@@ -332,12 +316,6 @@ func (s *Store) Get(ctx context.Context, ref string) (io.ReadCloser, error) {
 	// TransferTimeout.
 	cancel := context.CancelFunc(func() {})
 	if _, ok := ctx.Deadline(); !ok {
-		rctx, rcancel := context.WithTimeout(ctx, s.opts.RequestTimeout)
-		info, err := s.obs.GetInfo(rctx, ref)
-		rcancel()
-		if err != nil {
-			return nil, s.getErr(ref, err)
-		}
 		d := min(s.opts.RequestTimeout+time.Duration(info.Size/minThroughput)*time.Second, s.opts.TransferTimeout)
 		ctx, cancel = context.WithTimeout(ctx, d)
 	}

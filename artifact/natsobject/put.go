@@ -1,0 +1,92 @@
+package natsobject
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/controlfeed/controlfeed/controlevent"
+)
+
+// Put spools r to a temporary file while hashing it, then makes sure the
+// bucket holds the complete object under its reference, and returns the
+// reference only then.
+//
+// Only io.EOF ends the content: any other error of r, io.ErrUnexpectedEOF
+// included, fails the Put before anything is uploaded. An object already
+// under the reference counts only if its metadata is not a deletion or a
+// link, gives the content's size and digest, and every chunk it names is in
+// the bucket; otherwise (the metadata a failed upload left, a corrupted
+// object) the object is uploaded again, which replaces it atomically: the
+// Object Store writes the new chunks first, then the metadata, then purges
+// the old chunks. After an upload the object is checked the same way before
+// Put returns.
+//
+// When an upload fails (the bucket or the server's disk is full, the
+// connection dropped, ctx ended), Put removes the metadata it may have left
+// naming missing chunks, if it is still the latest (see dropIncomplete), so
+// the failed Put leaves nothing under the reference, and returns an error
+// wrapping the cause. Retrying is always safe. ctx bounds the reading of r
+// and the upload.
+func (s *Store) Put(ctx context.Context, r io.Reader) (string, error) {
+	if s.isClosed() {
+		return "", fmt.Errorf("natsobject: put: %w", ErrClosed)
+	}
+	if err := ctx.Err(); err != nil {
+		return "", fmt.Errorf("natsobject: put: %w", err)
+	}
+	f, err := os.CreateTemp(s.opts.SpoolDir, "natsobject-put-*")
+	if err != nil {
+		return "", fmt.Errorf("natsobject: put: spool: %w", err)
+	}
+	defer func() {
+		f.Close()
+		os.Remove(f.Name())
+	}()
+	h := controlevent.NewHash()
+	n, err := io.Copy(io.MultiWriter(f, h), ctxReader{ctx, r})
+	if err != nil {
+		return "", fmt.Errorf("natsobject: put: spool to %s after %d bytes: %w", f.Name(), n, err)
+	}
+	ref := controlevent.ChecksumOf(h)
+	size := uint64(n)
+	if _, err := f.Seek(0, io.SeekStart); err != nil {
+		return "", fmt.Errorf("natsobject: put %s: rewind spool %s: %w", ref, f.Name(), err)
+	}
+
+	unlock := s.lock(ref)
+	defer unlock()
+	in, err := s.inspect(ctx, ref, &size)
+	if err != nil {
+		return "", fmt.Errorf("natsobject: put %s: check the object in bucket %q: %w", ref, s.bucket, err)
+	}
+	switch in.state {
+	case objComplete:
+		return ref, nil
+	case objDamaged:
+		s.opts.Logger.Warn("natsobject: put: replacing a damaged object", "ref", ref, "bucket", s.bucket, "problem", in.problem)
+	}
+	info, err := s.obs.Put(ctx, jetstream.ObjectMeta{Name: ref}, ctxReader{ctx, f})
+	if err != nil {
+		s.dropIncomplete(ctx, ref)
+		if cerr := ctx.Err(); cerr != nil && !errors.Is(err, cerr) {
+			err = fmt.Errorf("%w (%v)", cerr, err)
+		}
+		return "", fmt.Errorf("natsobject: put %s: upload %d bytes to bucket %q: %w", ref, n, s.bucket, err)
+	}
+	if info.Size != size {
+		return "", fmt.Errorf("natsobject: put %s: bucket %q stored %d bytes, want %d", ref, s.bucket, info.Size, n)
+	}
+	in, err = s.inspect(ctx, ref, &size)
+	if err != nil {
+		return "", fmt.Errorf("natsobject: put %s: check the object in bucket %q after the upload: %w", ref, s.bucket, err)
+	}
+	if in.state != objComplete {
+		return "", fmt.Errorf("natsobject: put %s: bucket %q does not hold the complete object after the upload (%s); retry the Put", ref, s.bucket, in.problem)
+	}
+	return ref, nil
+}
