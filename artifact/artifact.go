@@ -14,12 +14,26 @@
 // artifact/natsobject, a NATS Object Store bucket). Activate one with a blank
 // import and open it with Open.
 //
-// # Crash safety
+// # Crash safety and retries
 //
 // Backends write atomically: an object is either absent or complete under its
 // reference, never partial. Producers store the artifact before committing the
 // transaction that appends the event naming it, so a published event never
 // names a missing artifact.
+//
+// Put returns a reference only when the object under it is complete and its
+// bytes hash to the reference: readable before referenced. Storage can hold
+// less than that after a crash, a full disk or bucket, or damage: a name
+// whose content is missing or cut short, or other bytes under the name. So
+// an object already present counts only once the backend has verified it
+// (its size and content or digest, and for a chunked store that its chunks
+// are there), and one that fails is replaced atomically by the new copy. A
+// failed Put, for whatever reason, returns no reference and can be retried
+// with the same content at any time; the first success means the object is
+// complete, and Putting the true bytes again is how an operator repairs a
+// damaged object. Only io.EOF ends the content: any other error of the
+// reader, io.ErrUnexpectedEOF from a cut gzip stream or HTTP body included,
+// fails the Put.
 //
 // # Errors
 //
@@ -60,17 +74,28 @@ var (
 // concurrent use by multiple goroutines.
 type Store interface {
 	// Put stores everything r yields and returns its reference. It streams:
-	// the content is never held in memory whole. Put is idempotent: storing
-	// bytes already present returns the same reference and leaves one
-	// object. If ctx is canceled or r fails, nothing is stored under any
-	// reference. Concurrent Puts of the same content are safe.
+	// the content is never held in memory whole. It returns a reference
+	// only when the object stored under it is complete and hashes to it.
+	// Put is idempotent: storing bytes already present returns the same
+	// reference and leaves one object, but an object present under the
+	// reference counts only once verified (size and content or digest);
+	// an incomplete or wrong one is replaced atomically, so a Put repairs
+	// it. Only io.EOF ends the content: any other error of r, including
+	// io.ErrUnexpectedEOF, fails the Put. If ctx is canceled, r fails or
+	// the storage does (full, unreachable), Put returns an error, no
+	// reference, and stores nothing under any reference; retrying with the
+	// same content is always safe. Concurrent Puts of the same content are
+	// safe.
 	Put(ctx context.Context, r io.Reader) (ref string, err error)
 
 	// Get returns a stream of the object's bytes. It returns an error
 	// wrapping ErrNotFound if the object is absent, ErrBadRef if ref is
 	// malformed. The stream verifies the content as it is read: the Read
 	// that reaches the end returns an error wrapping ErrCorrupt instead of
-	// io.EOF if the bytes do not hash to ref. The caller must Close it.
+	// io.EOF if the bytes do not hash to ref. Damage the backend can see
+	// before reading (a name whose content is missing, a FIFO where a file
+	// should be) is an ErrCorrupt (or ErrNotFound) from Get or the first
+	// Read, promptly, never a wait for a timeout. The caller must Close it.
 	Get(ctx context.Context, ref string) (io.ReadCloser, error)
 
 	// Name is the backend identity, for logs.

@@ -20,6 +20,16 @@
 // memory; Puts ended by a canceled context or a failing reader store
 // nothing; objects survive reopening the store; GetBytes enforces its limit.
 //
+// Put returns a reference only for a complete, verified object: a failed
+// Put retried with the whole content stores it; a corrupt object, and (with
+// IncompleteMaker) an object whose name survived without all of its
+// content, is repaired by Putting the true bytes again, and reading the
+// damaged one fails promptly with ErrCorrupt or ErrNotFound rather than
+// waiting for a timeout; a reader that ends with io.ErrUnexpectedEOF (a cut
+// gzip stream, a cut HTTP body) fails the Put; and (with QuotaSetter) a Put
+// that does not fit fails, stores nothing, keeps failing on retry while the
+// storage is full and succeeds once there is room.
+//
 // # Errors
 //
 // The suite reports failures through t; it never panics on a misbehaving
@@ -52,6 +62,33 @@ type Harness interface {
 	Remove(ctx context.Context, t *testing.T, ref string)
 }
 
+// IncompleteMaker is an optional interface a Harness implements when its
+// storage can hold an object's name without all of its content, the way a
+// failed upload or a damaged disk leaves it. If the Harness does not
+// implement it, IncompleteObjectRepairedByPut is skipped.
+type IncompleteMaker interface {
+	// MakeIncomplete removes part of the stored content of ref, bypassing
+	// the Store, and leaves its name in place: the file store cuts the
+	// file short, the Object Store keeps the metadata and purges the
+	// chunks. ref names an object of at least 1000 bytes Put on this
+	// harness.
+	MakeIncomplete(ctx context.Context, t *testing.T, ref string)
+}
+
+// QuotaSetter is an optional interface a Harness implements when it can
+// limit the size of its storage, as a bucket with a byte limit or a full
+// disk does. If the Harness does not implement it, QuotaLimited is skipped;
+// a Harness that implements it but cannot limit storage on this platform
+// calls t.Skip with the reason.
+type QuotaSetter interface {
+	// SetQuota limits the storage so that a Put of an object of more than
+	// max bytes fails for want of space, while objects of at most max/8
+	// bytes still fit (the harness may count the limit per object or for
+	// the whole storage). A negative max lifts the limit. The limit lasts
+	// until the next SetQuota or the end of the test.
+	SetQuota(ctx context.Context, t *testing.T, max int64)
+}
+
 // HarnessMaker returns a Harness on fresh, empty storage. It is called once
 // per subtest, with that subtest's t; it reports setup failures with
 // t.Fatal.
@@ -76,6 +113,11 @@ var conformanceTests = []conformanceTest{
 	{"CanceledPutLeavesNothing", testCanceledPutLeavesNothing},
 	{"PersistenceAcrossReopen", testPersistenceAcrossReopen},
 	{"GetBytesLimit", testGetBytesLimit},
+	{"FailedPutRetried", testFailedPutRetried},
+	{"CorruptObjectRepairedByPut", testCorruptObjectRepairedByPut},
+	{"IncompleteObjectRepairedByPut", testIncompleteObjectRepairedByPut},
+	{"TruncatedReader", testTruncatedReader},
+	{"QuotaLimited", testQuotaLimited},
 }
 
 // RunConformanceTests runs every conformance test as a subtest of t, each on

@@ -16,24 +16,31 @@ import (
 // MemStore is an in-memory artifact.Store for tests, with fault hooks. It
 // keeps the Store contract (Put streams its reader in chunks and checks ctx
 // between them, stores nothing on failure, and is idempotent; Get verifies
-// the bytes against the reference) and passes RunConformanceTests, so tests
-// of code that uses a Store can rely on it as on a real backend. It is safe
-// for concurrent use; set the hooks before sharing it.
+// the bytes against the reference; a Put of bytes whose stored copy was
+// damaged replaces it) and passes RunConformanceTests, so tests of code that
+// uses a Store can rely on it as on a real backend. It is safe for
+// concurrent use; set the hooks before sharing it.
 type MemStore struct {
 	// PutFunc and GetFunc, if set, replace Put and Get, for injecting
 	// faults.
 	PutFunc func(ctx context.Context, r io.Reader) (string, error)
 	GetFunc func(ctx context.Context, ref string) (io.ReadCloser, error)
 
-	mu      *sync.Mutex
+	*memData
+}
+
+// memData is what a MemStore and the stores Reopen returns share.
+type memData struct {
+	mu      sync.Mutex
 	objects map[string][]byte
+	quota   int64 // most bytes all objects may hold; < 0: no limit
 }
 
 var _ artifact.Store = (*MemStore)(nil)
 
 // NewMemStore returns an empty MemStore.
 func NewMemStore() *MemStore {
-	return &MemStore{mu: new(sync.Mutex), objects: map[string][]byte{}}
+	return &MemStore{memData: &memData{objects: map[string][]byte{}, quota: -1}}
 }
 
 // Name returns "mem".
@@ -65,9 +72,21 @@ func (m *MemStore) Put(ctx context.Context, r io.Reader) (string, error) {
 	ref := controlevent.ChecksumOf(h)
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	if _, ok := m.objects[ref]; !ok {
-		m.objects[ref] = buf.Bytes()
+	if old, ok := m.objects[ref]; ok && bytes.Equal(old, buf.Bytes()) {
+		return ref, nil // present and intact
 	}
+	if m.quota >= 0 {
+		used := int64(buf.Len())
+		for r, b := range m.objects {
+			if r != ref {
+				used += int64(len(b))
+			}
+		}
+		if used > m.quota {
+			return "", fmt.Errorf("mem: put %s: %d bytes would exceed the %d-byte quota", ref, used, m.quota)
+		}
+	}
+	m.objects[ref] = buf.Bytes() // new, or replacing a damaged copy
 	return ref, nil
 }
 
@@ -104,12 +123,21 @@ func (m *MemStore) Remove(ref string) {
 	delete(m.objects, ref)
 }
 
+// SetQuota limits the bytes all objects together may hold: a Put that would
+// exceed max fails and stores nothing. A negative max lifts the limit.
+func (m *MemStore) SetQuota(max int64) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.quota = max
+}
+
 // Reopen returns another MemStore on the same objects, without the hooks,
 // as a backend reopened on the same storage.
-func (m *MemStore) Reopen() *MemStore { return &MemStore{mu: m.mu, objects: m.objects} }
+func (m *MemStore) Reopen() *MemStore { return &MemStore{memData: m.memData} }
 
 // Harness returns a conformance Harness over m's objects: Open reopens m,
-// Corrupt flips the first byte of an object, Remove deletes it.
+// Corrupt flips the first byte of an object, Remove deletes it,
+// MakeIncomplete keeps its first half, SetQuota calls m.SetQuota.
 func (m *MemStore) Harness() Harness { return memHarness{m} }
 
 type memHarness struct{ m *MemStore }
@@ -128,3 +156,15 @@ func (h memHarness) Corrupt(_ context.Context, t *testing.T, ref string) {
 }
 
 func (h memHarness) Remove(_ context.Context, _ *testing.T, ref string) { h.m.Remove(ref) }
+
+func (h memHarness) MakeIncomplete(_ context.Context, t *testing.T, ref string) {
+	h.m.mu.Lock()
+	defer h.m.mu.Unlock()
+	b, ok := h.m.objects[ref]
+	if !ok {
+		t.Fatalf("MakeIncomplete %s: no such object", ref)
+	}
+	h.m.objects[ref] = slices.Clone(b[:len(b)/2])
+}
+
+func (h memHarness) SetQuota(_ context.Context, _ *testing.T, max int64) { h.m.SetQuota(max) }
