@@ -38,8 +38,8 @@ func badFilePosition(name string, b []byte) (pos uint64, eventID string) {
 
 // scanHeader reads the top-level "control_version" and "event_id" members
 // of a JSON object for as long as the input is well-formed, matching names
-// case-insensitively and letting the last of duplicates win, as
-// controlevent.Decode does. It stops at the first syntax error and returns
+// case-insensitively, letting the last of duplicates win and null leave the
+// value as it was, as controlevent.Decode does. It stops at the first syntax error and returns
 // what it found by then (0 and "" for members not found or of the wrong
 // kind).
 func scanHeader(b []byte) (cv uint64, id string) {
@@ -56,6 +56,9 @@ func scanHeader(b []byte) (cv uint64, id string) {
 		var raw json.RawMessage
 		if err := dec.Decode(&raw); err != nil {
 			return cv, id
+		}
+		if string(raw) == "null" {
+			continue
 		}
 		switch {
 		case strings.EqualFold(key, "control_version"):
