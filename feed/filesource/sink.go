@@ -154,6 +154,13 @@ func (s *Sink) Append(ctx context.Context, e controlevent.Event) (controlevent.E
 	}
 	defer unlockFile(s.lock)
 
+	return s.appendLocked(ctx, e, id)
+}
+
+// appendLocked is Append's work under the exclusive lock: refresh the index,
+// deduplicate, choose the position and a free name, write, and rescan and
+// choose again if the name turns out to be taken.
+func (s *Sink) appendLocked(ctx context.Context, e controlevent.Event, id string) (controlevent.Event, error) {
 	// Holding the lock, every other writer's rename is complete and its
 	// change notification queued, so the refreshed index is exact.
 	if err := s.ix.refresh(ctx, noLock); err != nil {
