@@ -25,15 +25,21 @@ import (
 // over a file feed and drops bad files into the feed directory, one at a
 // time, while the producer keeps writing:
 //
-//   - a file that is not JSON, a hostile event (path-traversal artifact_ref,
-//     no checksum) and a file claiming an existing control_version with
-//     another event_id: every node reports the file in feed_error
-//     (/v1/status) and controlfeed_feed_read_failing 1 (/metrics), applies
-//     nothing while it is there, and catches up once it is removed;
-//   - a valid event of an unknown type at the next control_version, written
-//     by a "sidecar" under the directory's lock: every node halts at it
-//     (visible in /v1/status and /metrics) while later producer events pile
-//     up unapplied, and "controlfeed skip" moves each node on.
+//   - a file that is not JSON (no position can be read from it) and a file
+//     claiming a control_version the nodes have already applied, with
+//     another event_id (a late write): every node reports the file in
+//     feed_error (/v1/status) and controlfeed_feed_read_failing 1
+//     (/metrics), applies nothing while it is there, and catches up once it
+//     is removed;
+//   - at the next control_version, written by a "sidecar" under the
+//     directory's lock: a hostile event (path-traversal artifact_ref, no
+//     checksum), a file with no readable content under a Sink-style name,
+//     and a valid event of an unknown type. The producer writes above each,
+//     so it sits between valid events: every node applies everything below
+//     it and halts at it (visible in /v1/status and /metrics, the halt
+//     error naming the file) while later producer events pile up
+//     unapplied, and "controlfeed skip" moves each node on, printing the
+//     file and the error.
 //
 // At the end every node matches the producer (kv digest, cursor == head) and
 // holds each producer event once as applied, plus the sidecar's as skipped.
@@ -210,21 +216,19 @@ func TestE2E_BadFile(t *testing.T) {
 	events := uint64(5)
 	converged("start", events)
 
-	// (a)-(c): files that make every Poll fail.
-	// A file that is not an event also stops the producer's Sink (it cannot
-	// choose the next control_version); a conflicting pair does not, so
-	// there the nodes must leave newer events in the directory unapplied.
+	// (a), (b): files that stop every Poll, whatever the cursor, until they
+	// are removed: a file whose position cannot be read (it also stops the
+	// producer's Sink, which cannot choose the next control_version), and a
+	// file that appears at a position the nodes have already applied (a
+	// late write: they would never apply it). There the producer goes on
+	// and the nodes leave its newer events in the directory unapplied.
 	badFiles := []struct {
 		what, name  string
 		sinkRefuses bool
 		body        func(head uint64) []byte
 	}{
 		{"malformed", "garbage.json", true, func(uint64) []byte { return []byte("{not json at all\x00\xff") }},
-		{"hostile", "hostile.json", true, func(head uint64) []byte {
-			return eventJSON(controlevent.Event{EventID: "hostile-1", Type: "kv.put", Key: "k1",
-				ArtifactRef: "../../etc/passwd", ControlVersion: head + 1, CreatedAt: time.Now()})
-		}},
-		{"conflicting", "conflict.json", false, func(head uint64) []byte {
+		{"late", "conflict.json", false, func(head uint64) []byte {
 			return eventJSON(controlevent.Event{EventID: "conflict-1", Type: "kv.delete", Key: "k1",
 				ControlVersion: head, CreatedAt: time.Now()})
 		}},
@@ -294,65 +298,98 @@ func TestE2E_BadFile(t *testing.T) {
 		}
 	}
 
-	// (d): a valid event of a type no node handles, written by a sidecar
-	// that follows the directory's protocol (the lock, then the next
-	// control_version).
-	lock, err := os.OpenFile(filepath.Join(feedDir, ".lock"), os.O_CREATE|os.O_RDWR, 0o644)
-	if err != nil {
-		t.Fatal(err)
+	// (c)-(e): a file at the next position, written by a sidecar that
+	// follows the directory's protocol (the lock, then the next
+	// control_version), that the nodes cannot apply: not a valid event
+	// (with a readable event_id, then with no readable content under a
+	// Sink-style name) and a valid event of a type no node handles. Each
+	// time, the producer goes on above it, so the bad file sits between
+	// valid events: every node applies everything below it, halts at it
+	// (visible in /v1/status and /metrics) while the events above it pile
+	// up unapplied, and "controlfeed skip" moves each node on, printing
+	// the file and the error it halted with.
+	halting := []struct {
+		what, name, eventID, errText string
+		body                         func(cv uint64) []byte
+	}{
+		{"invalid", "hostile.json", "hostile-1", "checksum", func(cv uint64) []byte {
+			return eventJSON(controlevent.Event{EventID: "hostile-1", Type: "kv.put", Key: "k1",
+				ArtifactRef: "../../etc/passwd", ControlVersion: cv, CreatedAt: time.Now()})
+		}},
+		{"unreadable", "", "", "invalid control event", func(uint64) []byte { return []byte("\x00\x01 not an event") }},
+		{"unknown type", "sidecar-chaos.json", "chaos-sidecar-1", "chaos.unknown", func(cv uint64) []byte {
+			return eventJSON(controlevent.Event{EventID: "chaos-sidecar-1", Type: "chaos.unknown",
+				Key: "k1", ControlVersion: cv, CreatedAt: time.Now()})
+		}},
 	}
-	defer lock.Close()
-	if err := syscall.Flock(int(lock.Fd()), syscall.LOCK_EX); err != nil {
-		t.Fatal(err)
-	}
-	head, err := src.(feed.HeadReporter).Head(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	const chaosID = "chaos-sidecar-1"
-	chaosCV := head + 1
-	writeFeedFile("sidecar-chaos.json", eventJSON(controlevent.Event{EventID: chaosID, Type: "chaos.unknown",
-		Key: "k1", ControlVersion: chaosCV, CreatedAt: time.Now()}))
-	if err := syscall.Flock(int(lock.Fd()), syscall.LOCK_UN); err != nil {
-		t.Fatal(err)
-	}
-	for _, n := range nodes {
-		waitFor(t, 30*time.Second, n.name+" to halt at the chaos.unknown event", func() bool {
-			st, ok := status(n.addr)
-			return ok && st.Halted != nil && st.Halted.EventID == chaosID &&
-				strings.Contains(httpGet(n.addr, "/metrics"), "\ncontrolfeed_halted 1\n")
+	var passed []string
+	for _, hf := range halting {
+		head, err := src.(feed.HeadReporter).Head(ctx)
+		if err != nil || head != events {
+			t.Fatalf("%s: head %d, %v; want %d", hf.what, head, err, events)
+		}
+		cv := head + 1
+		name, id := hf.name, hf.eventID
+		if name == "" {
+			name, id = fmt.Sprintf("%020d.json", cv), feed.UnreadableEventID(cv)
+		}
+		lock, err := os.OpenFile(filepath.Join(feedDir, ".lock"), os.O_CREATE|os.O_RDWR, 0o644)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := syscall.Flock(int(lock.Fd()), syscall.LOCK_EX); err != nil {
+			t.Fatal(err)
+		}
+		writeFeedFile(name, hf.body(cv))
+		lock.Close() // releases the lock
+		for _, n := range nodes {
+			waitFor(t, 30*time.Second, fmt.Sprintf("%s: %s to halt at %s", hf.what, n.name, id), func() bool {
+				st, ok := status(n.addr)
+				return ok && st.Halted != nil && st.Halted.EventID == id &&
+					strings.Contains(httpGet(n.addr, "/metrics"), "\ncontrolfeed_halted 1\n")
+			})
+		}
+		attempts := make([]int, len(nodes))
+		for i, n := range nodes {
+			st, _ := status(n.addr)
+			attempts[i] = st.Halted.Attempts
+		}
+		produce(3)
+		events = cv + 3
+		waitFor(t, 30*time.Second, hf.what+": the producer to publish past the sidecar's file", func() bool {
+			ps, err := node.ReadStatus(ctx, pdb)
+			h, herr := src.(feed.HeadReporter).Head(ctx)
+			return err == nil && herr == nil && ps.OutboxPending == 0 && h == events
 		})
-	}
-	attempts := make([]int, len(nodes))
-	for i, n := range nodes {
-		st, _ := status(n.addr)
-		attempts[i] = st.Halted.Attempts
-	}
-	produce(3)
-	events = chaosCV + 3
-	waitFor(t, 30*time.Second, "the producer to publish past the sidecar's event", func() bool {
-		ps, err := node.ReadStatus(ctx, pdb)
-		h, herr := src.(feed.HeadReporter).Head(ctx)
-		return err == nil && herr == nil && ps.OutboxPending == 0 && h == events
-	})
-	for i, n := range nodes {
-		var st node.Status
-		waitFor(t, 30*time.Second, n.name+" to retry the chaos.unknown event", func() bool {
-			st, _ = status(n.addr)
-			return st.Halted != nil && st.Halted.Attempts > attempts[i]
-		})
-		if st.Halted == nil || st.Halted.EventID != chaosID || st.Halted.ControlVersion != chaosCV ||
-			st.Halted.Type != "chaos.unknown" || !strings.Contains(st.Halted.Error, "chaos.unknown") {
-			t.Errorf("%s: halted = %+v, want event %s at %d", n.name, st.Halted, chaosID, chaosCV)
+		for c := cv + 1; c <= events; c++ {
+			if _, err := os.Stat(filepath.Join(feedDir, fmt.Sprintf("%020d.json", c))); err != nil {
+				t.Fatalf("%s: the producer's event %d is not in the feed above the bad file: %v", hf.what, c, err)
+			}
 		}
-		if c := cursor(n.db); c != head {
-			t.Errorf("%s: cursor %d while halted at %d, want %d", n.name, c, chaosCV, head)
+		for i, n := range nodes {
+			var st node.Status
+			waitFor(t, 30*time.Second, n.name+" to retry the halted event", func() bool {
+				st, _ = status(n.addr)
+				return st.Halted != nil && st.Halted.Attempts > attempts[i]
+			})
+			if st.Halted == nil || st.Halted.EventID != id || st.Halted.ControlVersion != cv || !strings.Contains(st.Halted.Error, hf.errText) {
+				t.Errorf("%s: %s halted = %+v, want event %s at %d with an error saying %q", hf.what, n.name, st.Halted, id, cv, hf.errText)
+			}
+			if hf.what != "unknown type" && !strings.Contains(st.Halted.Error, name) {
+				t.Errorf("%s: %s halt error %q does not name the file %s", hf.what, n.name, st.Halted.Error, name)
+			}
+			if c := cursor(n.db); c != head {
+				t.Errorf("%s: %s cursor %d while halted at %d, want %d (everything below it applied, nothing above)", hf.what, n.name, c, cv, head)
+			}
+			out := mustRun(t, nil, "", "skip", "--db", n.dbPath, id)
+			if !strings.Contains(out, "skipped event "+id) || !strings.Contains(out, hf.errText) ||
+				hf.what != "unknown type" && !strings.Contains(out, name) {
+				t.Errorf("%s: %s: skip printed %q; want the event, the file %s and the error", hf.what, n.name, out, name)
+			}
 		}
-		if out := mustRun(t, nil, "", "skip", "--db", n.dbPath, chaosID); !strings.Contains(out, "skipped event "+chaosID) {
-			t.Errorf("%s: skip printed %q", n.name, out)
-		}
+		converged(hf.what+": after skip", events)
+		passed = append(passed, id)
 	}
-	converged("after skip", events)
 
 	// Every node matches the producer: same kv digest, each producer event
 	// applied exactly once, the sidecar's event recorded as skipped.
@@ -376,24 +413,26 @@ func TestE2E_BadFile(t *testing.T) {
 		t.Fatal(err)
 	}
 	rows.Close()
-	if uint64(len(producerIDs)) != events-1 {
-		t.Errorf("producer published %d events, want %d", len(producerIDs), events-1)
+	if uint64(len(producerIDs)) != events-uint64(len(passed)) {
+		t.Errorf("producer published %d events, want %d", len(producerIDs), events-uint64(len(passed)))
 	}
 	for _, n := range nodes {
 		if got, err := kv.Digest(ctx, n.db); err != nil || got != want {
 			t.Errorf("%s: kv digest %s (%v), producer's %s", n.name, got, err, want)
 		}
 		applied := appliedEvents(t, ctx, n.db)
-		if len(applied) != len(producerIDs)+1 {
-			t.Errorf("%s: %d rows in applied_events, want %d", n.name, len(applied), len(producerIDs)+1)
+		if len(applied) != len(producerIDs)+len(passed) {
+			t.Errorf("%s: %d rows in applied_events, want %d", n.name, len(applied), len(producerIDs)+len(passed))
 		}
 		for _, id := range producerIDs {
 			if applied[id] != "applied" {
 				t.Errorf("%s: producer event %s has outcome %q, want applied", n.name, id, applied[id])
 			}
 		}
-		if applied[chaosID] != "skipped" {
-			t.Errorf("%s: sidecar event has outcome %q, want skipped", n.name, applied[chaosID])
+		for _, id := range passed {
+			if applied[id] != "skipped" {
+				t.Errorf("%s: sidecar event %s has outcome %q, want skipped", n.name, id, applied[id])
+			}
 		}
 		if st, ok := status(n.addr); !ok || st.Halted != nil || st.Process.FeedError != "" {
 			t.Errorf("%s: status after convergence: %+v", n.name, st)

@@ -25,6 +25,7 @@ const envPrefix = "CONTROLFEED_"
 // subcommand binds the subset it uses; the rest keep their defaults.
 type settings struct {
 	DB            string
+	DBs           []string // every --db given (prune takes several); DB is the last
 	FeedSource    string
 	FeedSink      string
 	FeedDir       string
@@ -41,6 +42,8 @@ type settings struct {
 	Follow        bool
 	Quick         bool   // bench
 	Out           string // bench
+	Through       uint64 // prune
+	Force         bool   // prune
 
 	UnavailableGrace time.Duration // serve
 	StallThreshold   time.Duration // serve
@@ -95,9 +98,26 @@ func withShow(show string, st setting) setting {
 	return st
 }
 
+// dbValue is the flag.Value of --db: each value sets DB (the last one wins,
+// as for any flag) and is added to DBs, for commands that take several.
+type dbValue struct{ s *settings }
+
+func (v dbValue) String() string {
+	if v.s == nil {
+		return ""
+	}
+	return v.s.DB
+}
+
+func (v dbValue) Set(path string) error {
+	v.s.DB = path
+	v.s.DBs = append(v.s.DBs, path)
+	return nil
+}
+
 var allSettings = []setting{
-	strSetting("db", "", "SQLite database `FILE` of this node or producer (created if missing)",
-		func(s *settings) *string { return &s.DB }),
+	{flag: "db", usage: "SQLite database `FILE` of this node or producer (created if missing)",
+		bind: func(fs *flag.FlagSet, s *settings, name, u string) { fs.Var(dbValue{s}, name, u) }},
 	strSetting("feed-source", "nop", "feed backend this node applies events from (`NAME`; nop = none)",
 		func(s *settings) *string { return &s.FeedSource }),
 	strSetting("feed-sink", "nop", "feed backend the outbox pump publishes to (`NAME`; nop = none)",
@@ -178,6 +198,10 @@ var allSettings = []setting{
 		bind: func(fs *flag.FlagSet, s *settings, name, u string) { fs.BoolVar(&s.Quick, name, false, u) }},
 	strSetting("out", "", "bench: also write the report as JSON to `FILE`",
 		func(s *settings) *string { return &s.Out }),
+	{flag: "through", usage: "prune: delete the feed's events at positions up to and including `N`",
+		bind: func(fs *flag.FlagSet, s *settings, name, u string) { fs.Uint64Var(&s.Through, name, 0, u) }},
+	{flag: "force", def: "false", usage: "prune: prune even past what the nodes given with --db have applied",
+		bind: func(fs *flag.FlagSet, s *settings, name, u string) { fs.BoolVar(&s.Force, name, false, u) }},
 	{flag: "follow", def: "true", usage: "keep waiting for new events (--follow=false: print what exists and exit)",
 		bind: func(fs *flag.FlagSet, s *settings, name, u string) { fs.BoolVar(&s.Follow, name, true, u) }},
 }
@@ -331,6 +355,8 @@ func (c *command) parse(m *Main, s *settings, args []string) ([]string, error) {
 			return nil, usageErrorf("controlfeed %s: environment %s=%q: %v", c.name, env, v, err)
 		}
 	}
+	envDBs := s.DBs // a --db flag replaces CONTROLFEED_DB, as flags override their variable
+	s.DBs = nil
 	var pos []string
 	for rest := args; len(rest) > 0; {
 		if err := fs.Parse(rest); err != nil {
@@ -349,6 +375,9 @@ func (c *command) parse(m *Main, s *settings, args []string) ([]string, error) {
 			left = left[1:]
 		}
 		rest = left
+	}
+	if len(s.DBs) == 0 {
+		s.DBs = envDBs
 	}
 	s.set = map[string]bool{}
 	fs.Visit(func(f *flag.Flag) { s.set[f.Name] = true })

@@ -1,6 +1,6 @@
 // Command controlfeed runs a controlfeed node or producer, publishes
-// key/value changes, shows a node's status, tails a feed and skips a halted
-// event. Run "controlfeed --help" for the commands and "controlfeed COMMAND
+// key/value changes, shows a node's status, tails a feed, skips a halted
+// event and prunes a file feed. Run "controlfeed --help" for the commands and "controlfeed COMMAND
 // --help" for each command's flags and environment variables.
 package main
 
@@ -98,6 +98,8 @@ func (m *Main) Run(ctx context.Context, args []string) error {
 		return m.runTail(ctx, args[1:])
 	case "skip":
 		return m.runSkip(ctx, args[1:])
+	case "prune":
+		return m.runPrune(ctx, args[1:])
 	case "nats-server":
 		return m.runNATSServer(ctx, args[1:])
 	case "demo":
@@ -105,7 +107,7 @@ func (m *Main) Run(ctx context.Context, args []string) error {
 	case "bench":
 		return m.runBench(ctx, args[1:])
 	default:
-		return usageErrorf("unknown command %q; commands: serve, kv, status, tail, skip, nats-server, demo (see controlfeed --help)", args[0])
+		return usageErrorf("unknown command %q; commands: serve, kv, status, tail, skip, prune, nats-server, demo, bench (see controlfeed --help)", args[0])
 	}
 }
 
@@ -162,4 +164,4 @@ Example: a producer and one node sharing a directory feed
 
 // commands lists every subcommand, in help order.
 var commands = []*command{serveCmd, kvPutCmd, kvGetCmd, kvDeleteCmd, kvListCmd, statusCmd, tailCmd, skipCmd,
-	natsServerCmd, demoCmd, benchCmd}
+	pruneCmd, natsServerCmd, demoCmd, benchCmd}

@@ -1,6 +1,7 @@
 package filesource_test
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -155,22 +156,39 @@ func TestSink_Append_HostileEventIDs(t *testing.T) {
 	}
 }
 
-// A ".json" file that is not a valid event fails Poll with an error naming
-// the file, never skipped; once fixed or removed, Poll works again. The Sink
-// refuses to choose a ControlVersion meanwhile.
+// A ".json" file that is not a valid event is never skipped. At a position
+// the reader can determine (its control_version, or the number of a name like
+// the Sink's), Poll returns the valid events below it first, then fails with a
+// *feed.InvalidEventError for that position, naming the file, and the Sink
+// appends above it. At no determinable position, every Poll fails naming the
+// file and the Sink refuses to choose a position. Once the file is fixed or
+// removed, both work again.
 func TestSource_Poll_BadFiles(t *testing.T) {
 	invalid, _ := controlevent.Marshal(newEvent("never-published")) // control_version 0
 	cases := []struct {
 		name    string
+		file    string // "" = "dropped-<name>.json"
 		content []byte
-		errIs   error
+		pos     uint64 // position the bad file is reported at; 0 = none determinable
+		eventID string // EventID of the InvalidEventError
+		errText string // also in the error
 	}{
-		{"unparsable", []byte(`{"event_id": "x", `), controlevent.ErrInvalid},
-		{"not-an-object", []byte(`[1,2,3]`), controlevent.ErrInvalid},
-		{"trailing-data", []byte(`{"event_id":"a","type":"t","control_version":3} {}`), controlevent.ErrInvalid},
-		{"empty", nil, controlevent.ErrInvalid},
-		{"invalid-event", invalid, controlevent.ErrInvalid},
-		{"too-big", []byte(`{"event_id":"a","type":"t","control_version":3,"key":"` + strings.Repeat("k", controlevent.MaxEncodedSize) + `"}`), controlevent.ErrInvalid},
+		{name: "unparsable", content: []byte(`{"event_id": "x", `)},
+		{name: "not-an-object", content: []byte(`[1,2,3]`)},
+		{name: "empty", content: nil},
+		{name: "never-published", content: invalid},
+		{name: "control-version-is-a-string", content: []byte(`{"event_id":"a","type":"t","control_version":"3"}`)},
+		{name: "control-version-above-int64", content: []byte(`{"event_id":"a","type":"t","control_version":9223372036854775808}`),
+			errText: "does not fit in a signed 64-bit integer"},
+		{name: "trailing-data", content: []byte(`{"event_id":"a","type":"t","control_version":3} {}`), pos: 3, eventID: "a"},
+		{name: "too-big", content: []byte(`{"event_id":"a","type":"t","control_version":3,"key":"` + strings.Repeat("k", controlevent.MaxEncodedSize) + `"}`),
+			pos: 3, eventID: "a"},
+		{name: "empty-event-id", content: []byte(`{"event_id":"","type":"t","control_version":5}`), pos: 5, eventID: feed.UnreadableEventID(5)},
+		{name: "hostile-event-id", content: []byte(`{"event_id":"nul\u0000","type":"t","control_version":4,"artifact_ref":"../x"}`),
+			pos: 4, eventID: feed.UnreadableEventID(4)},
+		{name: "no-checksum", content: []byte(`{"event_id":"e9","type":"t","control_version":9,"artifact_ref":"sha256:ab"}`), pos: 9, eventID: "e9"},
+		{name: "garbage-under-a-sink-name", file: "00000000000000000007.json", content: []byte("\x00\xff{{"), pos: 7, eventID: feed.UnreadableEventID(7)},
+		{name: "truncated-after-control-version", content: []byte(`{"control_version":6,"event_id":"e6","type":"t","key":"k`), pos: 6, eventID: "e6"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -184,81 +202,157 @@ func TestSource_Poll_BadFiles(t *testing.T) {
 			if _, err := src.Poll(ctx, 0); err != nil { // index is warm: the bad file arrives as a change
 				t.Fatal(err)
 			}
-			bad := "dropped-" + tc.name + ".json"
+			bad := cmp.Or(tc.file, "dropped-"+tc.name+".json")
 			writeRaw(t, dir, bad, tc.content)
-			for _, s := range []*filesource.Source{src, openSource(t, dir)} { // incremental and fresh scan
-				_, err := s.Poll(ctx, 0)
-				if err == nil {
-					t.Fatal("Poll succeeded with a bad file in the directory")
-				}
+			checkErr := func(err error) {
+				t.Helper()
 				if !strings.Contains(err.Error(), bad) {
-					t.Errorf("Poll error %q does not name %q", err, bad)
+					t.Errorf("error %q does not name %q", err, bad)
 				}
-				if !errors.Is(err, tc.errIs) {
-					t.Errorf("Poll error %v does not wrap %v", err, tc.errIs)
+				if !strings.Contains(err.Error(), tc.errText) {
+					t.Errorf("error %q does not say %q", err, tc.errText)
+				}
+				if !errors.Is(err, controlevent.ErrInvalid) {
+					t.Errorf("error %v does not wrap controlevent.ErrInvalid", err)
 				}
 			}
 			in := newEvent("good-2")
-			if out, err := sink.Append(ctx, in); err == nil || out != in || !strings.Contains(err.Error(), bad) {
-				t.Errorf("Append with a bad file present = %+v, %v; want the input and an error naming %q", out, err, bad)
+			for _, s := range []*filesource.Source{src, openSource(t, dir)} { // incremental and fresh scan
+				if tc.pos == 0 {
+					got, err := s.Poll(ctx, 0)
+					if err == nil {
+						t.Fatalf("Poll(0) = %q, nil with a bad file of no known position in the directory", ids(got))
+					}
+					checkErr(err)
+					var ie *feed.InvalidEventError
+					if errors.As(err, &ie) {
+						t.Errorf("Poll error is an InvalidEventError at %d: a position nobody can know must not be skippable", ie.ControlVersion)
+					}
+					continue
+				}
+				got, err := s.Poll(ctx, 0)
+				if err != nil || !slices.Equal(ids(got), []string{"good-1"}) {
+					t.Fatalf("Poll(0) = %q, %v; want the valid event below the bad file first", ids(got), err)
+				}
+				for range 2 { // on every call until the cursor passes it
+					_, err = s.Poll(ctx, 1)
+					var ie *feed.InvalidEventError
+					if !errors.As(err, &ie) || !errors.Is(err, feed.ErrInvalidEvent) {
+						t.Fatalf("Poll(1) = %v, want a *feed.InvalidEventError", err)
+					}
+					if ie.ControlVersion != tc.pos || ie.EventID != tc.eventID || ie.Source != filesource.Name {
+						t.Errorf("InvalidEventError at %d, id %q, source %q; want %d, %q, file", ie.ControlVersion, ie.EventID, ie.Source, tc.pos, tc.eventID)
+					}
+					checkErr(err)
+					if !strings.Contains(ie.Err.Error(), bad) {
+						t.Errorf("InvalidEventError.Err %q does not name %q", ie.Err, bad)
+					}
+				}
+			}
+			out, err := sink.Append(ctx, in)
+			if tc.pos == 0 {
+				if err == nil || out != in || !strings.Contains(err.Error(), bad) {
+					t.Fatalf("Append with a bad file of no known position = %+v, %v; want the input and an error naming %q", out, err, bad)
+				}
+			} else {
+				if err != nil || out.ControlVersion != tc.pos+1 {
+					t.Fatalf("Append with a bad file at %d = %d, %v; want %d: above every position taken", tc.pos, out.ControlVersion, err, tc.pos+1)
+				}
+				// Past the bad file (a skip), the next event is there.
+				if got, err := src.Poll(ctx, tc.pos); err != nil || !slices.Equal(ids(got), []string{"good-2"}) {
+					t.Fatalf("Poll(%d) past the bad file = %q, %v; want good-2", tc.pos, ids(got), err)
+				}
 			}
 			if err := os.Remove(filepath.Join(dir, bad)); err != nil {
 				t.Fatal(err)
 			}
-			got, err := src.Poll(ctx, 0)
-			if err != nil || len(got) != 1 {
-				t.Fatalf("Poll after removing the bad file = %d events, %v; want 1, nil", len(got), err)
+			fresh := openSource(t, dir)
+			if tc.pos == 0 {
+				if got, err := src.Poll(ctx, 0); err != nil || len(got) != 1 {
+					t.Fatalf("Poll after removing the bad file = %d events, %v; want 1, nil", len(got), err)
+				}
+				if out, err := sink.Append(ctx, in); err != nil || out.ControlVersion != 2 {
+					t.Fatalf("Append after removing the bad file = %d, %v; want 2, nil", out.ControlVersion, err)
+				}
 			}
-			if out, err := sink.Append(ctx, in); err != nil || out.ControlVersion != 2 {
-				t.Fatalf("Append after removing the bad file = %d, %v; want 2, nil", out.ControlVersion, err)
+			for _, s := range []*filesource.Source{src, fresh} {
+				if got, err := s.Poll(ctx, 0); err != nil || !slices.Equal(ids(got), []string{"good-1", "good-2"}) {
+					t.Fatalf("Poll(0) after removing the bad file = %q, %v", ids(got), err)
+				}
 			}
 		})
 	}
 }
 
-// Two files with the same ControlVersion and different EventIDs fail Poll
-// naming both; the same event in two files is one event.
-func TestSource_Poll_DuplicateControlVersion(t *testing.T) {
-	dir := t.TempDir()
+// Files that claim the same position are one event only if their bytes are
+// equal. Different event_ids, the same event_id with different content, or a
+// valid event next to an invalid file are a conflict (ErrConflict) naming the
+// files, reported once the position is next, after the events below it; the
+// Sink appends above it, and removing the wrong file resolves it.
+func TestSource_Poll_Conflicts(t *testing.T) {
 	ctx := t.Context()
-	src := openSource(t, dir)
-	writeEventFile(t, dir, "a.json", published("evt-a", 1))
-	writeEventFile(t, dir, "a-copy.json", published("evt-a", 1))
-	writeEventFile(t, dir, "b.json", published("evt-b", 2))
-	got, err := src.Poll(ctx, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if want := []string{"evt-a", "evt-b"}; !slices.Equal(ids(got), want) {
-		t.Fatalf("Poll = %q, want %q (same event in two files is one)", ids(got), want)
-	}
-	writeEventFile(t, dir, "c.json", published("evt-c", 2))
-	for _, s := range []*filesource.Source{src, openSource(t, dir)} {
-		_, err := s.Poll(ctx, 0)
-		if err == nil {
-			t.Fatal("Poll succeeded with two events at control_version 2")
+	t.Run("DifferentEventIDs", func(t *testing.T) {
+		dir := t.TempDir()
+		writeEventFile(t, dir, "a.json", published("evt-a", 1))
+		writeEventFile(t, dir, "a-copy.json", published("evt-a", 1))
+		writeEventFile(t, dir, "b.json", published("evt-b", 2))
+		writeEventFile(t, dir, "c.json", published("evt-c", 2))
+		src := openSource(t, dir)
+		if got, err := src.Poll(ctx, 0); err != nil || !slices.Equal(ids(got), []string{"evt-a"}) {
+			t.Fatalf("Poll(0) = %q, %v; want evt-a (a copy in two files is one event), below the conflict", ids(got), err)
+		}
+		_, err := src.Poll(ctx, 1)
+		if !errors.Is(err, filesource.ErrConflict) {
+			t.Fatalf("Poll(1) = %v, want ErrConflict", err)
 		}
 		for _, name := range []string{"b.json", "c.json", "evt-b", "evt-c"} {
 			if !strings.Contains(err.Error(), name) {
 				t.Errorf("Poll error %q does not name %q", err, name)
 			}
 		}
-	}
-	// A sink still appends above the conflict (its max is known) ...
-	if out, err := openSink(t, dir).Append(ctx, newEvent("evt-d")); err != nil || out.ControlVersion != 3 {
-		t.Fatalf("Append = %d, %v; want 3, nil", out.ControlVersion, err)
-	}
-	// ... and removing one of the two resolves it.
-	if err := os.Remove(filepath.Join(dir, "b.json")); err != nil {
-		t.Fatal(err)
-	}
-	got, err = src.Poll(ctx, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if want := []string{"evt-a", "evt-c", "evt-d"}; !slices.Equal(ids(got), want) {
-		t.Fatalf("Poll = %q, want %q", ids(got), want)
-	}
+		if out, err := openSink(t, dir).Append(ctx, newEvent("evt-d")); err != nil || out.ControlVersion != 3 {
+			t.Fatalf("Append = %d, %v; want 3, nil", out.ControlVersion, err)
+		}
+		if err := os.Remove(filepath.Join(dir, "b.json")); err != nil {
+			t.Fatal(err)
+		}
+		if got, err := src.Poll(ctx, 1); err != nil || !slices.Equal(ids(got), []string{"evt-c", "evt-d"}) {
+			t.Fatalf("Poll(1) after removing b.json = %q, %v", ids(got), err)
+		}
+	})
+	// The regression: a check of event ids only let each node apply
+	// whichever file its index recorded first.
+	t.Run("SameEventIDDifferentBytes", func(t *testing.T) {
+		dir := t.TempDir()
+		a, b := published("evt-x", 1), published("evt-x", 1)
+		a.Key, b.Key = "from-a", "from-b"
+		writeEventFile(t, dir, "a.json", a)
+		writeEventFile(t, dir, "b.json", b)
+		for _, s := range []*filesource.Source{openSource(t, dir), openSource(t, dir)} {
+			got, err := s.Poll(ctx, 0)
+			if !errors.Is(err, filesource.ErrConflict) || !strings.Contains(err.Error(), "contents differ") {
+				t.Fatalf("Poll(0) = %+v, %v; want ErrConflict: the two files differ", got, err)
+			}
+			for _, name := range []string{"a.json", "b.json", "evt-x"} {
+				if !strings.Contains(err.Error(), name) {
+					t.Errorf("Poll error %q does not name %q", err, name)
+				}
+			}
+		}
+	})
+	t.Run("ValidBesideInvalid", func(t *testing.T) {
+		dir := t.TempDir()
+		writeEventFile(t, dir, "good.json", published("evt-g", 1))
+		writeRaw(t, dir, "bad.json", []byte(`{"event_id":"evt-z","control_version":1}`)) // no type
+		_, err := openSource(t, dir).Poll(ctx, 0)
+		var ie *feed.InvalidEventError
+		if !errors.Is(err, filesource.ErrConflict) || errors.As(err, &ie) {
+			t.Fatalf("Poll(0) = %v; want ErrConflict, not a skippable InvalidEventError", err)
+		}
+		if !strings.Contains(err.Error(), "bad.json") || !strings.Contains(err.Error(), "good.json") {
+			t.Errorf("Poll error %q does not name both files", err)
+		}
+	})
 }
 
 // A file dropped by another program is read whatever its name, as long as it
@@ -304,37 +398,6 @@ func TestSource_SidecarFiles(t *testing.T) {
 	head, err := src.Head(ctx)
 	if err != nil || head != 3 {
 		t.Fatalf("Head = %d, %v; want 3, nil", head, err)
-	}
-}
-
-// Pruning the oldest files is retention: a cursor older than what is left is
-// reported as feed.ErrCursorBehindRetention, not skipped.
-func TestSource_Poll_CursorBehindRetention(t *testing.T) {
-	dir := t.TempDir()
-	ctx := t.Context()
-	sink := openSink(t, dir)
-	for i := range 5 {
-		if _, err := sink.Append(ctx, newEvent(fmt.Sprint("e", i))); err != nil {
-			t.Fatal(err)
-		}
-	}
-	src := openSource(t, dir)
-	for cv := 1; cv <= 3; cv++ {
-		if err := os.Remove(filepath.Join(dir, fmt.Sprintf("%020d.json", cv))); err != nil {
-			t.Fatal(err)
-		}
-	}
-	_, err := src.Poll(ctx, 1)
-	var cbe *feed.CursorBehindError
-	if !errors.Is(err, feed.ErrCursorBehindRetention) || !errors.As(err, &cbe) {
-		t.Fatalf("Poll(1) with files 1..3 pruned: %v, want a CursorBehindError", err)
-	}
-	if cbe.Cursor != 1 || cbe.FirstAvailable != 4 {
-		t.Fatalf("CursorBehindError = %+v, want Cursor 1, FirstAvailable 4", cbe)
-	}
-	got, err := src.Poll(ctx, 3)
-	if err != nil || len(got) != 2 {
-		t.Fatalf("Poll(3) = %d events, %v; want 2, nil", len(got), err)
 	}
 }
 

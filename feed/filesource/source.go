@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"path/filepath"
 	"sync"
 	"time"
 
@@ -16,13 +17,17 @@ import (
 const fallbackWaitInterval = 100 * time.Millisecond
 
 // Source reads the events of a feed directory. It implements feed.Source,
-// feed.Waiter and feed.HeadReporter, but not feed.Acker.
+// feed.Waiter and feed.HeadReporter, but not feed.Acker, and not
+// feed.GapChecker: a file feed's positions may be sparse.
 //
 // A Source is safe for concurrent use by multiple goroutines. It holds an
-// inotify descriptor (on Linux) until Close.
+// inotify descriptor (on Linux) open until Close; it opens the directory's
+// lock file only while it holds the lock, so it never keeps a removed
+// directory alive.
 type Source struct {
-	dir      string
-	maxBatch int
+	dir         string
+	maxBatch    int
+	lockTimeout time.Duration
 
 	mu     sync.Mutex
 	ix     *index
@@ -30,8 +35,10 @@ type Source struct {
 }
 
 // NewSource opens a Source on dir, creating the directory (and its parents)
-// if it does not exist yet, so a node may start before its producer. It scans
-// the directory once, lazily, on the first call. opts may be nil.
+// and its lock file if they do not exist yet, so a node may start before its
+// producer. In a directory it may not write, it reads without the lock file
+// until one appears. It scans the directory once, lazily, on the first call.
+// opts may be nil.
 func NewSource(dir string, opts *Options) (*Source, error) {
 	if err := opts.Validate(); err != nil {
 		return nil, err
@@ -50,11 +57,14 @@ func NewSource(dir string, opts *Options) (*Source, error) {
 	if !info.IsDir() {
 		return nil, fmt.Errorf("filesource: open source %q: not a directory", dir)
 	}
-	ix, err := newIndex(dir, o.Logger)
+	lock, err := openReaderLock(dir)
 	if err != nil {
-		return nil, fmt.Errorf("filesource: open source %q: %w", dir, err)
+		return nil, fmt.Errorf("filesource: open source %q: open the lock file: %w", dir, err)
 	}
-	return &Source{dir: dir, maxBatch: o.MaxBatch, ix: ix}, nil
+	if lock != nil {
+		lock.Close()
+	}
+	return &Source{dir: dir, maxBatch: o.MaxBatch, lockTimeout: o.LockTimeout, ix: newIndex(dir, o.Logger, true)}, nil
 }
 
 // Name returns "file".
@@ -64,51 +74,71 @@ func (s *Source) Name() string { return Name }
 func (s *Source) Dir() string { return s.dir }
 
 // Poll returns up to Options.MaxBatch events with ControlVersion >
-// sinceControlVersion, ascending. It reads only the files that changed since
-// the previous call (see Cost in the package documentation).
+// sinceControlVersion, ascending, whatever the gaps between their positions.
+// It reads only the files that changed since the previous call (see Cost in
+// the package documentation), under a shared lock on the directory's lock
+// file while it captures their names; it waits for that lock at most until
+// ctx is done or Options.LockTimeout has passed (then the error wraps
+// feed.ErrUnavailable).
 //
-// It fails, naming the file, while any ".json" file in the directory is
-// unreadable, not a valid event, or claims the ControlVersion of a different
-// event. If the oldest event in the directory is newer than
-// sinceControlVersion+1 (older files were pruned), it returns a
-// *feed.CursorBehindError. After Close it returns an error wrapping
-// feed.ErrClosed.
+// Files that are not one valid event are reported, never skipped:
+//
+//   - A bad file at a known position P (its control_version, or the number
+//     of a name like "00000000000000000042.json"): Poll returns the events
+//     below P first; once P is next, it fails with a *feed.InvalidEventError
+//     for P, on every call until the cursor passes P (the consumer halts
+//     there; an operator fixes the file or skips the event).
+//   - Two files at P that differ (event_id, or bytes), or a bad file next to
+//     a good one at P: the events below P first, then an error wrapping
+//     ErrConflict naming both files, until one is removed.
+//   - A bad file whose position cannot be determined, or a file that
+//     appeared at or below a position this Source has already delivered (it
+//     returned it, or was polled from a cursor at or above it): every Poll
+//     fails, naming the file (late writes wrap ErrLateWrite), until it is
+//     removed.
+//
+// A cursor below the prune marker's position returns a
+// *feed.CursorBehindError; without a marker, no cursor is behind retention.
+// After Close it returns an error wrapping feed.ErrClosed.
 func (s *Source) Poll(ctx context.Context, sinceControlVersion uint64) ([]controlevent.Event, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if err := s.refreshLocked(); err != nil {
+	if err := s.refreshLocked(ctx); err != nil {
 		return nil, fmt.Errorf("filesource: poll %q after %d: %w", s.dir, sinceControlVersion, err)
 	}
-	if first := s.ix.first(); first > sinceControlVersion+1 {
-		return nil, fmt.Errorf("filesource: poll %q: %w", s.dir,
-			&feed.CursorBehindError{Source: Name, Cursor: sinceControlVersion, FirstAvailable: first})
+	evs, err := s.ix.poll(sinceControlVersion, s.maxBatch)
+	if err != nil {
+		return nil, fmt.Errorf("filesource: poll %q after %d: %w", s.dir, sinceControlVersion, err)
 	}
-	return s.ix.after(sinceControlVersion, s.maxBatch), nil
+	return evs, nil
 }
 
-// Head returns the highest ControlVersion in the directory, 0 if it holds no
-// event. It fails like Poll when a file is bad.
+// Head returns the highest position taken in the directory (by an event, a
+// bad file with a known position, or, per the prune marker, a pruned file),
+// 0 if there is none. It fails like Poll on what stops the whole feed.
 func (s *Source) Head(ctx context.Context) (uint64, error) {
 	if err := ctx.Err(); err != nil {
 		return 0, err
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if err := s.refreshLocked(); err != nil {
+	if err := s.refreshLocked(ctx); err != nil {
 		return 0, fmt.Errorf("filesource: head %q: %w", s.dir, err)
 	}
-	return s.ix.head(), nil
+	if err := s.ix.blocking(); err != nil {
+		return 0, fmt.Errorf("filesource: head %q: %w", s.dir, err)
+	}
+	return s.ix.highWater(), nil
 }
 
-// Wait blocks until the directory holds an event with ControlVersion >
-// sinceControlVersion or a bad file (so that the next Poll has something to
-// return or report), ctx is done (it returns ctx's error), or the Source is
-// closed (an error wrapping feed.ErrClosed). On Linux it sleeps on inotify;
-// elsewhere it re-lists the directory every 100ms. A return without new
-// events is possible but rare.
+// Wait blocks until a Poll from sinceControlVersion has something to return
+// or report (an event above it, a bad file, retention), ctx is done (it
+// returns ctx's error), or the Source is closed (an error wrapping
+// feed.ErrClosed). On Linux it sleeps on inotify; elsewhere it re-lists the
+// directory every 100ms. A return without new events is possible but rare.
 func (s *Source) Wait(ctx context.Context, sinceControlVersion uint64) error {
 	for {
 		if err := ctx.Err(); err != nil {
@@ -119,11 +149,14 @@ func (s *Source) Wait(ctx context.Context, sinceControlVersion uint64) error {
 			s.mu.Unlock()
 			return fmt.Errorf("filesource: wait %q: %w", s.dir, feed.ErrClosed)
 		}
-		err := s.refreshLocked()
-		ready := err != nil || s.ix.head() > sinceControlVersion
+		err := s.refreshLocked(ctx)
+		ready := err != nil || s.ix.ready(sinceControlVersion)
 		w := s.ix.w
 		s.mu.Unlock()
 		if ready {
+			if ctxErr := ctx.Err(); ctxErr != nil {
+				return ctxErr
+			}
 			return nil // the error, if any, is Poll's to report
 		}
 		if w == nil {
@@ -151,19 +184,34 @@ func (s *Source) Wait(ctx context.Context, sinceControlVersion uint64) error {
 	}
 }
 
-// refreshLocked updates the index and reports the first bad file.
-func (s *Source) refreshLocked() error {
+// refreshLocked updates the index.
+func (s *Source) refreshLocked(ctx context.Context) error {
 	if s.closed {
 		return feed.ErrClosed
 	}
-	if err := s.ix.refresh(); err != nil {
-		return err
-	}
-	return s.ix.problem()
+	return s.ix.refresh(ctx, s.lockShared)
 }
 
-// Close releases the inotify descriptor and wakes a blocked Wait. Later calls
-// return errors wrapping feed.ErrClosed. Close is idempotent.
+// lockShared takes the shared lock readers hold while they capture the
+// directory's names, so that no writer's rename lands in the middle of a
+// listing.
+func (s *Source) lockShared(ctx context.Context) (func(), error) {
+	f, err := openReaderLock(s.dir)
+	if err != nil {
+		return nil, fmt.Errorf("open %s: %w", filepath.Join(s.dir, lockName), err)
+	}
+	if f == nil {
+		return func() {}, nil // read-only directory without a lock file: no writer to exclude
+	}
+	if err := lockFile(ctx, f, lockShared, s.lockTimeout); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("take the shared lock on %s: %w", filepath.Join(s.dir, lockName), err)
+	}
+	return func() { f.Close() }, nil // closing the descriptor releases its lock
+}
+
+// Close releases the inotify descriptor and wakes a blocked Wait. Later
+// calls return errors wrapping feed.ErrClosed. Close is idempotent.
 func (s *Source) Close() error {
 	s.mu.Lock()
 	defer s.mu.Unlock()

@@ -12,7 +12,12 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-const watchMask = unix.IN_CLOSE_WRITE | unix.IN_MOVED_TO | unix.IN_MOVED_FROM | unix.IN_DELETE |
+// watchMask selects every way a name can appear, change or go: a new name
+// (IN_CREATE: also link(2) and symlink(2), which raise nothing else), a
+// completed write, a rename in or out, a metadata change (IN_ATTRIB: chmod,
+// which can make an unreadable file readable), a deletion, and the directory
+// itself going away.
+const watchMask = unix.IN_CREATE | unix.IN_CLOSE_WRITE | unix.IN_ATTRIB | unix.IN_MOVED_TO | unix.IN_MOVED_FROM | unix.IN_DELETE |
 	unix.IN_DELETE_SELF | unix.IN_MOVE_SELF | unix.IN_ONLYDIR
 
 // watcher reports names changed in one directory, through inotify.
@@ -53,8 +58,9 @@ func (w *watcher) close() error {
 
 var errDirGone = errors.New("the directory was removed or moved away")
 
-// drain returns the names of ".json" files changed since the last drain
-// (possibly with repeats), or overflow if the kernel dropped events.
+// drain returns the names of ".json" files and of the prune marker changed
+// since the last drain (possibly with repeats), or overflow if the kernel
+// dropped events.
 func (w *watcher) drain() (names []string, overflow bool, err error) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
@@ -93,7 +99,7 @@ func (w *watcher) drain() (names []string, overflow bool, err error) {
 			for len(raw) > 0 && raw[len(raw)-1] == 0 {
 				raw = raw[:len(raw)-1]
 			}
-			if name := string(raw); isEventName(name) {
+			if name := string(raw); isEventName(name) || name == markerName {
 				names = append(names, name)
 			}
 		}
