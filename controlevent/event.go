@@ -35,6 +35,7 @@ package controlevent
 import (
 	"errors"
 	"fmt"
+	"math"
 	"time"
 	"unicode/utf8"
 
@@ -92,15 +93,20 @@ func NewEventID() string {
 }
 
 // Validate reports whether e is a well-formed, broker-stamped event. It
-// rejects an empty EventID or Type, a zero ControlVersion, over-long fields,
-// invalid UTF-8 or control characters in identifiers, a malformed Checksum,
-// and an ArtifactRef without a Checksum. Every error wraps ErrInvalid.
+// rejects an empty EventID or Type, a zero ControlVersion or one above
+// math.MaxInt64 (positions are stored as signed 64-bit integers), over-long
+// fields, invalid UTF-8 or control characters in identifiers, a malformed
+// Checksum, and an ArtifactRef without a Checksum. Every error wraps
+// ErrInvalid.
 func (e Event) Validate() error {
 	if err := e.validateFields(); err != nil {
 		return err
 	}
 	if e.ControlVersion == 0 {
 		return e.invalid("control_version is 0 (the event was never published)")
+	}
+	if e.ControlVersion > math.MaxInt64 {
+		return e.invalid(fmt.Sprintf("control_version %d is above %d, the highest position a feed can have", e.ControlVersion, int64(math.MaxInt64)))
 	}
 	return nil
 }

@@ -2,6 +2,7 @@ package controlevent_test
 
 import (
 	"errors"
+	"math"
 	"strings"
 	"testing"
 	"time"
@@ -60,6 +61,9 @@ func TestEvent_Validate(t *testing.T) {
 		{"ErrChecksumUppercase", func(e *controlevent.Event) { e.Checksum = strings.ToUpper(goodSum[:8]) + goodSum[8:] }, "does not start with"},
 		{"ErrChecksumUppercaseHex", func(e *controlevent.Event) { e.Checksum = goodSum[:len(goodSum)-1] + "A" }, "not lowercase hex"},
 		{"ErrZeroControlVersion", func(e *controlevent.Event) { e.ControlVersion = 0 }, "control_version is 0"},
+		{"OKControlVersionMaxInt64", func(e *controlevent.Event) { e.ControlVersion = math.MaxInt64 }, ""},
+		{"ErrControlVersionAboveInt64", func(e *controlevent.Event) { e.ControlVersion = math.MaxInt64 + 1 }, "control_version 9223372036854775808 is above 9223372036854775807"},
+		{"ErrControlVersionMaxUint64", func(e *controlevent.Event) { e.ControlVersion = math.MaxUint64 }, "control_version 18446744073709551615 is above"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -82,7 +86,7 @@ func TestEvent_Validate(t *testing.T) {
 				t.Errorf("error %q, want prefix %q and substring %q", err, "controlevent: event ", tc.wantErr)
 			}
 			// ValidateUnpublished applies the same field rules.
-			if tc.name != "ErrZeroControlVersion" {
+			if tc.name != "ErrZeroControlVersion" && !strings.HasPrefix(tc.name, "ErrControlVersion") {
 				u := e
 				u.ControlVersion = 0
 				if err := u.ValidateUnpublished(); !errors.Is(err, controlevent.ErrInvalid) {
