@@ -197,14 +197,16 @@ func appendJSONString(dst []byte, s string) []byte {
 }
 
 // Decode parses one event from its wire format. It rejects input larger than
-// MaxEncodedSize, anything but a single JSON object, and trailing data. It
+// MaxEncodedSize, anything but a single JSON object (null included), and
+// anything after it but JSON whitespace (space, tab, CR, LF). It
 // does not call Validate: callers decide which rules apply (Validate on the
 // consumer side, ValidateUnpublished on the producer side). A syntax error
 // wraps ErrInvalid.
 //
 // Decoding follows encoding/json exactly (field names match
 // case-insensitively, unknown fields are ignored, the last of duplicate
-// fields wins, null leaves a field zero); a fast path handles the canonical
+// fields wins, null leaves a field zero, and only what json.Unmarshal
+// accepts is accepted); a fast path handles the canonical
 // form Marshal writes and returns the same Event encoding/json would. It is
 // safe for concurrent use and does not retain b.
 func Decode(b []byte) (Event, error) {
@@ -224,11 +226,16 @@ func decodeJSON(b []byte) (Event, error) {
 	if len(b) > MaxEncodedSize {
 		return e, fmt.Errorf("controlevent: decode: %d bytes exceeds the %d-byte limit for one event: %w", len(b), MaxEncodedSize, ErrInvalid)
 	}
+	if i := skipSpace(b, 0); i < len(b) && b[i] != '{' && json.Valid(b) {
+		return Event{}, fmt.Errorf("controlevent: decode: the input is not a JSON object: %w", ErrInvalid)
+	}
 	dec := json.NewDecoder(bytes.NewReader(b))
 	if err := dec.Decode(&e); err != nil {
 		return Event{}, fmt.Errorf("controlevent: decode: %v: %w", err, ErrInvalid)
 	}
-	if len(bytes.TrimSpace(b[dec.InputOffset():])) != 0 {
+	// Only JSON whitespace may follow, as json.Unmarshal requires: not
+	// U+00A0, U+2028 or the other spaces bytes.TrimSpace would remove.
+	if skipSpace(b, int(dec.InputOffset())) != len(b) {
 		return Event{}, fmt.Errorf("controlevent: decode: trailing data after the event object: %w", ErrInvalid)
 	}
 	return e, nil

@@ -71,6 +71,11 @@ func checkDecode(t *testing.T, b []byte) bool {
 	if err != nil && err.Error() != wantErr.Error() {
 		t.Fatalf("Decode(%q): error %q; encoding/json error %q", b, err, wantErr)
 	}
+	// Decode accepts nothing json.Unmarshal rejects, and not null either.
+	var plain map[string]any
+	if uerr := json.Unmarshal(b, &plain); err == nil && (uerr != nil || plain == nil) {
+		t.Fatalf("Decode(%q) accepted what json.Unmarshal into a map rejects or reads as null: %v", b, uerr)
+	}
 	if !sameEvent(got, want) {
 		t.Fatalf("Decode(%q)\n got %#v\nwant %#v", b, got, want)
 	}
@@ -249,6 +254,12 @@ func TestDecode_MatchesEncodingJSON(t *testing.T) {
 		"Trailing":             {`{"event_id":"e"}{}`, false},
 		"TrailingGarbage":      {`{"event_id":"e"} x`, false},
 		"TrailingNBSP":         {"{\"event_id\":\"e\"}\u00a0", false},
+		"TrailingLS":           {"{\"event_id\":\"e\"}\u2028", false},
+		"TrailingNEL":          {"{\"event_id\":\"e\"}\u0085", false},
+		"TrailingVT":           {"{\"event_id\":\"e\"}\v", false},
+		"NullSpaced":           {" null\n", false},
+		"True":                 {`true`, false},
+		"String":               {`"event"`, false},
 		"LeadingBOM":           {"\ufeff{}", false},
 		"Array":                {`[1]`, false},
 		"Empty input":          {``, false},
