@@ -225,6 +225,25 @@ func canonicalTime(s []byte) bool {
 
 const hexDigits = "0123456789abcdef"
 
+// htmlSafe marks the ASCII bytes encoding/json writes as they are in a
+// string with HTML escaping on (its htmlSafeSet); bytes from 0x80 up are
+// false and take the UTF-8 path.
+var htmlSafe = func() (t [256]bool) {
+	for c := 0x20; c < utf8.RuneSelf; c++ {
+		t[c] = c != '"' && c != '\\' && c != '<' && c != '>' && c != '&'
+	}
+	return t
+}()
+
+// asciiPlain marks the ASCII bytes that stand for themselves inside a JSON
+// string: all but control characters, '"' and '\\'.
+var asciiPlain = func() (t [256]bool) {
+	for c := 0x20; c < utf8.RuneSelf; c++ {
+		t[c] = c != '"' && c != '\\'
+	}
+	return t
+}()
+
 // appendJSONString appends s as encoding/json writes a string with HTML
 // escaping on (json.Marshal's default): a copy of its appendString.
 func appendJSONString(dst []byte, s string) []byte {
@@ -232,7 +251,7 @@ func appendJSONString(dst []byte, s string) []byte {
 	start := 0
 	for i := 0; i < len(s); {
 		if c := s[i]; c < utf8.RuneSelf {
-			if c >= 0x20 && c != '"' && c != '\\' && c != '<' && c != '>' && c != '&' {
+			if htmlSafe[c] {
 				i++
 				continue
 			}
@@ -654,16 +673,19 @@ func scanPlainString(b []byte, i int) (start, end int, ok bool) {
 	ascii := true
 	for j := start; j < len(b); j++ {
 		c := b[j]
+		if asciiPlain[c] {
+			continue
+		}
 		switch {
 		case c == '"':
 			if !ascii && !utf8.Valid(b[start:j]) {
 				return 0, 0, false
 			}
 			return start, j, true
-		case c == '\\' || c < 0x20:
-			return 0, 0, false
 		case c >= utf8.RuneSelf:
 			ascii = false
+		default: // a backslash or a control character
+			return 0, 0, false
 		}
 	}
 	return 0, 0, false
