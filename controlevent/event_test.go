@@ -2,6 +2,7 @@ package controlevent_test
 
 import (
 	"errors"
+	"math"
 	"strings"
 	"testing"
 	"time"
@@ -60,6 +61,45 @@ func TestEvent_Validate(t *testing.T) {
 		{"ErrChecksumUppercase", func(e *controlevent.Event) { e.Checksum = strings.ToUpper(goodSum[:8]) + goodSum[8:] }, "does not start with"},
 		{"ErrChecksumUppercaseHex", func(e *controlevent.Event) { e.Checksum = goodSum[:len(goodSum)-1] + "A" }, "not lowercase hex"},
 		{"ErrZeroControlVersion", func(e *controlevent.Event) { e.ControlVersion = 0 }, "control_version is 0"},
+		{"OKControlVersionMaxInt64", func(e *controlevent.Event) { e.ControlVersion = math.MaxInt64 }, ""},
+		{"ErrControlVersionAboveInt64", func(e *controlevent.Event) { e.ControlVersion = math.MaxInt64 + 1 }, "control_version 9223372036854775808 is above 9223372036854775807"},
+		{"ErrControlVersionMaxUint64", func(e *controlevent.Event) { e.ControlVersion = math.MaxUint64 }, "control_version 18446744073709551615 is above"},
+		// created_at is informational: any string literal, bounded.
+		{"OKCreatedAtZero", func(e *controlevent.Event) { e.CreatedAt = time.Time{} }, ""},
+		{"OKCreatedAtUnencodable", func(e *controlevent.Event) { e.CreatedAt = time.Date(10000, 1, 1, 0, 0, 0, 0, time.UTC) }, ""},
+		{"OKCreatedAtRawEmpty", func(e *controlevent.Event) { e.CreatedAtRaw = `""` }, ""},
+		{"OKCreatedAtRawText", func(e *controlevent.Event) { e.CreatedAtRaw = `"27.11.2026 \u00e9 <"` }, ""},
+		{"OKCreatedAtRawMax", func(e *controlevent.Event) {
+			e.CreatedAtRaw = `"` + strings.Repeat("x", controlevent.MaxCreatedAtRawLen-2) + `"`
+		}, ""},
+		{"ErrCreatedAtRawTooLong", func(e *controlevent.Event) {
+			e.CreatedAtRaw = `"` + strings.Repeat("x", controlevent.MaxCreatedAtRawLen-1) + `"`
+		}, "created_at as written is 1025 bytes; the limit is 1024"},
+		{"ErrCreatedAtRawTooLongEscaped", func(e *controlevent.Event) {
+			e.CreatedAtRaw = `"` + strings.Repeat("<", 200) + `"` // written as \u003c
+		}, "created_at as written is 1202 bytes"},
+		{"ErrCreatedAtRawUnquoted", func(e *controlevent.Event) { e.CreatedAtRaw = `2026-11-27` }, "not one JSON string literal"},
+		{"ErrCreatedAtRawTrailing", func(e *controlevent.Event) { e.CreatedAtRaw = `"a" ` }, "not one JSON string literal"},
+		{"ErrCreatedAtRawControl", func(e *controlevent.Event) { e.CreatedAtRaw = "\"a\nb\"" }, "not one JSON string literal"},
+		{"ErrCreatedAtRawNull", func(e *controlevent.Event) { e.CreatedAtRaw = `null` }, "not one JSON string literal"},
+		// Extra: one object of unknown members, bounded.
+		{"OKExtra", func(e *controlevent.Event) { e.Extra = `{"id":7,"stack_id":"s","tenant_id":"t"}` }, ""},
+		{"OKExtraNonCanonical", func(e *controlevent.Event) { e.Extra = `{ "z": 1, "a": [ 2 ] }` }, ""},
+		{"OKExtraEmptyObject", func(e *controlevent.Event) { e.Extra = `{}` }, ""},
+		{"OKExtraMax", func(e *controlevent.Event) {
+			e.Extra = `{"x":"` + strings.Repeat("x", controlevent.MaxExtraLen-len(`{"x":""}`)) + `"}`
+		}, ""},
+		{"ErrExtraTooLong", func(e *controlevent.Event) {
+			e.Extra = `{"x":"` + strings.Repeat("x", controlevent.MaxExtraLen-len(`{"x":""}`)+1) + `"}`
+		}, "extra members are 49153 bytes; the limit is 49152"},
+		{"ErrExtraTooLongEscaped", func(e *controlevent.Event) { e.Extra = `{"x":"` + strings.Repeat("&", 10_000) + `"}` }, "extra members are 60008 bytes"},
+		{"ErrExtraHuge", func(e *controlevent.Event) { e.Extra = `{"x":"` + strings.Repeat("x", 1<<20) + `"}` }, "extra members are 1048584 bytes"},
+		{"ErrExtraNotJSON", func(e *controlevent.Event) { e.Extra = `{"x":` }, "not valid JSON"},
+		{"ErrExtraArray", func(e *controlevent.Event) { e.Extra = `[1]` }, "an array, not a JSON object"},
+		{"ErrExtraNull", func(e *controlevent.Event) { e.Extra = `null` }, "null, not a JSON object"},
+		{"ErrExtraKnown", func(e *controlevent.Event) { e.Extra = `{"control_version":1}` }, `extra member "control_version" is a known member`},
+		{"ErrExtraCaseVariant", func(e *controlevent.Event) { e.Extra = `{"Key":"k"}` }, `"Key" differs from the known member "key" only in case`},
+		{"ErrExtraDuplicate", func(e *controlevent.Event) { e.Extra = `{"a":1,"\u0061":2}` }, `extra member "a" appears twice`},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -82,7 +122,7 @@ func TestEvent_Validate(t *testing.T) {
 				t.Errorf("error %q, want prefix %q and substring %q", err, "controlevent: event ", tc.wantErr)
 			}
 			// ValidateUnpublished applies the same field rules.
-			if tc.name != "ErrZeroControlVersion" {
+			if tc.name != "ErrZeroControlVersion" && !strings.HasPrefix(tc.name, "ErrControlVersion") {
 				u := e
 				u.ControlVersion = 0
 				if err := u.ValidateUnpublished(); !errors.Is(err, controlevent.ErrInvalid) {
@@ -140,4 +180,38 @@ func TestNewEventID(t *testing.T) {
 			t.Fatalf("an event with NewEventID() does not validate: %v", err)
 		}
 	}
+}
+
+// TestEvent_ValidEncodingFitsDecodeLimit: whatever passes Validate (and so
+// ValidateUnpublished, the outbox's check) encodes within MaxEncodedSize, so
+// every node can decode what a producer accepted. The event below takes
+// every limit at its worst: each byte escaped to six.
+func TestEvent_ValidEncodingFitsDecodeLimit(t *testing.T) {
+	e := controlevent.Event{
+		EventID:        strings.Repeat("<", controlevent.MaxEventIDLen),
+		Type:           strings.Repeat(">", controlevent.MaxTypeLen),
+		Key:            strings.Repeat("\x01", controlevent.MaxKeyLen),
+		Version:        math.MinInt64,
+		BaseVersion:    math.MinInt64,
+		ArtifactRef:    strings.Repeat("&", controlevent.MaxArtifactRefLen),
+		Checksum:       goodSum,
+		ControlVersion: math.MaxInt64,
+		CreatedAtRaw:   `"` + strings.Repeat("<", (controlevent.MaxCreatedAtRawLen-2)/6) + `"`,
+		Extra:          `{"x":"` + strings.Repeat("x", controlevent.MaxExtraLen-len(`{"x":""}`)) + `"}`,
+	}
+	if err := e.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	b, err := controlevent.Marshal(e)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(b) > controlevent.MaxEncodedSize {
+		t.Fatalf("a valid event encodes to %d bytes; Decode accepts at most %d", len(b), controlevent.MaxEncodedSize)
+	}
+	again, err := controlevent.Decode(b)
+	if err != nil || again.Validate() != nil {
+		t.Fatalf("Decode of a valid event's encoding: %v, %v", err, again.Validate())
+	}
+	t.Logf("worst-case valid event: %d of %d bytes", len(b), controlevent.MaxEncodedSize)
 }

@@ -30,3 +30,30 @@ func Example() {
 	// consumer side: true
 	// 17 <nil> <nil>
 }
+
+// An event written by another producer keeps the members controlfeed does
+// not know, and its created_at as written.
+func ExampleEvent_ExtraField() {
+	file := []byte(`{
+  "id": 42,
+  "event_id": "0190f7d2-0000-7000-8000-00000000000a",
+  "tenant_id": "acme",
+  "type": "kv.put",
+  "control_version": 10,
+  "created_at": ""
+}`)
+	e, err := controlevent.Decode(file)
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	tenant, ok := e.ExtraField("tenant_id")
+	fmt.Println(string(tenant), ok, e.Validate())
+	fmt.Printf("created_at %q\n", e.CreatedAtText())
+	b, _ := controlevent.Marshal(e)
+	fmt.Println(string(b))
+	// Output:
+	// "acme" true <nil>
+	// created_at ""
+	// {"event_id":"0190f7d2-0000-7000-8000-00000000000a","type":"kv.put","control_version":10,"created_at":"","id":42,"tenant_id":"acme"}
+}

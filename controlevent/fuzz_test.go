@@ -7,12 +7,15 @@ import (
 )
 
 // FuzzDecodeValidate: Decode and Validate never panic, and an event that
-// validates survives Marshal then Decode unchanged.
+// validates encodes within MaxEncodedSize and survives Marshal then Decode
+// unchanged, its extra members and created_at as written included.
 func FuzzDecodeValidate(f *testing.F) {
 	good, _ := controlevent.Marshal(valid())
 	f.Add(good)
 	f.Add([]byte(`{"event_id":"e","type":"t","control_version":1}`))
 	f.Add([]byte(`{}`))
+	f.Add([]byte("{\n  \"id\": 1,\n  \"event_id\": \"e\",\n  \"tenant_id\": \"acme\",\n  \"type\": \"t\",\n  \"control_version\": 10,\n  \"created_at\": \"\"\n}"))
+	f.Add([]byte(`{"event_id":"e","type":"t","control_version":1,"created_at":"2026-11-27 10:00","x":{"y":[1,"<"]}}`))
 	f.Fuzz(func(t *testing.T, b []byte) {
 		e, err := controlevent.Decode(b)
 		if err != nil {
@@ -25,6 +28,9 @@ func FuzzDecodeValidate(f *testing.F) {
 		enc, err := controlevent.Marshal(e)
 		if err != nil {
 			t.Fatalf("Marshal of a valid event: %v", err)
+		}
+		if len(enc) > controlevent.MaxEncodedSize {
+			t.Fatalf("a valid event encodes to %d bytes, above MaxEncodedSize", len(enc))
 		}
 		again, err := controlevent.Decode(enc)
 		if err != nil {
