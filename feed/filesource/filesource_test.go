@@ -179,7 +179,7 @@ func TestSource_Poll_BadFiles(t *testing.T) {
 		{name: "never-published", content: invalid},
 		{name: "control-version-is-a-string", content: []byte(`{"event_id":"a","type":"t","control_version":"3"}`)},
 		{name: "control-version-above-int64", content: []byte(`{"event_id":"a","type":"t","control_version":9223372036854775808}`),
-			errText: "does not fit in a signed 64-bit integer"},
+			errText: "is above 9223372036854775807"},
 		{name: "trailing-data", content: []byte(`{"event_id":"a","type":"t","control_version":3} {}`), pos: 3, eventID: "a"},
 		{name: "too-big", content: []byte(`{"event_id":"a","type":"t","control_version":3,"key":"` + strings.Repeat("k", controlevent.MaxEncodedSize) + `"}`),
 			pos: 3, eventID: "a"},
