@@ -271,7 +271,8 @@ func readEntry(dir, name string) *entry {
 }
 
 // parseEvent decodes one event file's content and validates it as a
-// published event whose position a consumer can record. Errors wrap
+// published event (Validate also bounds control_version by math.MaxInt64,
+// the highest position a consumer can record). Errors wrap
 // controlevent.ErrInvalid.
 func parseEvent(b []byte) (controlevent.Event, error) {
 	ev, err := controlevent.Decode(b)
@@ -280,10 +281,6 @@ func parseEvent(b []byte) (controlevent.Event, error) {
 	}
 	if err := ev.Validate(); err != nil {
 		return controlevent.Event{}, err
-	}
-	if ev.ControlVersion > maxPosition {
-		return controlevent.Event{}, fmt.Errorf("controlevent: event %q: control_version %d does not fit in a signed 64-bit integer: %w",
-			ev.EventID, ev.ControlVersion, controlevent.ErrInvalid)
 	}
 	return ev, nil
 }
@@ -467,8 +464,8 @@ func (ix *index) blocking() error {
 	}
 	if len(ix.unknown) > 0 {
 		e, more := firstByName(ix.unknown, nil)
-		return fmt.Errorf("%w%s; its control_version cannot be read, so no reader can tell where in the feed it belongs: "+
-			"fix it (at least a readable control_version) or remove it", e.err, andMore(more, "bad files"))
+		return fmt.Errorf("%w%s; no position can be read from it (a control_version between 1 and 2^63-1, or a name of digits), "+
+			"so no reader can tell where in the feed it belongs: fix it or remove it", e.err, andMore(more, "bad files"))
 	}
 	e, more := firstByName(ix.late, func(e *entry) bool { return e.pos > ix.marker.PrunedThrough })
 	if e == nil {
@@ -660,7 +657,7 @@ func (ix *index) sinkProblem() error {
 	}
 	if len(ix.unknown) > 0 {
 		e, more := firstByName(ix.unknown, nil)
-		return fmt.Errorf("%w%s; its control_version cannot be read, so it may claim any position: fix it or remove it", e.err, andMore(more, "bad files"))
+		return fmt.Errorf("%w%s; no position can be read from it, so it may claim any: fix it or remove it", e.err, andMore(more, "bad files"))
 	}
 	return nil
 }

@@ -37,9 +37,12 @@ func badFilePosition(name string, b []byte) (pos uint64, eventID string) {
 }
 
 // scanHeader reads the top-level "control_version" and "event_id" members
-// of a JSON object for as long as the input is well-formed, matching names
-// case-insensitively, letting the last of duplicates win and null leave the
-// value as it was, as controlevent.Decode does. It stops at the first syntax error and returns
+// of a JSON object for as long as the input is well-formed. It is lenient
+// where controlevent.Decode is strict (it matches names case-insensitively,
+// lets the last of duplicates win and null leave the value as it was, the
+// way encoding/json reads them): for a file that is not a valid event, any
+// position it can find is a better place to halt than none. For a valid
+// event it finds what Decode does (FuzzBadFilePosition checks it). It stops at the first syntax error and returns
 // what it found by then (0 and "" for members not found or of the wrong
 // kind).
 func scanHeader(b []byte) (cv uint64, id string) {
