@@ -15,8 +15,12 @@
 // any layout: compact, or indented as json.MarshalIndent writes it; a
 // trailing newline is allowed). The event's control_version field is its
 // position in the feed; the file name carries no meaning for readers, so
-// "<event_id>.json" works as well as the Sink's names. Files whose names do
-// not end in ".json" are ignored by readers.
+// "<event_id>.json" works as well as the Sink's names. Members controlfeed
+// does not know (a predecessor's "id", "tenant_id", "stack_id") and
+// created_at as written (any string, "" included) survive: a Source returns
+// them in the event (controlevent.Event.Extra, CreatedAtRaw) and a Sink
+// writes them back. Files whose names do not end in ".json" are ignored by
+// readers.
 //
 // The Sink names its files after the ControlVersion only, zero-padded to 20
 // digits so that names sort in feed order: "00000000000000000042.json" (or
