@@ -40,8 +40,10 @@
 // counting the messages on the upload's chunk subject). Anything else (the
 // leftovers of a failed upload, an object overwritten with other bytes) is
 // replaced by uploading the content again, which the Object Store does
-// atomically (new chunks, then the metadata, then the old chunks purged). A
-// new upload is checked the same way before Put returns.
+// atomically (new chunks, then the metadata, then the old chunks purged).
+// After a new upload Put counts its chunks in the bucket before it returns
+// (the metadata is not read back: a direct get of it right after an upload
+// costs the server about as much as the upload itself).
 //
 // When an upload fails, Put replaces the metadata it may have left by a
 // deletion marker, but only if that metadata is still the latest message

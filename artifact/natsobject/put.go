@@ -23,8 +23,8 @@ import (
 // the bucket; otherwise (the metadata a failed upload left, a corrupted
 // object) the object is uploaded again, which replaces it atomically: the
 // Object Store writes the new chunks first, then the metadata, then purges
-// the old chunks. After an upload the object is checked the same way before
-// Put returns.
+// the old chunks. After an upload Put counts the new upload's chunks in the
+// bucket before it returns (see checkUpload).
 //
 // When an upload fails (the bucket or the server's disk is full, the
 // connection dropped, ctx ended), Put removes the metadata it may have left
@@ -81,12 +81,38 @@ func (s *Store) Put(ctx context.Context, r io.Reader) (string, error) {
 	if info.Size != size {
 		return "", fmt.Errorf("natsobject: put %s: bucket %q stored %d bytes, want %d", ref, s.bucket, info.Size, n)
 	}
-	in, err = s.inspect(ctx, ref, &size)
-	if err != nil {
-		return "", fmt.Errorf("natsobject: put %s: check the object in bucket %q after the upload: %w", ref, s.bucket, err)
-	}
-	if in.state != objComplete {
-		return "", fmt.Errorf("natsobject: put %s: bucket %q does not hold the complete object after the upload (%s); retry the Put", ref, s.bucket, in.problem)
+	if err := s.checkUpload(ctx, ref, size, info); err != nil {
+		return "", fmt.Errorf("natsobject: put %s: bucket %q after the upload: %w", ref, s.bucket, err)
 	}
 	return ref, nil
+}
+
+// checkUpload checks that the bucket holds every chunk of the upload info,
+// which Put has just stored for ref. It counts the chunks of that upload
+// directly, without reading the metadata back (a direct get of the
+// metadata right after an upload costs the server as much as the upload
+// itself). Only if chunks are missing, which a concurrent Put of the same
+// content from another process causes when it replaces the object, does it
+// inspect whatever the bucket holds under ref now.
+func (s *Store) checkUpload(ctx context.Context, ref string, size uint64, info *jetstream.ObjectInfo) error {
+	if p := metaProblem(info, ref, &size); p == "" {
+		if info.Chunks == 0 {
+			return nil
+		}
+		have, err := s.chunkCount(ctx, info.NUID)
+		if err != nil {
+			return err
+		}
+		if have == uint64(info.Chunks) {
+			return nil
+		}
+	}
+	in, err := s.inspect(ctx, ref, &size)
+	if err != nil {
+		return err
+	}
+	if in.state != objComplete {
+		return fmt.Errorf("the complete object is not there (%s); retry the Put", in.problem)
+	}
+	return nil
 }
