@@ -124,6 +124,22 @@ func (h *harness) check(ctx context.Context) error {
 		}
 		first[m.id] = m.seq
 	}
+	// Feed order = outbox order: the first copies of the producer's events
+	// ascend in outbox order (a reconnect during a pipelined batch must not
+	// store a later event first).
+	var prevSeq uint64
+	var prevID string
+	for _, id := range prodIDs {
+		seq, ok := first[id]
+		if !ok {
+			continue
+		}
+		if seq < prevSeq {
+			r.OutOfOrder++
+			r.problem("stream: producer event %s stored at sequence %d, before the earlier outbox row %s at %d", id, seq, prevID, prevSeq)
+		}
+		prevSeq, prevID = seq, id
+	}
 	prodSet := map[string]bool{}
 	for _, id := range prodIDs {
 		prodSet[id] = true
@@ -150,6 +166,7 @@ func (h *harness) check(ctx context.Context) error {
 		return err
 	}
 	conflictsInjected := r.BadInputs[BadConflict]
+	h.checkHalts()
 
 	for i, db := range h.ndb {
 		name := fmt.Sprintf("node%d", i+1)

@@ -26,6 +26,7 @@ import (
 	"github.com/controlfeed/controlfeed/feed"
 	"github.com/controlfeed/controlfeed/feed/natsfeed"
 	"github.com/controlfeed/controlfeed/internal/failpoint"
+	"github.com/controlfeed/controlfeed/internal/netproxy"
 	"github.com/controlfeed/controlfeed/internal/node"
 )
 
@@ -54,6 +55,13 @@ type Config struct {
 	// Defaults 25 (a margin over the 20 promised), 50, 5, 10000/Nodes
 	// deliveries, 200.
 	KillsPerPoint, BrokerRestarts, LongOutages, DuplicateDeliveries, BadInputs int
+	// Stalls is the number of SIGSTOP..SIGCONT stalls (0.5–5 s) of the
+	// broker and, as many again, of a random node; the pump gets half as
+	// many. Default 15.
+	Stalls int
+	// DupNames is the number of duplicate-name episodes (a second process
+	// with a node's name). Default 4.
+	DupNames int
 	// DiskFull runs the disk-full episode on the last node (a real tmpfs
 	// when it can be mounted, else the applier.before-commit=enospc point).
 	DiskFull bool
@@ -90,6 +98,12 @@ func (c *Config) setDefaults() {
 	}
 	if c.BadInputs == 0 {
 		c.BadInputs = 200
+	}
+	if c.Stalls == 0 {
+		c.Stalls = 15
+	}
+	if c.DupNames == 0 {
+		c.DupNames = 4
 	}
 	if c.Seed == 0 {
 		c.Seed = uint64(time.Now().UnixNano())
@@ -133,6 +147,10 @@ type harness struct {
 	broker, writer, pump *proc
 	nodes                []*proc
 
+	proxy     *netproxy.Proxy // between the pump and the broker
+	restarted chan struct{}   // a broker restart happened (for the cuts)
+	brokerMu  sync.Mutex      // held by a broker restart, a broker stall, a duplicate-name window
+
 	calm   chan struct{} // closed: children start without failpoints
 	calmed bool
 
@@ -147,6 +165,8 @@ type harness struct {
 	injected  map[string]injection // by event id@cv key
 	published map[string]uint64    // harness-published event ids (new ids) -> cv
 	forced    map[uint64]bool      // stream sequences of forced duplicates
+	protect   map[int]bool         // nodes in a duplicate-name window: no harness kill or stall
+	stopped   map[int]bool         // nodes stopped by a stall
 }
 
 func (h *harness) intn(n int) int {
@@ -166,7 +186,8 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 		return nil, fmt.Errorf("chaos: run: Binary, Self and Dir are required")
 	}
 	h := &harness{cfg: cfg, rng: rand.New(rand.NewPCG(cfg.Seed, 1)), calm: make(chan struct{}),
-		nodeFP: map[int]string{}, injected: map[string]injection{}, published: map[string]uint64{}, forced: map[uint64]bool{}}
+		nodeFP: map[int]string{}, injected: map[string]injection{}, published: map[string]uint64{}, forced: map[uint64]bool{},
+		protect: map[int]bool{}, stopped: map[int]bool{}, restarted: make(chan struct{}, 1)}
 	h.rep = newReport(cfg)
 	h.logf = func(format string, args ...any) {
 		fmt.Fprintf(cfg.Log, "chaos %s: %s\n", time.Now().Format("15:04:05.000"), fmt.Sprintf(format, args...))
@@ -201,6 +222,11 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	inj.Go(func() { h.randomKills(fctx, faultsDone) })
 	inj.Go(func() { h.duplicates(fctx, faultsDone) })
 	inj.Go(func() { h.badInputs(ctx, faultsDone) }) // finishes the resolution in flight
+	inj.Go(func() { h.stalls(fctx, faultsDone, "broker", cfg.Stalls) })
+	inj.Go(func() { h.stalls(fctx, faultsDone, "node", cfg.Stalls) })
+	inj.Go(func() { h.stalls(fctx, faultsDone, "pump", cfg.Stalls/2) })
+	inj.Go(func() { h.cuts(fctx, faultsDone) })
+	inj.Go(func() { h.dupNames(fctx, faultsDone) })
 	if cfg.DiskFull {
 		inj.Go(func() { h.diskFull(fctx) })
 	}
@@ -286,6 +312,9 @@ func (h *harness) setup(ctx context.Context) error {
 		return fmt.Errorf("chaos: setup: %w", err)
 	}
 	h.natsURL = "nats://" + h.brokerAddr
+	if h.proxy, err = netproxy.Listen("127.0.0.1:0", h.brokerAddr); err != nil {
+		return fmt.Errorf("chaos: setup: proxy: %w", err)
+	}
 	if c.DiskFull {
 		h.tmpfs = filepath.Join(h.dir, "tmpfs")
 		os.MkdirAll(h.tmpfs, 0o755)
@@ -329,8 +358,9 @@ func (h *harness) setup(ctx context.Context) error {
 	common := []string{"--nats-url", h.natsURL, "--nats-duplicate-window", c.DupWindow.String(),
 		"--artifact-dir", h.artDir, "--poll-interval", "20ms", "--log-level", "info"}
 	h.pump = &proc{name: "pump", logf: logf("pump"),
-		argv: append([]string{c.Binary, "serve", "--db", h.producerDB, "--feed-sink", natsfeed.Name}, common...),
-		env:  func() []string { return append(base, failpoint.EnvSpec+"="+h.spec(pumpPoints, "")) }}
+		argv: append([]string{c.Binary, "serve", "--db", h.producerDB, "--feed-sink", natsfeed.Name,
+			"--nats-url", "nats://" + h.proxy.Addr()}, common[2:]...), // through the proxy
+		env: func() []string { return append(base, failpoint.EnvSpec+"="+h.spec(pumpPoints, "")) }}
 	for i := range c.Nodes {
 		name := fmt.Sprintf("node%d", i+1)
 		h.nodes = append(h.nodes, &proc{name: name, logf: logf(name),
@@ -422,6 +452,9 @@ func (h *harness) teardown() {
 	if h.pdb != nil {
 		h.pdb.Close()
 	}
+	if h.proxy != nil {
+		h.proxy.Close()
+	}
 	if h.tmpfs != "" {
 		exec.Command("umount", "-l", h.tmpfs).Run()
 	}
@@ -451,8 +484,9 @@ func (h *harness) progress() {
 	}
 	h.mu.Lock()
 	r := h.rep
-	h.logf("events %d (pending %d), node cursors %s, failpoint kills %d, random kills %d, broker restarts %d (long %d), forced dups %d, bad inputs %d",
-		n, ps.OutboxPending, strings.Join(cur, "/"), total, r.RandomKills, r.BrokerRestarts, r.LongOutages, r.ForcedDuplicates, r.badTotal())
+	h.logf("events %d (pending %d), node cursors %s, failpoint kills %d, random kills %d, broker restarts %d (long %d), forced dups %d, bad inputs %d, stalls %d/%d/%d, cuts %d, dup names %d",
+		n, ps.OutboxPending, strings.Join(cur, "/"), total, r.RandomKills, r.BrokerRestarts, r.LongOutages, r.ForcedDuplicates, r.badTotal(),
+		r.Stalls["broker"], r.Stalls["node"], r.Stalls["pump"], r.Cuts, r.DupNameEpisodes)
 	h.mu.Unlock()
 }
 
@@ -476,6 +510,7 @@ func (h *harness) brokerLoop(ctx context.Context, done <-chan struct{}) {
 		if long {
 			down = c.DupWindow + time.Second + time.Duration(h.intn(1000))*time.Millisecond
 		}
+		h.brokerMu.Lock()
 		h.broker.hold(true)
 		sig := syscall.SIGKILL
 		if h.intn(3) == 0 {
@@ -483,6 +518,7 @@ func (h *harness) brokerLoop(ctx context.Context, done <-chan struct{}) {
 		}
 		if !h.broker.signal(sig) {
 			h.broker.hold(false)
+			h.brokerMu.Unlock()
 			continue
 		}
 		for h.broker.running() {
@@ -490,6 +526,11 @@ func (h *harness) brokerLoop(ctx context.Context, done <-chan struct{}) {
 		}
 		sleepCtx(ctx, down)
 		h.broker.hold(false)
+		h.brokerMu.Unlock()
+		select {
+		case h.restarted <- struct{}{}:
+		default:
+		}
 		h.mu.Lock()
 		h.rep.BrokerRestarts++
 		if long {
@@ -511,7 +552,11 @@ func (h *harness) randomKills(ctx context.Context, done <-chan struct{}) {
 			return
 		case <-time.After(time.Duration(150+h.intn(300)) * time.Millisecond):
 		}
-		if p := victims[h.intn(len(victims))]; p.signal(syscall.SIGKILL) {
+		i := h.intn(len(victims))
+		h.mu.Lock()
+		protected := i >= 2 && h.protect[i-2]
+		h.mu.Unlock()
+		if p := victims[i]; !protected && p.signal(syscall.SIGKILL) {
 			h.mu.Lock()
 			h.rep.RandomKills++
 			h.mu.Unlock()

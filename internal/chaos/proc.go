@@ -172,3 +172,20 @@ func sleepCtx(ctx context.Context, d time.Duration) {
 }
 
 func (p *proc) String() string { return fmt.Sprintf("%s (%s)", p.name, p.logf) }
+
+// pid returns the running process's id, or 0.
+func (p *proc) pid() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.cmd == nil || p.cmd.Process == nil {
+		return 0
+	}
+	return p.cmd.Process.Pid
+}
+
+// startCount returns how many times the process was started.
+func (p *proc) startCount() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.starts
+}

@@ -37,6 +37,28 @@ type Report struct {
 	Skips, Repairs      int
 	// Conflicts is the sum over nodes of conflicting duplicates recorded.
 	Conflicts int64
+	// Stalls counts SIGSTOP..SIGCONT stalls (0.5–5 s) by role (broker,
+	// node, pump); StallTime their total length.
+	Stalls    map[string]int
+	StallTime time.Duration
+	// Cuts counts resets of the pump's broker connections (through the
+	// proxy); CutsWithBacklog those while the outbox held at least 10
+	// pending rows, when the pump publishes pipelined batches.
+	Cuts, CutsWithBacklog int
+	// DupNameEpisodes counts the second processes started with a node's
+	// name; DupNameStandby the windows in which the duplicate reported the
+	// name in use; DupNameVoid the windows in which the real node died at a
+	// failure point (not judged); DupNameTakeovers the duplicates that took
+	// the name over after the real node was killed (legitimate).
+	DupNameEpisodes, DupNameStandby, DupNameVoid, DupNameTakeovers int
+	// DupNameDeliveries counts the events a duplicate recorded in its own
+	// database during a window in which the real node's process ran
+	// throughout (a violation: the name was in use).
+	DupNameDeliveries int
+	// HaltsLogged counts the distinct halts the nodes logged;
+	// HaltsWithoutBadInput those at an event that is no injected bad input
+	// (a halt for a transient cause: a violation).
+	HaltsLogged, HaltsWithoutBadInput int
 	// DiskFull describes the disk-full episode ("" if not run).
 	DiskFull string
 	// Lost, DoubleApplied, OutOfOrder, CursorOff and StateDiffs count
@@ -53,7 +75,7 @@ type Report struct {
 
 func newReport(c Config) *Report {
 	return &Report{Seed: c.Seed, Nodes: c.Nodes, Kills: map[string]int{}, Starts: map[string]int{}, UnexpectedExits: map[string]int{},
-		BadInputs: map[string]int{}, Detected: map[string]int{}, expected: map[string][]byte{}}
+		BadInputs: map[string]int{}, Stalls: map[string]int{}, Detected: map[string]int{}, expected: map[string][]byte{}}
 }
 
 func (r *Report) problem(format string, args ...any) {
@@ -118,11 +140,16 @@ func (r *Report) String() string {
 		fmt.Fprintf(&b, " %s %d", k, r.Detected[k])
 	}
 	fmt.Fprintf(&b, "; %d skips, %d artifact repairs; %d conflicts recorded\n", r.Skips, r.Repairs, r.Conflicts)
+	fmt.Fprintf(&b, "  stalls (SIGSTOP 0.5-5s): broker %d, node %d, pump %d, %v in all; pump connection cuts %d, %d with an outbox backlog >= %d\n",
+		r.Stalls["broker"], r.Stalls["node"], r.Stalls["pump"], r.StallTime.Round(time.Second), r.Cuts, r.CutsWithBacklog, cutBacklog)
+	fmt.Fprintf(&b, "  duplicate node name: %d episodes, %d stood by (name in use), %d windows void (node died at a failure point), %d took over after the node's kill\n",
+		r.DupNameEpisodes, r.DupNameStandby, r.DupNameVoid, r.DupNameTakeovers)
 	if r.DiskFull != "" {
 		fmt.Fprintf(&b, "  disk full: %s\n", r.DiskFull)
 	}
-	fmt.Fprintf(&b, "  violations: lost %d, applied twice %d, out of order %d, cursor != head %d, state differences %d\n",
-		r.Lost, r.DoubleApplied, r.OutOfOrder, r.CursorOff, r.StateDiffs)
+	fmt.Fprintf(&b, "  violations: lost %d, applied twice %d, out of order %d (applied or in the stream), cursor != head %d, state differences %d,\n"+
+		"    duplicate-name deliveries %d (events a duplicate recorded while the node's own process ran throughout), halts without a bad input %d (of %d halts logged)\n",
+		r.Lost, r.DoubleApplied, r.OutOfOrder, r.CursorOff, r.StateDiffs, r.DupNameDeliveries, r.HaltsWithoutBadInput, r.HaltsLogged)
 	probs := append([]string(nil), r.Problems...)
 	sort.Strings(probs)
 	for i, p := range probs {
@@ -133,7 +160,7 @@ func (r *Report) String() string {
 		fmt.Fprintf(&b, "  PROBLEM: %s\n", p)
 	}
 	if r.OK() {
-		fmt.Fprintf(&b, "VERDICT: PASS: 0 lost, 0 applied twice, 0 out of order, %d nodes identical to the producer, every injected fault detected\n", r.Nodes)
+		fmt.Fprintf(&b, "VERDICT: PASS: 0 lost, 0 applied twice, 0 out of order, 0 duplicate-name deliveries, 0 halts without a bad input, %d nodes identical to the producer, every injected fault detected\n", r.Nodes)
 	} else {
 		fmt.Fprintf(&b, "VERDICT: FAIL: %d problems\n", len(r.Problems))
 	}
