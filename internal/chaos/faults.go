@@ -169,7 +169,17 @@ func (h *harness) dupEpisode(ctx context.Context, e int) {
 		h.protect[k] = false
 		h.mu.Unlock()
 	}()
-	// Node k must run, not stalled, and hold its lease.
+	// Node k must run, not stalled, and consume: its last round applied or
+	// halted (a node that is unavailable, for example still reconnecting
+	// after a broker restart, may lose its lease to the duplicate
+	// legitimately). Broker restarts and stalls wait from here on.
+	h.brokerMu.Lock()
+	locked := true
+	defer func() {
+		if locked {
+			h.brokerMu.Unlock()
+		}
+	}()
 	if !waitFor(ctx, 20*time.Second, func() bool {
 		h.mu.Lock()
 		stopped := h.stopped[k]
@@ -178,7 +188,7 @@ func (h *harness) dupEpisode(ctx context.Context, e int) {
 			return false
 		}
 		st, err := statusOf(h.nodeHTTP[k])
-		return err == nil && !inUse(st) && st.State != "starting"
+		return err == nil && st.Unavailable == nil && st.Gap == nil && (st.State == "applying" || st.State == "halted")
 	}) {
 		h.logf("duplicate name %d: %s not ready; episode not run", e, p.name)
 		return
@@ -203,13 +213,11 @@ func (h *harness) dupEpisode(ctx context.Context, e int) {
 	}
 	defer logf.Close()
 
-	h.brokerMu.Lock() // the window: no broker restart or stall
 	pid0, starts0 := p.pid(), p.startCount()
 	cmd := exec.Command(argv[0], argv[1:]...)
 	cmd.Stdout, cmd.Stderr = logf, logf
 	cmd.Env = []string{"PATH=" + os.Getenv("PATH")}
 	if err := cmd.Start(); err != nil {
-		h.brokerMu.Unlock()
 		h.logf("duplicate name %d: start: %v", e, err)
 		return
 	}
@@ -231,6 +239,7 @@ func (h *harness) dupEpisode(ctx context.Context, e int) {
 	}
 	valid := p.pid() == pid0 && p.startCount() == starts0 && pid0 != 0
 	h.brokerMu.Unlock()
+	locked = false
 
 	h.mu.Lock()
 	h.rep.DupNameEpisodes++
