@@ -58,7 +58,7 @@ func (h *harness) stalls(ctx context.Context, done <-chan struct{}, role string,
 			p = h.nodes[node]
 		}
 		h.mu.Lock()
-		ok := !h.protect[node] && p.signal(syscall.SIGSTOP)
+		ok := h.protect[node] == 0 && p.signal(syscall.SIGSTOP)
 		if ok && node >= 0 {
 			h.stopped[node] = true
 		}
@@ -162,11 +162,11 @@ func (h *harness) dupEpisode(ctx context.Context, e int) {
 	k := h.intn(len(h.nodes))
 	p := h.nodes[k]
 	h.mu.Lock()
-	h.protect[k] = true
+	h.protect[k]++
 	h.mu.Unlock()
 	defer func() {
 		h.mu.Lock()
-		h.protect[k] = false
+		h.protect[k]--
 		h.mu.Unlock()
 	}()
 	// Node k must run, not stalled, and consume: its last round applied or

@@ -165,7 +165,7 @@ type harness struct {
 	injected  map[string]injection // by event id@cv key
 	published map[string]uint64    // harness-published event ids (new ids) -> cv
 	forced    map[uint64]bool      // stream sequences of forced duplicates
-	protect   map[int]bool         // nodes in a duplicate-name window: no harness kill or stall
+	protect   map[int]int          // > 0: node in a duplicate-name window or the disk-full wait: no harness kill or stall
 	stopped   map[int]bool         // nodes stopped by a stall
 }
 
@@ -187,7 +187,7 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	}
 	h := &harness{cfg: cfg, rng: rand.New(rand.NewPCG(cfg.Seed, 1)), calm: make(chan struct{}),
 		nodeFP: map[int]string{}, injected: map[string]injection{}, published: map[string]uint64{}, forced: map[uint64]bool{},
-		protect: map[int]bool{}, stopped: map[int]bool{}, restarted: make(chan struct{}, 1)}
+		protect: map[int]int{}, stopped: map[int]bool{}, restarted: make(chan struct{}, 1)}
 	h.rep = newReport(cfg)
 	h.logf = func(format string, args ...any) {
 		fmt.Fprintf(cfg.Log, "chaos %s: %s\n", time.Now().Format("15:04:05.000"), fmt.Sprintf(format, args...))
@@ -554,7 +554,7 @@ func (h *harness) randomKills(ctx context.Context, done <-chan struct{}) {
 		}
 		i := h.intn(len(victims))
 		h.mu.Lock()
-		protected := i >= 2 && h.protect[i-2]
+		protected := i >= 2 && h.protect[i-2] > 0
 		h.mu.Unlock()
 		if p := victims[i]; !protected && p.signal(syscall.SIGKILL) {
 			h.mu.Lock()

@@ -467,7 +467,14 @@ func (h *harness) diskFull(ctx context.Context) {
 		p.signal(syscall.SIGKILL)
 	}
 	before, _ := applier.ReadCursor(ctx, h.ndb[i])
+	// No harness kill or stall while waiting for the node to say it.
+	h.mu.Lock()
+	h.protect[i]++
+	h.mu.Unlock()
 	unhealthy := waitFor(ctx, 60*time.Second, func() bool { return h.healthz(i) == 503 })
+	h.mu.Lock()
+	h.protect[i]--
+	h.mu.Unlock()
 	// Give the space back.
 	if filler != "" {
 		os.Remove(filler)
