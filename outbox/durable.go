@@ -8,6 +8,8 @@ import (
 	"io/fs"
 	"os"
 	"sync"
+
+	"github.com/controlfeed/controlfeed/internal/failpoint"
 )
 
 // durability makes the rows a pass read durable before the pass publishes
@@ -70,6 +72,30 @@ func (d *durability) sync(ctx context.Context, db *sql.DB) error {
 	}
 	if err != nil {
 		return fmt.Errorf("outbox: pass: make the outbox durable before publishing (fsync %s-wal): %w; nothing was published", d.path, err)
+	}
+	if path, ok := failpoint.ImagePath(failpoint.OutboxAfterSync); ok {
+		if err := writeImage(ctx, db, path); err != nil {
+			return fmt.Errorf("outbox: pass: failure point %s: %w; nothing was published", failpoint.OutboxAfterSync, err)
+		}
+	}
+	return nil
+}
+
+// writeImage writes a copy of db to path (VACUUM INTO a temporary file,
+// renamed over path), for the outbox.after-sync failure point: taken after
+// the fsync and before any publish of the pass, it holds every row the pump
+// has published or will publish in this pass, so restoring it under a
+// killed producer is a power loss that the durability step must survive.
+func writeImage(ctx context.Context, db *sql.DB, path string) error {
+	tmp := path + ".tmp"
+	if err := os.Remove(tmp); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("image %s: %w", path, err)
+	}
+	if _, err := db.ExecContext(ctx, "VACUUM INTO ?", tmp); err != nil {
+		return fmt.Errorf("image %s: %w", path, err)
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		return fmt.Errorf("image %s: %w", path, err)
 	}
 	return nil
 }

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/controlfeed/controlfeed/controlevent"
+	"github.com/controlfeed/controlfeed/internal/failpoint"
 	"github.com/controlfeed/controlfeed/internal/sqlitedb"
 	"github.com/controlfeed/controlfeed/outbox"
 )
@@ -187,5 +188,55 @@ func TestPump_PublishTimeout(t *testing.T) {
 	}
 	if got := len(pending(t, db)); got != 1 {
 		t.Errorf("%d pending rows after the timed-out publish, want 1", got)
+	}
+}
+
+// TestPump_AfterSyncImage: with outbox.after-sync=image(PATH) the pump
+// writes a copy of the producer database after each fsync and before the
+// publishes of the pass; every event a sink receives is in the image that
+// existed when it was published (what the chaos suite's power loss
+// restores).
+func TestPump_AfterSyncImage(t *testing.T) {
+	ctx := context.Background()
+	db, _ := openDB(t)
+	image := filepath.Join(t.TempDir(), "p.img")
+	if err := failpoint.Enable(failpoint.OutboxAfterSync + "=image(" + image + ")"); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(failpoint.Disable)
+	var missing []string
+	sink := &FakeSink{}
+	sink.AppendFunc = func(ctx context.Context, e controlevent.Event) (controlevent.Event, error) {
+		idb, err := sqlitedb.Open(ctx, image)
+		if err != nil {
+			return e, err
+		}
+		defer idb.Close()
+		var n int
+		if err := idb.QueryRowContext(ctx, `SELECT COUNT(*) FROM controlfeed_outbox WHERE event_id = ?`, e.EventID).Scan(&n); err != nil {
+			return e, err
+		}
+		if n != 1 {
+			missing = append(missing, e.EventID)
+		}
+		return sink.Stamp(e)
+	}
+	p := newPump(t, db, sink, nil)
+	for round := range 3 {
+		for i := range 5 {
+			appendCommitted(t, db, newEvent(round*5+i))
+		}
+		if _, err := p.Pass(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if got := len(sink.Calls()); got != 15 {
+		t.Fatalf("published %d events, want 15", got)
+	}
+	if len(missing) > 0 {
+		t.Fatalf("%d events published that the image taken before their publish lacks: %v", len(missing), missing)
+	}
+	if n := failpoint.Fired(failpoint.OutboxAfterSync); n < 3 {
+		t.Fatalf("image written %d times, want one per pass (3)", n)
 	}
 }

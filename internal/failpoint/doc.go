@@ -33,6 +33,12 @@
 //   - outbox.before-publish: the pump read a pending row and is about to hand
 //     it to the Sink (Append, or AppendBatch for a window). An error is a
 //     failed publish of that row: it stays pending with its bookkeeping.
+//   - outbox.after-sync: the pump read the rows of a pass and made them
+//     durable (fsync of the WAL), and has published none of them. With the
+//     image(path) action the pump writes there a copy of the producer
+//     database (VACUUM INTO, renamed into place): a state a power loss at
+//     this instant could leave, since everything the pump will publish next
+//     is in it. The chaos suite restores it under a killed producer.
 //   - outbox.after-publish-before-writeback: the Sink acknowledged a row or a
 //     batch and the pump has not committed the write-back of its
 //     ControlVersion. The rows stay pending and are republished with the same
@@ -62,14 +68,18 @@
 //
 //	spec   = term { "," term }
 //	term   = name "=" [ count "*" ] [ pct "%" ] action
-//	action = "panic" | "exit" | "kill" | "error" | "enospc" | "sleep(" duration ")" | "off"
+//	action = "panic" | "exit" | "kill" | "error" | "enospc" | "sleep(" duration ")" | "image(" path ")" | "off"
 //
 // panic panics with an error wrapping ErrInjected. exit and kill (synonyms)
 // send SIGKILL to the process itself, a real kill -9: no deferred call, no
 // buffered write and no SQLite rollback runs, and Inject never returns.
 // error returns an error wrapping ErrInjected; enospc one wrapping both
 // ErrInjected and syscall.ENOSPC. sleep(d) sleeps for d (a time.Duration
-// such as 100ms) and returns nil. off does nothing. "N*" fires the action
+// such as 100ms) and returns nil. image(path) is for the points whose
+// caller asks ImagePath (Inject ignores it): the caller writes there, each
+// time the point fires, an image of its state as a power loss at that
+// instant could leave it on disk, and a harness restores the last image to
+// simulate the power loss (outbox.after-sync). off does nothing. "N*" fires the action
 // only the first N times (N >= 1); "P%" fires it with probability P/100 at
 // each hit (0 < P <= 100); with both, the action fires at most N times, each
 // hit with probability P/100. Spaces around terms are ignored; an empty spec

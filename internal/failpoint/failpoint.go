@@ -38,6 +38,7 @@ const (
 	actError
 	actENOSPC
 	actSleep
+	actImage
 )
 
 // point is one enabled failure point.
@@ -45,6 +46,7 @@ type point struct {
 	name  string
 	act   action
 	sleep time.Duration
+	image string  // the path of an image action
 	limit int64   // fire at most this many times; 0 = unlimited
 	prob  float64 // fire with this probability; 0 = always
 	term  string  // canonical text, for Spec
@@ -95,7 +97,7 @@ func Inject(name string) error {
 
 func (t *table) inject(name string) error {
 	p := t.points[name]
-	if p == nil || p.act == actOff {
+	if p == nil || p.act == actOff || p.act == actImage {
 		return nil
 	}
 	if p.prob > 0 {
@@ -124,6 +126,36 @@ func (t *table) inject(name string) error {
 		time.Sleep(p.sleep)
 	}
 	return nil
+}
+
+// ImagePath is the call at a failure point whose caller can write an image
+// of its durable state (see the image action in the package
+// documentation). It returns the action's path and true when name is
+// enabled with an image action and its count and probability let it fire;
+// otherwise "" and false, at the cost of a disabled Inject when nothing is
+// enabled. The caller writes the image to path atomically (a temporary
+// file renamed over path), so that a reader sees the last complete image.
+func ImagePath(name string) (string, bool) {
+	t := active.Load()
+	if t == nil {
+		return "", false
+	}
+	p := t.points[name]
+	if p == nil || p.act != actImage {
+		return "", false
+	}
+	if p.prob > 0 {
+		t.rndMu.Lock()
+		hit := t.rnd.Float64()*100 < p.prob
+		t.rndMu.Unlock()
+		if !hit {
+			return "", false
+		}
+	}
+	if n := p.fired.Add(1); p.limit > 0 && n > p.limit {
+		return "", false
+	}
+	return p.image, true
 }
 
 // Enable parses spec and makes it the set of enabled points, replacing
@@ -293,9 +325,17 @@ func parseTerm(term string) (*point, error) {
 	case "enospc":
 		p.act = actENOSPC
 	default:
+		if path, found := strings.CutPrefix(act, "image("); found {
+			path, ok := strings.CutSuffix(path, ")")
+			if !ok || path == "" || strings.ContainsAny(path, ",") {
+				return nil, fmt.Errorf("failpoint: enable %q: image action %q wants a file path without commas, such as image(/tmp/p.img)", term, act)
+			}
+			p.act, p.image = actImage, path
+			break
+		}
 		arg, found := strings.CutPrefix(act, "sleep(")
 		if !found || !strings.HasSuffix(arg, ")") {
-			return nil, fmt.Errorf("failpoint: enable %q: unknown action %q; want panic, exit, kill, error, enospc, sleep(<duration>) or off", term, act)
+			return nil, fmt.Errorf("failpoint: enable %q: unknown action %q; want panic, exit, kill, error, enospc, sleep(<duration>), image(<path>) or off", term, act)
 		}
 		d, err := time.ParseDuration(strings.TrimSuffix(arg, ")"))
 		if err != nil || d < 0 {

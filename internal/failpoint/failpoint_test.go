@@ -66,7 +66,9 @@ func TestEnable_Spec(t *testing.T) {
 func TestEnable_Errors(t *testing.T) {
 	enable(t, "kv.after-commit=error")
 	for _, tc := range []struct{ spec, want string }{
-		{"nosuch.point=error", `unknown point "nosuch.point"; known points: applier.after-commit-before-ack, applier.before-commit, applier.mid-batch, filestore.mid-write, kv.after-artifact-before-commit, kv.after-commit, outbox.after-publish-before-writeback, outbox.before-publish`},
+		{"nosuch.point=error", `unknown point "nosuch.point"; known points: applier.after-commit-before-ack, applier.before-commit, applier.mid-batch, filestore.mid-write, kv.after-artifact-before-commit, kv.after-commit, outbox.after-publish-before-writeback, outbox.after-sync, outbox.before-publish`},
+		{"outbox.after-sync=image()", "image action"},
+		{"outbox.after-sync=image(/tmp/x", "image action"},
 		{"kv.after-commit", "want name=action"},
 		{"kv.after-commit=explode", `unknown action "explode"`},
 		{"kv.after-commit=0*error", `count "0" is not an integer >= 1`},
@@ -96,8 +98,8 @@ func TestEnable_Errors(t *testing.T) {
 
 func TestNames(t *testing.T) {
 	names := failpoint.Names()
-	if len(names) != 8 {
-		t.Fatalf("Names() = %v, want the 8 points", names)
+	if len(names) != 9 {
+		t.Fatalf("Names() = %v, want the 9 points", names)
 	}
 	for _, n := range names {
 		if err := failpoint.Enable(n + "=error"); err != nil {
@@ -365,5 +367,25 @@ func BenchmarkInjectOtherPointEnabled(b *testing.B) {
 		if failpoint.Inject(failpoint.OutboxBeforePublish) != nil {
 			b.Fatal("fired")
 		}
+	}
+}
+
+// TestImagePath: an image action gives its path to ImagePath, counted like
+// any action, and Inject ignores it.
+func TestImagePath(t *testing.T) {
+	enable(t, "outbox.after-sync=2*image(/tmp/p.img),kv.after-commit=error")
+	if err := failpoint.Inject(failpoint.OutboxAfterSync); err != nil {
+		t.Fatalf("Inject at an image point: %v, want nil", err)
+	}
+	for i := range 2 {
+		if p, ok := failpoint.ImagePath(failpoint.OutboxAfterSync); !ok || p != "/tmp/p.img" {
+			t.Fatalf("ImagePath #%d = %q, %v; want /tmp/p.img, true", i+1, p, ok)
+		}
+	}
+	if p, ok := failpoint.ImagePath(failpoint.OutboxAfterSync); ok {
+		t.Fatalf("ImagePath after its count = %q, true; want false", p)
+	}
+	if _, ok := failpoint.ImagePath(failpoint.KVAfterCommit); ok {
+		t.Fatal("ImagePath of a point enabled with another action = true")
 	}
 }

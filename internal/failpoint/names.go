@@ -11,6 +11,10 @@ const (
 	KVAfterCommit = "kv.after-commit"
 	// OutboxBeforePublish is in the outbox pump: row read, before the Sink.
 	OutboxBeforePublish = "outbox.before-publish"
+	// OutboxAfterSync is in the outbox pump: the rows of a pass were read
+	// and made durable (fsync), none is published yet. Its image action
+	// writes a copy of the producer database (see package outbox).
+	OutboxAfterSync = "outbox.after-sync"
 	// OutboxAfterPublishBeforeWriteback is in the outbox pump: the Sink
 	// acknowledged, the write-back transaction has not committed.
 	OutboxAfterPublishBeforeWriteback = "outbox.after-publish-before-writeback"
@@ -32,6 +36,7 @@ var known = []string{
 	KVAfterArtifactBeforeCommit,
 	KVAfterCommit,
 	OutboxBeforePublish,
+	OutboxAfterSync,
 	OutboxAfterPublishBeforeWriteback,
 	ApplierMidBatch,
 	ApplierBeforeCommit,
