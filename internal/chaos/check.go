@@ -78,7 +78,7 @@ type appliedRow struct {
 func (h *harness) check(ctx context.Context) error {
 	r := h.rep
 	// The producer: every change published.
-	rows, err := h.pdb.QueryContext(ctx, `SELECT event_id, published_control_version IS NOT NULL FROM controlfeed_outbox ORDER BY id`)
+	rows, err := h.producer().QueryContext(ctx, `SELECT event_id, published_control_version IS NOT NULL FROM controlfeed_outbox ORDER BY id`)
 	if err != nil {
 		return err
 	}
@@ -102,7 +102,7 @@ func (h *harness) check(ctx context.Context) error {
 		r.Lost += unpublished
 		r.problem("producer: %d outbox rows never published", unpublished)
 	}
-	if oc, err := outbox.ReadCounts(ctx, h.pdb); err == nil && oc.Dead > 0 {
+	if oc, err := outbox.ReadCounts(ctx, h.producer()); err == nil && oc.Dead > 0 {
 		r.problem("producer: %d dead outbox rows", oc.Dead)
 	}
 
@@ -161,7 +161,7 @@ func (h *harness) check(ctx context.Context) error {
 			}
 		}
 	}
-	prodKV, err := kv.List(ctx, h.pdb)
+	prodKV, err := kv.List(ctx, h.producer())
 	if err != nil {
 		return err
 	}
@@ -279,7 +279,7 @@ func (h *harness) check(ctx context.Context) error {
 			r.problem("%s: %d keys differ from the producer's state", name, diffs)
 		}
 		if len(r.expected) == 0 {
-			pd, err1 := kv.Digest(ctx, h.pdb)
+			pd, err1 := kv.Digest(ctx, h.producer())
 			nd, err2 := kv.Digest(ctx, db)
 			if err1 != nil || err2 != nil || pd != nd {
 				r.problem("%s: kv digest %s, producer's %s (%v %v)", name, nd, pd, err1, err2)

@@ -98,7 +98,7 @@ func (h *harness) cuts(ctx context.Context, done <-chan struct{}) {
 			wait = 0
 		}
 		sleepCtx(ctx, wait)
-		ps, _ := node.ReadStatus(ctx, h.pdb)
+		ps, _ := node.ReadStatus(ctx, h.producer())
 		if n := h.proxy.Cut(); n > 0 {
 			h.mu.Lock()
 			h.rep.Cuts++

@@ -62,6 +62,9 @@ type Config struct {
 	// DupNames is the number of duplicate-name episodes (a second process
 	// with a node's name). Default 4.
 	DupNames int
+	// PowerLosses is the number of producer power losses simulated (see
+	// powerloss.go). Default 3.
+	PowerLosses int
 	// DiskFull runs the disk-full episode on the last node (a real tmpfs
 	// when it can be mounted, else the applier.before-commit=enospc point).
 	DiskFull bool
@@ -104,6 +107,9 @@ func (c *Config) setDefaults() {
 	}
 	if c.DupNames == 0 {
 		c.DupNames = 4
+	}
+	if c.PowerLosses == 0 {
+		c.PowerLosses = 3
 	}
 	if c.Seed == 0 {
 		c.Seed = uint64(time.Now().UnixNano())
@@ -167,6 +173,8 @@ type harness struct {
 	forced    map[uint64]bool      // stream sequences of forced duplicates
 	protect   map[int]int          // > 0: node in a duplicate-name window or the disk-full wait: no harness kill or stall
 	stopped   map[int]bool         // nodes stopped by a stall
+	pumpFP    string               // extra failure point of the pump's next start (a power-loss image)
+	pdbMu     sync.RWMutex         // guards pdb, replaced at a power loss
 }
 
 func (h *harness) intn(n int) int {
@@ -227,6 +235,8 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	inj.Go(func() { h.stalls(fctx, faultsDone, "pump", cfg.Stalls/2) })
 	inj.Go(func() { h.cuts(fctx, faultsDone) })
 	inj.Go(func() { h.dupNames(fctx, faultsDone) })
+	inj.Go(func() { h.powerLosses(fctx, faultsDone) })
+	inj.Go(func() { h.healthWatch(fctx, faultsDone) })
 	if cfg.DiskFull {
 		inj.Go(func() { h.diskFull(fctx) })
 	}
@@ -360,12 +370,17 @@ func (h *harness) setup(ctx context.Context) error {
 	h.pump = &proc{name: "pump", logf: logf("pump"),
 		argv: append([]string{c.Binary, "serve", "--db", h.producerDB, "--feed-sink", natsfeed.Name,
 			"--nats-url", "nats://" + h.proxy.Addr()}, common[2:]...), // through the proxy
-		env: func() []string { return append(base, failpoint.EnvSpec+"="+h.spec(pumpPoints, "")) }}
+		env: func() []string {
+			h.mu.Lock()
+			extra := h.pumpFP
+			h.mu.Unlock()
+			return append(base, failpoint.EnvSpec+"="+h.spec(pumpPoints, extra))
+		}}
 	for i := range c.Nodes {
 		name := fmt.Sprintf("node%d", i+1)
 		h.nodes = append(h.nodes, &proc{name: name, logf: logf(name),
 			argv: append([]string{c.Binary, "serve", "--db", h.nodeDBs[i], "--feed-source", natsfeed.Name, "--node-name", name,
-				"--listen", h.nodeHTTP[i]}, common...),
+				"--listen", h.nodeHTTP[i], "--stall-threshold", nodeStallThreshold.String(), "--unavailable-grace", nodeUnavailGrace.String()}, common...),
 			env: func() []string {
 				h.mu.Lock()
 				extra := h.nodeFP[i]
@@ -462,8 +477,8 @@ func (h *harness) teardown() {
 
 func (h *harness) progress() {
 	ctx := context.Background()
-	n, _ := outboxCount(ctx, h.pdb)
-	ps, _ := node.ReadStatus(ctx, h.pdb)
+	n, _ := outboxCount(ctx, h.producer())
+	ps, _ := node.ReadStatus(ctx, h.producer())
 	var cur []string
 	for _, db := range h.ndb {
 		st, err := node.ReadStatus(ctx, db)
@@ -484,9 +499,9 @@ func (h *harness) progress() {
 	}
 	h.mu.Lock()
 	r := h.rep
-	h.logf("events %d (pending %d), node cursors %s, failpoint kills %d, random kills %d, broker restarts %d (long %d), forced dups %d, bad inputs %d, stalls %d/%d/%d, cuts %d, dup names %d",
+	h.logf("events %d (pending %d), node cursors %s, failpoint kills %d, random kills %d, broker restarts %d (long %d), forced dups %d, bad inputs %d, stalls %d/%d/%d, cuts %d, dup names %d, power losses %d",
 		n, ps.OutboxPending, strings.Join(cur, "/"), total, r.RandomKills, r.BrokerRestarts, r.LongOutages, r.ForcedDuplicates, r.badTotal(),
-		r.Stalls["broker"], r.Stalls["node"], r.Stalls["pump"], r.Cuts, r.DupNameEpisodes)
+		r.Stalls["broker"], r.Stalls["node"], r.Stalls["pump"], r.Cuts, r.DupNameEpisodes, r.PowerLosses)
 	h.mu.Unlock()
 }
 
@@ -591,7 +606,7 @@ func (h *harness) head(ctx context.Context) (uint64, error) {
 }
 
 func (h *harness) converged(ctx context.Context) (bool, string) {
-	ps, err := node.ReadStatus(ctx, h.pdb)
+	ps, err := node.ReadStatus(ctx, h.producer())
 	if err != nil {
 		return false, err.Error()
 	}

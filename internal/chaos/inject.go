@@ -116,7 +116,7 @@ var samples headSamples
 // oldEvents returns up to n random producer events published at or before
 // stream sequence maxCV, decoded from their outbox rows.
 func (h *harness) oldEvents(ctx context.Context, maxCV uint64, n int) ([]controlevent.Event, error) {
-	rows, err := h.pdb.QueryContext(ctx, `SELECT payload_json FROM controlfeed_outbox
+	rows, err := h.producer().QueryContext(ctx, `SELECT payload_json FROM controlfeed_outbox
 		WHERE published_control_version IS NOT NULL AND published_control_version <= ? ORDER BY random() LIMIT ?`, int64(maxCV), n)
 	if err != nil {
 		return nil, err

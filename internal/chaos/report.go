@@ -55,6 +55,14 @@ type Report struct {
 	// database during a window in which the real node's process ran
 	// throughout (a violation: the name was in use).
 	DupNameDeliveries int
+	// PowerLosses counts the producer power losses simulated; RolledBack
+	// the outbox rows they took away (committed, never published).
+	PowerLosses, RolledBack int
+	// HealthyWhileStuck counts the periods in which a node made no progress
+	// while the stream had events for it for longer than its stall
+	// threshold plus grace and still answered /healthz 200 (a violation);
+	// StuckReported those in which it answered with an error status.
+	HealthyWhileStuck, StuckReported int
 	// HaltsLogged counts the distinct halts the nodes logged;
 	// HaltsWithoutBadInput those at an event that is no injected bad input
 	// (a halt for a transient cause: a violation).
@@ -144,6 +152,9 @@ func (r *Report) String() string {
 		r.Stalls["broker"], r.Stalls["node"], r.Stalls["pump"], r.StallTime.Round(time.Second), r.Cuts, r.CutsWithBacklog, cutBacklog)
 	fmt.Fprintf(&b, "  duplicate node name: %d episodes, %d stood by (name in use), %d windows void (node died at a failure point), %d took over after the node's kill\n",
 		r.DupNameEpisodes, r.DupNameStandby, r.DupNameVoid, r.DupNameTakeovers)
+	fmt.Fprintf(&b, "  producer power losses: %d (restored to the image after the pump's last fsync), %d committed outbox rows rolled back\n", r.PowerLosses, r.RolledBack)
+	fmt.Fprintf(&b, "  health: %d stuck periods past the stall threshold (%v + grace %v) reported unhealthy, %d answered 200 (violations)\n",
+		r.StuckReported, nodeStallThreshold, nodeUnavailGrace, r.HealthyWhileStuck)
 	if r.DiskFull != "" {
 		fmt.Fprintf(&b, "  disk full: %s\n", r.DiskFull)
 	}
