@@ -5,10 +5,12 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -247,6 +249,11 @@ func TestBrokerUnavailable(t *testing.T) {
 		fmt.Errorf("natsobject: bucket %q: %w", "controlfeed-artifacts", context.DeadlineExceeded),
 		fmt.Errorf("stream info: %w", jetstream.ErrJetStreamNotEnabled),
 		fmt.Errorf("request: %w", nats.ErrTimeout),
+		// A connection reset during the handshake (a broker dying, a
+		// proxy cutting it) used to end serve with exit status 1.
+		fmt.Errorf("natsfeed: sink: connect: %w", &net.OpError{Op: "read", Net: "tcp", Err: os.NewSyscallError("read", syscall.ECONNRESET)}),
+		fmt.Errorf("natsfeed: sink: connect: %w", &net.OpError{Op: "dial", Net: "tcp", Err: os.NewSyscallError("connect", syscall.ECONNRESET)}),
+		fmt.Errorf("natsfeed: source: connect: %w", io.EOF),
 	} {
 		if !brokerUnavailable(err) {
 			t.Errorf("brokerUnavailable(%v) = false, want true", err)

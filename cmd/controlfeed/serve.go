@@ -5,7 +5,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
+	"syscall"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -141,10 +143,13 @@ func openNode(ctx context.Context, log *slog.Logger, cfg *node.Config) (*node.No
 
 // brokerUnavailable reports whether err means only that the broker cannot
 // serve requests right now: none answers, it is restarting (requests time
-// out, JetStream is not ready or has no responders yet).
+// out, JetStream is not ready or has no responders yet), or the connection
+// was reset or closed during the handshake (a broker or a proxy going
+// down mid-connect).
 func brokerUnavailable(err error) bool {
 	for _, target := range []error{nats.ErrNoServers, nats.ErrTimeout, nats.ErrNoResponders,
-		nats.ErrConnectionClosed, jetstream.ErrJetStreamNotEnabled, context.DeadlineExceeded} {
+		nats.ErrConnectionClosed, jetstream.ErrJetStreamNotEnabled, context.DeadlineExceeded,
+		syscall.ECONNRESET, syscall.ECONNREFUSED, syscall.ECONNABORTED, io.EOF, io.ErrUnexpectedEOF} {
 		if errors.Is(err, target) {
 			return true
 		}

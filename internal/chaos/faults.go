@@ -167,8 +167,16 @@ func (h *harness) dupEpisode(ctx context.Context, e int) {
 	defer func() {
 		h.mu.Lock()
 		h.protect[k]--
+		h.quiet[k] = false
 		h.mu.Unlock()
 	}()
+	// Restart node k without failure points, so that the window is not
+	// void by its own death at one (it is killed at the end of the
+	// episode and comes back with them).
+	h.mu.Lock()
+	h.quiet[k] = true
+	h.mu.Unlock()
+	p.killAndWait()
 	// Node k must run, not stalled, and consume: its last round applied or
 	// halted (a node that is unavailable, for example still reconnecting
 	// after a broker restart, may lose its lease to the duplicate
@@ -270,6 +278,9 @@ func (h *harness) dupEpisode(ctx context.Context, e int) {
 	if st, err := statusOf(addr); err == nil && (st.Applied+st.Skipped > 0 || st.Cursor > 0) {
 		took = true
 	}
+	h.mu.Lock()
+	h.quiet[k] = false // back with its failure points
+	h.mu.Unlock()
 	p.hold(false)
 	time.Sleep(time.Duration(1000+h.intn(1500)) * time.Millisecond) // node k restarts next to it
 	sig := syscall.SIGKILL

@@ -173,6 +173,7 @@ type harness struct {
 	forced    map[uint64]bool      // stream sequences of forced duplicates
 	protect   map[int]int          // > 0: node in a duplicate-name window or the disk-full wait: no harness kill or stall
 	stopped   map[int]bool         // nodes stopped by a stall
+	quiet     map[int]bool         // nodes restarted without failure points (a duplicate-name episode)
 	pumpFP    string               // extra failure point of the pump's next start (a power-loss image)
 	pdbMu     sync.RWMutex         // guards pdb, replaced at a power loss
 }
@@ -195,7 +196,7 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	}
 	h := &harness{cfg: cfg, rng: rand.New(rand.NewPCG(cfg.Seed, 1)), calm: make(chan struct{}),
 		nodeFP: map[int]string{}, injected: map[string]injection{}, published: map[string]uint64{}, forced: map[uint64]bool{},
-		protect: map[int]int{}, stopped: map[int]bool{}, restarted: make(chan struct{}, 1)}
+		protect: map[int]int{}, stopped: map[int]bool{}, quiet: map[int]bool{}, restarted: make(chan struct{}, 1)}
 	h.rep = newReport(cfg)
 	h.logf = func(format string, args ...any) {
 		fmt.Fprintf(cfg.Log, "chaos %s: %s\n", time.Now().Format("15:04:05.000"), fmt.Sprintf(format, args...))
@@ -383,8 +384,11 @@ func (h *harness) setup(ctx context.Context) error {
 				"--listen", h.nodeHTTP[i], "--stall-threshold", nodeStallThreshold.String(), "--unavailable-grace", nodeUnavailGrace.String()}, common...),
 			env: func() []string {
 				h.mu.Lock()
-				extra := h.nodeFP[i]
+				extra, quiet := h.nodeFP[i], h.quiet[i]
 				h.mu.Unlock()
+				if quiet {
+					return append(base, failpoint.EnvSpec+"="+extra)
+				}
 				return append(base, failpoint.EnvSpec+"="+h.spec(nodePoints, extra))
 			}})
 	}
