@@ -158,7 +158,6 @@ type harness struct {
 	brokerMu  sync.Mutex      // held by a broker restart, a broker stall, a duplicate-name window
 
 	calm   chan struct{} // closed: children start without failpoints
-	calmed bool
 
 	mu        sync.Mutex
 	nodeFP    map[int]string // extra failpoint spec per node index (disk full fallback)
