@@ -57,6 +57,7 @@ func runConfig(t *testing.T) chaos.Config {
 		cfg.BadInputs = int(200 * scale)
 		cfg.KillsPerPoint = int(20 * scale)
 		cfg.PowerLosses = max(int(3*scale), 1)
+		cfg.StoreFulls = max(int(3*scale), 1)
 	}
 	if v, err := strconv.Atoi(os.Getenv("CONTROLFEED_CHAOS_EVENTS")); err == nil && v > 0 {
 		cfg.Events = v

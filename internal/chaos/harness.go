@@ -65,6 +65,10 @@ type Config struct {
 	// PowerLosses is the number of producer power losses simulated (see
 	// powerloss.go). Default 3.
 	PowerLosses int
+	// StoreFulls is the number of episodes in which the artifact store is
+	// at its size limit during the writer's uploads (see storefull.go).
+	// Default 3.
+	StoreFulls int
 	// DiskFull runs the disk-full episode on the last node (a real tmpfs
 	// when it can be mounted, else the applier.before-commit=enospc point).
 	DiskFull bool
@@ -110,6 +114,9 @@ func (c *Config) setDefaults() {
 	}
 	if c.PowerLosses == 0 {
 		c.PowerLosses = 3
+	}
+	if c.StoreFulls == 0 {
+		c.StoreFulls = 3
 	}
 	if c.Seed == 0 {
 		c.Seed = uint64(time.Now().UnixNano())
@@ -157,7 +164,7 @@ type harness struct {
 	restarted chan struct{}   // a broker restart happened (for the cuts)
 	brokerMu  sync.Mutex      // held by a broker restart, a broker stall, a duplicate-name window
 
-	calm   chan struct{} // closed: children start without failpoints
+	calm chan struct{} // closed: children start without failpoints
 
 	mu        sync.Mutex
 	nodeFP    map[int]string // extra failpoint spec per node index (disk full fallback)
@@ -173,8 +180,12 @@ type harness struct {
 	protect   map[int]int          // > 0: node in a duplicate-name window or the disk-full wait: no harness kill or stall
 	stopped   map[int]bool         // nodes stopped by a stall
 	quiet     map[int]bool         // nodes restarted without failure points (a duplicate-name episode)
-	pumpFP    string               // extra failure point of the pump's next start (a power-loss image)
-	pdbMu     sync.RWMutex         // guards pdb, replaced at a power loss
+	writerFP  string               // extra failure point of the writer's next start (store full without a tmpfs)
+	storeMu   sync.Mutex           // held while the artifact store is full: the harness's own puts wait
+	artTmpfs  bool                 // the artifact store is on a tmpfs of artSize bytes
+	artSize   int64
+	pumpFP    string       // extra failure point of the pump's next start (a power-loss image)
+	pdbMu     sync.RWMutex // guards pdb, replaced at a power loss
 }
 
 func (h *harness) intn(n int) int {
@@ -236,6 +247,7 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	inj.Go(func() { h.cuts(fctx, faultsDone) })
 	inj.Go(func() { h.dupNames(fctx, faultsDone) })
 	inj.Go(func() { h.powerLosses(fctx, faultsDone) })
+	inj.Go(func() { h.storeFulls(fctx, faultsDone) })
 	inj.Go(func() { h.healthWatch(fctx, faultsDone) })
 	if cfg.DiskFull {
 		inj.Go(func() { h.diskFull(fctx) })
@@ -315,6 +327,9 @@ func (h *harness) setup(ctx context.Context) error {
 		}
 	}
 	var err error
+	if c.StoreFulls > 0 {
+		h.mountArtifactTmpfs()
+	}
 	if h.store, err = filestore.New(h.artDir, nil); err != nil {
 		return fmt.Errorf("chaos: setup: %w", err)
 	}
@@ -364,7 +379,12 @@ func (h *harness) setup(ctx context.Context) error {
 	rate := int(float64(c.Events) / c.Duration.Seconds() * 1.25)
 	h.writer = &proc{name: "writer", logf: logf("writer"), once: true,
 		argv: append(append([]string{}, c.Self...), h.producerDB, h.artDir, strconv.Itoa(c.Events), strconv.FormatUint(c.Seed, 10), strconv.Itoa(max(rate, 1))),
-		env:  func() []string { return selfEnv("writer", h.spec(writerPoints, "")) }}
+		env: func() []string {
+			h.mu.Lock()
+			extra := h.writerFP
+			h.mu.Unlock()
+			return selfEnv("writer", h.spec(writerPoints, extra))
+		}}
 	common := []string{"--nats-url", h.natsURL, "--nats-duplicate-window", c.DupWindow.String(),
 		"--artifact-dir", h.artDir, "--poll-interval", "20ms", "--log-level", "info"}
 	h.pump = &proc{name: "pump", logf: logf("pump"),
@@ -476,6 +496,9 @@ func (h *harness) teardown() {
 	if h.tmpfs != "" {
 		exec.Command("umount", "-l", h.tmpfs).Run()
 	}
+	if h.artTmpfs {
+		exec.Command("umount", "-l", h.artDir).Run()
+	}
 }
 
 func (h *harness) progress() {
@@ -502,9 +525,9 @@ func (h *harness) progress() {
 	}
 	h.mu.Lock()
 	r := h.rep
-	h.logf("events %d (pending %d), node cursors %s, failpoint kills %d, random kills %d, broker restarts %d (long %d), forced dups %d, bad inputs %d, stalls %d/%d/%d, cuts %d, dup names %d, power losses %d",
+	h.logf("events %d (pending %d), node cursors %s, failpoint kills %d, random kills %d, broker restarts %d (long %d), forced dups %d, bad inputs %d, stalls %d/%d/%d, cuts %d, dup names %d, power losses %d, store fulls %d",
 		n, ps.OutboxPending, strings.Join(cur, "/"), total, r.RandomKills, r.BrokerRestarts, r.LongOutages, r.ForcedDuplicates, r.badTotal(),
-		r.Stalls["broker"], r.Stalls["node"], r.Stalls["pump"], r.Cuts, r.DupNameEpisodes, r.PowerLosses)
+		r.Stalls["broker"], r.Stalls["node"], r.Stalls["pump"], r.Cuts, r.DupNameEpisodes, r.PowerLosses, r.StoreFulls)
 	h.mu.Unlock()
 }
 

@@ -270,15 +270,7 @@ func (h *harness) injectBad(ctx context.Context, kind string, i int) (injection,
 		ref := controlevent.ChecksumPrefix + hex.EncodeToString(sum[:])
 		e.Key, e.ArtifactRef, e.Checksum = inj.key, ref, ref
 		if kind == BadCorrupt {
-			if _, err := artifact.PutBytes(ctx, h.store, inj.value); err != nil {
-				return inj, err
-			}
-			p, err := h.store.Path(ref)
-			if err != nil {
-				return inj, err
-			}
-			os.Chmod(p, 0o644)
-			if err := os.WriteFile(p, []byte("corrupted by the chaos harness"), 0o644); err != nil {
+			if err := h.corruptArtifact(ctx, ref, inj.value); err != nil {
 				return inj, err
 			}
 		}
@@ -422,7 +414,10 @@ func (h *harness) repair(ctx context.Context, inj injection) {
 			os.Remove(p)
 		}
 	}
-	if _, err := artifact.PutBytes(ctx, h.store, inj.value); err != nil {
+	h.storeMu.Lock()
+	_, err := artifact.PutBytes(ctx, h.store, inj.value)
+	h.storeMu.Unlock()
+	if err != nil {
 		h.mu.Lock()
 		h.rep.problem("repair %s: %v", ref, err)
 		h.mu.Unlock()
@@ -518,4 +513,20 @@ func (h *harness) storedEvent(ctx context.Context, seq uint64) (controlevent.Eve
 		return controlevent.Event{}, err
 	}
 	return controlevent.Decode(m.Data)
+}
+
+// corruptArtifact stores value under ref and overwrites the object's bytes,
+// while the store is not full (storeMu).
+func (h *harness) corruptArtifact(ctx context.Context, ref string, value []byte) error {
+	h.storeMu.Lock()
+	defer h.storeMu.Unlock()
+	if _, err := artifact.PutBytes(ctx, h.store, value); err != nil {
+		return err
+	}
+	p, err := h.store.Path(ref)
+	if err != nil {
+		return err
+	}
+	os.Chmod(p, 0o644)
+	return os.WriteFile(p, []byte("corrupted by the chaos harness"), 0o644)
 }

@@ -58,6 +58,10 @@ type Report struct {
 	// PowerLosses counts the producer power losses simulated; RolledBack
 	// the outbox rows they took away (committed, never published).
 	PowerLosses, RolledBack int
+	// StoreFulls counts the episodes with the artifact store at its size
+	// limit; StoreFullFailures the writer runs that ended on a failed
+	// upload during them.
+	StoreFulls, StoreFullFailures int
 	// HealthyWhileStuck counts the periods in which a node made no progress
 	// while the stream had events for it for longer than its stall
 	// threshold plus grace and still answered /healthz 200 (a violation);
@@ -153,6 +157,7 @@ func (r *Report) String() string {
 	fmt.Fprintf(&b, "  duplicate node name: %d episodes, %d stood by (name in use), %d windows void (node died at a failure point), %d took over after the node's kill\n",
 		r.DupNameEpisodes, r.DupNameStandby, r.DupNameVoid, r.DupNameTakeovers)
 	fmt.Fprintf(&b, "  producer power losses: %d (restored to the image after the pump's last fsync), %d committed outbox rows rolled back\n", r.PowerLosses, r.RolledBack)
+	fmt.Fprintf(&b, "  artifact store full: %d episodes of %v, %d writer runs ended on a failed upload\n", r.StoreFulls, storeFullEpisode, r.StoreFullFailures)
 	fmt.Fprintf(&b, "  health: %d stuck periods past the stall threshold (%v + grace %v) reported unhealthy, %d answered 200 (violations)\n",
 		r.StuckReported, nodeStallThreshold, nodeUnavailGrace, r.HealthyWhileStuck)
 	if r.DiskFull != "" {
