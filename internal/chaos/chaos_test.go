@@ -75,7 +75,30 @@ func TestChaos(t *testing.T) {
 	if testing.Short() {
 		t.Skip("chaos suite with OS processes; skipped with -short")
 	}
+	runChaos(t, runConfig(t), "CONTROLFEED_CHAOS_REPORT")
+}
+
+// TestChaos_FileFeed is TestChaos on the file feed: the same writer, pump,
+// nodes and checker around a feed directory instead of a broker, with held
+// feed locks in place of the broker's faults. CI-sized: a minute, 5,000
+// events (a quarter of the JetStream run), scaled like it in long mode.
+func TestChaos_FileFeed(t *testing.T) {
+	if testing.Short() {
+		t.Skip("chaos suite with OS processes; skipped with -short")
+	}
 	cfg := runConfig(t)
+	if cfg.Duration == 0 {
+		cfg.Duration, cfg.Events, cfg.PowerLosses, cfg.StoreFulls, cfg.Stalls, cfg.FeedLocks = time.Minute, 5000, 1, 1, 4, 4
+	} else {
+		cfg.FeedLocks = max(int(8*float64(cfg.Duration)/float64(4*time.Minute)), 1)
+	}
+	cfg.Feed = chaos.FeedFile
+	runChaos(t, cfg, "CONTROLFEED_CHAOS_FILE_REPORT")
+}
+
+// runChaos performs one run of cfg and fails t on any problem; the report
+// goes to the file named by the environment variable reportEnv, if set.
+func runChaos(t *testing.T, cfg chaos.Config, reportEnv string) {
 	bin, self := buildBinaries(t)
 	cfg.Binary, cfg.Self = bin, []string{self}
 	cfg.Dir = t.TempDir()
@@ -95,9 +118,9 @@ func TestChaos(t *testing.T) {
 	t.Logf("\n%s", rep)
 	// go test ./... shows nothing of a passing package, so CI asks for the
 	// counts in a file it prints afterwards.
-	if path := os.Getenv("CONTROLFEED_CHAOS_REPORT"); path != "" {
+	if path := os.Getenv(reportEnv); path != "" {
 		if err := os.WriteFile(path, []byte(rep.String()), 0o644); err != nil {
-			t.Errorf("write the report to CONTROLFEED_CHAOS_REPORT=%s: %v", path, err)
+			t.Errorf("write the report to %s=%s: %v", reportEnv, path, err)
 		}
 	}
 	if !rep.OK() {

@@ -27,6 +27,9 @@ type streamEvent struct {
 func (h *harness) readStream(ctx context.Context) ([]streamEvent, error) {
 	cctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
 	defer cancel()
+	if h.fsrc != nil {
+		return h.readFeedDir(cctx)
+	}
 	st, err := h.js.Stream(cctx, natsfeed.DefaultStream)
 	if err != nil {
 		return nil, err

@@ -24,6 +24,7 @@ import (
 
 	"github.com/controlfeed/controlfeed/artifact/filestore"
 	"github.com/controlfeed/controlfeed/feed"
+	"github.com/controlfeed/controlfeed/feed/filesource"
 	"github.com/controlfeed/controlfeed/feed/natsfeed"
 	"github.com/controlfeed/controlfeed/internal/failpoint"
 	"github.com/controlfeed/controlfeed/internal/netproxy"
@@ -40,6 +41,14 @@ type Config struct {
 	Self []string
 	// Dir holds every database, store and log of the run (required).
 	Dir string
+	// Feed is the feed backend: FeedJetStream (the default: a broker
+	// process, with its restarts, stalls, cuts, forced duplicates, bad
+	// inputs and duplicate node names) or FeedFile (a feed directory, with
+	// held feed locks; see filefeed.go).
+	Feed string
+	// FeedLocks is the number of held feed locks of a FeedFile run.
+	// Default 8.
+	FeedLocks int
 	// Nodes is the number of fleet nodes. Default 3.
 	Nodes int
 	// Events is the number of producer changes. Default 20000.
@@ -81,6 +90,12 @@ type Config struct {
 func (c *Config) setDefaults() {
 	if c.Nodes == 0 {
 		c.Nodes = 3
+	}
+	if c.Feed == "" {
+		c.Feed = FeedJetStream
+	}
+	if c.FeedLocks == 0 {
+		c.FeedLocks = 8
 	}
 	if c.Events == 0 {
 		c.Events = 20000
@@ -184,8 +199,10 @@ type harness struct {
 	storeMu   sync.Mutex           // held while the artifact store is full: the harness's own puts wait
 	artTmpfs  bool                 // the artifact store is on a tmpfs of artSize bytes
 	artSize   int64
-	pumpFP    string       // extra failure point of the pump's next start (a power-loss image)
-	pdbMu     sync.RWMutex // guards pdb, replaced at a power loss
+	feedDir   string             // the feed directory of a FeedFile run
+	fsrc      *filesource.Source // the harness's reader of it
+	pumpFP    string             // extra failure point of the pump's next start (a power-loss image)
+	pdbMu     sync.RWMutex       // guards pdb, replaced at a power loss
 }
 
 func (h *harness) intn(n int) int {
@@ -204,6 +221,9 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	if cfg.Binary == "" || len(cfg.Self) == 0 || cfg.Dir == "" {
 		return nil, fmt.Errorf("chaos: run: Binary, Self and Dir are required")
 	}
+	if cfg.Feed != FeedJetStream && cfg.Feed != FeedFile {
+		return nil, fmt.Errorf("chaos: run: Feed %q: want %q or %q", cfg.Feed, FeedJetStream, FeedFile)
+	}
 	h := &harness{cfg: cfg, rng: rand.New(rand.NewPCG(cfg.Seed, 1)), calm: make(chan struct{}),
 		nodeFP: map[int]string{}, injected: map[string]injection{}, published: map[string]uint64{}, forced: map[uint64]bool{},
 		protect: map[int]int{}, stopped: map[int]bool{}, quiet: map[int]bool{}, restarted: make(chan struct{}, 1)}
@@ -217,17 +237,24 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 		return nil, err
 	}
 	defer h.teardown()
-	h.logf("seed %d; %d events over %v, %d nodes, dup window %v; dir %s", cfg.Seed, cfg.Events, cfg.Duration, cfg.Nodes, cfg.DupWindow, cfg.Dir)
+	h.logf("seed %d; %s feed, %d events over %v, %d nodes, dup window %v; dir %s", cfg.Seed, cfg.Feed, cfg.Events, cfg.Duration, cfg.Nodes, cfg.DupWindow, cfg.Dir)
+	js := cfg.Feed == FeedJetStream
 
 	pctx, pcancel := context.WithCancel(ctx)
 	bctx, bcancel := context.WithCancel(ctx) // the broker outlives the others: check reads the stream
 	var sup, bsup sync.WaitGroup
-	bsup.Go(func() { h.broker.supervise(bctx, 20*time.Millisecond) })
+	if js {
+		bsup.Go(func() { h.broker.supervise(bctx, 20*time.Millisecond) })
+	}
 	defer func() { bcancel(); bsup.Wait() }()
 	for _, p := range h.all()[1:] {
 		sup.Go(func() { p.supervise(pctx, 20*time.Millisecond) })
 	}
-	if err := h.connect(ctx); err != nil {
+	connect := h.connect
+	if !js {
+		connect = func(context.Context) error { return h.openFeedDir() }
+	}
+	if err := connect(ctx); err != nil {
 		pcancel()
 		sup.Wait()
 		return nil, err
@@ -237,15 +264,19 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	fctx, fcancel := context.WithTimeout(ctx, cfg.Duration+cfg.Duration/2)
 	var inj sync.WaitGroup
 	faultsDone := make(chan struct{})
-	inj.Go(func() { h.brokerLoop(fctx, faultsDone) })
 	inj.Go(func() { h.randomKills(fctx, faultsDone) })
-	inj.Go(func() { h.duplicates(fctx, faultsDone) })
-	inj.Go(func() { h.badInputs(ctx, faultsDone) }) // finishes the resolution in flight
-	inj.Go(func() { h.stalls(fctx, faultsDone, "broker", cfg.Stalls) })
 	inj.Go(func() { h.stalls(fctx, faultsDone, "node", cfg.Stalls) })
 	inj.Go(func() { h.stalls(fctx, faultsDone, "pump", cfg.Stalls/2) })
-	inj.Go(func() { h.cuts(fctx, faultsDone) })
-	inj.Go(func() { h.dupNames(fctx, faultsDone) })
+	if js {
+		inj.Go(func() { h.brokerLoop(fctx, faultsDone) })
+		inj.Go(func() { h.duplicates(fctx, faultsDone) })
+		inj.Go(func() { h.badInputs(ctx, faultsDone) }) // finishes the resolution in flight
+		inj.Go(func() { h.stalls(fctx, faultsDone, "broker", cfg.Stalls) })
+		inj.Go(func() { h.cuts(fctx, faultsDone) })
+		inj.Go(func() { h.dupNames(fctx, faultsDone) })
+	} else {
+		inj.Go(func() { h.feedLocks(fctx, faultsDone) })
+	}
 	inj.Go(func() { h.powerLosses(fctx, faultsDone) })
 	inj.Go(func() { h.storeFulls(fctx, faultsDone) })
 	inj.Go(func() { h.healthWatch(fctx, faultsDone) })
@@ -320,6 +351,12 @@ func (h *harness) setup(ctx context.Context) error {
 	h.artDir = filepath.Join(h.dir, "artifacts")
 	h.brokerDir = filepath.Join(h.dir, "broker")
 	h.fpLog = filepath.Join(h.dir, "failpoints.log")
+	if c.Feed == FeedFile {
+		h.feedDir = filepath.Join(h.dir, "feed")
+		if err := os.MkdirAll(h.feedDir, 0o755); err != nil {
+			return fmt.Errorf("chaos: setup: %w", err)
+		}
+	}
 	h.producerDB = filepath.Join(h.dir, "producer.db")
 	for _, d := range []string{h.artDir, h.brokerDir} {
 		if err := os.MkdirAll(d, 0o755); err != nil {
@@ -385,11 +422,16 @@ func (h *harness) setup(ctx context.Context) error {
 			h.mu.Unlock()
 			return selfEnv("writer", h.spec(writerPoints, extra))
 		}}
-	common := []string{"--nats-url", h.natsURL, "--nats-duplicate-window", c.DupWindow.String(),
-		"--artifact-dir", h.artDir, "--poll-interval", "20ms", "--log-level", "info"}
+	common := []string{"--artifact-dir", h.artDir, "--poll-interval", "20ms", "--log-level", "info"}
+	sinkArgs := []string{"--feed-sink", natsfeed.Name, "--nats-url", "nats://" + h.proxy.Addr(), // through the proxy
+		"--nats-duplicate-window", c.DupWindow.String()}
+	sourceArgs := []string{"--feed-source", natsfeed.Name, "--nats-url", h.natsURL, "--nats-duplicate-window", c.DupWindow.String()}
+	if c.Feed == FeedFile {
+		sinkArgs = []string{"--feed-sink", filesource.Name, "--feed-dir", h.feedDir}
+		sourceArgs = []string{"--feed-source", filesource.Name, "--feed-dir", h.feedDir}
+	}
 	h.pump = &proc{name: "pump", logf: logf("pump"),
-		argv: append([]string{c.Binary, "serve", "--db", h.producerDB, "--feed-sink", natsfeed.Name,
-			"--nats-url", "nats://" + h.proxy.Addr()}, common[2:]...), // through the proxy
+		argv: append(append([]string{c.Binary, "serve", "--db", h.producerDB}, sinkArgs...), common...),
 		env: func() []string {
 			h.mu.Lock()
 			extra := h.pumpFP
@@ -399,8 +441,8 @@ func (h *harness) setup(ctx context.Context) error {
 	for i := range c.Nodes {
 		name := fmt.Sprintf("node%d", i+1)
 		h.nodes = append(h.nodes, &proc{name: name, logf: logf(name),
-			argv: append([]string{c.Binary, "serve", "--db", h.nodeDBs[i], "--feed-source", natsfeed.Name, "--node-name", name,
-				"--listen", h.nodeHTTP[i], "--stall-threshold", nodeStallThreshold.String(), "--unavailable-grace", nodeUnavailGrace.String()}, common...),
+			argv: append(append([]string{c.Binary, "serve", "--db", h.nodeDBs[i], "--node-name", name,
+				"--listen", h.nodeHTTP[i], "--stall-threshold", nodeStallThreshold.String(), "--unavailable-grace", nodeUnavailGrace.String()}, sourceArgs...), common...),
 			env: func() []string {
 				h.mu.Lock()
 				extra, quiet := h.nodeFP[i], h.quiet[i]
@@ -483,6 +525,9 @@ func (h *harness) connect(ctx context.Context) error {
 func (h *harness) teardown() {
 	if h.nc != nil {
 		h.nc.Close()
+	}
+	if h.fsrc != nil {
+		h.fsrc.Close()
 	}
 	for _, db := range h.ndb {
 		db.Close()
@@ -624,6 +669,9 @@ func (h *harness) converge(ctx context.Context, timeout time.Duration) error {
 func (h *harness) head(ctx context.Context) (uint64, error) {
 	cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
+	if h.fsrc != nil {
+		return h.fsrc.Head(cctx)
+	}
 	st, err := h.js.Stream(cctx, natsfeed.DefaultStream)
 	if err != nil {
 		return 0, err

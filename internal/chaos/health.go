@@ -5,7 +5,6 @@ import (
 	"time"
 
 	"github.com/controlfeed/controlfeed/applier"
-	"github.com/controlfeed/controlfeed/feed/natsfeed"
 )
 
 // The nodes run with a short stall threshold so that the suite can hold
@@ -21,13 +20,14 @@ const (
 // healthWatch samples every node's cursor, the stream's last sequence and
 // the node's /healthz every 500ms during the fault phase. A node is stuck
 // from the first sample at which the stream holds events past its cursor
-// until its cursor moves. A 200 from a node stuck for longer than
+// until its cursor moves or its process restarts. A 200 from a node stuck for longer than
 // nodeStallThreshold+nodeUnavailGrace+healthSlack is a violation, counted
 // once per stuck period.
 func (h *harness) healthWatch(ctx context.Context, done <-chan struct{}) {
 	type track struct {
 		cursor  uint64
 		since   time.Time // zero: not stuck
+		starts  int       // the node's process starts at since
 		counted bool
 	}
 	tr := make([]track, len(h.nodes))
@@ -42,9 +42,9 @@ func (h *harness) healthWatch(ctx context.Context, done <-chan struct{}) {
 			return
 		case <-tick.C:
 		}
-		head, ok := h.streamLastSeq(ctx)
-		if !ok {
-			continue // broker down: the sample says nothing
+		head, err := h.head(ctx)
+		if err != nil {
+			continue // broker down or feed locked: the sample says nothing
 		}
 		now := time.Now()
 		for i := range h.nodes {
@@ -57,8 +57,10 @@ func (h *harness) healthWatch(ctx context.Context, done <-chan struct{}) {
 			case c != t.cursor || c >= head:
 				t.cursor, t.since, t.counted = c, time.Time{}, false
 				continue
-			case t.since.IsZero():
-				t.since = now
+			case t.since.IsZero() || h.nodes[i].startCount() != t.starts:
+				// A node's /healthz judges its own process's lifetime: a
+				// restart begins a new stuck period (docs/RELIABILITY.md).
+				t.since, t.starts, t.counted = now, h.nodes[i].startCount(), false
 				continue
 			}
 			if t.counted || now.Sub(t.since) < limit {
@@ -79,20 +81,4 @@ func (h *harness) healthWatch(ctx context.Context, done <-chan struct{}) {
 			}
 		}
 	}
-}
-
-// streamLastSeq returns the feed stream's last sequence, false if the
-// broker does not answer.
-func (h *harness) streamLastSeq(ctx context.Context) (uint64, bool) {
-	ctx, cancel := context.WithTimeout(ctx, time.Second)
-	defer cancel()
-	st, err := h.js.Stream(ctx, natsfeed.DefaultStream)
-	if err != nil {
-		return 0, false
-	}
-	info, err := st.Info(ctx)
-	if err != nil {
-		return 0, false
-	}
-	return info.State.LastSeq, true
 }

@@ -5,6 +5,8 @@ import (
 	"sort"
 	"strings"
 	"time"
+
+	"github.com/controlfeed/controlfeed/feed/filesource"
 )
 
 // Report is the outcome of a run: what was injected, what was found.
@@ -58,6 +60,12 @@ type Report struct {
 	// PowerLosses counts the producer power losses simulated; RolledBack
 	// the outbox rows they took away (committed, never published).
 	PowerLosses, RolledBack int
+	// Feed is the run's feed backend. FeedLocks counts the held feed
+	// locks of a file-feed run, FeedLocksPastTimeout those held longer than
+	// the readers' and the Sink's lock timeout, FeedLockTime their total.
+	Feed                            string
+	FeedLocks, FeedLocksPastTimeout int
+	FeedLockTime                    time.Duration
 	// StoreFulls counts the episodes with the artifact store at its size
 	// limit; StoreFullFailures the writer runs that ended on a failed
 	// upload during them.
@@ -86,7 +94,7 @@ type Report struct {
 }
 
 func newReport(c Config) *Report {
-	return &Report{Seed: c.Seed, Nodes: c.Nodes, Kills: map[string]int{}, Starts: map[string]int{}, UnexpectedExits: map[string]int{},
+	return &Report{Seed: c.Seed, Nodes: c.Nodes, Feed: c.Feed, Kills: map[string]int{}, Starts: map[string]int{}, UnexpectedExits: map[string]int{},
 		BadInputs: map[string]int{}, Stalls: map[string]int{}, Detected: map[string]int{}, expected: map[string][]byte{}}
 }
 
@@ -119,8 +127,12 @@ func (r *Report) TotalKills() int {
 // String prints the counts and the verdict line.
 func (r *Report) String() string {
 	var b strings.Builder
-	fmt.Fprintf(&b, "chaos run: seed %d, %d nodes, fault phase %v, total %v\n", r.Seed, r.Nodes, r.FaultPhase.Round(time.Second), r.Elapsed.Round(time.Second))
-	fmt.Fprintf(&b, "  events: %d producer changes, %d stream messages\n", r.Events, r.StreamMessages)
+	fmt.Fprintf(&b, "chaos run: seed %d, %s feed, %d nodes, fault phase %v, total %v\n", r.Seed, r.Feed, r.Nodes, r.FaultPhase.Round(time.Second), r.Elapsed.Round(time.Second))
+	fmt.Fprintf(&b, "  events: %d producer changes, %d feed positions\n", r.Events, r.StreamMessages)
+	if r.Feed == FeedFile {
+		fmt.Fprintf(&b, "  feed locks held: %d (0.5-15s), %d past the %v lock timeout, %v in all; no broker, so no broker restarts, cuts, forced duplicates, bad inputs or duplicate node names\n",
+			r.FeedLocks, r.FeedLocksPastTimeout, filesource.DefaultLockTimeout, r.FeedLockTime.Round(time.Second))
+	}
 	fmt.Fprintf(&b, "  kill -9: %d total = %d random +", r.TotalKills(), r.RandomKills)
 	for _, k := range sortedKeys(r.Kills) {
 		fmt.Fprintf(&b, " %s %d,", k, r.Kills[k])
