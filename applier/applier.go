@@ -654,16 +654,6 @@ func (a *Applier) fetch(ctx context.Context, ev controlevent.Event) ([]byte, err
 	return p, nil
 }
 
-// lookupApplied returns the recorded outcome of eventID, or "" if none.
-func lookupApplied(ctx context.Context, q Querier, eventID string) (string, error) {
-	var outcome string
-	err := q.QueryRowContext(ctx, `SELECT outcome FROM controlfeed_applied_events WHERE event_id = ?`, eventID).Scan(&outcome)
-	if errors.Is(err, sql.ErrNoRows) {
-		return "", nil
-	}
-	return outcome, err
-}
-
 // commit applies plan in one transaction. It returns how many events of
 // plan were committed, the failing event if one failed (its effects rolled
 // back, the ones before it committed), or err if the transaction as a whole

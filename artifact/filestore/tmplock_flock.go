@@ -8,10 +8,6 @@ import (
 	"syscall"
 )
 
-// tempLocking reports whether Put locks its temp files, so that Sweep can
-// tell a live Put's file from a crashed one's.
-const tempLocking = true
-
 // lockTemp takes an exclusive flock(2) on f, a temp file Put has just
 // created; closing f releases it. flock, unlike fcntl locks, belongs to
 // the open file, so it also excludes another Store of the same process. It

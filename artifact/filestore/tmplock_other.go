@@ -4,10 +4,6 @@ package filestore
 
 import "os"
 
-// tempLocking reports whether Put locks its temp files. This platform has
-// no flock(2): Sweep goes by the files' age alone.
-const tempLocking = false
-
 // lockTemp does nothing on this platform.
 func lockTemp(*os.File) error { return nil }
 

@@ -612,7 +612,7 @@ func TestServerRestart(t *testing.T) {
 	evs := mustPoll(ctx, t, src, 0)
 	wantCVs(t, evs, 1, 2, 3)
 
-	srv = natsembed.RestartForTest(t, srv)
+	natsembed.RestartForTest(t, srv)
 
 	// Calls may fail while the clients reconnect; they recover on later
 	// calls without reopening anything.
