@@ -25,11 +25,20 @@
 // crash after commit leaves the row and the event together; the pump
 // publishes the event later.
 //
+// # Limits
+//
+// A value travels to the nodes as one artifact, and a node's applier refuses
+// (halts at) an artifact larger than its applier.Config.MaxPayloadBytes. So
+// Put refuses a value larger than DefaultMaxValueBytes (the applier's
+// default), and PutLimit one larger than the limit given, before anything is
+// stored or committed; give PutLimit the nodes' limit when they run with
+// another one.
+//
 // # Errors
 //
 // Errors begin with "kv:" and the operation, and name the key. An invalid key
-// wraps ErrInvalidKey. Handlers return errors (halting the applier) for an
-// event with an invalid key.
+// wraps ErrInvalidKey, a value over the limit ErrValueTooLarge. Handlers
+// return errors (halting the applier) for an event with an invalid key.
 package kv
 
 import (
@@ -59,6 +68,16 @@ const (
 
 // ErrInvalidKey is wrapped by ValidateKey's errors.
 var ErrInvalidKey = errors.New("invalid key")
+
+// ErrValueTooLarge is wrapped by the error of a Put whose value is larger
+// than its limit (see PutLimit).
+var ErrValueTooLarge = errors.New("value too large")
+
+// DefaultMaxValueBytes is the largest value Put accepts: the largest
+// artifact a node's applier fetches by default
+// (applier.DefaultMaxPayloadBytes). A larger value would be stored and
+// published, then halt every node at its event.
+const DefaultMaxValueBytes = applier.DefaultMaxPayloadBytes
 
 // Entry is one row of the table.
 type Entry struct {
@@ -192,7 +211,31 @@ func applyDelete(ctx context.Context, tx *sql.Tx, ev controlevent.Event, _ []byt
 	return nil
 }
 
-// Put is the producer side of a write. It stores value in store first, then
+// Put is PutLimit with DefaultMaxValueBytes: the producer side of a write.
+func Put(ctx context.Context, db *sql.DB, store artifact.Store, key string, value []byte) (controlevent.Event, error) {
+	return PutLimit(ctx, db, store, key, value, DefaultMaxValueBytes)
+}
+
+// CheckValueSize returns an error wrapping ErrValueTooLarge, giving both
+// sizes, if size is larger than limit (limit <= 0 means
+// DefaultMaxValueBytes), and nil otherwise. Callers that read a value from a
+// stream use it to refuse one before reading it all (read at most limit+1
+// bytes).
+func CheckValueSize(size, limit int64) error {
+	if limit <= 0 {
+		limit = DefaultMaxValueBytes
+	}
+	if size > limit {
+		return fmt.Errorf("value is %d bytes, larger than the %d-byte limit of the nodes' artifacts: %w", size, limit, ErrValueTooLarge)
+	}
+	return nil
+}
+
+// PutLimit is the producer side of a write. It refuses a value larger than
+// limit bytes (limit <= 0 means DefaultMaxValueBytes) with an error wrapping
+// ErrValueTooLarge before it stores or changes anything: limit must be at
+// most the MaxPayloadBytes of every node's applier, which would otherwise
+// halt at the event. Then it stores value in store first, then
 // in one transaction sets key's row in db to value with version+1 and
 // appends the kv.put event (fresh EventID, Key, Version, BaseVersion,
 // ArtifactRef, Checksum, CreatedAt) with outbox.Append, so the event exists
@@ -200,9 +243,12 @@ func applyDelete(ctx context.Context, tx *sql.Tx, ev controlevent.Event, _ []byt
 // (ControlVersion 0). db needs Migrate and outbox.Migrate. On error nothing
 // changed in db (the artifact may remain; it is harmless). Concurrent Puts of
 // one key are serialised by SQLite's write lock; each gets its own version.
-func Put(ctx context.Context, db *sql.DB, store artifact.Store, key string, value []byte) (controlevent.Event, error) {
+func PutLimit(ctx context.Context, db *sql.DB, store artifact.Store, key string, value []byte, limit int64) (controlevent.Event, error) {
 	if err := ValidateKey(key); err != nil {
 		return controlevent.Event{}, fmt.Errorf("kv: put: %w", err)
+	}
+	if err := CheckValueSize(int64(len(value)), limit); err != nil {
+		return controlevent.Event{}, fmt.Errorf("kv: put %q: %w", key, err)
 	}
 	if store == nil {
 		return controlevent.Event{}, fmt.Errorf("kv: put %q: nil artifact store", key)

@@ -150,6 +150,36 @@ func TestPut_InvalidKey(t *testing.T) {
 	}
 }
 
+func TestPutLimit_TooLarge(t *testing.T) {
+	ctx := context.Background()
+	db, st := openProducer(t), newStore(t)
+	_, err := kv.PutLimit(ctx, db, st, "big", []byte("12345"), 4)
+	if !errors.Is(err, kv.ErrValueTooLarge) || !strings.Contains(err.Error(), "5 bytes") || !strings.Contains(err.Error(), "4-byte limit") {
+		t.Fatalf("PutLimit of 5 bytes with limit 4 = %v, want ErrValueTooLarge giving both sizes", err)
+	}
+	if _, err := artifact.GetBytes(ctx, st, artifact.RefOf([]byte("12345")), 100); !errors.Is(err, artifact.ErrNotFound) {
+		t.Errorf("the refused value reached the artifact store: %v", err)
+	}
+	if _, ok, _ := kv.Get(ctx, db, "big"); ok || len(pending(t, db)) != 0 {
+		t.Error("a refused Put changed the table or the outbox")
+	}
+	if _, err := kv.PutLimit(ctx, db, st, "big", []byte("1234"), 4); err != nil {
+		t.Errorf("PutLimit at exactly the limit = %v", err)
+	}
+}
+
+func TestCheckValueSize_Default(t *testing.T) {
+	if err := kv.CheckValueSize(kv.DefaultMaxValueBytes, 0); err != nil {
+		t.Errorf("at the default limit: %v", err)
+	}
+	if err := kv.CheckValueSize(kv.DefaultMaxValueBytes+1, 0); !errors.Is(err, kv.ErrValueTooLarge) {
+		t.Errorf("one byte over the default limit: %v", err)
+	}
+	if kv.DefaultMaxValueBytes != applier.DefaultMaxPayloadBytes {
+		t.Errorf("DefaultMaxValueBytes %d differs from the applier's limit %d", kv.DefaultMaxValueBytes, applier.DefaultMaxPayloadBytes)
+	}
+}
+
 func TestPut_RolledBackLeavesNeither(t *testing.T) {
 	ctx := context.Background()
 	db, st := openProducer(t), newStore(t)

@@ -16,6 +16,7 @@ import (
 
 	"github.com/controlfeed/controlfeed/internal/failpoint"
 	"github.com/controlfeed/controlfeed/internal/node"
+	"github.com/controlfeed/controlfeed/kv"
 )
 
 // envPrefix starts the name of every environment variable controlfeed reads.
@@ -44,6 +45,8 @@ type settings struct {
 	Out           string // bench
 	Through       uint64 // prune
 	Force         bool   // prune
+
+	MaxArtifactBytes int64 // serve, kv put
 
 	UnavailableGrace time.Duration // serve
 	StallThreshold   time.Duration // serve
@@ -144,6 +147,11 @@ var allSettings = []setting{
 		bind: func(fs *flag.FlagSet, s *settings, name, u string) { fs.DurationVar(&s.UnavailableGrace, name, 0, u) }},
 	{flag: "stall-threshold", def: node.DefaultStallThreshold.String(), usage: "how long the pump and the applier may make no progress (a publish or feed call in flight, an unpublished outbox row, a cursor that does not move while the feed has events) before /healthz reports it (`DURATION`)",
 		bind: func(fs *flag.FlagSet, s *settings, name, u string) { fs.DurationVar(&s.StallThreshold, name, 0, u) }},
+	{flag: "max-artifact-bytes", def: fmt.Sprintf("%d (256 MiB)", kv.DefaultMaxValueBytes),
+		usage: "largest artifact (kv value) in `BYTES`: a node halts at a larger one, kv put refuses one; give the producer and every node the same value",
+		bind: func(fs *flag.FlagSet, s *settings, name, u string) {
+			fs.Int64Var(&s.MaxArtifactBytes, name, kv.DefaultMaxValueBytes, u)
+		}},
 	{flag: "json", def: "false", usage: "print JSON instead of text",
 		bind: func(fs *flag.FlagSet, s *settings, name, u string) { fs.BoolVar(&s.JSON, name, false, u) }},
 	{flag: "from", def: "0", usage: "print events after this ControlVersion `N`",
@@ -447,6 +455,16 @@ func (s *settings) natsURLs() []string {
 		}
 	}
 	return urls
+}
+
+// checkMaxArtifactBytes rejects a --max-artifact-bytes that is not a
+// positive number of bytes.
+func (s *settings) checkMaxArtifactBytes(cmd *command) error {
+	if s.MaxArtifactBytes <= 0 {
+		return usageErrorf("controlfeed %s: --max-artifact-bytes %d: want a positive number of bytes (default %d)",
+			cmd.name, s.MaxArtifactBytes, kv.DefaultMaxValueBytes)
+	}
+	return nil
 }
 
 // usageError is an error in the command line or environment; main exits 2.

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"strconv"
@@ -17,19 +18,30 @@ import (
 
 var kvPutCmd = &command{
 	name:    "kv put",
-	args:    "KEY [VALUE | -]",
+	args:    "KEY VALUE | KEY -",
 	summary: "set a key on the producer and queue the change for publishing",
-	details: `Sets KEY to VALUE in the kv table of --db. The value is read from standard
-input when VALUE is "-" or omitted. The value is stored in the artifact store
-first; then the row and an outbox event commit in one transaction, and the
-event id is printed. A "serve --feed-sink" running on the same database
-publishes it within its poll interval. --db is created if missing; the
-other commands except serve require it to exist.`,
-	example: `controlfeed kv put --db producer.db --artifact-dir /var/lib/cf/artifacts tenant/42/plan pro`,
-	settings: settingList([]string{"db", "artifact-store", "artifact-dir"}, natsSettings,
-		[]string{"nats-bucket", "nats-replicas", "log-format", "log-level"}),
+	details: `Sets KEY to VALUE in the kv table of --db. With "-" instead of VALUE the
+value is read from standard input (an empty value is "" on the command
+line). The value is stored in the artifact store first; then the row and an
+outbox event commit in one transaction, and the event id is printed. A
+"serve --feed-sink" running on the same database publishes it within its
+poll interval. --db is created if missing; the other commands except serve
+require it to exist.
+
+A value larger than --max-artifact-bytes is refused before anything is
+stored or committed (exit status 1): nodes halt at an artifact larger than
+their own --max-artifact-bytes, so give the producer and every node the
+same limit. From standard input, at most that many bytes (plus one) are
+read.`,
+	example:  `controlfeed kv put --db producer.db --artifact-dir /var/lib/cf/artifacts tenant/42/plan pro`,
+	settings: kvWriteSettings,
 	createDB: true,
 }
+
+// kvWriteSettings are the flags of "kv put" and "kv delete": the same, so
+// that one set of flags or variables serves every write.
+var kvWriteSettings = settingList([]string{"db", "artifact-store", "artifact-dir", "max-artifact-bytes"}, natsSettings,
+	[]string{"nats-bucket", "nats-replicas", "log-format", "log-level"})
 
 var kvGetCmd = &command{
 	name:    "kv get",
@@ -48,9 +60,11 @@ var kvDeleteCmd = &command{
 	summary: "delete a key on the producer and queue the change for publishing",
 	details: `Deletes KEY from the kv table of --db and, in the same transaction, appends
 an outbox event, whose id is printed. Deleting a key that does not exist
-changes nothing, publishes nothing and succeeds.`,
+changes nothing, publishes nothing and succeeds. A delete stores no
+artifact: it accepts kv put's artifact and NATS flags (and their variables)
+so that one set serves both, and does not use them.`,
 	example:  `controlfeed kv delete --db producer.db tenant/42/plan`,
-	settings: []string{"db", "log-format", "log-level"},
+	settings: kvWriteSettings,
 }
 
 var kvListCmd = &command{
@@ -98,11 +112,15 @@ func (m *Main) runKVPut(ctx context.Context, args []string) error {
 	if err := kv.ValidateKey(key); err != nil {
 		return usageErrorf("controlfeed kv put: %v", err)
 	}
-	var value []byte
-	if len(pos) == 2 && pos[1] != "-" {
-		value = []byte(pos[1])
-	} else if value, err = io.ReadAll(m.Stdin); err != nil {
-		return fmt.Errorf("controlfeed kv put %q: read value from stdin: %w", key, err)
+	if len(pos) == 1 {
+		return usageErrorf("controlfeed kv put %q: no value: give VALUE, or \"-\" to read it from standard input (see --help)", key)
+	}
+	if err := s.checkMaxArtifactBytes(kvPutCmd); err != nil {
+		return err
+	}
+	value, err := m.kvPutValue(key, pos[1], s.MaxArtifactBytes)
+	if err != nil {
+		return err
 	}
 	db, err := node.OpenDB(ctx, s.DB)
 	if err != nil {
@@ -114,12 +132,91 @@ func (m *Main) runKVPut(ctx context.Context, args []string) error {
 		return err
 	}
 	defer closeStore(store)
-	ev, err := kv.Put(ctx, db, store, key, value)
+	ev, err := kv.PutLimit(ctx, db, store, key, value, s.MaxArtifactBytes)
 	if err != nil {
 		return err
 	}
 	fmt.Fprintln(m.Stdout, ev.EventID)
 	return nil
+}
+
+// kvPutValue returns the value of "kv put KEY arg": arg itself, or standard
+// input for "-". It refuses a value larger than limit, reading at most
+// limit+1 bytes of standard input to find out, so a huge input costs no more
+// memory than the largest acceptable value.
+func (m *Main) kvPutValue(key, arg string, limit int64) ([]byte, error) {
+	tooLarge := func(size string) error {
+		return fmt.Errorf("controlfeed kv put %q: the value is %s, larger than --max-artifact-bytes %d (%s): "+
+			"nodes would halt at it; nothing was stored (raise --max-artifact-bytes here and on every node, or store less)",
+			key, size, limit, formatBytes(limit))
+	}
+	if arg != "-" {
+		if int64(len(arg)) > limit {
+			return nil, tooLarge(fmt.Sprintf("%d bytes", len(arg)))
+		}
+		return []byte(arg), nil
+	}
+	value, over, err := readAtMost(m.Stdin, limit)
+	if err != nil {
+		return nil, fmt.Errorf("controlfeed kv put %q: read value from stdin: %w", key, err)
+	}
+	if over {
+		return nil, tooLarge(fmt.Sprintf("more than %d bytes (standard input was not read further)", limit))
+	}
+	return value, nil
+}
+
+// readAtMost reads r to its end if it holds at most limit bytes, and
+// returns over == true, having read limit+1 bytes and no more, if it holds
+// more. It reads into chunks and joins them once at the end, so a refused
+// input costs about limit bytes of memory, not the doublings of io.ReadAll.
+func readAtMost(r io.Reader, limit int64) (b []byte, over bool, err error) {
+	lr := io.LimitReader(r, limit+1)
+	var chunks [][]byte
+	var total int64
+	for size := 64 << 10; ; size = min(2*size, 8<<20) {
+		c := make([]byte, min(int64(size), limit+1-total))
+		n, err := io.ReadFull(lr, c)
+		if n > 0 {
+			chunks = append(chunks, c[:n])
+			total += int64(n)
+		}
+		if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) || total > limit {
+			break
+		}
+		if err != nil {
+			return nil, false, err
+		}
+	}
+	if total > limit {
+		return nil, true, nil
+	}
+	if len(chunks) == 1 {
+		return chunks[0], false, nil
+	}
+	b = make([]byte, 0, total)
+	for i, c := range chunks {
+		b = append(b, c...)
+		chunks[i] = nil
+	}
+	return b, false, nil
+}
+
+// formatBytes formats n bytes for a message: "256 MiB", "1.5 KiB", "12 B".
+func formatBytes(n int64) string {
+	const unit = 1024
+	if n < unit {
+		return fmt.Sprintf("%d B", n)
+	}
+	div, exp := int64(unit), 0
+	for m := n / unit; m >= unit && exp < 4; m /= unit {
+		div *= unit
+		exp++
+	}
+	v := float64(n) / float64(div)
+	s := strconv.FormatFloat(v, 'f', 1, 64)
+	s = strings.TrimSuffix(s, ".0")
+	return s + " " + string("KMGTP"[exp]) + "iB"
 }
 
 func (m *Main) runKVGet(ctx context.Context, args []string) error {

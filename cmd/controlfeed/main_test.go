@@ -251,7 +251,7 @@ func TestKV_RoundTrip(t *testing.T) {
 		t.Errorf("kv put printed %q, want an event id (%v)", id, err)
 	}
 	mustRun(t, env, "one\n", "kv", "put", "a", "-")
-	mustRun(t, env, "tab\there", "kv", "put", "c")
+	mustRun(t, env, "tab\there", "kv", "put", "c", "-")
 	if got := mustRun(t, env, "", "kv", "get", "a"); got != "one\n" {
 		t.Errorf("kv get a = %q, want %q", got, "one\n")
 	}

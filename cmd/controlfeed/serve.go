@@ -71,7 +71,7 @@ then the server.`,
 	example: `controlfeed serve --db node1.db --feed-source file --feed-dir /var/lib/cf/feed --artifact-dir /var/lib/cf/artifacts --listen 127.0.0.1:7480`,
 	settings: settingList([]string{"db", "feed-source", "feed-sink", "feed-dir", "artifact-store", "artifact-dir",
 		"listen", "node-name"}, natsSettings, natsFeedSettings, []string{"nats-bucket", "embedded-nats", "nats-listen", "nats-store",
-		"poll-interval", "unavailable-grace", "stall-threshold", "log-format", "log-level"}),
+		"max-artifact-bytes", "poll-interval", "unavailable-grace", "stall-threshold", "log-format", "log-level"}),
 	createDB: true,
 }
 
@@ -89,6 +89,9 @@ func (m *Main) runServe(ctx context.Context, args []string) error {
 	}
 	log, err := s.logger(m.Stderr)
 	if err != nil {
+		return err
+	}
+	if err := s.checkMaxArtifactBytes(serveCmd); err != nil {
 		return err
 	}
 	if s.EmbeddedNATS {
@@ -196,6 +199,8 @@ func (s *settings) nodeConfig(log *slog.Logger) *node.Config {
 		NodeName:      s.nodeName(),
 		PollInterval:  s.PollInterval,
 		Logger:        log,
+
+		MaxArtifactBytes: s.MaxArtifactBytes,
 
 		UnavailableGrace: s.UnavailableGrace,
 		StallThreshold:   s.StallThreshold,

@@ -109,6 +109,12 @@ type Config struct {
 	// DefaultStallThreshold.
 	StallThreshold time.Duration
 
+	// MaxArtifactBytes is the largest artifact the applier fetches; a
+	// larger one halts it (applier.Config.MaxPayloadBytes). 0 =
+	// applier.DefaultMaxPayloadBytes. Producers must refuse larger values
+	// (kv.PutLimit with the same limit).
+	MaxArtifactBytes int64
+
 	// Handlers applies events by type; nil = kv.Handlers().
 	Handlers map[string]applier.Handler
 
@@ -152,6 +158,9 @@ func (c *Config) Validate() error {
 	}
 	if c.StallThreshold < 0 {
 		return fmt.Errorf("node: config: StallThreshold %v is negative (set --stall-threshold to 0 for the default)", c.StallThreshold)
+	}
+	if c.MaxArtifactBytes < 0 {
+		return fmt.Errorf("node: config: MaxArtifactBytes %d is negative (set --max-artifact-bytes to 0 for the default)", c.MaxArtifactBytes)
 	}
 	if c.UnavailableGrace < 0 {
 		return fmt.Errorf("node: config: UnavailableGrace %v is negative (set --unavailable-grace to 0 for the default)", c.UnavailableGrace)
@@ -231,7 +240,7 @@ func Open(ctx context.Context, cfg *Config) (_ *Node, err error) {
 	}
 	if n.sink != nil {
 		n.pump, err = outbox.NewPump(n.db, n.sink, &outbox.Config{
-			Logger:       n.log.With("component", "pump"),
+			Logger:       n.log, // the pump adds component=outbox.pump
 			PollInterval: c.PollInterval,
 		})
 		if err != nil {
@@ -240,9 +249,10 @@ func Open(ctx context.Context, cfg *Config) (_ *Node, err error) {
 	}
 	if n.source != nil {
 		n.applier, err = applier.New(n.db, n.source, n.store, &applier.Config{
-			Handlers:     c.Handlers,
-			Logger:       n.log.With("component", "applier"),
-			PollInterval: c.PollInterval,
+			Handlers:        c.Handlers,
+			Logger:          n.log, // the applier adds component=applier
+			PollInterval:    c.PollInterval,
+			MaxPayloadBytes: c.MaxArtifactBytes,
 		})
 		if err != nil {
 			return nil, fmt.Errorf("node: %w", err)
