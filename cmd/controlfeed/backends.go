@@ -1,11 +1,89 @@
 package main
 
-// Every backend the controlfeed command can use, activated by blank import.
-// This is the only file that imports backends; add new ones here.
 import (
+	"fmt"
+	"log/slog"
+	"slices"
+	"strings"
+
+	"github.com/nats-io/nats.go"
+
+	"github.com/controlfeed/controlfeed/artifact"
+	"github.com/controlfeed/controlfeed/artifact/natsobject"
+	"github.com/controlfeed/controlfeed/feed"
+	"github.com/controlfeed/controlfeed/feed/filesource"
+	"github.com/controlfeed/controlfeed/feed/natsfeed"
+
+	// Every backend the controlfeed command can use, activated by import.
+	// This is the only file that imports backends; add new ones here.
 	_ "github.com/controlfeed/controlfeed/artifact/filestore"
-	_ "github.com/controlfeed/controlfeed/artifact/natsobject"
-	_ "github.com/controlfeed/controlfeed/feed/filesource"
-	_ "github.com/controlfeed/controlfeed/feed/natsfeed"
 	_ "github.com/controlfeed/controlfeed/feed/nop"
 )
+
+// defaultNATSURL is the server the jetstream backends connect to without
+// --nats-url (their documented default).
+const defaultNATSURL = nats.DefaultURL
+
+// checkBackends rejects, in the command line's words and before anything is
+// opened or created, a backend flag of cmd that names no registered backend
+// and a file feed without --feed-dir. The backends would refuse both too,
+// but in their library's words (a config field, "forgotten import?").
+func (s *settings) checkBackends(cmd *command) error {
+	for _, b := range []struct {
+		flag, value string
+		names       []string
+	}{
+		{"feed-source", s.FeedSource, feed.Sources()},
+		{"feed-sink", s.FeedSink, feed.Sinks()},
+		{"artifact-store", s.ArtifactStore, artifact.Stores()},
+	} {
+		if !slices.Contains(cmd.settings, b.flag) || slices.Contains(b.names, b.value) {
+			continue
+		}
+		return usageErrorf("controlfeed %s: --%s %q (or %s): want one of %s\n%s",
+			cmd.name, b.flag, b.value, cmd.envName(b.flag), strings.Join(b.names, ", "), cmd.usageLine())
+	}
+	for _, flag := range []string{"feed-source", "feed-sink"} {
+		if !slices.Contains(cmd.settings, flag) || s.FeedDir != "" {
+			continue
+		}
+		if v := s.value(flag); v == filesource.Name {
+			return usageErrorf("controlfeed %s: --%s %s needs --feed-dir DIR (or %s), the directory of the file feed\n%s",
+				cmd.name, flag, v, cmd.envName("feed-dir"), cmd.usageLine())
+		}
+	}
+	return nil
+}
+
+// value returns the value of a backend flag.
+func (s *settings) value(flag string) string {
+	switch flag {
+	case "feed-source":
+		return s.FeedSource
+	case "feed-sink":
+		return s.FeedSink
+	case "artifact-store":
+		return s.ArtifactStore
+	}
+	return ""
+}
+
+// logDefaultNATSURL logs, when a jetstream backend of cmd is in use without
+// --nats-url, the server it connects to, so that a forgotten flag shows.
+func (s *settings) logDefaultNATSURL(cmd *command, log *slog.Logger) {
+	if s.NATSURL != "" {
+		return
+	}
+	var uses []string
+	for _, b := range []struct{ flag, name string }{
+		{"feed-source", natsfeed.Name}, {"feed-sink", natsfeed.Name}, {"artifact-store", natsobject.Name},
+	} {
+		if slices.Contains(cmd.settings, b.flag) && s.value(b.flag) == b.name {
+			uses = append(uses, fmt.Sprintf("--%s %s", b.flag, b.name))
+		}
+	}
+	if len(uses) > 0 {
+		log.Info("no --nats-url given: connecting to the default NATS server", "nats_url", defaultNATSURL,
+			"for", strings.Join(uses, ", "))
+	}
+}

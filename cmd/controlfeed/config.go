@@ -135,8 +135,8 @@ var allSettings = []setting{
 		func(s *settings) *string { return &s.Listen }),
 	withShow("the host name", strSetting("node-name", "", "`NAME` of this node (durable consumer name on jetstream; shown in status)",
 		func(s *settings) *string { return &s.NodeName })),
-	strSetting("nats-url", "", "comma-separated NATS server `URLs` for the jetstream backends",
-		func(s *settings) *string { return &s.NATSURL }),
+	withShow(defaultNATSURL, strSetting("nats-url", "", "comma-separated NATS server `URLs` for the jetstream backends",
+		func(s *settings) *string { return &s.NATSURL })),
 	strSetting("log-format", "text", "log `FORMAT` on stderr: text or json",
 		func(s *settings) *string { return &s.LogFormat }),
 	strSetting("log-level", "info", "log `LEVEL`: debug, info, warn or error",
@@ -246,18 +246,25 @@ func lookupSetting(name string) setting {
 	panic("controlfeed: no setting " + name)
 }
 
-// validEnvNames returns the sorted names of every environment variable
-// controlfeed understands.
+// validEnvNames returns the sorted names of every environment variable of
+// controlfeed's settings: the ones help lists.
 func validEnvNames() []string {
 	names := make([]string, 0, len(allSettings))
 	for _, st := range allSettings {
 		names = append(names, envName(st.flag))
 	}
-	// Read by package failpoint at start-up (crash tests), not flags.
-	names = append(names, failpoint.EnvSpec, failpoint.EnvLog)
+	for _, c := range commands {
+		for _, env := range c.env {
+			names = append(names, env)
+		}
+	}
 	slices.Sort(names)
-	return names
+	return slices.Compact(names)
 }
+
+// testOnlyEnvNames are read by package failpoint at start-up, for the crash
+// tests: accepted by checkEnv, and not shown to users.
+var testOnlyEnvNames = []string{failpoint.EnvSpec, failpoint.EnvLog}
 
 // testEnvPrefix marks variables of the test suites (the chaos suite's
 // CONTROLFEED_CHAOS_LONG, ...). They reach controlfeed processes that the
@@ -272,7 +279,8 @@ func checkEnv(environ []string) error {
 	var unknown []string
 	for _, kv := range environ {
 		k, _, _ := strings.Cut(kv, "=")
-		if strings.HasPrefix(k, envPrefix) && !strings.HasPrefix(k, testEnvPrefix) && !slices.Contains(valid, k) {
+		if strings.HasPrefix(k, envPrefix) && !strings.HasPrefix(k, testEnvPrefix) && !slices.Contains(valid, k) &&
+			!slices.Contains(testOnlyEnvNames, k) {
 			unknown = append(unknown, k)
 		}
 	}
@@ -293,6 +301,10 @@ type command struct {
 	example  string // shell example
 	settings []string
 	createDB bool // the command creates --db if missing; others require it
+	// env replaces, for this command only, the environment variable of
+	// some settings (flag name -> variable), where the shared one means
+	// something else (nats-server's --listen is not serve's HTTP listener).
+	env map[string]string
 	// override replaces, for this command only, the usage line and the
 	// default shown in help of some settings (same flag and variable, a
 	// meaning specific to the command).
@@ -311,6 +323,14 @@ func (c *command) help(name string) (usage, show string) {
 	return st.usage, cmp.Or(st.show, st.def)
 }
 
+// envName returns the environment variable of setting name in c.
+func (c *command) envName(name string) string {
+	if env, ok := c.env[name]; ok {
+		return env
+	}
+	return envName(name)
+}
+
 // flagSet builds cmd's FlagSet bound to s, with help that lists each flag,
 // its environment variable and its default.
 func (c *command) flagSet(s *settings, out io.Writer) *flag.FlagSet {
@@ -320,7 +340,7 @@ func (c *command) flagSet(s *settings, out io.Writer) *flag.FlagSet {
 		usage, _ := c.help(name)
 		lookupSetting(name).bind(fs, s, name, usage)
 	}
-	fs.Usage = func() { c.writeHelp(out, fs) }
+	fs.Usage = func() {} // parse prints the help for --help, and one line for an error
 	return fs
 }
 
@@ -336,7 +356,7 @@ func (c *command) writeHelp(w io.Writer, fs *flag.FlagSet) {
 			if argName != "" && argName != "value" {
 				fmt.Fprintf(w, " %s", argName)
 			}
-			fmt.Fprintf(w, "\n      %s\n      env %s", usage, envName(f.Name))
+			fmt.Fprintf(w, "\n      %s\n      env %s", usage, c.envName(f.Name))
 			if def != "" {
 				fmt.Fprintf(w, ", default %s", def)
 			}
@@ -354,7 +374,7 @@ func (c *command) writeHelp(w io.Writer, fs *flag.FlagSet) {
 func (c *command) parse(m *Main, s *settings, args []string) ([]string, error) {
 	fs := c.flagSet(s, m.Stdout)
 	for _, name := range c.settings {
-		env := envName(name)
+		env := c.envName(name)
 		v, ok := m.lookupEnv(env)
 		if !ok {
 			continue
@@ -369,9 +389,10 @@ func (c *command) parse(m *Main, s *settings, args []string) ([]string, error) {
 	for rest := args; len(rest) > 0; {
 		if err := fs.Parse(rest); err != nil {
 			if errors.Is(err, flag.ErrHelp) {
-				return nil, flag.ErrHelp // fs.Parse printed the help
+				c.writeHelp(m.Stdout, fs)
+				return nil, flag.ErrHelp
 			}
-			return nil, usageErrorf("controlfeed %s: %v (see controlfeed %s --help)", c.name, err, c.name)
+			return nil, c.flagError(err)
 		}
 		left := fs.Args()
 		if n := len(rest) - len(left); n > 0 && rest[n-1] == "--" {
@@ -390,6 +411,23 @@ func (c *command) parse(m *Main, s *settings, args []string) ([]string, error) {
 	s.set = map[string]bool{}
 	fs.Visit(func(f *flag.Flag) { s.set[f.Name] = true })
 	return pos, nil
+}
+
+// flagError turns an error of the flag package into a usage error of two
+// lines: the problem in the command's words, then the usage line and where
+// to find the flags.
+func (c *command) flagError(err error) error {
+	msg := err.Error()
+	if name, ok := strings.CutPrefix(msg, "flag provided but not defined: -"); ok {
+		msg = "unknown flag --" + strings.TrimPrefix(name, "-")
+	}
+	return usageErrorf("controlfeed %s: %s\n%s", c.name, msg, c.usageLine())
+}
+
+// usageLine is the one-line reminder printed after a usage error.
+func (c *command) usageLine() string {
+	return fmt.Sprintf("usage: %s; run 'controlfeed %s --help' for the flags",
+		strings.TrimSpace("controlfeed "+c.name+" [flags] "+c.args), c.name)
 }
 
 // logger builds the slog logger that writes to stderr from --log-format and

@@ -118,6 +118,12 @@ func (m *Main) runKVPut(ctx context.Context, args []string) error {
 	if err := s.checkMaxArtifactBytes(kvPutCmd); err != nil {
 		return err
 	}
+	if err := s.checkBackends(kvPutCmd); err != nil {
+		return err
+	}
+	if log, err := s.logger(m.Stderr); err == nil {
+		s.logDefaultNATSURL(kvPutCmd, log)
+	}
 	value, err := m.kvPutValue(key, pos[1], s.MaxArtifactBytes)
 	if err != nil {
 		return err
@@ -242,9 +248,16 @@ func (m *Main) runKVGet(ctx context.Context, args []string) error {
 
 func (m *Main) runKVDelete(ctx context.Context, args []string) error {
 	var s settings
-	db, pos, err := m.openDBArgs(ctx, kvDeleteCmd, &s, args, 1, 1)
+	pos, err := m.parseDBArgs(kvDeleteCmd, &s, args, 1, 1)
 	if err != nil {
 		return helpOK(err)
+	}
+	if err := s.checkBackends(kvDeleteCmd); err != nil {
+		return err
+	}
+	db, err := node.OpenDB(ctx, s.DB)
+	if err != nil {
+		return err
 	}
 	defer db.Close()
 	ev, existed, err := kv.Delete(ctx, db, pos[0])

@@ -94,8 +94,8 @@ func TestRun_Help(t *testing.T) {
 			t.Errorf("%s --help lacks the usage line or the example:\n%s", c.name, out)
 		}
 		for _, name := range c.settings {
-			if !strings.Contains(out, "--"+name) || !strings.Contains(out, "env "+envName(name)) {
-				t.Errorf("%s --help does not document --%s and %s:\n%s", c.name, name, envName(name), out)
+			if !strings.Contains(out, "--"+name) || !strings.Contains(out, "env "+c.envName(name)) {
+				t.Errorf("%s --help does not document --%s and %s:\n%s", c.name, name, c.envName(name), out)
 			}
 		}
 		if via := mustRun(t, nil, "", append([]string{"help"}, strings.Fields(c.name)...)...); via != out {

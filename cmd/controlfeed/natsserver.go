@@ -24,6 +24,7 @@ Once it accepts connections it prints one line on stdout,
 production broker run a NATS cluster instead (see the README).`,
 	example:  `controlfeed nats-server --listen 127.0.0.1:4222 --store /var/lib/cf/nats`,
 	settings: []string{"listen", "store", "log-format", "log-level"},
+	env:      map[string]string{"listen": envPrefix + "NATS_SERVER_LISTEN"},
 	override: map[string]flagHelp{
 		"listen": {usage: "client `ADDR` of the NATS server (port 0 = random)", show: defaultNATSListen},
 	},

@@ -94,6 +94,9 @@ func (m *Main) runServe(ctx context.Context, args []string) error {
 	if err := s.checkMaxArtifactBytes(serveCmd); err != nil {
 		return err
 	}
+	if err := s.checkBackends(serveCmd); err != nil {
+		return err
+	}
 	if s.EmbeddedNATS {
 		srv, err := s.startEmbeddedNATS(m, log)
 		if err != nil {
@@ -101,6 +104,7 @@ func (m *Main) runServe(ctx context.Context, args []string) error {
 		}
 		defer srv.Shutdown() // deferred first: runs after the node's Close
 	}
+	s.logDefaultNATSURL(serveCmd, log)
 	n, err := openNode(ctx, log, s.nodeConfig(log))
 	if err != nil {
 		if ctx.Err() != nil {

@@ -4,8 +4,10 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"strings"
 	"time"
 
+	"github.com/controlfeed/controlfeed/artifact"
 	"github.com/controlfeed/controlfeed/internal/node"
 )
 
@@ -54,7 +56,7 @@ func (m *Main) runStatus(ctx context.Context, args []string) error {
 		fmt.Fprintf(w, "halted:          event %s (control_version %d, type %s) after %d attempts since %s\n",
 			h.EventID, h.ControlVersion, h.Type, h.Attempts, h.Since.Format(time.RFC3339))
 		fmt.Fprintf(w, "halt error:      %s\n", h.Error)
-		fmt.Fprintf(w, "                 fix the cause, or pass over it: controlfeed skip --db %s %s\n", s.DB, h.EventID)
+		fmt.Fprintf(w, "                 %s\n", haltAdvice(h, s.DB))
 	} else {
 		fmt.Fprintf(w, "halted:          no (unavailability and gaps are not stored: see the running node's GET /v1/status)\n")
 	}
@@ -64,4 +66,25 @@ func (m *Main) runStatus(ctx context.Context, args []string) error {
 	}
 	fmt.Fprintf(w, "outbox dead:     %d\n", st.OutboxDead)
 	return nil
+}
+
+// haltAdvice is what status tells the operator to do about halt h. A skip
+// passes over the event for good, so the node no longer equals its
+// producer: it is offered only when the event itself is at fault, not when
+// the node cannot read a payload the producer stored (its artifact store
+// settings or its --max-artifact-bytes differ from the producer's), which
+// is fixed in the node's configuration. Only the
+// error text is stored, so the causes are told apart by the artifact
+// package's sentinel messages, which the stored error wraps.
+func haltAdvice(h *node.Halt, db string) string {
+	switch {
+	case strings.Contains(h.Error, artifact.ErrNotFound.Error()):
+		return "this node's artifact store does not hold the event's payload: check that serve's --artifact-store and " +
+			"--artifact-dir (or --nats-url/--nats-bucket) are the producer's, and restart the node with them: it then applies the event. " +
+			"Do not skip: the node would miss the change"
+	case strings.Contains(h.Error, artifact.ErrTooLarge.Error()):
+		return "the event's payload is larger than this node's --max-artifact-bytes: give the node the producer's " +
+			"value and restart it: it then applies the event. Do not skip: the node would miss the change"
+	}
+	return fmt.Sprintf("fix the cause, or pass over it: controlfeed skip --db %s %s", db, h.EventID)
 }

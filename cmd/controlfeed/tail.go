@@ -41,12 +41,17 @@ func (m *Main) runTail(ctx context.Context, args []string) error {
 	if len(pos) > 0 {
 		return usageErrorf("controlfeed tail: unexpected argument %q", pos[0])
 	}
-	if _, err := s.logger(m.Stderr); err != nil {
+	log, err := s.logger(m.Stderr)
+	if err != nil {
 		return err
 	}
 	if s.FeedSource == nop.Name {
 		return usageErrorf("controlfeed tail: --feed-source is %q, which has no events; available: %v", nop.Name, feed.Sources())
 	}
+	if err := s.checkBackends(tailCmd); err != nil {
+		return err
+	}
+	s.logDefaultNATSURL(tailCmd, log)
 	cfg := s.feedConfig()
 	cfg.NATS.NodeName = "" // jetstream: an ephemeral, read-only consumer
 	src, err := feed.Open(s.FeedSource, cfg)
