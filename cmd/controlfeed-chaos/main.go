@@ -48,6 +48,20 @@ func run() error {
 	fs.IntVar(&cfg.Nodes, "nodes", 3, "fleet nodes (`N`)")
 	fs.Uint64Var(&cfg.Seed, "seed", 0, "`SEED` of the harness's choices (0 = from the clock)")
 	diskFull := fs.Bool("disk-full", true, "run the disk-full episode on the last node (tmpfs if mountable, else a failure point)")
+	fs.Usage = func() {
+		fmt.Fprint(fs.Output(), `Usage: controlfeed-chaos -binary CONTROLFEED [flags]
+
+Runs controlfeed's crash, outage, duplicate and bad-input suite by hand: a
+NATS broker, a writer, a pump and the nodes as OS processes, SIGKILLed and
+restarted at random and at named failure points for -duration, then checks
+that nothing was lost, applied twice or out of order and that every node
+equals the producer. Prints progress on stderr, then the counts and a
+verdict; exits 1 if the run found a problem. See docs/RELIABILITY.md.
+
+Flags:
+`)
+		fs.PrintDefaults()
+	}
 	fs.Parse(os.Args[1:])
 	if cfg.Binary == "" {
 		return fmt.Errorf("-binary is required (go build -o /tmp/controlfeed ./cmd/controlfeed)")

@@ -59,6 +59,9 @@ func (m *Main) runTail(ctx context.Context, args []string) error {
 		return err
 	}
 	defer closeQuietly(src)
+	if err := m.notePastHead(ctx, src, s.From, s.Follow); err != nil {
+		return err
+	}
 	interval := s.PollInterval
 	if interval <= 0 {
 		interval = defaultTailPoll
@@ -69,7 +72,37 @@ func (m *Main) runTail(ctx context.Context, args []string) error {
 	if ctx.Err() != nil && errors.Is(err, ctx.Err()) {
 		return nil // interrupted: the normal end of --follow
 	}
+	var behind *feed.CursorBehindError
+	if errors.As(err, &behind) {
+		return fmt.Errorf("controlfeed tail: --from %d is behind the feed's retention: the oldest event it holds is %d; "+
+			"run with --from %d or more", behind.Cursor, behind.FirstAvailable, behind.FirstAvailable-1)
+	}
 	return err
+}
+
+// notePastHead tells the operator, on stderr, when --from is past the
+// feed's newest event: a typo or a feed other than the one meant, not a
+// retention problem. It is a note, not an error: with --follow, tail waits
+// for the events after from. A source that does not report its head is not
+// checked.
+func (m *Main) notePastHead(ctx context.Context, src feed.Source, from uint64, follow bool) error {
+	hr, ok := src.(feed.HeadReporter)
+	if !ok || from == 0 {
+		return nil
+	}
+	head, err := hr.Head(ctx)
+	if err != nil {
+		return fmt.Errorf("controlfeed tail: read the head of %s: %w", src.Name(), err)
+	}
+	if from <= head {
+		return nil
+	}
+	then := "nothing to print"
+	if follow {
+		then = fmt.Sprintf("waiting for event %d", from+1)
+	}
+	fmt.Fprintf(m.Stderr, "controlfeed tail: --from %d is past the feed's newest event %d: %s\n", from, head, then)
+	return nil
 }
 
 // tail calls print for every event of src after from, in order. It returns
