@@ -331,9 +331,9 @@ func (c *command) envName(name string) string {
 	return envName(name)
 }
 
-// flagSet builds cmd's FlagSet bound to s, with help that lists each flag,
-// its environment variable and its default.
-func (c *command) flagSet(s *settings, out io.Writer) *flag.FlagSet {
+// flagSet builds cmd's FlagSet bound to s. It prints nothing: parse writes
+// the help (writeHelp) or a one-line usage error.
+func (c *command) flagSet(s *settings) *flag.FlagSet {
 	fs := flag.NewFlagSet("controlfeed "+c.name, flag.ContinueOnError)
 	fs.SetOutput(io.Discard)
 	for _, name := range c.settings {
@@ -372,7 +372,7 @@ func (c *command) writeHelp(w io.Writer, fs *flag.FlagSet) {
 // ("kv get KEY --db FILE"); everything after "--" is positional. It returns
 // flag.ErrHelp, after printing the help, for -h/--help.
 func (c *command) parse(m *Main, s *settings, args []string) ([]string, error) {
-	fs := c.flagSet(s, m.Stdout)
+	fs := c.flagSet(s)
 	for _, name := range c.settings {
 		env := c.envName(name)
 		v, ok := m.lookupEnv(env)
