@@ -261,7 +261,9 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	}
 
 	// Fault phase.
-	fctx, fcancel := context.WithTimeout(ctx, cfg.Duration+cfg.Duration/2)
+	// The writer may need longer than Duration on a loaded machine (every
+	// kill costs it a restart); the phase ends when it is done.
+	fctx, fcancel := context.WithTimeout(ctx, cfg.Duration+max(cfg.Duration/2, 2*time.Minute))
 	var inj sync.WaitGroup
 	faultsDone := make(chan struct{})
 	inj.Go(func() { h.randomKills(fctx, faultsDone) })
