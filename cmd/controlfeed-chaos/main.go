@@ -47,6 +47,7 @@ func run() error {
 	fs.DurationVar(&cfg.Duration, "duration", 4*time.Minute, "length of the fault phase (`DURATION`); targets scale with it")
 	fs.IntVar(&cfg.Nodes, "nodes", 3, "fleet nodes (`N`)")
 	fs.Uint64Var(&cfg.Seed, "seed", 0, "`SEED` of the harness's choices (0 = from the clock)")
+	fs.StringVar(&cfg.Feed, "feed", chaos.FeedJetStream, "feed backend under test (`NAME`): jetstream (a broker with its restarts, cuts, duplicates, bad inputs and duplicate node names) or file (a feed directory with held feed locks)")
 	diskFull := fs.Bool("disk-full", true, "run the disk-full episode on the last node (tmpfs if mountable, else a failure point)")
 	fs.Usage = func() {
 		fmt.Fprint(fs.Output(), `Usage: controlfeed-chaos -binary CONTROLFEED [flags]
@@ -63,6 +64,9 @@ Flags:
 		fs.PrintDefaults()
 	}
 	fs.Parse(os.Args[1:])
+	if cfg.Feed != chaos.FeedJetStream && cfg.Feed != chaos.FeedFile {
+		return fmt.Errorf("-feed %q: want %s or %s", cfg.Feed, chaos.FeedJetStream, chaos.FeedFile)
+	}
 	if cfg.Binary == "" {
 		return fmt.Errorf("-binary is required (go build -o /tmp/controlfeed ./cmd/controlfeed)")
 	}
@@ -83,6 +87,9 @@ Flags:
 	cfg.DuplicateDeliveries = max(int(10000*scale), 100)
 	cfg.BadInputs = max(int(200*scale), 10)
 	cfg.KillsPerPoint = max(int(20*scale), 5)
+	cfg.PowerLosses = max(int(3*scale), 1)
+	cfg.StoreFulls = max(int(3*scale), 1)
+	cfg.FeedLocks = max(int(8*scale), 1)
 	cfg.Log = os.Stderr
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
