@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"slices"
@@ -419,7 +420,8 @@ func TestSink_RemovesStaleTemps(t *testing.T) {
 }
 
 // The registry opens the backend by name on FileDir; an empty FileDir or a
-// missing directory for a Source is an error naming the problem.
+// missing directory for a Source is an error naming the problem, and a
+// Source never creates its directory.
 func TestRegistry(t *testing.T) {
 	dir := t.TempDir()
 	sink, err := feed.OpenSink(filesource.Name, feed.SourceConfig{FileDir: dir})
@@ -439,13 +441,11 @@ func TestRegistry(t *testing.T) {
 		t.Fatalf("Open with empty FileDir: %v", err)
 	}
 	missing := filepath.Join(dir, "missing", "feed")
-	ms, err := filesource.NewSource(missing, nil)
-	if err != nil {
-		t.Fatalf("NewSource on a missing directory: %v", err)
+	if _, err := filesource.NewSource(missing, nil); !errors.Is(err, fs.ErrNotExist) || !strings.Contains(err.Error(), missing) {
+		t.Fatalf("NewSource on a missing directory: %v, want an error naming it and wrapping fs.ErrNotExist", err)
 	}
-	ms.Close()
-	if fi, err := os.Stat(missing); err != nil || !fi.IsDir() {
-		t.Fatalf("NewSource did not create %s: %v", missing, err)
+	if _, err := os.Stat(filepath.Join(dir, "missing")); !errors.Is(err, fs.ErrNotExist) {
+		t.Fatalf("NewSource created the missing directory (or a parent): %v", err)
 	}
 	notDir := filepath.Join(dir, "plain")
 	if err := os.WriteFile(notDir, nil, 0o644); err != nil {
@@ -456,6 +456,25 @@ func TestRegistry(t *testing.T) {
 	}
 	if _, err := filesource.NewSource(dir, &filesource.Options{MaxBatch: -1}); err == nil {
 		t.Fatal("NewSource accepted MaxBatch -1")
+	}
+}
+
+// A Source on a directory it may enter but not list fails at NewSource,
+// naming the directory, instead of failing every Poll. Root may list any
+// directory, so the case is skipped as root (cmd/controlfeed's misuse tests
+// run it as an unprivileged user).
+func TestNewSource_UnlistableDirectory(t *testing.T) {
+	if os.Geteuid() == 0 {
+		t.Skip("running as root, which lists a directory whatever its permissions")
+	}
+	dir := filepath.Join(t.TempDir(), "feed")
+	openSink(t, dir).Close()
+	if err := os.Chmod(dir, 0o311); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.Chmod(dir, 0o755) })
+	if _, err := filesource.NewSource(dir, nil); !errors.Is(err, fs.ErrPermission) || !strings.Contains(err.Error(), dir) {
+		t.Fatalf("NewSource on an unlistable directory: %v, want an error naming it and wrapping fs.ErrPermission", err)
 	}
 }
 

@@ -2,7 +2,10 @@ package filesource
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"io"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"sync"
@@ -34,11 +37,16 @@ type Source struct {
 	closed bool
 }
 
-// NewSource opens a Source on dir, creating the directory (and its parents)
-// and its lock file if they do not exist yet, so a node may start before its
-// producer. In a directory it may not write, it reads without the lock file
-// until one appears. It scans the directory once, lazily, on the first call.
-// opts may be nil.
+// NewSource opens a Source on dir, which must exist: a reader never creates
+// its feed directory (only a Sink does), so a mistyped directory fails here
+// instead of leaving a node waiting on an empty feed for ever. A node started
+// before its producer needs the directory created first (mkdir). NewSource
+// fails too when the directory cannot be listed (no read permission), so an
+// unusable feed stops a node at start-up rather than at every poll. It
+// creates the directory's lock file if it is missing and it may; in a
+// directory it may not write, it reads without the lock file until one
+// appears. It scans the directory once, lazily, on the first call. opts may
+// be nil.
 func NewSource(dir string, opts *Options) (*Source, error) {
 	if err := opts.Validate(); err != nil {
 		return nil, err
@@ -47,15 +55,19 @@ func NewSource(dir string, opts *Options) (*Source, error) {
 	if dir == "" {
 		return nil, fmt.Errorf("filesource: open source: %w", errEmptyDir)
 	}
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return nil, fmt.Errorf("filesource: open source %q: create the feed directory: %w", dir, err)
-	}
 	info, err := os.Stat(dir)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, fmt.Errorf("filesource: open source %q: the feed directory does not exist "+
+			"(check the path; a reader never creates it: the producer's sink does, or create it yourself): %w", dir, err)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("filesource: open source %q: %w", dir, err)
 	}
 	if !info.IsDir() {
 		return nil, fmt.Errorf("filesource: open source %q: not a directory", dir)
+	}
+	if err := checkListable(dir); err != nil {
+		return nil, fmt.Errorf("filesource: open source %q: cannot list the feed directory (check its permissions for this user): %w", dir, err)
 	}
 	lock, err := openReaderLock(dir)
 	if err != nil {
@@ -65,6 +77,20 @@ func NewSource(dir string, opts *Options) (*Source, error) {
 		lock.Close()
 	}
 	return &Source{dir: dir, maxBatch: o.MaxBatch, lockTimeout: o.LockTimeout, ix: newIndex(dir, o.Logger, true)}, nil
+}
+
+// checkListable reads one name of directory dir, which fails when the
+// process may not list it.
+func checkListable(dir string) error {
+	f, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	if _, err := f.Readdirnames(1); err != nil && err != io.EOF {
+		return err
+	}
+	return nil
 }
 
 // Name returns "file".

@@ -211,6 +211,17 @@ func Open(ctx context.Context, cfg *Config) (_ *Node, err error) {
 		}
 	}()
 
+	// The sink first: it may create a file feed's directory, which a
+	// source never does.
+	sink, err := feed.OpenSink(c.FeedSink, c.Feed)
+	if err != nil {
+		return nil, fmt.Errorf("node: %w", err)
+	}
+	if sink.Name() == nop.Name {
+		closeQuietly(sink)
+	} else {
+		n.sink = sink
+	}
 	src, err := feed.Open(c.FeedSource, c.Feed)
 	if err != nil {
 		return nil, fmt.Errorf("node: %w", err)
@@ -222,15 +233,6 @@ func Open(ctx context.Context, cfg *Config) (_ *Node, err error) {
 		if c.WrapSource != nil {
 			n.source = c.WrapSource(src)
 		}
-	}
-	sink, err := feed.OpenSink(c.FeedSink, c.Feed)
-	if err != nil {
-		return nil, fmt.Errorf("node: %w", err)
-	}
-	if sink.Name() == nop.Name {
-		closeQuietly(sink)
-	} else {
-		n.sink = sink
 	}
 	if n.store, err = artifact.Open(c.ArtifactStore, c.Artifact); err != nil {
 		return nil, fmt.Errorf("node: %w", err)
