@@ -100,6 +100,11 @@ func Migrate(ctx context.Context, db *sql.DB) (err error) {
 	return nil
 }
 
+// SchemaVersion returns the version of the applier schema this package
+// creates and understands, the one Migrate records in
+// controlfeed_applier_schema.
+func SchemaVersion() int { return len(migrations) }
+
 // Querier is what ReadCursor needs: *sql.DB, *sql.Tx and *sql.Conn all
 // satisfy it.
 type Querier interface {

@@ -147,6 +147,10 @@ func Migrate(ctx context.Context, db *sql.DB) (err error) {
 	return nil
 }
 
+// SchemaVersion returns the version of the kv schema this package creates
+// and understands, the one Migrate records in controlfeed_kv_schema.
+func SchemaVersion() int { return len(migrations) }
+
 // ValidateKey reports whether key is acceptable: non-empty, valid UTF-8, no
 // control characters (C0 including NUL, DEL, and C1 U+0080..U+009F), at most
 // controlevent.MaxKeyLen bytes. The error wraps ErrInvalidKey.

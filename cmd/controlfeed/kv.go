@@ -52,6 +52,7 @@ unless the value already ends with one. A missing key is an error (exit
 status 1).`,
 	example:  `controlfeed kv get --db node1.db tenant/42/plan`,
 	settings: []string{"db", "log-format", "log-level"},
+	override: readOnlyDB,
 }
 
 var kvDeleteCmd = &command{
@@ -76,6 +77,7 @@ characters, invalid UTF-8) is printed as a double-quoted Go string. With
 --json, prints one JSON array of {"key","value","version","updated_at"}.`,
 	example:  `controlfeed kv list --db node1.db --json`,
 	settings: []string{"db", "json", "log-format", "log-level"},
+	override: readOnlyDB,
 }
 
 func (m *Main) runKV(ctx context.Context, args []string) error {
@@ -227,7 +229,7 @@ func formatBytes(n int64) string {
 
 func (m *Main) runKVGet(ctx context.Context, args []string) error {
 	var s settings
-	db, pos, err := m.openDBArgs(ctx, kvGetCmd, &s, args, 1, 1)
+	db, pos, err := m.openReadOnlyArgs(ctx, kvGetCmd, &s, args, 1, 1)
 	if err != nil {
 		return helpOK(err)
 	}
@@ -282,7 +284,7 @@ type kvJSON struct {
 
 func (m *Main) runKVList(ctx context.Context, args []string) error {
 	var s settings
-	db, _, err := m.openDBArgs(ctx, kvListCmd, &s, args, 0, 0)
+	db, _, err := m.openReadOnlyArgs(ctx, kvListCmd, &s, args, 0, 0)
 	if err != nil {
 		return helpOK(err)
 	}

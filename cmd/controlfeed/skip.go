@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 
 	"github.com/controlfeed/controlfeed/applier"
@@ -25,27 +26,45 @@ halted: nothing is wrong with an event, it retries by itself, and there is
 nothing to skip.`,
 	example:  `controlfeed skip --db node1.db 0190f5a2-6c1e-7b3a-9a51-2f7d4c8e9b10`,
 	settings: []string{"db", "log-format", "log-level"},
+	override: map[string]flagHelp{
+		"db": {usage: "SQLite database `FILE` of the halted node; must exist, and is written only to record the skip (never created or migrated)"},
+	},
 }
 
 func (m *Main) runSkip(ctx context.Context, args []string) error {
 	var s settings
-	db, pos, err := m.openDBArgs(ctx, skipCmd, &s, args, 1, 1)
+	ro, pos, err := m.openReadOnlyArgs(ctx, skipCmd, &s, args, 1, 1)
 	if err != nil {
 		return helpOK(err)
 	}
-	defer db.Close()
-	before, err := node.ReadStatus(ctx, db)
+	defer ro.Close()
+	id := pos[0]
+	before, err := node.ReadStatus(ctx, ro)
 	if err != nil {
 		return err
 	}
-	if err := applier.Skip(ctx, db, pos[0]); err != nil {
+	if h := before.Halted; h == nil || h.EventID != id {
+		// Not halted at id: Skip refuses, reading only, which is all it
+		// can do on the read-only handle. Should the node have halted at
+		// id meanwhile, Skip fails to write there and we go on below.
+		if err := applier.Skip(ctx, ro, id); errors.Is(err, applier.ErrNotHalted) {
+			return err
+		}
+	}
+	ro.Close()
+	db, err := node.OpenDB(ctx, s.DB)
+	if err != nil {
 		return err
 	}
-	if h := before.Halted; h != nil && h.EventID == pos[0] {
+	defer db.Close()
+	if err := applier.Skip(ctx, db, id); err != nil {
+		return err
+	}
+	if h := before.Halted; h != nil && h.EventID == id {
 		fmt.Fprintf(m.Stdout, "skipped event %s (control_version %d, type %s), halted since %s with: %s\n",
 			h.EventID, h.ControlVersion, h.Type, h.Since.Format("2006-01-02T15:04:05Z07:00"), h.Error)
 	} else {
-		fmt.Fprintf(m.Stdout, "skipped event %s\n", pos[0])
+		fmt.Fprintf(m.Stdout, "skipped event %s\n", id)
 	}
 	return nil
 }

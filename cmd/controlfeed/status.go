@@ -30,11 +30,12 @@ exit status is 0 whatever the node's state; use serve's /healthz for
 alerting.`,
 	example:  `controlfeed status --db node1.db --json`,
 	settings: []string{"db", "json", "log-format", "log-level"},
+	override: readOnlyDB,
 }
 
 func (m *Main) runStatus(ctx context.Context, args []string) error {
 	var s settings
-	db, _, err := m.openDBArgs(ctx, statusCmd, &s, args, 0, 0)
+	db, _, err := m.openReadOnlyArgs(ctx, statusCmd, &s, args, 0, 0)
 	if err != nil {
 		return helpOK(err)
 	}
