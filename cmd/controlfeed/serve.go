@@ -57,7 +57,10 @@ be skipped (see the README's runbooks).
 
 With both the source and the sink nop (the default) the process is a single
 node: local writes are not published. Producers and nodes sharing a file feed
-must share --feed-dir and --artifact-dir. SIGINT or SIGTERM stops it cleanly.
+must share --feed-dir and --artifact-dir. A file feed's directory is created
+by its sink (--feed-sink file), never by a node: a --feed-dir that does not
+exist, or that the node may not list, stops serve at start-up. SIGINT or
+SIGTERM stops it cleanly.
 
 On jetstream (--feed-source/--feed-sink jetstream, --artifact-store
 jetstream) the process connects to --nats-url. With --embedded-nats it runs
