@@ -61,6 +61,20 @@
 //     a Put's temp file and has neither fsynced nor renamed it. A kill must
 //     leave no object under the ref, only a temp file that a later Sweep
 //     removes; an error fails the Put and removes the temp file.
+//   - snapshot.restore-mid-write: snapshot.Restore has written the first
+//     chunk of the downloaded database to its temporary file beside the
+//     target. A kill must leave the old target as it was (a leftover
+//     "<target>.restore" that the next Restore removes); an error fails the
+//     Restore and removes the temporary file.
+//   - snapshot.restore-before-rename: the new database is complete,
+//     verified and fsynced beside the target, the old target's WAL was
+//     checkpointed into it and its -wal/-shm removed, and the rename has not
+//     happened. A kill must leave the complete old database; an error fails
+//     the Restore with the old database in place.
+//   - snapshot.restore-after-rename: the new database was renamed over the
+//     target and the directory fsynced. A kill must leave the complete new
+//     database; an error is a lost reply (the restore is done, the caller
+//     sees a failure; running Restore again is safe).
 //
 // # Spec grammar
 //

@@ -29,6 +29,19 @@ const (
 	// FilestoreMidWrite is in the artifact file store's Put: first chunk of
 	// the temp file written, not fsynced, not renamed.
 	FilestoreMidWrite = "filestore.mid-write"
+	// SnapshotRestoreMidWrite is in snapshot.Restore: the first chunk of
+	// the downloaded database is written to the temporary file beside the
+	// target, not all of it, nothing fsynced or renamed.
+	SnapshotRestoreMidWrite = "snapshot.restore-mid-write"
+	// SnapshotRestoreBeforeRename is in snapshot.Restore: the new database
+	// is complete, verified and fsynced beside the target, the old
+	// target's WAL is checkpointed and its -wal/-shm removed, and the
+	// rename has not happened.
+	SnapshotRestoreBeforeRename = "snapshot.restore-before-rename"
+	// SnapshotRestoreAfterRename is in snapshot.Restore: the new database
+	// was renamed over the target and the directory fsynced; Restore has
+	// not returned.
+	SnapshotRestoreAfterRename = "snapshot.restore-after-rename"
 )
 
 // known is the set Enable accepts; keep it in step with the constants.
@@ -42,4 +55,7 @@ var known = []string{
 	ApplierBeforeCommit,
 	ApplierAfterCommitBeforeAck,
 	FilestoreMidWrite,
+	SnapshotRestoreMidWrite,
+	SnapshotRestoreBeforeRename,
+	SnapshotRestoreAfterRename,
 }
