@@ -196,4 +196,3 @@ func (c *countingHash) Write(p []byte) (int, error) {
 	c.n += int64(len(p))
 	return len(p), nil
 }
-
