@@ -105,7 +105,7 @@ func TestCreate_WhileApplying(t *testing.T) {
 	ctx := context.Background()
 	store := newStore(t)
 	f := newFleet(t, store)
-	const total = 400
+	const total = 200
 	f.publish(total)
 
 	// Expected kv digest after each prefix of events: replay on a
@@ -119,7 +119,7 @@ func TestCreate_WhileApplying(t *testing.T) {
 		f.catchUp()
 	}()
 	var snaps []snapshot.Manifest
-	for len(snaps) < 6 {
+	for len(snaps) < 4 {
 		m, err := snapshot.Create(ctx, f.node, store, &snapshot.CreateOptions{TempDir: t.TempDir()})
 		if err != nil {
 			t.Fatal(err)
