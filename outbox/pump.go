@@ -145,6 +145,11 @@ func (p *Pump) Pass(ctx context.Context) (int, error) {
 	if errors.Is(err, errStopped) {
 		return n, fmt.Errorf("outbox: pass: %w", ctx.Err())
 	}
+	if err != nil && ctx.Err() != nil && !errors.Is(err, ctx.Err()) {
+		// A canceled ctx makes database/sql roll back a transaction in
+		// flight; its Commit then reports only sql.ErrTxDone. Say why.
+		return n, fmt.Errorf("outbox: pass: %w (%w)", ctx.Err(), err)
+	}
 	return n, err
 }
 
