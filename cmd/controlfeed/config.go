@@ -2,8 +2,6 @@ package main
 
 import (
 	"cmp"
-	"context"
-	"database/sql"
 	"errors"
 	"flag"
 	"fmt"
@@ -557,18 +555,4 @@ func (m *Main) parseDBArgs(cmd *command, s *settings, args []string, minArgs, ma
 		}
 	}
 	return pos, nil
-}
-
-// openDBArgs is parseDBArgs followed by opening (and migrating) --db. The
-// caller closes the database; an error is to be returned through helpOK.
-func (m *Main) openDBArgs(ctx context.Context, cmd *command, s *settings, args []string, minArgs, maxArgs int) (*sql.DB, []string, error) {
-	pos, err := m.parseDBArgs(cmd, s, args, minArgs, maxArgs)
-	if err != nil {
-		return nil, nil, err
-	}
-	db, err := node.OpenDB(ctx, s.DB)
-	if err != nil {
-		return nil, nil, err
-	}
-	return db, pos, nil
 }
