@@ -345,6 +345,11 @@ func TestTail(t *testing.T) {
 	if out != want {
 		t.Errorf("tail = %q, want %q", out, want)
 	}
+	// --feed-dir alone means the file feed (it used to say "nop has no
+	// events").
+	if got := mustRun(t, nil, "", "tail", "--follow=false", "--from", "1", "--feed-dir", dir); got != want {
+		t.Errorf("tail --feed-dir without --feed-source = %q, want %q", got, want)
+	}
 	out = mustRun(t, env, "", "tail", "--follow=false", "--json")
 	lines := strings.Split(strings.TrimSpace(out), "\n")
 	if len(lines) != 3 {

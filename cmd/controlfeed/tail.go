@@ -8,6 +8,7 @@ import (
 
 	"github.com/controlfeed/controlfeed/controlevent"
 	"github.com/controlfeed/controlfeed/feed"
+	"github.com/controlfeed/controlfeed/feed/filesource"
 	"github.com/controlfeed/controlfeed/feed/nop"
 )
 
@@ -45,8 +46,11 @@ func (m *Main) runTail(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
+	if s.FeedSource == nop.Name && !s.set["feed-source"] && s.FeedDir != "" {
+		s.FeedSource = filesource.Name // --feed-dir alone means the file feed
+	}
 	if s.FeedSource == nop.Name {
-		return usageErrorf("controlfeed tail: --feed-source is %q, which has no events; available: %v", nop.Name, feed.Sources())
+		return usageErrorf("controlfeed tail: --feed-source is %q, which has no events: give --feed-source file --feed-dir DIR, or --feed-source jetstream with --nats-url", nop.Name)
 	}
 	if err := s.checkBackends(tailCmd); err != nil {
 		return err
