@@ -34,10 +34,21 @@
 // stored or committed; give PutLimit the nodes' limit when they run with
 // another one.
 //
+// # Roles
+//
+// Put and Delete are the producer's writes. On a database recorded as a
+// node's (package dbrole; controlfeed serve records it when it runs an
+// applier) they refuse, before storing anything, with an error wrapping
+// dbrole.ErrNodeDatabase: a local write there would make the node differ
+// from its producer, and its outbox event would never be published. Write on
+// the producer's database instead. A database with no recorded role (a
+// producer's that no pump has opened yet, a single node's) accepts them.
+//
 // # Errors
 //
 // Errors begin with "kv:" and the operation, and name the key. An invalid key
-// wraps ErrInvalidKey, a value over the limit ErrValueTooLarge. Handlers
+// wraps ErrInvalidKey, a value over the limit ErrValueTooLarge, a write on a
+// node's database dbrole.ErrNodeDatabase. Handlers
 // return errors (halting the applier) for an event with an invalid key.
 package kv
 
@@ -56,6 +67,7 @@ import (
 	"github.com/controlfeed/controlfeed/applier"
 	"github.com/controlfeed/controlfeed/artifact"
 	"github.com/controlfeed/controlfeed/controlevent"
+	"github.com/controlfeed/controlfeed/dbrole"
 	"github.com/controlfeed/controlfeed/internal/failpoint"
 	"github.com/controlfeed/controlfeed/outbox"
 )
@@ -247,6 +259,8 @@ func CheckValueSize(size, limit int64) error {
 // (ControlVersion 0). db needs Migrate and outbox.Migrate. On error nothing
 // changed in db (the artifact may remain; it is harmless). Concurrent Puts of
 // one key are serialised by SQLite's write lock; each gets its own version.
+// On a node's database it stores nothing and returns an error wrapping
+// dbrole.ErrNodeDatabase (see Roles in the package documentation).
 func PutLimit(ctx context.Context, db *sql.DB, store artifact.Store, key string, value []byte, limit int64) (controlevent.Event, error) {
 	if err := ValidateKey(key); err != nil {
 		return controlevent.Event{}, fmt.Errorf("kv: put: %w", err)
@@ -257,6 +271,9 @@ func PutLimit(ctx context.Context, db *sql.DB, store artifact.Store, key string,
 	if store == nil {
 		return controlevent.Event{}, fmt.Errorf("kv: put %q: nil artifact store", key)
 	}
+	if err := dbrole.CheckLocalWrite(ctx, db); err != nil {
+		return controlevent.Event{}, fmt.Errorf("kv: put %q: %w", key, err)
+	}
 	ref, err := artifact.PutBytes(ctx, store, value)
 	if err != nil {
 		return controlevent.Event{}, fmt.Errorf("kv: put %q: store value: %w", key, err)
@@ -264,6 +281,11 @@ func PutLimit(ctx context.Context, db *sql.DB, store artifact.Store, key string,
 	now := time.Now().UTC()
 	var ev controlevent.Event
 	err = inTx(ctx, db, func(tx *sql.Tx) error {
+		// Again under the write lock: a serve may have made it a node's
+		// database since the check above.
+		if err := dbrole.CheckLocalWrite(ctx, tx); err != nil {
+			return err
+		}
 		base, _, err := currentVersion(ctx, tx, key)
 		if err != nil {
 			return err
@@ -298,12 +320,17 @@ func PutLimit(ctx context.Context, db *sql.DB, store artifact.Store, key string,
 // Delete is the producer side of a removal: in one transaction it deletes
 // key's row and appends a kv.delete event (Version = old version + 1,
 // BaseVersion = old version, no artifact). If the key does not exist it
-// changes nothing, appends no event and returns existed == false.
+// changes nothing, appends no event and returns existed == false. On a
+// node's database it changes nothing and returns an error wrapping
+// dbrole.ErrNodeDatabase, whether or not the key exists.
 func Delete(ctx context.Context, db *sql.DB, key string) (ev controlevent.Event, existed bool, err error) {
 	if err := ValidateKey(key); err != nil {
 		return ev, false, fmt.Errorf("kv: delete: %w", err)
 	}
 	err = inTx(ctx, db, func(tx *sql.Tx) error {
+		if err := dbrole.CheckLocalWrite(ctx, tx); err != nil {
+			return err
+		}
 		base, ok, err := currentVersion(ctx, tx, key)
 		if err != nil || !ok {
 			return err

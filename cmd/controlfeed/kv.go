@@ -6,13 +6,16 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"os"
 	"strconv"
 	"strings"
 	"time"
 	"unicode/utf8"
 
 	"github.com/controlfeed/controlfeed/artifact"
+	"github.com/controlfeed/controlfeed/dbrole"
 	"github.com/controlfeed/controlfeed/internal/node"
+	"github.com/controlfeed/controlfeed/internal/sqlitedb"
 	"github.com/controlfeed/controlfeed/kv"
 )
 
@@ -26,7 +29,8 @@ line). The value is stored in the artifact store first; then the row and an
 outbox event commit in one transaction, and the event id is printed. A
 "serve --feed-sink" running on the same database publishes it within its
 poll interval. --db is created if missing; the other commands except serve
-require it to exist.
+require it to exist. A node's database (one that "serve --feed-source" has
+applied a feed to) is refused (exit status 1): write on the producer's.
 
 A value larger than --max-artifact-bytes is refused before anything is
 stored or committed (exit status 1): nodes halt at an artifact larger than
@@ -61,7 +65,8 @@ var kvDeleteCmd = &command{
 	summary: "delete a key on the producer and queue the change for publishing",
 	details: `Deletes KEY from the kv table of --db and, in the same transaction, appends
 an outbox event, whose id is printed. Deleting a key that does not exist
-changes nothing, publishes nothing and succeeds. A delete stores no
+changes nothing, publishes nothing and succeeds. A node's database is
+refused, as by "kv put". A delete stores no
 artifact: it accepts kv put's artifact and NATS flags (and their variables)
 so that one set serves both, and does not use them.`,
 	example:  `controlfeed kv delete --db producer.db tenant/42/plan`,
@@ -126,6 +131,9 @@ func (m *Main) runKVPut(ctx context.Context, args []string) error {
 	if log, err := s.logger(m.Stderr); err == nil {
 		s.logDefaultNATSURL(kvPutCmd, log)
 	}
+	if err := refuseNodeDB(ctx, kvPutCmd, s.DB); err != nil {
+		return err
+	}
 	value, err := m.kvPutValue(key, pos[1], s.MaxArtifactBytes)
 	if err != nil {
 		return err
@@ -142,7 +150,7 @@ func (m *Main) runKVPut(ctx context.Context, args []string) error {
 	defer closeStore(store)
 	ev, err := kv.PutLimit(ctx, db, store, key, value, s.MaxArtifactBytes)
 	if err != nil {
-		return err
+		return nodeDBError(kvPutCmd, s.DB, err)
 	}
 	fmt.Fprintln(m.Stdout, ev.EventID)
 	return nil
@@ -257,6 +265,9 @@ func (m *Main) runKVDelete(ctx context.Context, args []string) error {
 	if err := s.checkBackends(kvDeleteCmd); err != nil {
 		return err
 	}
+	if err := refuseNodeDB(ctx, kvDeleteCmd, s.DB); err != nil {
+		return err
+	}
 	db, err := node.OpenDB(ctx, s.DB)
 	if err != nil {
 		return err
@@ -264,7 +275,7 @@ func (m *Main) runKVDelete(ctx context.Context, args []string) error {
 	defer db.Close()
 	ev, existed, err := kv.Delete(ctx, db, pos[0])
 	if err != nil {
-		return err
+		return nodeDBError(kvDeleteCmd, s.DB, err)
 	}
 	if !existed {
 		fmt.Fprintf(m.Stderr, "controlfeed kv delete %q: no such key; nothing to publish\n", pos[0])
@@ -272,6 +283,37 @@ func (m *Main) runKVDelete(ctx context.Context, args []string) error {
 	}
 	fmt.Fprintln(m.Stdout, ev.EventID)
 	return nil
+}
+
+// refuseNodeDB returns nodeDBError's refusal if the existing database at
+// path is a node's, reading it read-only before anything creates, migrates
+// or writes it. Anything else (a missing path, which the command creates, or
+// a file it cannot read) is left to the command.
+func refuseNodeDB(ctx context.Context, cmd *command, path string) error {
+	if _, err := os.Stat(path); err != nil {
+		return nil
+	}
+	db, err := sqlitedb.OpenReadOnly(ctx, path)
+	if err != nil {
+		return nil
+	}
+	defer db.Close()
+	err = dbrole.CheckLocalWrite(ctx, db)
+	if errors.Is(err, dbrole.ErrNodeDatabase) {
+		return nodeDBError(cmd, path, err)
+	}
+	return nil
+}
+
+// nodeDBError rewords a refusal of dbrole.ErrNodeDatabase in the command's
+// terms; other errors are returned as they are.
+func nodeDBError(cmd *command, path string, err error) error {
+	if !errors.Is(err, dbrole.ErrNodeDatabase) {
+		return err
+	}
+	return fmt.Errorf("controlfeed %s: refused: %s is a node's database (it applies a feed: serve --feed-source); "+
+		"a local write there would make this node differ from its producer and would never be published; "+
+		"run the command with --db set to the producer's database: %w", cmd.name, path, dbrole.ErrNodeDatabase)
 }
 
 // kvJSON is one element of "kv list --json".

@@ -16,8 +16,26 @@
 // A process with FeedSink != "nop" is a producer: its pump drains the outbox
 // of DB into the sink. A process with FeedSource != "nop" is a fleet node: its
 // applier applies the feed to DB with Config.Handlers (kv.Handlers by
-// default). One process may be both, or neither (the single-node default,
-// where local writes are simply not published).
+// default). A process may be neither (the single-node default, where local
+// writes are simply not published), but not both: one database is either a
+// producer's or a node's.
+//
+// Open records the role in the database (package dbrole) the first time it
+// opens it as a producer or a node, and refuses, before migrating or
+// changing anything, to open it in the other role afterwards. On a node's
+// database kv.Put and kv.Delete refuse local writes.
+//
+// # One pump per producer database
+//
+// A producer takes an exclusive flock(2) on DB + PumpLockSuffix
+// ("producer.db.pump.lock") in Open and holds it until Close, and writes its
+// pid and host into the file. A second Open with a sink on the same database,
+// in this process or another, fails at once with an error naming the holder;
+// it does not wait as a standby (a supervisor restarts it). The kernel
+// releases the lock when the holder exits in any way, SIGKILL included, so a
+// crash never leaves a stale lock; the file stays as a record of the last
+// holder. The lock needs a local file system with flock, which SQLite's WAL
+// needs anyway.
 //
 // # Errors
 //
@@ -41,6 +59,7 @@ import (
 
 	"github.com/controlfeed/controlfeed/applier"
 	"github.com/controlfeed/controlfeed/artifact"
+	"github.com/controlfeed/controlfeed/dbrole"
 	"github.com/controlfeed/controlfeed/feed"
 	"github.com/controlfeed/controlfeed/feed/nop"
 	"github.com/controlfeed/controlfeed/internal/sqlitedb"
@@ -165,7 +184,24 @@ func (c *Config) Validate() error {
 	if c.UnavailableGrace < 0 {
 		return fmt.Errorf("node: config: UnavailableGrace %v is negative (set --unavailable-grace to 0 for the default)", c.UnavailableGrace)
 	}
+	if src, sink := cmp.Or(c.FeedSource, DefaultFeed), cmp.Or(c.FeedSink, DefaultFeed); src != nop.Name && sink != nop.Name {
+		return fmt.Errorf("node: config: feed source %q and feed sink %q on one database %s: a database is either a producer's "+
+			"(--feed-sink: its pump publishes its outbox) or a node's (--feed-source: its applier applies a feed), not both; "+
+			"run a producer and a node as two processes with two databases", src, sink, c.DB)
+	}
 	return nil
+}
+
+// role is the database role the configuration opens DB in: Producer with a
+// sink, Node with a source, None with neither (Validate refuses both).
+func (c *Config) role() dbrole.Role {
+	switch {
+	case c.FeedSink != nop.Name:
+		return dbrole.Producer
+	case c.FeedSource != nop.Name:
+		return dbrole.Node
+	}
+	return dbrole.None
 }
 
 // Node is one opened process: database, store, backends, and the pump and
@@ -180,6 +216,7 @@ type Node struct {
 	pump    *outbox.Pump
 	applier *applier.Applier
 	ln      net.Listener
+	lock    *pumpLock // held by a producer from Open to Close
 
 	mu      sync.Mutex
 	pumpErr error // fatal error of pump.Run, for health
@@ -195,6 +232,11 @@ type Node struct {
 // Open opens everything cfg names, migrates the database and, if cfg.Listen
 // is set, binds the HTTP listener (so a busy port fails here, not in Run).
 // Nothing runs until Run. On error everything opened so far is closed.
+//
+// With a sink, Open first takes the database's pump lock and fails if
+// another pump holds it (see the package documentation). It refuses a
+// database recorded in the other role before migrating it, and records the
+// role once everything else has opened.
 func Open(ctx context.Context, cfg *Config) (_ *Node, err error) {
 	var c Config
 	if cfg != nil {
@@ -210,6 +252,12 @@ func Open(ctx context.Context, cfg *Config) (_ *Node, err error) {
 			n.Close()
 		}
 	}()
+	role := c.role()
+	if role == dbrole.Producer {
+		if n.lock, err = lockPump(c.DB); err != nil {
+			return nil, err
+		}
+	}
 
 	// The sink first: it may create a file feed's directory, which a
 	// source never does.
@@ -237,7 +285,7 @@ func Open(ctx context.Context, cfg *Config) (_ *Node, err error) {
 	if n.store, err = artifact.Open(c.ArtifactStore, c.Artifact); err != nil {
 		return nil, fmt.Errorf("node: %w", err)
 	}
-	if n.db, err = OpenDB(ctx, c.DB); err != nil {
+	if n.db, err = openDBAs(ctx, c.DB, role); err != nil {
 		return nil, err
 	}
 	if n.sink != nil {
@@ -266,15 +314,33 @@ func Open(ctx context.Context, cfg *Config) (_ *Node, err error) {
 			return nil, fmt.Errorf("node: listen %q: %w", c.Listen, err)
 		}
 	}
+	if role != dbrole.None {
+		if err := dbrole.Record(ctx, n.db, role); err != nil {
+			return nil, fmt.Errorf("node: %s: %w", c.DB, err)
+		}
+	}
 	return n, nil
 }
 
 // OpenDB opens the SQLite database at path with sqlitedb.Open and migrates
 // the outbox, applier and kv schemas (idempotent). The caller closes it.
 func OpenDB(ctx context.Context, path string) (*sql.DB, error) {
+	return openDBAs(ctx, path, dbrole.None)
+}
+
+// openDBAs is OpenDB that first, before migrating anything, refuses a
+// database recorded in a role other than role (dbrole.Check); None checks
+// nothing.
+func openDBAs(ctx context.Context, path string, role dbrole.Role) (*sql.DB, error) {
 	db, err := sqlitedb.Open(ctx, path)
 	if err != nil {
 		return nil, fmt.Errorf("node: %w", err)
+	}
+	if role != dbrole.None {
+		if err := dbrole.Check(ctx, db, role); err != nil {
+			db.Close()
+			return nil, fmt.Errorf("node: %s: %w", path, err)
+		}
 	}
 	for _, m := range []func(context.Context, *sql.DB) error{outbox.Migrate, applier.Migrate, kv.Migrate} {
 		if err := m(ctx, db); err != nil {
@@ -399,6 +465,7 @@ func (n *Node) Close() error {
 	if n.db != nil {
 		errs = append(errs, n.db.Close())
 	}
+	errs = append(errs, n.lock.unlock())
 	if err := errors.Join(errs...); err != nil {
 		return fmt.Errorf("node: close: %w", err)
 	}
