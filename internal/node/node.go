@@ -54,6 +54,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"os"
 	"sync"
 	"time"
 
@@ -252,9 +253,12 @@ func Open(ctx context.Context, cfg *Config) (_ *Node, err error) {
 			n.Close()
 		}
 	}()
+	// An existing database is refused first, before a backend, the lock
+	// file or a migration changes anything; a new one is created only once
+	// the backends have opened.
 	role := c.role()
-	if role == dbrole.Producer {
-		if n.lock, err = lockPump(c.DB); err != nil {
+	if _, statErr := os.Stat(c.DB); statErr == nil {
+		if err := n.openDB(ctx, role); err != nil {
 			return nil, err
 		}
 	}
@@ -285,7 +289,12 @@ func Open(ctx context.Context, cfg *Config) (_ *Node, err error) {
 	if n.store, err = artifact.Open(c.ArtifactStore, c.Artifact); err != nil {
 		return nil, fmt.Errorf("node: %w", err)
 	}
-	if n.db, err = openDBAs(ctx, c.DB, role); err != nil {
+	if n.db == nil {
+		if err := n.openDB(ctx, role); err != nil {
+			return nil, err
+		}
+	}
+	if err = migrate(ctx, n.db, c.DB); err != nil {
 		return nil, err
 	}
 	if n.sink != nil {
@@ -323,15 +332,24 @@ func Open(ctx context.Context, cfg *Config) (_ *Node, err error) {
 }
 
 // OpenDB opens the SQLite database at path with sqlitedb.Open and migrates
-// the outbox, applier and kv schemas (idempotent). The caller closes it.
+// the outbox, applier and kv schemas (idempotent). It neither checks nor
+// records a role (package dbrole): Open does. The caller closes it.
 func OpenDB(ctx context.Context, path string) (*sql.DB, error) {
-	return openDBAs(ctx, path, dbrole.None)
+	db, err := openChecked(ctx, path, dbrole.None)
+	if err != nil {
+		return nil, err
+	}
+	if err := migrate(ctx, db, path); err != nil {
+		db.Close()
+		return nil, err
+	}
+	return db, nil
 }
 
-// openDBAs is OpenDB that first, before migrating anything, refuses a
-// database recorded in a role other than role (dbrole.Check); None checks
-// nothing.
-func openDBAs(ctx context.Context, path string, role dbrole.Role) (*sql.DB, error) {
+// openChecked opens the database at path with sqlitedb.Open and, before
+// anything writes to it, refuses one recorded in a role other than role
+// (dbrole.Check); None checks nothing.
+func openChecked(ctx context.Context, path string, role dbrole.Role) (*sql.DB, error) {
 	db, err := sqlitedb.Open(ctx, path)
 	if err != nil {
 		return nil, fmt.Errorf("node: %w", err)
@@ -342,13 +360,31 @@ func openDBAs(ctx context.Context, path string, role dbrole.Role) (*sql.DB, erro
 			return nil, fmt.Errorf("node: %s: %w", path, err)
 		}
 	}
+	return db, nil
+}
+
+// migrate runs the outbox, applier and kv migrations on db (at path).
+func migrate(ctx context.Context, db *sql.DB, path string) error {
 	for _, m := range []func(context.Context, *sql.DB) error{outbox.Migrate, applier.Migrate, kv.Migrate} {
 		if err := m(ctx, db); err != nil {
-			db.Close()
-			return nil, fmt.Errorf("node: migrate %s: %w", path, err)
+			return fmt.Errorf("node: migrate %s: %w", path, err)
 		}
 	}
-	return db, nil
+	return nil
+}
+
+// openDB opens the database, refusing one recorded in another role, and,
+// for a producer, takes the pump lock.
+func (n *Node) openDB(ctx context.Context, role dbrole.Role) (err error) {
+	if n.db, err = openChecked(ctx, n.cfg.DB, role); err != nil {
+		return err
+	}
+	if role == dbrole.Producer {
+		if n.lock, err = lockPump(n.cfg.DB); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // DB returns the node's database.
