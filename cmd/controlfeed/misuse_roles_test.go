@@ -89,7 +89,7 @@ func TestMisuse_KVWriteOnNodeDB(t *testing.T) {
 		{"kv", "delete", "k"},
 		{"kv", "delete", "no-such-key"},
 	} {
-		t.Run(strings.Join(args[:2], "_")+"_"+args[len(args)-2], func(t *testing.T) {
+		t.Run(strings.Join(args[:2], "_")+"_"+args[len(args)-2+len(args)%2], func(t *testing.T) {
 			r := newRoleDBs(t)
 			before := treeDigest(t, r.dir)
 			args = append([]string{args[0], args[1], "--db", r.node}, args[2:]...)

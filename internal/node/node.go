@@ -85,7 +85,9 @@ const (
 // Config describes one process. Zero values select the documented defaults.
 type Config struct {
 	// DB is the path of the SQLite database (required). It is created if
-	// missing and migrated (outbox, applier and kv schemas).
+	// missing and migrated (outbox, applier and kv schemas). Its role is
+	// recorded and checked, and a producer locks DB + PumpLockSuffix (see
+	// the package documentation).
 	DB string
 
 	// FeedSource is the registered feed.Source backend the applier reads;
