@@ -131,11 +131,11 @@ func (m *Main) runKVPut(ctx context.Context, args []string) error {
 	if log, err := s.logger(m.Stderr); err == nil {
 		s.logDefaultNATSURL(kvPutCmd, log)
 	}
-	if err := refuseNodeDB(ctx, kvPutCmd, s.DB); err != nil {
-		return err
-	}
 	value, err := m.kvPutValue(key, pos[1], s.MaxArtifactBytes)
 	if err != nil {
+		return err
+	}
+	if err := refuseNodeDB(ctx, kvPutCmd, s.DB); err != nil {
 		return err
 	}
 	db, err := node.OpenDB(ctx, s.DB)
@@ -286,14 +286,16 @@ func (m *Main) runKVDelete(ctx context.Context, args []string) error {
 }
 
 // refuseNodeDB returns nodeDBError's refusal if the existing database at
-// path is a node's, reading it read-only before anything creates, migrates
-// or writes it. Anything else (a missing path, which the command creates, or
-// a file it cannot read) is left to the command.
+// path is a node's, before anything migrates or writes it. Anything else (a
+// missing path, which the command creates, or a file it cannot open) is left
+// to the command. It opens the database as the command will (sqlitedb.Open),
+// not read-only: as the last connection to close, it removes the -wal and
+// -shm files that a read-only reader would leave behind.
 func refuseNodeDB(ctx context.Context, cmd *command, path string) error {
 	if _, err := os.Stat(path); err != nil {
 		return nil
 	}
-	db, err := sqlitedb.OpenReadOnly(ctx, path)
+	db, err := sqlitedb.Open(ctx, path)
 	if err != nil {
 		return nil
 	}

@@ -376,19 +376,24 @@ func TestMisuse_LogKeysOnce(t *testing.T) {
 	var stderr syncBuffer
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	done := make(chan error, 1)
-	go func() {
-		m := &Main{Stderr: &stderr}
-		done <- m.Run(ctx, []string{"serve", "--db", filepath.Join(dir, "n.db"), "--feed-sink", "file",
-			"--feed-source", "file", "--feed-dir", filepath.Join(dir, "feed")})
-	}()
+	done := make(chan error, 2)
+	// A producer and a node: one database cannot be both.
+	for _, role := range [][]string{{"p.db", "--feed-sink"}, {"n.db", "--feed-source"}} {
+		go func() {
+			m := &Main{Stderr: &stderr}
+			done <- m.Run(ctx, []string{"serve", "--db", filepath.Join(dir, role[0]), role[1], "file",
+				"--feed-dir", filepath.Join(dir, "feed")})
+		}()
+	}
 	waitFor(t, 30*time.Second, "the pump and the applier to start", func() bool {
 		s := stderr.String()
 		return strings.Contains(s, "outbox pump started") && strings.Contains(s, "component=applier")
 	})
 	cancel()
-	if err := <-done; err != nil {
-		t.Fatal(err)
+	for range 2 {
+		if err := <-done; err != nil {
+			t.Fatal(err)
+		}
 	}
 	for line := range strings.SplitSeq(stderr.String(), "\n") {
 		if strings.Count(line, "component=") > 1 {
