@@ -60,6 +60,10 @@ type Report struct {
 	// PowerLosses counts the producer power losses simulated; RolledBack
 	// the outbox rows they took away (committed, never published).
 	PowerLosses, RolledBack int
+	// WriterShort says how far the writer got when it did not write every
+	// event before the fault phase's time limit ("" when it did); below
+	// half the target it is a problem too.
+	WriterShort string
 	// Feed is the run's feed backend. FeedLocks counts the held feed
 	// locks of a file-feed run, FeedLocksPastTimeout those held longer than
 	// the readers' and the Sink's lock timeout, FeedLockTime their total.
@@ -129,6 +133,9 @@ func (r *Report) String() string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "chaos run: seed %d, %s feed, %d nodes, fault phase %v, total %v\n", r.Seed, r.Feed, r.Nodes, r.FaultPhase.Round(time.Second), r.Elapsed.Round(time.Second))
 	fmt.Fprintf(&b, "  events: %d producer changes, %d feed positions\n", r.Events, r.StreamMessages)
+	if r.WriterShort != "" {
+		fmt.Fprintf(&b, "  short run: %s (a loaded machine)\n", r.WriterShort)
+	}
 	if r.Feed == FeedFile {
 		fmt.Fprintf(&b, "  feed locks held: %d (0.5-15s), %d past the %v lock timeout, %v in all; no broker, so no broker restarts, cuts, forced duplicates, bad inputs or duplicate node names\n",
 			r.FeedLocks, r.FeedLocksPastTimeout, filesource.DefaultLockTimeout, r.FeedLockTime.Round(time.Second))
