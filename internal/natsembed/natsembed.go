@@ -8,6 +8,18 @@
 // buckets of the previous one: a restart loses nothing that was acknowledged.
 // Two servers must never share a StoreDir at the same time.
 //
+// # Clustering
+//
+// With Options.ClusterName, ClusterListen and Routes set, the server is one
+// member of a NATS cluster with clustered JetStream: streams and buckets can
+// then be replicated (R3 on three members). Every member gets the same
+// cluster name, its own ServerName and StoreDir, and the route URLs of the
+// members ("nats-route://host:port", its own may be included: a server
+// ignores the route to itself). A cluster serves JetStream once a majority of
+// its members run and have elected a meta leader; Start returns when this
+// member accepts client connections, which may be before that (see
+// WaitClusterReady).
+//
 // # Errors
 //
 // Start fails with an error naming the listen address or the store directory
@@ -21,7 +33,9 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/url"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
@@ -51,6 +65,18 @@ type Options struct {
 	// User and Password, if set, make the server require them from every
 	// client (one user with all permissions). Empty: no authentication.
 	User, Password string
+
+	// ClusterName names the cluster this server is a member of. It is
+	// required with ClusterListen, and must be the same on every member.
+	ClusterName string
+	// ClusterListen is the "host:port" the server accepts routes from the
+	// other members on (port 0 picks a free random port, see ClusterAddr).
+	// Empty: not clustered (ClusterName and Routes must be empty too).
+	ClusterListen string
+	// Routes are the other members' route URLs, "nats-route://host:port"
+	// (this server's own may be included). Required with ClusterListen:
+	// JetStream needs them to form its meta group.
+	Routes []string
 }
 
 func (o *Options) setDefaults() {
@@ -80,7 +106,54 @@ func (o Options) Validate() error {
 	if o.ReadyTimeout < 0 {
 		return fmt.Errorf("natsembed: options: ReadyTimeout %v is negative", o.ReadyTimeout)
 	}
-	return nil
+	return o.validateCluster()
+}
+
+// validateCluster checks the cluster options: all or none of ClusterName,
+// ClusterListen and Routes, a ServerName for clustered JetStream, and route
+// URLs with a host and a port.
+func (o Options) validateCluster() error {
+	if o.ClusterListen == "" {
+		if o.ClusterName != "" || len(o.Routes) > 0 {
+			return errors.New("natsembed: options: ClusterName and Routes need ClusterListen (the address other members connect to)")
+		}
+		return nil
+	}
+	if _, err := splitListen(o.ClusterListen); err != nil {
+		return fmt.Errorf("natsembed: options: cluster %w", err)
+	}
+	switch {
+	case o.ClusterName == "":
+		return fmt.Errorf("natsembed: options: cluster listen %q needs ClusterName (the same on every member)", o.ClusterListen)
+	case strings.ContainsAny(o.ClusterName, " \t\r\n"):
+		return fmt.Errorf("natsembed: options: cluster name %q contains white space", o.ClusterName)
+	case o.ServerName == "":
+		return fmt.Errorf("natsembed: options: cluster member on %q needs ServerName (unique in the cluster): clustered JetStream identifies its peers by it", o.ClusterListen)
+	case len(o.Routes) == 0:
+		return fmt.Errorf("natsembed: options: cluster member on %q needs Routes (the members' nats-route://host:port URLs): clustered JetStream needs them", o.ClusterListen)
+	}
+	_, err := parseRoutes(o.Routes)
+	return err
+}
+
+// parseRoutes parses route URLs: scheme nats-route (or nats), a host and a
+// numeric port.
+func parseRoutes(routes []string) ([]*url.URL, error) {
+	var urls []*url.URL
+	for _, r := range routes {
+		u, err := url.Parse(strings.TrimSpace(r))
+		if err != nil {
+			return nil, fmt.Errorf("natsembed: options: route %q: %w", r, err)
+		}
+		if u.Scheme != "nats-route" && u.Scheme != "nats" || u.Hostname() == "" || u.Port() == "" {
+			return nil, fmt.Errorf("natsembed: options: route %q: want nats-route://host:port", r)
+		}
+		if p, err := strconv.Atoi(u.Port()); err != nil || p < 1 || p > 65535 {
+			return nil, fmt.Errorf("natsembed: options: route %q: port %q is not a number in 1..65535", r, u.Port())
+		}
+		urls = append(urls, u)
+	}
+	return urls, nil
 }
 
 type hostPort struct {
@@ -107,8 +180,10 @@ func splitListen(s string) (hostPort, error) {
 // Server is a running embedded NATS server. Its methods are safe for
 // concurrent use.
 type Server struct {
-	ns       *server.Server
-	storeDir string
+	ns        *server.Server
+	storeDir  string
+	clustered bool    // started with ClusterListen
+	opts      Options // as given to Start, for restarts
 }
 
 // Start configures and starts a server with JetStream enabled and waits until
@@ -131,7 +206,19 @@ func Start(opts Options) (*Server, error) {
 		NoSigs:     true,
 		Username:   opts.User,
 		Password:   opts.Password,
-		// HTTP monitoring, cluster, leafnodes: off.
+		// HTTP monitoring, leafnodes: off. Cluster: see below.
+	}
+	if opts.ClusterListen != "" {
+		chp, err := splitListen(opts.ClusterListen)
+		if err != nil {
+			return nil, err
+		}
+		routes, err := parseRoutes(opts.Routes)
+		if err != nil {
+			return nil, err
+		}
+		sopts.Cluster = server.ClusterOpts{Name: opts.ClusterName, Host: chp.host, Port: chp.port}
+		sopts.Routes = routes
 	}
 	ns, err := server.NewServer(sopts)
 	if err != nil {
@@ -150,7 +237,7 @@ func Start(opts Options) (*Server, error) {
 		ns.WaitForShutdown()
 		return nil, fmt.Errorf("natsembed: start %s (store %s): JetStream did not start", opts.Listen, opts.StoreDir)
 	}
-	return &Server{ns: ns, storeDir: opts.StoreDir}, nil
+	return &Server{ns: ns, storeDir: opts.StoreDir, clustered: opts.ClusterListen != "", opts: opts}, nil
 }
 
 // ClientURL returns the URL clients connect to, e.g.
@@ -166,6 +253,65 @@ func (s *Server) Addr() string {
 		return ""
 	}
 	return a.String()
+}
+
+// ClusterAddr returns the "host:port" the server accepts routes on, "" when
+// it is not clustered; "nats-route://" + ClusterAddr() is its route URL.
+func (s *Server) ClusterAddr() string {
+	a := s.ns.ClusterAddr()
+	if a == nil {
+		return ""
+	}
+	return a.String()
+}
+
+// Name returns the server's name (Options.ServerName, or the one it
+// generated).
+func (s *Server) Name() string { return s.ns.Name() }
+
+// WaitClusterReady waits until the members form one JetStream cluster that
+// can place replicated streams on all of them: one member is the meta
+// leader and counts every member as an online peer, and every member is
+// current with it. On a single unclustered server it returns at once. It
+// returns an error wrapping ctx's error, with what it last saw, if that
+// does not happen before ctx ends.
+func WaitClusterReady(ctx context.Context, members ...*Server) error {
+	t := time.NewTicker(20 * time.Millisecond)
+	defer t.Stop()
+	for {
+		leader, current := "", 0
+		peers := 0
+		for _, m := range members {
+			if !m.clustered {
+				current++
+				continue
+			}
+			if m.ns.JetStreamIsCurrent() {
+				current++
+			}
+			if m.ns.JetStreamIsLeader() {
+				leader, peers = m.Name(), len(m.ns.JetStreamClusterPeers())
+			}
+		}
+		if current == len(members) && (leader != "" && peers >= len(members) || !anyClustered(members)) {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("natsembed: JetStream cluster of %d members not ready (meta leader %q with %d online peers, %d members current): %w",
+				len(members), leader, peers, current, ctx.Err())
+		case <-t.C:
+		}
+	}
+}
+
+func anyClustered(members []*Server) bool {
+	for _, m := range members {
+		if m.clustered {
+			return true
+		}
+	}
+	return false
 }
 
 // StoreDir returns Options.StoreDir as given to Start.

@@ -1,7 +1,11 @@
 package natsembed
 
 import (
+	"context"
+	"fmt"
+	"net"
 	"testing"
+	"time"
 )
 
 // StartForTest starts a server for t on a random local port with its store in
@@ -25,10 +29,43 @@ func StartWithAuthForTest(t testing.TB, user, password string) *Server {
 // streams. The new server is shut down when the test ends.
 func RestartForTest(t testing.TB, s *Server) *Server {
 	t.Helper()
-	addr := s.Addr()
-	dir := s.storeDir
+	opts := s.opts
+	opts.Listen = s.Addr()
+	if opts.ClusterListen != "" {
+		opts.ClusterListen = s.ClusterAddr()
+	}
 	s.Shutdown()
-	return startForTest(t, Options{Listen: addr, StoreDir: dir})
+	return startForTest(t, opts)
+}
+
+// StartClusterForTest starts a cluster of n members on random local ports
+// (cluster "test", servers "s1".."sn", stores in t.TempDir()), each routed
+// to all, waits until their JetStream cluster is ready for R-n streams
+// (WaitClusterReady, at most 30s) and shuts them down when the test ends.
+func StartClusterForTest(t testing.TB, n int) []*Server {
+	t.Helper()
+	ports := make([]string, n)
+	routes := make([]string, n)
+	for i := range n {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatalf("natsembed: pick a cluster port: %v", err)
+		}
+		ports[i] = ln.Addr().String()
+		ln.Close()
+		routes[i] = "nats-route://" + ports[i]
+	}
+	members := make([]*Server, n)
+	for i := range n {
+		members[i] = startForTest(t, Options{StoreDir: t.TempDir(), ServerName: fmt.Sprintf("s%d", i+1),
+			ClusterName: "test", ClusterListen: ports[i], Routes: routes})
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := WaitClusterReady(ctx, members...); err != nil {
+		t.Fatalf("%v", err)
+	}
+	return members
 }
 
 func startForTest(t testing.TB, opts Options) *Server {
