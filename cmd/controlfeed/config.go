@@ -66,6 +66,10 @@ type settings struct {
 	NATSListen          string
 	NATSStore           string
 	Store               string
+	ClusterName         string // nats-server
+	ClusterListen       string // nats-server
+	Routes              string // nats-server
+	ServerName          string // nats-server
 
 	Nodes    int
 	Events   int
@@ -190,6 +194,14 @@ var allSettings = []setting{
 		func(s *settings) *string { return &s.NATSStore })),
 	strSetting("store", "", "JetStream store `DIR` of the NATS server (required)",
 		func(s *settings) *string { return &s.Store }),
+	strSetting("cluster-name", "", "`NAME` of the NATS cluster this server is a member of, the same on every member (with --cluster-listen)",
+		func(s *settings) *string { return &s.ClusterName }),
+	strSetting("cluster-listen", "", "`ADDR` this server accepts routes from the other cluster members on (empty = not clustered)",
+		func(s *settings) *string { return &s.ClusterListen }),
+	strSetting("routes", "", "comma-separated route `URLs` of the cluster members, nats-route://host:port (its own may be included)",
+		func(s *settings) *string { return &s.Routes }),
+	withShow("controlfeed", strSetting("server-name", "", "`NAME` of this NATS server, unique in its cluster",
+		func(s *settings) *string { return &s.ServerName })),
 	{flag: "nodes", def: "3", usage: "number `N` of fleet nodes",
 		bind: func(fs *flag.FlagSet, s *settings, name, u string) { fs.IntVar(&s.Nodes, name, 3, u) }},
 	{flag: "events", def: "3000", usage: "number `N` of changes to publish",

@@ -143,7 +143,7 @@ func parseRoutes(routes []string) ([]*url.URL, error) {
 	for _, r := range routes {
 		u, err := url.Parse(strings.TrimSpace(r))
 		if err != nil {
-			return nil, fmt.Errorf("natsembed: options: route %q: %w", r, err)
+			return nil, fmt.Errorf("natsembed: options: route %q: want nats-route://host:port: %w", r, err)
 		}
 		if u.Scheme != "nats-route" && u.Scheme != "nats" || u.Hostname() == "" || u.Port() == "" {
 			return nil, fmt.Errorf("natsembed: options: route %q: want nats-route://host:port", r)
