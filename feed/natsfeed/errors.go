@@ -46,6 +46,43 @@ func (e *NodeInUseError) Error() string {
 // Unwrap makes errors.Is match ErrNodeNameInUse and feed.ErrUnavailable.
 func (e *NodeInUseError) Unwrap() []error { return []error{ErrNodeNameInUse, feed.ErrUnavailable} }
 
+// ErrNoStream is wrapped, together with feed.ErrUnavailable, by Poll while
+// the feed stream does not exist. A Source never creates the stream (nor
+// the lease bucket before it): the producer's Sink does, with the
+// configured replicas, so a node started first waits, unavailable, instead
+// of creating an R1 stream on a cluster.
+var ErrNoStream = errors.New("natsfeed: the feed stream does not exist yet")
+
+// noStreamError is Poll's error for a missing stream.
+func noStreamError(stream string) error {
+	return &unavailableError{err: fmt.Errorf("natsfeed: stream %q: %w; the producer (a jetstream feed sink) creates it, and this node waits until then "+
+		"(check --nats-stream and --nats-url if the producer runs)", stream, ErrNoStream)}
+}
+
+// ReplicasError is returned by NewSink when the existing feed stream has a
+// replica count other than the configured one (NATSConfig.Replicas, the
+// daemon's --nats-replicas). The Sink never changes an existing stream: a
+// node or an operator may have created it, and an R1 stream on a cluster
+// silently loses the feed's durability. The fix is either to change the
+// stream with the nats CLI command Error names, or to configure the
+// stream's actual count to accept it. package natsobject reports the
+// artifact bucket's mismatch with the same message shape.
+type ReplicasError struct {
+	// Kind is "stream" (the feed) or "bucket" (artifacts); Name the stream
+	// or bucket name; Stream the JetStream stream to edit.
+	Kind, Name, Stream string
+	// Have is the existing count, Want the configured one.
+	Have, Want int
+}
+
+// Error names the counts and both remedies.
+func (e *ReplicasError) Error() string {
+	return fmt.Sprintf("natsfeed: existing %s %q has %d replica(s) but %d are configured (--nats-replicas %d); "+
+		"the producer does not change it: change it with `nats stream edit %s --replicas %d`, "+
+		"or configure --nats-replicas %d to use it as it is",
+		e.Kind, e.Name, e.Have, e.Want, e.Want, e.Stream, e.Want, e.Have)
+}
+
 // unavailableError marks err as an outage (feed.ErrUnavailable) without
 // changing its message.
 type unavailableError struct{ err error }

@@ -151,16 +151,9 @@ func (l *lease) setupLocked(ctx context.Context) error {
 	}
 	if l.kv == nil {
 		bucket := LeaseBucket(l.c.cfg.Stream)
-		kv, err := l.c.js.CreateKeyValue(ctx, jetstream.KeyValueConfig{
-			Bucket:      bucket,
-			Description: "controlfeed node name leases: one consuming process per node name",
-			TTL:         l.ttl,
-			History:     1,
-			Storage:     jetstream.FileStorage,
-			Replicas:    l.c.cfg.Replicas,
-		})
-		if errors.Is(err, jetstream.ErrBucketExists) {
-			kv, err = l.c.js.KeyValue(ctx, bucket)
+		kv, err := l.c.js.KeyValue(ctx, bucket)
+		if errors.Is(err, jetstream.ErrBucketNotFound) {
+			kv, err = l.createBucket(ctx, bucket)
 		}
 		if err != nil {
 			return fmt.Errorf("natsfeed: lease bucket %q for node %q: %w", bucket, l.node, err)
@@ -184,6 +177,32 @@ func (l *lease) setupLocked(ctx context.Context) error {
 		l.ping = sub
 	}
 	return nil
+}
+
+// createBucket creates the lease bucket with the feed stream's replica
+// count, so that it is as replicated as the feed whatever this node's own
+// configuration says; while the stream does not exist it creates nothing
+// and fails with the error of Poll for a missing stream.
+func (l *lease) createBucket(ctx context.Context, bucket string) (jetstream.KeyValue, error) {
+	st, err := l.c.js.Stream(ctx, l.c.cfg.Stream)
+	if errors.Is(err, jetstream.ErrStreamNotFound) {
+		return nil, noStreamError(l.c.cfg.Stream)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("natsfeed: stream %q: %w", l.c.cfg.Stream, err)
+	}
+	kv, err := l.c.js.CreateKeyValue(ctx, jetstream.KeyValueConfig{
+		Bucket:      bucket,
+		Description: "controlfeed node name leases: one consuming process per node name",
+		TTL:         l.ttl,
+		History:     1,
+		Storage:     jetstream.FileStorage,
+		Replicas:    st.CachedInfo().Config.Replicas,
+	})
+	if errors.Is(err, jetstream.ErrBucketExists) {
+		kv, err = l.c.js.KeyValue(ctx, bucket)
+	}
+	return kv, err
 }
 
 func (l *lease) gotLocked(rev uint64) {

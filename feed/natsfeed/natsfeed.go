@@ -30,13 +30,26 @@
 //     acks (see NewSource), for tools like "controlfeed tail"; a fleet node
 //     always sets it. Unused by the Sink.
 //
-// The Sink creates the stream when it is missing (file storage, limits
-// retention, discard old, the configured limits) and otherwise checks the
-// existing one: it must be file-backed with limits retention, its subjects
-// must cover ours, and its duplicate window must be at least the configured
-// one. Other differences (limits, replicas) are logged and tolerated: the
-// operator may have changed them on purpose. The Source never creates the
-// stream.
+// # Who creates the stream
+//
+// Only the Sink (the producer) creates the stream, and it looks before it
+// creates: NewSink reads the existing stream's configuration and, when the
+// stream exists, checks it without any create or update request. It must be
+// file-backed with limits retention, its subjects must cover ours, its
+// duplicate window must be at least the configured one, and its replica
+// count must equal Replicas: a different count is a *ReplicasError naming
+// the `nats stream edit` command that fixes it (or the count to configure
+// to accept it), because an R1 stream on a cluster loses the feed with one
+// server. Other differences (MaxAge, MaxBytes, discard, extra subjects) are
+// logged and tolerated: the operator may have tuned them on purpose. A
+// missing stream is created (file storage, limits retention, discard old,
+// the configured limits and replicas).
+//
+// A Source never creates the stream, and never creates the lease bucket
+// (see below) before the stream exists: until the producer has created it,
+// Poll fails with an error wrapping ErrNoStream and feed.ErrUnavailable, so
+// a node started first waits, shown unavailable, and retries, and the
+// stream gets the producer's replicas, not the node's.
 //
 // # Delivery semantics
 //
@@ -123,9 +136,10 @@
 // Two processes reading as one node would split its durable consumer's
 // messages. A durable Source therefore holds a lease on its node name
 // before it touches the consumer: a key (the durable name) in the key/value
-// bucket LeaseBucket(stream), created by the first Poll if missing (so a
-// node's credentials need the right to create it, or an operator creates
-// it), with a TTL of Options.LeaseTTL (10s). The key is created only if
+// bucket LeaseBucket(stream), created by the first Poll if missing, once
+// the feed stream exists and with the stream's replica count (so a node's
+// credentials need the right to create it, or an operator creates it),
+// with a TTL of Options.LeaseTTL (10s). The key is created only if
 // absent and renewed by compare-and-set on its revision every third of the
 // TTL, in the background, so it stays held while the node waits for events.
 // Its value names the holder (host, pid, start time) and a subject it

@@ -73,7 +73,11 @@ func openSink(ctx context.Context, t testing.TB, cfg feed.NATSConfig) *natsfeed.
 func TestConformance(t *testing.T) {
 	srv := natsembed.StartForTest(t)
 	feedtest.RunConformanceTests(t, func(ctx context.Context, t *testing.T) feedtest.Harness {
-		return &harness{cfg: testConfig(srv)}
+		// The producer creates the stream; a Source waits for it (see
+		// TestSource_NeverCreates), so the feed exists before any test.
+		cfg := testConfig(srv)
+		openSink(ctx, t, cfg).Close()
+		return &harness{cfg: cfg}
 	})
 }
 

@@ -68,26 +68,34 @@ func streamConfig(cfg feed.NATSConfig) jetstream.StreamConfig {
 	}
 }
 
+// ensureStream looks the stream up first and checks it (checkStream) before
+// any create or update request, so a stream that is wrong for the
+// configuration is refused, never changed; only a missing stream is created.
 func ensureStream(ctx context.Context, c *conn) error {
 	rctx, cancel := c.reqCtx(ctx)
 	defer cancel()
 	want := streamConfig(c.cfg)
-	_, err := c.js.CreateStream(rctx, want)
-	if err == nil {
-		return nil
-	}
-	if !errors.Is(err, jetstream.ErrStreamNameAlreadyInUse) {
-		return fmt.Errorf("natsfeed: sink: create stream %q: %w", c.cfg.Stream, err)
-	}
 	st, err := c.js.Stream(rctx, c.cfg.Stream)
+	if errors.Is(err, jetstream.ErrStreamNotFound) {
+		if _, err = c.js.CreateStream(rctx, want); err == nil {
+			c.log.Info("natsfeed: created the feed stream", "replicas", want.Replicas, "max_age", want.MaxAge,
+				"max_bytes", want.MaxBytes, "duplicate_window", want.Duplicates)
+			return nil
+		}
+		if !errors.Is(err, jetstream.ErrStreamNameAlreadyInUse) {
+			return classify(ctx, fmt.Errorf("natsfeed: sink: create stream %q (replicas %d): %w", c.cfg.Stream, want.Replicas, err))
+		}
+		st, err = c.js.Stream(rctx, c.cfg.Stream) // created concurrently: check it
+	}
 	if err != nil {
-		return fmt.Errorf("natsfeed: sink: stream %q: %w", c.cfg.Stream, err)
+		return classify(ctx, fmt.Errorf("natsfeed: sink: stream %q: %w", c.cfg.Stream, err))
 	}
 	return checkStream(c, st.CachedInfo().Config, want)
 }
 
 // checkStream rejects an existing stream whose configuration would break the
-// feed's guarantees and logs tolerated differences.
+// feed's guarantees or differs from the configured replicas, and logs
+// tolerated differences (limits, discard policy, extra subjects).
 func checkStream(c *conn, got, want jetstream.StreamConfig) error {
 	bad := func(why string) error {
 		return fmt.Errorf("natsfeed: sink: existing stream %q %s; fix the stream (nats stream edit) or configure another stream name", got.Name, why)
@@ -107,12 +115,13 @@ func checkStream(c *conn, got, want jetstream.StreamConfig) error {
 		return bad("uses memory storage; the feed must survive a server restart (file storage)")
 	case got.Duplicates < want.Duplicates:
 		return bad(fmt.Sprintf("has a duplicate window of %v, shorter than the configured %v (idempotent publishing would break)", got.Duplicates, want.Duplicates))
+	case got.Replicas != want.Replicas:
+		return &ReplicasError{Kind: "stream", Name: got.Name, Stream: got.Name, Have: got.Replicas, Want: want.Replicas}
 	}
-	if got.MaxAge != want.MaxAge || got.MaxBytes != want.MaxBytes || got.Replicas != want.Replicas || got.Discard != want.Discard || len(got.Subjects) != 1 {
+	if got.MaxAge != want.MaxAge || got.MaxBytes != want.MaxBytes || got.Discard != want.Discard || len(got.Subjects) != 1 {
 		c.log.Warn("natsfeed: existing stream differs from the configuration; using it as is",
 			"max_age", got.MaxAge, "want_max_age", want.MaxAge,
 			"max_bytes", got.MaxBytes, "want_max_bytes", want.MaxBytes,
-			"replicas", got.Replicas, "want_replicas", want.Replicas,
 			"discard", got.Discard.String(), "subjects", got.Subjects)
 	}
 	return nil

@@ -57,8 +57,10 @@ type heldMsg struct {
 	seq   uint64
 }
 
-// NewSource connects (or uses opts.Conn). The stream need not exist yet; the
-// consumer is created or reconciled by the first Poll. ctx is unused today
+// NewSource connects (or uses opts.Conn). The stream need not exist yet:
+// Poll reports it unavailable until the producer's Sink has created it (a
+// Source never creates the stream or anything on its behalf); the consumer
+// is created or reconciled by the first Poll once it exists. ctx is unused today
 // but bounds future setup work.
 //
 // With cfg.NodeName set, the Source reads through that node's durable
@@ -132,9 +134,10 @@ func (s *Source) Durable() string { return s.durable }
 // name's lease (see the package doc), a *feed.CursorBehindError when the
 // stream no longer holds since+1, a *feed.InvalidEventError when the next
 // message is not a valid event, errors wrapping feed.ErrUnavailable for
-// timeouts and lost connections, ctx's error once ctx is done, and an empty
-// slice when the stream does not exist yet. After any error the next Poll
-// reconciles the consumer again.
+// timeouts and lost connections, ctx's error once ctx is done, and an error
+// wrapping ErrNoStream and feed.ErrUnavailable while the stream does not
+// exist yet (the Source never creates it: the producer's Sink does). After
+// any error the next Poll reconciles the consumer again.
 func (s *Source) Poll(ctx context.Context, since uint64) ([]controlevent.Event, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -459,8 +462,8 @@ func cmpU64(a, b uint64) int {
 
 // sync reconciles the consumer with since: it checks retention and reuses
 // the durable consumer only if it delivered exactly up to since with the
-// expected configuration, else recreates it at since+1. ok is false when the
-// stream does not exist (nothing to read yet).
+// expected configuration, else recreates it at since+1. It fails with an
+// error wrapping ErrNoStream when the stream does not exist.
 func (s *Source) sync(ctx context.Context, since uint64) (ok bool, err error) {
 	rctx, cancel := s.c.reqCtx(ctx)
 	defer cancel()
@@ -470,7 +473,7 @@ func (s *Source) sync(ctx context.Context, since uint64) (ok bool, err error) {
 			s.c.log.Warn("natsfeed: the stream does not exist but the node cursor is past 0; was the stream deleted?", "cursor", since)
 		}
 		s.cons, s.st, s.held = nil, nil, map[string]heldMsg{}
-		return false, nil
+		return false, noStreamError(s.c.cfg.Stream)
 	}
 	if err != nil {
 		return false, fmt.Errorf("natsfeed: poll %d: stream %q: %w", since, s.c.cfg.Stream, err)
