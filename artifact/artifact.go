@@ -126,6 +126,12 @@ type NATSConfig struct {
 	CredsFile                          string
 	User, Password                     string
 	TLSCAFile, TLSCertFile, TLSKeyFile string
+	// Create is set by the producer, the writer of artifacts: the store
+	// creates the bucket with Replicas when it is missing and refuses an
+	// existing one whose replicas or storage differ. Without it (a fleet
+	// node) the store never creates the bucket: it opens it when first
+	// needed and reports it unavailable until the producer has created it.
+	Create bool
 }
 
 // Constructor builds a Store from configuration.

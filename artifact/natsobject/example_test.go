@@ -20,7 +20,7 @@ func Example() {
 	}
 	defer srv.Shutdown()
 
-	store, err := artifact.Open(natsobject.Name, artifact.Config{NATS: artifact.NATSConfig{URLs: []string{srv.ClientURL()}}})
+	store, err := artifact.Open(natsobject.Name, artifact.Config{NATS: artifact.NATSConfig{URLs: []string{srv.ClientURL()}, Create: true}})
 	if err != nil {
 		panic(err)
 	}

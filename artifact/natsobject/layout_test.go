@@ -13,7 +13,7 @@ import (
 func TestLayout(t *testing.T) {
 	ctx := t.Context()
 	srv := natsembed.StartForTest(t)
-	s, err := New(ctx, artifact.NATSConfig{URLs: []string{srv.ClientURL()}, Bucket: "layout"}, &Options{SpoolDir: t.TempDir()})
+	s, err := New(ctx, artifact.NATSConfig{URLs: []string{srv.ClientURL()}, Bucket: "layout", Create: true}, &Options{SpoolDir: t.TempDir()})
 	if err != nil {
 		t.Fatal(err)
 	}

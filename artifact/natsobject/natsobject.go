@@ -10,8 +10,18 @@
 //
 // artifact.NATSConfig zero values select these defaults: URLs
 // nats.DefaultURL; Bucket "controlfeed-artifacts"; Replicas 1 (use 3 on a
-// cluster so artifacts survive the loss of a server). The bucket is created
-// with file storage when missing; an existing bucket is used as is.
+// cluster so artifacts survive the loss of a server).
+//
+// # Who creates the bucket
+//
+// Only the producer's store (artifact.NATSConfig.Create) creates the bucket,
+// with file storage and Replicas, and only after looking it up: an existing
+// bucket must be file-backed and have exactly Replicas replicas, else New
+// fails (a *ReplicasError names the `nats stream edit` command that fixes
+// the count) without sending any create request. A node's store never
+// creates it: while it is missing, Get and Put fail with ErrNoBucket, an
+// outage the applier retries, so a node started before the producer cannot
+// leave an R1 bucket behind on a cluster.
 // Options (the programmatic extras of New) choose the spool directory,
 // timeouts and an existing connection.
 //
@@ -173,7 +183,10 @@ type Store struct {
 	obs    jetstream.ObjectStore // long default timeout: transfers
 	stream jetstream.Stream      // the bucket's stream, to count chunks
 	bucket string
+	cfg    artifact.NATSConfig
 	opts   Options
+
+	openMu sync.Mutex // guards obs and stream, set once the bucket is found
 
 	mu      sync.Mutex
 	closed  bool
@@ -181,8 +194,14 @@ type Store struct {
 	refs    map[string]int
 }
 
-// New connects (or uses opts.Conn) and opens the bucket, creating it if
-// missing. ctx bounds the setup.
+// New connects (or uses opts.Conn) and opens the bucket. With cfg.Create
+// (the producer) it creates a missing bucket, and refuses an existing one
+// whose replicas differ from cfg.Replicas (a *ReplicasError naming the nats
+// command that fixes it) or that is memory-backed, before any create
+// request. Without it (a node) it never creates the bucket: a missing one
+// is looked up again by each Get and Put, which fail with an error wrapping
+// ErrNoBucket (an outage, not a missing artifact) until the producer has
+// created it. ctx bounds the setup.
 func New(ctx context.Context, cfg artifact.NATSConfig, opts *Options) (*Store, error) {
 	var o Options
 	if opts != nil {
@@ -227,30 +246,11 @@ func New(ctx context.Context, cfg artifact.NATSConfig, opts *Options) (*Store, e
 		s.closeConn()
 		return nil, fmt.Errorf("natsobject: jetstream: %w", err)
 	}
-	rctx, cancel := context.WithTimeout(ctx, o.RequestTimeout)
-	defer cancel()
-	obs, err := js.ObjectStore(rctx, cfg.Bucket)
-	if errors.Is(err, jetstream.ErrBucketNotFound) {
-		obs, err = js.CreateObjectStore(rctx, jetstream.ObjectStoreConfig{
-			Bucket:      cfg.Bucket,
-			Description: "controlfeed artifacts, named by sha256 reference",
-			Storage:     jetstream.FileStorage,
-			Replicas:    cfg.Replicas,
-		})
-		if errors.Is(err, jetstream.ErrBucketExists) || errors.Is(err, jetstream.ErrStreamNameAlreadyInUse) {
-			obs, err = js.ObjectStore(rctx, cfg.Bucket) // created concurrently
-		}
-	}
-	if err != nil {
+	s.js, s.cfg = js, cfg
+	if err := s.openBucket(ctx); err != nil {
 		s.closeConn()
-		return nil, fmt.Errorf("natsobject: bucket %q: %w", cfg.Bucket, err)
+		return nil, err
 	}
-	stream, err := js.Stream(rctx, streamName(cfg.Bucket))
-	if err != nil {
-		s.closeConn()
-		return nil, fmt.Errorf("natsobject: bucket %q: stream %s: %w", cfg.Bucket, streamName(cfg.Bucket), err)
-	}
-	s.js, s.obs, s.stream = js, obs, stream
 	return s, nil
 }
 
@@ -306,6 +306,9 @@ func (s *Store) Get(ctx context.Context, ref string) (io.ReadCloser, error) {
 	}
 	if s.isClosed() {
 		return nil, fmt.Errorf("natsobject: get %s: %w", ref, ErrClosed)
+	}
+	if err := s.ready(ctx); err != nil {
+		return nil, fmt.Errorf("natsobject: get %s: %w", ref, err)
 	}
 	info, err := s.readable(ctx, ref)
 	if err != nil {

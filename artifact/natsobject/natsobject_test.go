@@ -33,7 +33,7 @@ func newHarness(ctx context.Context, t testing.TB, srv *natsembed.Server) *harne
 	t.Helper()
 	h := &harness{
 		srv:   srv,
-		cfg:   artifact.NATSConfig{URLs: []string{srv.ClientURL()}, Bucket: fmt.Sprintf("b%d", bucketSeq.Add(1))},
+		cfg:   artifact.NATSConfig{URLs: []string{srv.ClientURL()}, Bucket: fmt.Sprintf("b%d", bucketSeq.Add(1)), Create: true},
 		spool: t.TempDir(),
 	}
 	return h
@@ -184,7 +184,7 @@ func TestPut_IdempotentNoReupload(t *testing.T) {
 func TestRegisteredAndClose(t *testing.T) {
 	ctx := t.Context()
 	srv := natsembed.StartForTest(t)
-	s, err := artifact.Open(natsobject.Name, artifact.Config{NATS: artifact.NATSConfig{URLs: []string{srv.ClientURL()}}})
+	s, err := artifact.Open(natsobject.Name, artifact.Config{NATS: artifact.NATSConfig{URLs: []string{srv.ClientURL()}, Create: true}})
 	if err != nil {
 		t.Fatal(err)
 	}

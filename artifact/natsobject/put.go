@@ -39,6 +39,9 @@ func (s *Store) Put(ctx context.Context, r io.Reader) (string, error) {
 	if err := ctx.Err(); err != nil {
 		return "", fmt.Errorf("natsobject: put: %w", err)
 	}
+	if err := s.ready(ctx); err != nil {
+		return "", fmt.Errorf("natsobject: put: %w", err)
+	}
 	f, err := os.CreateTemp(s.opts.SpoolDir, "natsobject-put-*")
 	if err != nil {
 		return "", fmt.Errorf("natsobject: put: spool: %w", err)
