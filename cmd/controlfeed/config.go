@@ -162,7 +162,7 @@ var allSettings = []setting{
 		func(s *settings) *string { return &s.NATSStream }),
 	strSetting("nats-subject", "", "`SUBJECT` the feed's events are published on (jetstream feed; default controlfeed.events)",
 		func(s *settings) *string { return &s.NATSSubject }),
-	{flag: "nats-replicas", def: "1", usage: "replicas `N` of the feed stream and the artifact bucket when created (3 on a cluster)",
+	{flag: "nats-replicas", def: "1", usage: "replicas `N` of the feed stream and the artifact bucket: the producer (serve --feed-sink, kv put) creates them with it and refuses existing ones with another count; nodes never create them (3 on a cluster)",
 		bind: func(fs *flag.FlagSet, s *settings, name, u string) { fs.IntVar(&s.NATSReplicas, name, 0, u) }},
 	{flag: "nats-max-age", def: "0 (keep forever)", usage: "feed stream retention by age (`DURATION`); nodes older than it must be re-bootstrapped",
 		bind: func(fs *flag.FlagSet, s *settings, name, u string) { fs.DurationVar(&s.NATSMaxAge, name, 0, u) }},

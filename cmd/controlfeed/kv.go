@@ -143,7 +143,9 @@ func (m *Main) runKVPut(ctx context.Context, args []string) error {
 		return err
 	}
 	defer db.Close()
-	store, err := artifact.Open(s.ArtifactStore, s.artifactConfig())
+	acfg := s.artifactConfig()
+	acfg.NATS.Create = true // kv put writes artifacts: the producer's side
+	store, err := artifact.Open(s.ArtifactStore, acfg)
 	if err != nil {
 		return err
 	}

@@ -103,7 +103,10 @@ type Config struct {
 	ArtifactStore string
 	// Artifact is passed to the store. For the file store, an empty Dir
 	// means DB + ".artifacts". A node must read the store its producer
-	// writes to.
+	// writes to. Open sets Artifact.NATS.Create when FeedSink is not nop:
+	// the producer creates (and checks) the jetstream artifact bucket,
+	// after its Sink has created (and checked) the feed stream, and before
+	// its pump publishes anything; a node only opens them.
 	Artifact artifact.Config
 
 	// Listen is the TCP address of the HTTP server (/healthz, /v1/status,
@@ -287,6 +290,9 @@ func Open(ctx context.Context, cfg *Config) (_ *Node, err error) {
 		if c.WrapSource != nil {
 			n.source = c.WrapSource(src)
 		}
+	}
+	if n.sink != nil {
+		c.Artifact.NATS.Create = true
 	}
 	if n.store, err = artifact.Open(c.ArtifactStore, c.Artifact); err != nil {
 		return nil, fmt.Errorf("node: %w", err)
