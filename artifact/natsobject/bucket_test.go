@@ -136,3 +136,37 @@ func TestStore_ProducerChecksBucket(t *testing.T) {
 		t.Errorf("New with the matching replicas: %v", err)
 	}
 }
+
+// On a three-member cluster the producer's store creates an R3 bucket and a
+// node's store (default replicas) reads from it.
+func TestStore_Cluster(t *testing.T) {
+	ctx := t.Context()
+	members := natsembed.StartClusterForTest(t, 3)
+	var urls []string
+	for _, m := range members {
+		urls = append(urls, m.ClientURL())
+	}
+	producer, err := natsobject.New(ctx, artifact.NATSConfig{URLs: urls, Bucket: "r3", Replicas: 3, Create: true},
+		&natsobject.Options{SpoolDir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer producer.Close()
+	ref, err := artifact.PutBytes(ctx, producer, []byte("replicated"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	node, err := natsobject.New(ctx, artifact.NATSConfig{URLs: urls[2:], Bucket: "r3"}, &natsobject.Options{SpoolDir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer node.Close()
+	if got, err := artifact.GetBytes(ctx, node, ref, 1<<20); err != nil || string(got) != "replicated" {
+		t.Fatalf("node Get: %q, %v", got, err)
+	}
+	_, js := rawJS(t, members[1])
+	st, err := js.Stream(ctx, "OBJ_r3")
+	if err != nil || st.CachedInfo().Config.Replicas != 3 {
+		t.Fatalf("bucket stream: %v, %v; want 3 replicas", st, err)
+	}
+}

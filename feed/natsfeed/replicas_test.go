@@ -152,3 +152,41 @@ func TestSink_ReplicasMismatch(t *testing.T) {
 	}
 	openSink(ctx, t, cfg) // replicas 1: accepted
 }
+
+// On a three-member cluster the producer's R3 configuration creates an R3
+// stream, and a node configured with the default replicas (1) reads it and
+// creates its lease bucket as R3, the stream's count.
+func TestReplicas_Cluster(t *testing.T) {
+	ctx := t.Context()
+	members := natsembed.StartClusterForTest(t, 3)
+	cfg := testConfig(members[0])
+	for _, m := range members[1:] {
+		cfg.URLs = append(cfg.URLs, m.ClientURL())
+	}
+	pcfg := cfg
+	pcfg.Replicas = 3
+	sink := openSink(ctx, t, pcfg)
+	appendN(ctx, t, sink, 3)
+	src := openSource(ctx, t, cfg)
+	waitUntil(t, func() bool {
+		e, err := src.Poll(ctx, 0)
+		return err == nil && len(e) == 3
+	})
+	_, js := rawJS(t, members[1])
+	for _, name := range []string{cfg.Stream, "KV_" + natsfeed.LeaseBucket(cfg.Stream)} {
+		st, err := js.Stream(ctx, name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if r := st.CachedInfo().Config.Replicas; r != 3 {
+			t.Errorf("stream %s has %d replicas, want 3", name, r)
+		}
+	}
+	// A second producer with the default count is refused.
+	if s, err := natsfeed.NewSink(ctx, cfg, nil); err == nil {
+		s.Close()
+		t.Fatal("a producer with replicas 1 accepted the R3 stream")
+	} else if !strings.Contains(err.Error(), "--nats-replicas 3 to use it") {
+		t.Fatalf("error %q does not offer the existing count", err)
+	}
+}
