@@ -17,6 +17,9 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/controlfeed/controlfeed/controlevent"
+	"github.com/controlfeed/controlfeed/feed"
+	"github.com/controlfeed/controlfeed/feed/natsfeed"
 	"github.com/controlfeed/controlfeed/internal/natsembed"
 )
 
@@ -266,5 +269,44 @@ func TestBrokerUnavailable(t *testing.T) {
 		if brokerUnavailable(err) {
 			t.Errorf("brokerUnavailable(%v) = true, want false", err)
 		}
+	}
+}
+
+// TestTail_JetStreamInvalidMessage: a message on the feed's subject that is
+// not an event (another publisher's) is printed as INVALID and tail goes on
+// to the events after it.
+func TestTail_JetStreamInvalidMessage(t *testing.T) {
+	ctx := t.Context()
+	srv := natsembed.StartForTest(t)
+	cfg := feed.SourceConfig{NATS: feed.NATSConfig{URLs: []string{srv.ClientURL()}}}
+	sink, err := feed.OpenSink("jetstream", cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer closeQuietly(sink)
+	appendOne := func(id string) {
+		if _, err := sink.Append(ctx, controlevent.Event{EventID: id, Type: "kv.put", Key: "k", CreatedAt: time.Unix(0, 0)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	appendOne("evt-1")
+	nc, err := nats.Connect(srv.ClientURL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := js.Publish(ctx, natsfeed.DefaultSubject, []byte("not json")); err != nil {
+		t.Fatal(err)
+	}
+	appendOne("evt-3")
+	env := []string{"CONTROLFEED_NATS_URL=" + srv.ClientURL()}
+	out := mustRun(t, env, "", "tail", "--feed-source", "jetstream", "--follow=false")
+	lines := strings.Split(strings.TrimSpace(out), "\n")
+	if len(lines) != 3 || !strings.Contains(lines[0], "evt-1") || !strings.HasPrefix(lines[1], "2\tINVALID\t-\t"+feed.UnreadableEventID(2)) || !strings.Contains(lines[2], "evt-3") {
+		t.Fatalf("tail printed:\n%s\nwant evt-1, the invalid message at 2, evt-3", out)
 	}
 }

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"flag"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -380,5 +381,45 @@ func TestTail(t *testing.T) {
 	}
 	if got := buf.String(); got != "4\tkv.delete\tk1\tevt-d\t2026-01-02T03:04:05Z\n" {
 		t.Errorf("tail --follow printed %q", got)
+	}
+}
+
+// TestTail_InvalidMessage: tail prints a feed message that is not a valid
+// event as such (position, id, reason; --json marks it "invalid") and goes
+// on with the events after it, instead of exiting at it.
+func TestTail_InvalidMessage(t *testing.T) {
+	dir := t.TempDir()
+	sink, err := feed.OpenSink("file", feed.SourceConfig{FileDir: dir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer closeQuietly(sink)
+	for i := range 3 {
+		if _, err := sink.Append(context.Background(), controlevent.Event{
+			EventID: fmt.Sprintf("evt-%d", i+1), Type: "kv.put", Key: "k", CreatedAt: time.Unix(0, 0)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := os.WriteFile(filepath.Join(dir, fmt.Sprintf("%020d.json", 2)), []byte("not json"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	env := []string{"CONTROLFEED_FEED_SOURCE=file", "CONTROLFEED_FEED_DIR=" + dir}
+	out := mustRun(t, env, "", "tail", "--follow=false")
+	lines := strings.Split(strings.TrimSpace(out), "\n")
+	if len(lines) != 3 || !strings.HasPrefix(lines[0], "1\tkv.put") || !strings.HasPrefix(lines[1], "2\tINVALID\t-\t") || !strings.HasPrefix(lines[2], "3\tkv.put") {
+		t.Fatalf("tail printed:\n%s\nwant event 1, the invalid message at 2, event 3", out)
+	}
+	out = mustRun(t, env, "", "tail", "--follow=false", "--json")
+	lines = strings.Split(strings.TrimSpace(out), "\n")
+	if len(lines) != 3 {
+		t.Fatalf("tail --json printed %d lines, want 3:\n%s", len(lines), out)
+	}
+	var inv struct {
+		Invalid        bool   `json:"invalid"`
+		ControlVersion uint64 `json:"control_version"`
+		Error          string `json:"error"`
+	}
+	if err := json.Unmarshal([]byte(lines[1]), &inv); err != nil || !inv.Invalid || inv.ControlVersion != 2 || inv.Error == "" {
+		t.Fatalf("tail --json line for the invalid message = %s (%v), want invalid true at control_version 2 with its error", lines[1], err)
 	}
 }

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"time"
@@ -23,7 +24,12 @@ event on one line: control_version, type, key, event_id, created_at
 (tab-separated; an empty key prints as "-"), or with --json the event as one
 JSON object per line. With --follow (the default) it then waits for new
 events until interrupted; --follow=false exits after the last event. It only
-reads: it applies nothing and acknowledges nothing.
+reads: it applies nothing and acknowledges nothing. A message of the feed
+that is not a valid event (a bad file, another publisher's message) prints
+as "control_version INVALID - event_id reason" (with --json, an object with
+"invalid": true, "control_version", "event_id" and "error"), and tail goes
+on after it; a node would halt there. --feed-dir alone means --feed-source
+file.
 
 On jetstream, tail reads through an ephemeral consumer without acks that
 the server removes a few minutes after tail exits: it never touches the
@@ -72,6 +78,8 @@ func (m *Main) runTail(ctx context.Context, args []string) error {
 	}
 	err = tail(ctx, src, s.From, s.Follow, interval, func(e controlevent.Event) error {
 		return m.printEvent(e, s.JSON)
+	}, func(ie *feed.InvalidEventError) error {
+		return m.printInvalid(ie, s.JSON)
 	})
 	if ctx.Err() != nil && errors.Is(err, ctx.Err()) {
 		return nil // interrupted: the normal end of --follow
@@ -109,14 +117,33 @@ func (m *Main) notePastHead(ctx context.Context, src feed.Source, from uint64, f
 	return nil
 }
 
-// tail calls print for every event of src after from, in order. It returns
-// once the feed has no more events unless follow, in which case it waits for
-// more with feed.Waiter when src implements it, else polls every interval.
-func tail(ctx context.Context, src feed.Source, from uint64, follow bool, interval time.Duration, print func(controlevent.Event) error) error {
+// tail calls print for every event of src after from, in order, and
+// invalid for every message of the feed that is not a valid event (then goes
+// on after it: tail shows the feed, it does not apply it). It returns once
+// the feed has no more events unless follow, in which case it waits for more
+// with feed.Waiter when src implements it, else polls every interval.
+func tail(ctx context.Context, src feed.Source, from uint64, follow bool, interval time.Duration,
+	print func(controlevent.Event) error, invalid func(*feed.InvalidEventError) error) error {
 	cursor := from
 	waiter, _ := src.(feed.Waiter)
 	for {
 		events, err := src.Poll(ctx, cursor)
+		var ie *feed.InvalidEventError
+		if errors.As(err, &ie) && ie.ControlVersion > cursor {
+			for _, e := range events { // the valid ones before it, if the source returned them
+				if e.ControlVersion < ie.ControlVersion && e.ControlVersion > cursor {
+					if err := print(e); err != nil {
+						return err
+					}
+					cursor = e.ControlVersion
+				}
+			}
+			if err := invalid(ie); err != nil {
+				return err
+			}
+			cursor = ie.ControlVersion
+			continue
+		}
 		if err != nil {
 			return fmt.Errorf("controlfeed tail: poll %s after %d: %w", src.Name(), cursor, err)
 		}
@@ -149,6 +176,31 @@ func tail(ctx context.Context, src feed.Source, from uint64, follow bool, interv
 		case <-t.C:
 		}
 	}
+}
+
+// invalidLine is the --json form of a feed message that is not a valid
+// event: "invalid" is always true, so a consumer can tell it from an event.
+type invalidLine struct {
+	Invalid        bool   `json:"invalid"`
+	ControlVersion uint64 `json:"control_version"`
+	EventID        string `json:"event_id"`
+	Error          string `json:"error"`
+}
+
+// printInvalid prints a message that is not a valid event: in text,
+// "CV\tINVALID\t-\tEVENT_ID\tERROR"; with --json, an invalidLine.
+func (m *Main) printInvalid(ie *feed.InvalidEventError, asJSON bool) error {
+	reason := fmt.Sprint(ie.Err)
+	if asJSON {
+		b, err := json.Marshal(invalidLine{Invalid: true, ControlVersion: ie.ControlVersion, EventID: ie.EventID, Error: reason})
+		if err != nil {
+			return err
+		}
+		_, err = fmt.Fprintf(m.Stdout, "%s\n", b)
+		return err
+	}
+	_, err := fmt.Fprintf(m.Stdout, "%d\tINVALID\t-\t%s\t%s\n", ie.ControlVersion, ie.EventID, printable(reason))
+	return err
 }
 
 func (m *Main) printEvent(e controlevent.Event, asJSON bool) error {
