@@ -35,7 +35,11 @@ func exitCode(err error, stderr io.Writer) int {
 	if err == nil {
 		return 0
 	}
-	fmt.Fprintf(stderr, "controlfeed: %v\n", strings.TrimPrefix(err.Error(), "controlfeed: "))
+	msg := strings.TrimPrefix(err.Error(), "controlfeed: ")
+	if !strings.HasPrefix(msg, "controlfeed ") { // "controlfeed serve: ..." names itself
+		msg = "controlfeed: " + msg
+	}
+	fmt.Fprintln(stderr, msg)
 	var ue *usageError
 	if errors.As(err, &ue) {
 		return 2

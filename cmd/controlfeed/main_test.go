@@ -423,3 +423,22 @@ func TestTail_InvalidMessage(t *testing.T) {
 		t.Fatalf("tail --json line for the invalid message = %s (%v), want invalid true at control_version 2 with its error", lines[1], err)
 	}
 }
+
+// TestExitCode_OnePrefix: an error that names its command is printed once,
+// not as "controlfeed: controlfeed serve: ...".
+func TestExitCode_OnePrefix(t *testing.T) {
+	for _, tc := range []struct {
+		err  error
+		want string
+	}{
+		{usageErrorf("controlfeed serve: unknown flag --x"), "controlfeed serve: unknown flag --x\n"},
+		{errors.New("node: not a controlfeed database: x.db"), "controlfeed: node: not a controlfeed database: x.db\n"},
+		{errors.New("controlfeed: boom"), "controlfeed: boom\n"},
+	} {
+		var b strings.Builder
+		exitCode(tc.err, &b)
+		if b.String() != tc.want {
+			t.Errorf("exitCode(%q) printed %q, want %q", tc.err, b.String(), tc.want)
+		}
+	}
+}
