@@ -114,11 +114,14 @@ func (h *harness) cuts(ctx context.Context, done <-chan struct{}) {
 // pipelined batches.
 const cutBacklog = 10
 
-// dupNames runs cfg.DupNames duplicate-name episodes spread over the fault
-// phase.
-func (h *harness) dupNames(ctx context.Context, done <-chan struct{}) {
-	n := h.cfg.DupNames
-	interval := h.cfg.Duration / time.Duration(n+1)
+// episodes runs n episodes spread over span: each waits a random time
+// between half and all of span/(n+1), then calls run with the episode's
+// number (1..n); a false result ends the series, as do ctx and done.
+func (h *harness) episodes(ctx context.Context, done <-chan struct{}, n int, span time.Duration, run func(e int) bool) {
+	if n <= 0 {
+		return
+	}
+	interval := span / time.Duration(n+1)
 	for e := 1; e <= n; e++ {
 		select {
 		case <-ctx.Done():
@@ -127,8 +130,19 @@ func (h *harness) dupNames(ctx context.Context, done <-chan struct{}) {
 			return
 		case <-time.After(interval/2 + time.Duration(h.intn(int(interval/2)))):
 		}
-		h.dupEpisode(ctx, e)
+		if !run(e) {
+			return
+		}
 	}
+}
+
+// dupNames runs cfg.DupNames duplicate-name episodes spread over the fault
+// phase.
+func (h *harness) dupNames(ctx context.Context, done <-chan struct{}) {
+	h.episodes(ctx, done, h.cfg.DupNames, h.cfg.Duration, func(e int) bool {
+		h.dupEpisode(ctx, e)
+		return true
+	})
 }
 
 // statusOf reads /v1/status at addr.

@@ -67,23 +67,11 @@ func (h *harness) readFeedDir(ctx context.Context) ([]streamEvent, error) {
 // feedLocks holds the feed directory's exclusive lock cfg.FeedLocks times
 // over the fault phase.
 func (h *harness) feedLocks(ctx context.Context, done <-chan struct{}) {
-	n := h.cfg.FeedLocks
-	if n <= 0 {
-		return
-	}
-	interval := h.cfg.Duration / time.Duration(n+1)
-	for e := 1; e <= n; e++ {
-		select {
-		case <-ctx.Done():
-			return
-		case <-done:
-			return
-		case <-time.After(interval/2 + time.Duration(h.intn(int(interval/2)))):
-		}
+	h.episodes(ctx, done, h.cfg.FeedLocks, h.cfg.Duration, func(e int) bool {
 		d := feedLockMin + time.Duration(h.intn(int(feedLockMax-feedLockMin)))
 		if err := h.holdFeedLock(ctx, d); err != nil {
 			h.rep.problem("feed lock %d: %v", e, err)
-			return
+			return false
 		}
 		h.mu.Lock()
 		h.rep.FeedLocks++
@@ -92,7 +80,8 @@ func (h *harness) feedLocks(ctx context.Context, done <-chan struct{}) {
 			h.rep.FeedLocksPastTimeout++
 		}
 		h.mu.Unlock()
-	}
+		return true
+	})
 }
 
 // holdFeedLock takes the exclusive flock of the feed directory (waiting

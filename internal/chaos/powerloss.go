@@ -28,27 +28,16 @@ import (
 // thirds of the fault phase, while the writer still writes (a restored
 // producer loses rows the writer then writes again).
 func (h *harness) powerLosses(ctx context.Context, done <-chan struct{}) {
-	n := h.cfg.PowerLosses
-	if n <= 0 {
-		return
-	}
-	interval := 2 * h.cfg.Duration / 3 / time.Duration(n+1)
-	for e := 1; e <= n; e++ {
-		select {
-		case <-ctx.Done():
-			return
-		case <-done:
-			return
-		case <-time.After(interval/2 + time.Duration(h.intn(int(interval/2)))):
-		}
+	h.episodes(ctx, done, h.cfg.PowerLosses, 2*h.cfg.Duration/3, func(e int) bool {
 		if h.writer.finished() {
-			return
+			return false
 		}
 		if err := h.powerLoss(ctx); err != nil {
 			h.rep.problem("power loss %d: %v", e, err)
-			return
+			return false
 		}
-	}
+		return true
+	})
 }
 
 // powerLoss performs one episode.

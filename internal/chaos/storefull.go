@@ -41,24 +41,13 @@ func (h *harness) mountArtifactTmpfs() bool {
 
 // storeFulls runs cfg.StoreFulls episodes spread over the fault phase.
 func (h *harness) storeFulls(ctx context.Context, done <-chan struct{}) {
-	n := h.cfg.StoreFulls
-	if n <= 0 {
-		return
-	}
-	interval := 2 * h.cfg.Duration / 3 / time.Duration(n+1)
-	for e := 1; e <= n; e++ {
-		select {
-		case <-ctx.Done():
-			return
-		case <-done:
-			return
-		case <-time.After(interval/2 + time.Duration(h.intn(int(interval/2)))):
-		}
+	h.episodes(ctx, done, h.cfg.StoreFulls, 2*h.cfg.Duration/3, func(e int) bool {
 		if h.writer.finished() {
-			return
+			return false
 		}
 		h.storeFull(ctx, e)
-	}
+		return true
+	})
 }
 
 func (h *harness) storeFull(ctx context.Context, e int) {
