@@ -107,10 +107,14 @@ const Name = "jetstream"
 
 // Defaults for zero values.
 const (
-	DefaultBucket          = "controlfeed-artifacts"
-	DefaultReplicas        = 1
-	DefaultRequestTimeout  = 5 * time.Second
-	DefaultTransferTimeout = time.Hour
+	DefaultBucket         = "controlfeed-artifacts"
+	DefaultReplicas       = 1
+	DefaultRequestTimeout = 5 * time.Second
+	// DefaultTransferRate is the slowest transfer, in bytes per second,
+	// that a Put or Get without a caller deadline tolerates: its deadline
+	// is RequestTimeout plus its size at this rate (1 MiB/s: 45 s for a
+	// 40 MiB object).
+	DefaultTransferRate = 1 << 20
 )
 
 // ErrClosed is wrapped by operations on a closed Store.
@@ -139,12 +143,20 @@ type Options struct {
 	NATSOptions []nats.Option
 	// SpoolDir holds Put's temporary files. Default os.TempDir().
 	SpoolDir string
-	// RequestTimeout bounds metadata requests (object info, bucket lookup)
-	// when ctx has no earlier deadline. Default 5s.
+	// RequestTimeout bounds metadata requests (object info, bucket lookup,
+	// chunk counts) when ctx has no earlier deadline, and is the base of a
+	// transfer's deadline. Default 5s.
 	RequestTimeout time.Duration
-	// TransferTimeout bounds one Get's whole read, and each chunk publish
-	// of a Put, when ctx has no deadline. Default 1h: a slow reader of a
-	// large snapshot must not time out.
+	// TransferRate is the slowest transfer, in bytes per second, that a
+	// Put's upload or a Get's whole read tolerates when ctx has no
+	// deadline: the transfer fails (with context.DeadlineExceeded, and
+	// Put removes what it left) after RequestTimeout + size/TransferRate,
+	// so a broker that stops answering mid-upload cannot hold the caller.
+	// Default DefaultTransferRate (1 MiB/s).
+	TransferRate int64
+	// TransferTimeout, if set, replaces the size-scaled deadline of a
+	// transfer without a caller deadline with this fixed one. Zero (the
+	// default) scales the deadline to the object's size.
 	TransferTimeout time.Duration
 }
 
@@ -158,9 +170,28 @@ func (o *Options) setDefaults() {
 	if o.RequestTimeout == 0 {
 		o.RequestTimeout = DefaultRequestTimeout
 	}
-	if o.TransferTimeout == 0 {
-		o.TransferTimeout = DefaultTransferTimeout
+	if o.TransferRate == 0 {
+		o.TransferRate = DefaultTransferRate
 	}
+}
+
+// transferDeadline returns the bound of a transfer of size bytes when the
+// caller's ctx has none: TransferTimeout if set, else RequestTimeout plus
+// size at TransferRate.
+func (o *Options) transferDeadline(size uint64) time.Duration {
+	if o.TransferTimeout > 0 {
+		return o.TransferTimeout
+	}
+	return o.RequestTimeout + time.Duration(float64(size)/float64(o.TransferRate)*float64(time.Second))
+}
+
+// transferCtx bounds ctx by the transfer deadline of size bytes unless ctx
+// already has a deadline.
+func (s *Store) transferCtx(ctx context.Context, size uint64) (context.Context, context.CancelFunc) {
+	if _, ok := ctx.Deadline(); ok {
+		return ctx, func() {}
+	}
+	return context.WithTimeout(ctx, s.opts.transferDeadline(size))
 }
 
 // Validate reports negative timeouts.
@@ -171,6 +202,9 @@ func (o Options) Validate() error {
 	if o.TransferTimeout < 0 {
 		return fmt.Errorf("natsobject: options: TransferTimeout %v is negative", o.TransferTimeout)
 	}
+	if o.TransferRate < 0 {
+		return fmt.Errorf("natsobject: options: TransferRate %d is negative", o.TransferRate)
+	}
 	return nil
 }
 
@@ -180,8 +214,8 @@ type Store struct {
 	nc     *nats.Conn
 	own    bool
 	js     jetstream.JetStream
-	obs    jetstream.ObjectStore // long default timeout: transfers
-	stream jetstream.Stream      // the bucket's stream, to count chunks
+	obs    jetstream.ObjectStore
+	stream jetstream.Stream // the bucket's stream, to count chunks
 	bucket string
 	cfg    artifact.NATSConfig
 	opts   Options
@@ -241,7 +275,7 @@ func New(ctx context.Context, cfg artifact.NATSConfig, opts *Options) (*Store, e
 		}
 		s.nc, s.own = nc, true
 	}
-	js, err := jetstream.New(s.nc, jetstream.WithDefaultTimeout(o.TransferTimeout))
+	js, err := jetstream.New(s.nc, jetstream.WithDefaultTimeout(o.RequestTimeout))
 	if err != nil {
 		s.closeConn()
 		return nil, fmt.Errorf("natsobject: jetstream: %w", err)
@@ -316,14 +350,8 @@ func (s *Store) Get(ctx context.Context, ref string) (io.ReadCloser, error) {
 	}
 	// Bound the whole transfer even when the caller's ctx has no deadline:
 	// a request whose reply is lost (the server restarted mid-request)
-	// would otherwise wait for TransferTimeout. The bound is RequestTimeout
-	// plus the object's size at a floor throughput, capped by
-	// TransferTimeout.
-	cancel := context.CancelFunc(func() {})
-	if _, ok := ctx.Deadline(); !ok {
-		d := min(s.opts.RequestTimeout+time.Duration(info.Size/minThroughput)*time.Second, s.opts.TransferTimeout)
-		ctx, cancel = context.WithTimeout(ctx, d)
-	}
+	// would otherwise wait forever (see Options.TransferRate).
+	ctx, cancel := s.transferCtx(ctx, info.Size)
 	res, err := s.obs.Get(ctx, ref)
 	if err != nil {
 		cancel()
@@ -331,10 +359,6 @@ func (s *Store) Get(ctx context.Context, ref string) (io.ReadCloser, error) {
 	}
 	return &reader{r: artifact.VerifyReader(digestReader{res, ref}, ref), c: res, cancel: cancel}, nil
 }
-
-// minThroughput is the slowest transfer, in bytes per second, that a Get
-// without a caller deadline tolerates before failing.
-const minThroughput = 1 << 20
 
 func (s *Store) getErr(ref string, err error) error {
 	if errors.Is(err, jetstream.ErrObjectNotFound) {

@@ -73,13 +73,18 @@ func (s *Store) Put(ctx context.Context, r io.Reader) (string, error) {
 	case objDamaged:
 		s.opts.Logger.Warn("natsobject: put: replacing a damaged object", "ref", ref, "bucket", s.bucket, "problem", in.problem)
 	}
-	info, err := s.obs.Put(ctx, jetstream.ObjectMeta{Name: ref}, ctxReader{ctx, f})
+	// Without a caller deadline the upload is bounded by its size (see
+	// Options.TransferRate): jetstream's Put waits for every chunk's ack
+	// with no bound of its own when ctx has none.
+	uctx, cancel := s.transferCtx(ctx, size)
+	defer cancel()
+	info, err := s.obs.Put(uctx, jetstream.ObjectMeta{Name: ref}, ctxReader{uctx, f})
 	if err != nil {
 		s.dropIncomplete(ctx, ref)
-		if cerr := ctx.Err(); cerr != nil && !errors.Is(err, cerr) {
+		if cerr := uctx.Err(); cerr != nil && !errors.Is(err, cerr) {
 			err = fmt.Errorf("%w (%v)", cerr, err)
 		}
-		return "", fmt.Errorf("natsobject: put %s: upload %d bytes to bucket %q: %w", ref, n, s.bucket, err)
+		return "", fmt.Errorf("natsobject: put %s: upload %d bytes to bucket %q (broker unresponsive or too slow; retry the Put): %w", ref, n, s.bucket, err)
 	}
 	if info.Size != size {
 		return "", fmt.Errorf("natsobject: put %s: bucket %q stored %d bytes, want %d", ref, s.bucket, info.Size, n)

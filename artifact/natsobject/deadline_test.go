@@ -1,0 +1,87 @@
+package natsobject_test
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"fmt"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+
+	"github.com/controlfeed/controlfeed/artifact/natsobject"
+	"github.com/controlfeed/controlfeed/internal/natsembed"
+	"github.com/controlfeed/controlfeed/internal/netproxy"
+)
+
+// A Put whose caller gives no deadline ends with an error when the broker
+// stops answering in the middle of the upload (the connection stays open,
+// no byte comes back), instead of waiting for acks that never come.
+func TestPutStalledBrokerEndsWithinDeadline(t *testing.T) {
+	srv := natsembed.StartForTest(t)
+	proxy, err := netproxy.Listen("127.0.0.1:0", srv.Addr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { proxy.Close() })
+	ctx := context.Background()
+	h := newHarness(ctx, t, srv)
+	cfg := h.cfg
+	cfg.URLs = []string{"nats://" + proxy.Addr()}
+	s, err := natsobject.New(ctx, cfg, &natsobject.Options{SpoolDir: h.spool, RequestTimeout: time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+
+	// Stall the proxy as soon as the first chunk of the upload reaches the
+	// server: the rest of the upload and every ack are held.
+	watch, err := nats.Connect(srv.ClientURL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(watch.Close)
+	var stalled atomic.Bool
+	sub, err := watch.Subscribe(fmt.Sprintf("$O.%s.C.>", cfg.Bucket), func(*nats.Msg) {
+		if stalled.CompareAndSwap(false, true) {
+			proxy.Pause(netproxy.Both)
+		}
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := watch.Flush(); err != nil {
+		t.Fatal(err)
+	}
+
+	data := make([]byte, 4<<20)
+	rand.Read(data)
+	done := make(chan error, 1)
+	go func() {
+		_, err := s.Put(ctx, bytes.NewReader(data))
+		done <- err
+	}()
+	select {
+	case err := <-done:
+		if err == nil {
+			t.Fatal("Put succeeded through a stalled broker")
+		}
+		t.Logf("Put: %v", err)
+	case <-time.After(2 * time.Minute):
+		t.Fatal("Put still blocked 2 minutes after the broker stalled: no deadline")
+	}
+	if !stalled.Load() {
+		t.Fatal("the stall never happened: no chunk reached the server")
+	}
+	sub.Unsubscribe()
+
+	// The broker answers again: the same store uploads the content.
+	proxy.Resume(netproxy.Both)
+	pctx, cancel := context.WithTimeout(ctx, time.Minute)
+	defer cancel()
+	if _, err := s.Put(pctx, bytes.NewReader(data)); err != nil {
+		t.Fatalf("Put after the stall: %v", err)
+	}
+}
