@@ -54,6 +54,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/controlfeed/controlfeed/controlevent"
 )
@@ -132,6 +133,12 @@ type NATSConfig struct {
 	// node) the store never creates the bucket: it opens it when first
 	// needed and reports it unavailable until the producer has created it.
 	Create bool
+	// RequestTimeout bounds each request to the broker that the caller's
+	// context leaves unbounded, and is the base of an upload's or a
+	// download's deadline, which grows with the object's size (see the
+	// backend). Zero selects the backend's default; programmatic options
+	// given to the backend take precedence.
+	RequestTimeout time.Duration
 }
 
 // Constructor builds a Store from configuration.

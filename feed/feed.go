@@ -199,6 +199,12 @@ type NATSConfig struct {
 	// DuplicateWindow is how long the broker remembers an EventID for
 	// idempotent publishing. It should outlast the pump's longest retry.
 	DuplicateWindow time.Duration
+
+	// RequestTimeout bounds each request to the broker (publish, ack,
+	// stream look-up, fetch) that the caller's context leaves unbounded.
+	// Zero selects the backend's default; programmatic options given to
+	// the backend take precedence.
+	RequestTimeout time.Duration
 }
 
 // GapChecker is an optional interface a Source implements to promise that its

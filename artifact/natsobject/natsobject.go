@@ -92,6 +92,7 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"strings"
 	"sync"
 	"time"
 
@@ -241,6 +242,12 @@ func New(ctx context.Context, cfg artifact.NATSConfig, opts *Options) (*Store, e
 	if opts != nil {
 		o = *opts
 	}
+	if cfg.RequestTimeout < 0 {
+		return nil, fmt.Errorf("natsobject: config: request timeout %v is negative", cfg.RequestTimeout)
+	}
+	if o.RequestTimeout == 0 {
+		o.RequestTimeout = cfg.RequestTimeout
+	}
 	if err := o.Validate(); err != nil {
 		return nil, err
 	}
@@ -268,7 +275,8 @@ func New(ctx context.Context, cfg artifact.NATSConfig, opts *Options) (*Store, e
 			CredsFile: cfg.CredsFile, User: cfg.User, Password: cfg.Password,
 			TLSCAFile: cfg.TLSCAFile, TLSCertFile: cfg.TLSCertFile, TLSKeyFile: cfg.TLSKeyFile,
 		}
-		nopts := natsconn.Options("controlfeed-artifacts", 500*time.Millisecond, auth, o.NATSOptions...)
+		nopts := natsconn.Options("controlfeed-artifacts", 500*time.Millisecond, auth,
+			append([]nats.Option{nats.Timeout(o.RequestTimeout)}, o.NATSOptions...)...)
 		nc, err := natsconn.Connect("natsobject", cfg.URLs, auth, nopts...)
 		if err != nil {
 			return nil, err
@@ -364,7 +372,17 @@ func (s *Store) getErr(ref string, err error) error {
 	if errors.Is(err, jetstream.ErrObjectNotFound) {
 		return fmt.Errorf("natsobject: get %s from bucket %q: %w", ref, s.bucket, artifact.ErrNotFound)
 	}
-	return fmt.Errorf("natsobject: get %s from bucket %q: %w", ref, s.bucket, err)
+	return fmt.Errorf("natsobject: get %s from bucket %q (%s): %w", ref, s.bucket, s.brokerState(), err)
+}
+
+// brokerState describes the connection for an error message: its status
+// and the server it is connected to.
+func (s *Store) brokerState() string {
+	url := s.nc.ConnectedUrlRedacted()
+	if url == "" {
+		url = "no server"
+	}
+	return fmt.Sprintf("connection %s, server %s", strings.ToLower(s.nc.Status().String()), url)
 }
 
 type reader struct {

@@ -84,7 +84,8 @@ func (s *Store) Put(ctx context.Context, r io.Reader) (string, error) {
 		if cerr := uctx.Err(); cerr != nil && !errors.Is(err, cerr) {
 			err = fmt.Errorf("%w (%v)", cerr, err)
 		}
-		return "", fmt.Errorf("natsobject: put %s: upload %d bytes to bucket %q (broker unresponsive or too slow; retry the Put): %w", ref, n, s.bucket, err)
+		return "", fmt.Errorf("natsobject: put %s: upload %d bytes to bucket %q (%s; the broker did not answer in time or failed; retry the Put): %w",
+			ref, n, s.bucket, s.brokerState(), err)
 	}
 	if info.Size != size {
 		return "", fmt.Errorf("natsobject: put %s: bucket %q stored %d bytes, want %d", ref, s.bucket, info.Size, n)

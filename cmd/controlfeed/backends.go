@@ -1,12 +1,16 @@
 package main
 
 import (
+	"context"
+	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"slices"
 	"strings"
 
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/controlfeed/controlfeed/artifact"
 	"github.com/controlfeed/controlfeed/artifact/natsobject"
@@ -86,4 +90,37 @@ func (s *settings) logDefaultNATSURL(cmd *command, log *slog.Logger) {
 		log.Info("no --nats-url given: connecting to the default NATS server", "nats_url", defaultNATSURL,
 			"for", strings.Join(uses, ", "))
 	}
+}
+
+// natsTimeoutHint adds to err, when it is a broker call of a jetstream
+// backend of cmd that timed out, which deadline ended it and what to do:
+// the backends' error names the operation and the connection, this names
+// the flag.
+func (s *settings) natsTimeoutHint(cmd *command, err error) error {
+	if err == nil || !timedOut(err) {
+		return err
+	}
+	jet := false
+	for _, b := range []struct{ flag, name string }{
+		{"feed-source", natsfeed.Name}, {"feed-sink", natsfeed.Name}, {"artifact-store", natsobject.Name},
+	} {
+		jet = jet || slices.Contains(cmd.settings, b.flag) && s.value(b.flag) == b.name
+	}
+	if !jet {
+		return err
+	}
+	limit := "the default " + natsfeed.DefaultRequestTimeout.String()
+	if s.NATSTimeout > 0 {
+		limit = s.NATSTimeout.String()
+	}
+	return fmt.Errorf("%w\ncontrolfeed %s: the NATS broker did not answer within --nats-timeout (%s; an artifact upload or download gets 1s more per MiB): "+
+		"check that the servers are up and have a JetStream leader (nats server report jetstream), or raise --nats-timeout (%s)",
+		err, cmd.name, limit, cmd.envName("nats-timeout"))
+}
+
+// timedOut reports whether err is a deadline or timeout of a broker call.
+func timedOut(err error) bool {
+	var ne net.Error
+	return errors.Is(err, context.DeadlineExceeded) || errors.Is(err, nats.ErrTimeout) ||
+		errors.Is(err, jetstream.ErrAsyncPublishTimeout) || errors.As(err, &ne) && ne.Timeout()
 }

@@ -33,6 +33,7 @@ type settings struct {
 	Listen        string
 	NodeName      string
 	NATSURL       string
+	NATSTimeout   time.Duration
 	LogFormat     string
 	LogLevel      string
 	PollInterval  time.Duration
@@ -139,6 +140,8 @@ var allSettings = []setting{
 		func(s *settings) *string { return &s.NodeName })),
 	withShow(defaultNATSURL, strSetting("nats-url", "", "comma-separated NATS server `URLs` for the jetstream backends",
 		func(s *settings) *string { return &s.NATSURL })),
+	{flag: "nats-timeout", def: "5s", usage: "how long one NATS request (publish, ack, stream or bucket look-up) may take before the command fails with an error naming it (`DURATION`); an artifact upload or download gets this plus 1s per MiB",
+		bind: func(fs *flag.FlagSet, s *settings, name, u string) { fs.DurationVar(&s.NATSTimeout, name, 0, u) }},
 	strSetting("log-format", "text", "log `FORMAT` on stderr: text or json",
 		func(s *settings) *string { return &s.LogFormat }),
 	strSetting("log-level", "info", "log `LEVEL`: debug, info, warn or error",
@@ -225,7 +228,7 @@ var allSettings = []setting{
 }
 
 // natsSettings are the flags of every command that connects to NATS.
-var natsSettings = []string{"nats-url", "nats-creds", "nats-user", "nats-password",
+var natsSettings = []string{"nats-url", "nats-timeout", "nats-creds", "nats-user", "nats-password",
 	"nats-tls-ca", "nats-tls-cert", "nats-tls-key"}
 
 // natsFeedSettings are the flags of the jetstream feed.

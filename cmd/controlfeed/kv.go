@@ -147,12 +147,12 @@ func (m *Main) runKVPut(ctx context.Context, args []string) error {
 	acfg.NATS.Create = true // kv put writes artifacts: the producer's side
 	store, err := artifact.Open(s.ArtifactStore, acfg)
 	if err != nil {
-		return err
+		return s.natsTimeoutHint(kvPutCmd, err)
 	}
 	defer closeStore(store)
 	ev, err := kv.PutLimit(ctx, db, store, key, value, s.MaxArtifactBytes)
 	if err != nil {
-		return nodeDBError(kvPutCmd, s.DB, err)
+		return s.natsTimeoutHint(kvPutCmd, nodeDBError(kvPutCmd, s.DB, err))
 	}
 	fmt.Fprintln(m.Stdout, ev.EventID)
 	return nil

@@ -234,6 +234,7 @@ func (s *settings) feedConfig() feed.SourceConfig {
 			MaxAge:          s.NATSMaxAge,
 			MaxBytes:        s.NATSMaxBytes,
 			DuplicateWindow: s.NATSDuplicateWindow,
+			RequestTimeout:  s.NATSTimeout,
 		},
 	}
 }
@@ -241,14 +242,15 @@ func (s *settings) feedConfig() feed.SourceConfig {
 // artifactConfig maps the settings onto artifact.Config.
 func (s *settings) artifactConfig() artifact.Config {
 	return artifact.Config{Dir: s.artifactDir(), NATS: artifact.NATSConfig{
-		URLs:        s.natsURLs(),
-		Bucket:      s.NATSBucket,
-		Replicas:    s.NATSReplicas,
-		CredsFile:   s.NATSCreds,
-		User:        s.NATSUser,
-		Password:    s.NATSPassword,
-		TLSCAFile:   s.NATSTLSCA,
-		TLSCertFile: s.NATSTLSCert,
-		TLSKeyFile:  s.NATSTLSKey,
+		URLs:           s.natsURLs(),
+		Bucket:         s.NATSBucket,
+		Replicas:       s.NATSReplicas,
+		CredsFile:      s.NATSCreds,
+		User:           s.NATSUser,
+		Password:       s.NATSPassword,
+		TLSCAFile:      s.NATSTLSCA,
+		TLSCertFile:    s.NATSTLSCert,
+		TLSKeyFile:     s.NATSTLSKey,
+		RequestTimeout: s.NATSTimeout,
 	}}
 }

@@ -66,11 +66,11 @@ func (m *Main) runTail(ctx context.Context, args []string) error {
 	cfg.NATS.NodeName = "" // jetstream: an ephemeral, read-only consumer
 	src, err := feed.Open(s.FeedSource, cfg)
 	if err != nil {
-		return err
+		return s.natsTimeoutHint(tailCmd, err)
 	}
 	defer closeQuietly(src)
 	if err := m.notePastHead(ctx, src, s.From, s.Follow); err != nil {
-		return err
+		return s.natsTimeoutHint(tailCmd, err)
 	}
 	interval := s.PollInterval
 	if interval <= 0 {
@@ -89,7 +89,7 @@ func (m *Main) runTail(ctx context.Context, args []string) error {
 		return fmt.Errorf("controlfeed tail: --from %d is behind the feed's retention: the oldest event it holds is %d; "+
 			"run with --from %d or more", behind.Cursor, behind.FirstAvailable, behind.FirstAvailable-1)
 	}
-	return err
+	return s.natsTimeoutHint(tailCmd, err)
 }
 
 // notePastHead tells the operator, on stderr, when --from is past the

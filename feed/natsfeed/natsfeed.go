@@ -369,6 +369,12 @@ func dial(cfg feed.NATSConfig, opts *Options, role string) (*conn, error) {
 	if opts != nil {
 		o = *opts
 	}
+	if cfg.RequestTimeout < 0 {
+		return nil, fmt.Errorf("natsfeed: config: request timeout %v is negative", cfg.RequestTimeout)
+	}
+	if o.RequestTimeout == 0 {
+		o.RequestTimeout = cfg.RequestTimeout
+	}
 	if err := o.Validate(); err != nil {
 		return nil, err
 	}
@@ -386,14 +392,18 @@ func dial(cfg feed.NATSConfig, opts *Options, role string) (*conn, error) {
 			TLSCAFile: cfg.TLSCAFile, TLSCertFile: cfg.TLSCertFile, TLSKeyFile: cfg.TLSKeyFile,
 		}
 		nopts := natsconn.Options("controlfeed-"+role, DefaultReconnectWait, auth,
-			append([]nats.Option{nats.RetryOnFailedConnect(false), nats.ErrorHandler(c.asyncError)}, o.NATSOptions...)...)
+			append([]nats.Option{nats.RetryOnFailedConnect(false), nats.ErrorHandler(c.asyncError), nats.Timeout(o.RequestTimeout)},
+				o.NATSOptions...)...)
 		nc, err := natsconn.Connect("natsfeed: "+role, cfg.URLs, auth, nopts...)
 		if err != nil {
 			return nil, err
 		}
 		c.nc, c.own = nc, true
 	}
-	js, err := jetstream.New(c.nc)
+	// Every request and async publish is bounded by RequestTimeout even
+	// where no context reaches nats.go.
+	js, err := jetstream.New(c.nc, jetstream.WithDefaultTimeout(o.RequestTimeout),
+		jetstream.WithPublishAsyncTimeout(o.RequestTimeout))
 	if err != nil {
 		c.close()
 		return nil, fmt.Errorf("natsfeed: %s: jetstream: %w", role, err)

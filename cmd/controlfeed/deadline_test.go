@@ -1,0 +1,111 @@
+package main
+
+import (
+	"crypto/rand"
+	"encoding/base64"
+	"path/filepath"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+
+	"github.com/controlfeed/controlfeed/internal/natsembed"
+	"github.com/controlfeed/controlfeed/internal/netproxy"
+)
+
+// runBounded runs the command in-process and fails the test if it has not
+// returned within limit: a command without a deadline on a broker call
+// hangs there.
+func runBounded(t *testing.T, limit time.Duration, env []string, stdin string, args ...string) error {
+	t.Helper()
+	done := make(chan error, 1)
+	go func() {
+		_, _, err := run(t, env, stdin, args...)
+		done <- err
+	}()
+	select {
+	case err := <-done:
+		return err
+	case <-time.After(limit):
+		t.Fatalf("controlfeed %s still blocked after %v", strings.Join(args, " "), limit)
+		return nil
+	}
+}
+
+// kv put against a broker that keeps the connection open but stops
+// answering ends with an error naming the operation and the connection,
+// whether the broker stalls before the command connects or in the middle
+// of the artifact upload.
+func TestKVPut_StalledBrokerFails(t *testing.T) {
+	srv := natsembed.StartForTest(t)
+	proxy, err := netproxy.Listen("127.0.0.1:0", srv.Addr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { proxy.Close() })
+	env := []string{"CONTROLFEED_NATS_URL=nats://" + proxy.Addr(), "CONTROLFEED_ARTIFACT_STORE=jetstream",
+		"CONTROLFEED_NATS_TIMEOUT=1s"}
+	db := filepath.Join(t.TempDir(), "p.db")
+	// The bucket exists: the stall hits the upload, not its creation.
+	if err := runBounded(t, 2*time.Minute, env, "", "kv", "put", "--db", db, "k", "v"); err != nil {
+		t.Fatalf("kv put through the proxy: %v", err)
+	}
+
+	t.Run("mid-upload", func(t *testing.T) {
+		watch, err := nats.Connect(srv.ClientURL())
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer watch.Close()
+		var stalled atomic.Bool
+		sub, err := watch.Subscribe("$O.controlfeed-artifacts.C.>", func(*nats.Msg) {
+			if stalled.CompareAndSwap(false, true) {
+				proxy.Pause(netproxy.Both)
+			}
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer sub.Unsubscribe()
+		if err := watch.Flush(); err != nil {
+			t.Fatal(err)
+		}
+		defer proxy.Resume(netproxy.Both)
+		raw := make([]byte, 3<<20)
+		rand.Read(raw)
+		value := base64.StdEncoding.EncodeToString(raw) // 4 MiB
+		err = runBounded(t, 2*time.Minute, env, value, "kv", "put", "--db", db, "big", "-")
+		if !stalled.Load() {
+			t.Fatalf("the upload never reached the server (kv put: %v)", err)
+		}
+		if err == nil {
+			t.Fatal("kv put succeeded through a stalled broker")
+		}
+		for _, want := range []string{"upload", "connection", "--nats-timeout"} {
+			if !strings.Contains(err.Error(), want) {
+				t.Errorf("kv put error does not mention %q: %v", want, err)
+			}
+		}
+		t.Logf("kv put: %v", err)
+	})
+
+	t.Run("before-connect", func(t *testing.T) {
+		proxy.Pause(netproxy.Both)
+		defer proxy.Resume(netproxy.Both)
+		err := runBounded(t, 2*time.Minute, env, "", "kv", "put", "--db", db, "k2", "v")
+		if err == nil {
+			t.Fatal("kv put succeeded through a stalled broker")
+		}
+		if !strings.Contains(err.Error(), "--nats-timeout") {
+			t.Errorf("kv put error does not mention --nats-timeout: %v", err)
+		}
+		t.Logf("kv put: %v", err)
+	})
+
+	// The broker answers again: the same command works.
+	if err := runBounded(t, 2*time.Minute, env, "", "kv", "put", "--db", db, "k3", "v"); err != nil {
+		t.Fatalf("kv put after the stalls: %v", err)
+	}
+}
