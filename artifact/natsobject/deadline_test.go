@@ -5,12 +5,14 @@ import (
 	"context"
 	"crypto/rand"
 	"fmt"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/nats-io/nats.go"
 
+	"github.com/controlfeed/controlfeed/artifact"
 	"github.com/controlfeed/controlfeed/artifact/natsobject"
 	"github.com/controlfeed/controlfeed/internal/natsembed"
 	"github.com/controlfeed/controlfeed/internal/netproxy"
@@ -83,5 +85,22 @@ func TestPutStalledBrokerEndsWithinDeadline(t *testing.T) {
 	defer cancel()
 	if _, err := s.Put(pctx, bytes.NewReader(data)); err != nil {
 		t.Fatalf("Put after the stall: %v", err)
+	}
+}
+
+// Negative deadlines and rates are refused before anything connects.
+func TestNewRefusesNegativeDeadlines(t *testing.T) {
+	for name, tc := range map[string]struct {
+		cfg  artifact.NATSConfig
+		opts natsobject.Options
+	}{
+		"config RequestTimeout":   {cfg: artifact.NATSConfig{RequestTimeout: -time.Second}},
+		"options TransferRate":    {opts: natsobject.Options{TransferRate: -1}},
+		"options TransferTimeout": {opts: natsobject.Options{TransferTimeout: -time.Second}},
+	} {
+		tc.cfg.URLs = []string{"nats://127.0.0.1:1"}
+		if _, err := natsobject.New(t.Context(), tc.cfg, &tc.opts); err == nil || !strings.Contains(err.Error(), "negative") {
+			t.Errorf("%s: New = %v, want a negative-value error", name, err)
+		}
 	}
 }
