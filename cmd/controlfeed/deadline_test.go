@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/controlfeed/controlfeed/internal/natsembed"
 	"github.com/controlfeed/controlfeed/internal/netproxy"
@@ -108,4 +109,33 @@ func TestKVPut_StalledBrokerFails(t *testing.T) {
 	if err := runBounded(t, 2*time.Minute, env, "", "kv", "put", "--db", db, "k3", "v"); err != nil {
 		t.Fatalf("kv put after the stalls: %v", err)
 	}
+}
+
+// tail --follow on jetstream, waiting for events, exits non-zero naming
+// --nats-timeout when the broker stops answering, instead of waiting on.
+func TestTail_StalledBrokerFails(t *testing.T) {
+	srv := natsembed.StartForTest(t)
+	if _, err := jsFor(t, srv).CreateStream(t.Context(), jetstream.StreamConfig{Name: "CONTROLFEED",
+		Subjects: []string{"controlfeed.events"}, Storage: jetstream.FileStorage, Duplicates: time.Hour}); err != nil {
+		t.Fatal(err)
+	}
+	proxy, err := netproxy.Listen("127.0.0.1:0", srv.Addr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { proxy.Close() })
+	env := []string{"CONTROLFEED_NATS_URL=nats://" + proxy.Addr(), "CONTROLFEED_NATS_TIMEOUT=1s"}
+	go func() {
+		for end := time.Now().Add(time.Minute); proxy.Open() == 0 && time.Now().Before(end); {
+			time.Sleep(10 * time.Millisecond)
+		}
+		time.Sleep(500 * time.Millisecond) // tail is waiting for events
+		proxy.Pause(netproxy.Both)
+	}()
+	defer proxy.Resume(netproxy.Both)
+	err = runBounded(t, 2*time.Minute, env, "", "tail", "--feed-source", "jetstream", "--follow")
+	if err == nil || !strings.Contains(err.Error(), "--nats-timeout") {
+		t.Fatalf("tail --follow through a stalled broker: %v, want an error naming --nats-timeout", err)
+	}
+	t.Logf("tail: %v", err)
 }

@@ -88,7 +88,7 @@ func (s *Source) fetch(ctx context.Context, consumer string, batch int) (fetchRe
 			}
 			if len(r.msgs) == 0 {
 				if errors.Is(err, context.DeadlineExceeded) {
-					err = fmt.Errorf("no answer within %v: %w", s.c.opts.RequestTimeout, err)
+					err = fmt.Errorf("no answer%s: %w", s.c.timeoutState(err), err)
 				}
 				return r, err
 			}

@@ -429,6 +429,22 @@ func (c *conn) close() {
 	}
 }
 
+// timeoutState describes, for the error of a broker call that timed out,
+// the connection (its status and server) and the bound that ended it, as
+// " (connection ..., ...)"; it is empty for any other error.
+func (c *conn) timeoutState(err error) string {
+	var ne interface{ Timeout() bool }
+	if err == nil || !(errors.Is(err, context.DeadlineExceeded) || errors.Is(err, nats.ErrTimeout) ||
+		errors.Is(err, jetstream.ErrAsyncPublishTimeout) || errors.As(err, &ne) && ne.Timeout()) {
+		return ""
+	}
+	url := c.nc.ConnectedUrlRedacted()
+	if url == "" {
+		url = "no server"
+	}
+	return fmt.Sprintf(" (connection %s, server %s; request timeout %v)", strings.ToLower(c.nc.Status().String()), url, c.opts.RequestTimeout)
+}
+
 // reqCtx bounds ctx by RequestTimeout.
 func (c *conn) reqCtx(ctx context.Context) (context.Context, context.CancelFunc) {
 	return context.WithTimeout(ctx, c.opts.RequestTimeout)

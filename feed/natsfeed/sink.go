@@ -222,7 +222,7 @@ func (s *Sink) Append(ctx context.Context, e controlevent.Event) (controlevent.E
 	defer cancel()
 	ack, err := s.c.js.PublishMsg(rctx, m, noRetry...)
 	if err != nil {
-		return e, classify(ctx, fmt.Errorf("natsfeed: append %q: publish to %q: %w", e.EventID, s.c.cfg.Subject, err))
+		return e, classify(ctx, fmt.Errorf("natsfeed: append %q: publish to %q%s: %w", e.EventID, s.c.cfg.Subject, s.c.timeoutState(err), err))
 	}
 	return s.stamp(e, ack)
 }
@@ -326,7 +326,7 @@ func (s *Sink) appendWindow(ctx context.Context, events []controlevent.Event, ou
 			}
 			return out, i, fmt.Errorf("natsfeed: append %q: publish to %q: %w", e.EventID, s.c.cfg.Subject, err)
 		case <-rctx.Done():
-			return out, i, fmt.Errorf("natsfeed: append %q: waiting for the ack: %w", e.EventID, rctx.Err())
+			return out, i, fmt.Errorf("natsfeed: append %q: waiting for the ack%s: %w", e.EventID, s.c.timeoutState(rctx.Err()), rctx.Err())
 		}
 	}
 	return out, len(futures), pubErr

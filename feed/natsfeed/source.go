@@ -669,7 +669,7 @@ func (s *Source) Head(ctx context.Context) (uint64, error) {
 		return 0, nil
 	}
 	if err != nil {
-		return 0, fmt.Errorf("natsfeed: head: stream %q: %w", s.c.cfg.Stream, err)
+		return 0, fmt.Errorf("natsfeed: head: stream %q%s: %w", s.c.cfg.Stream, s.c.timeoutState(err), err)
 	}
 	return st.CachedInfo().State.LastSeq, nil
 }
