@@ -6,6 +6,8 @@ import (
 	"errors"
 	"os"
 	"syscall"
+
+	"github.com/controlfeed/controlfeed/internal/flock"
 )
 
 // lockTemp takes an exclusive flock(2) on f, a temp file Put has just
@@ -15,7 +17,7 @@ import (
 // the file), and nil without a lock where the file system does not support
 // flock: Sweep then falls back to the file's age.
 func lockTemp(f *os.File) error {
-	err := flockFile(f, syscall.LOCK_EX|syscall.LOCK_NB)
+	err := flock.File(f, syscall.LOCK_EX|syscall.LOCK_NB)
 	switch {
 	case err == nil:
 		return nil
@@ -38,7 +40,7 @@ func claimTemp(path string) (*os.File, error) {
 	if err != nil {
 		return nil, err
 	}
-	err = flockFile(f, syscall.LOCK_EX|syscall.LOCK_NB)
+	err = flock.File(f, syscall.LOCK_EX|syscall.LOCK_NB)
 	switch {
 	case err == nil, errors.Is(err, syscall.ENOLCK), errors.Is(err, syscall.EOPNOTSUPP), errors.Is(err, syscall.EINVAL):
 		return f, nil
@@ -49,23 +51,4 @@ func claimTemp(path string) (*os.File, error) {
 		f.Close()
 		return nil, err
 	}
-}
-
-func flockFile(f *os.File, how int) error {
-	rc, err := f.SyscallConn()
-	if err != nil {
-		return err
-	}
-	var ferr error
-	cerr := rc.Control(func(fd uintptr) {
-		for {
-			if ferr = syscall.Flock(int(fd), how); ferr != syscall.EINTR {
-				return
-			}
-		}
-	})
-	if cerr != nil {
-		return cerr
-	}
-	return ferr
 }

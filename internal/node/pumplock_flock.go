@@ -10,6 +10,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/controlfeed/controlfeed/internal/flock"
 )
 
 // PumpLockSuffix is appended to Config.DB to name the pump's lock file.
@@ -33,7 +35,7 @@ func lockPump(db string) (*pumpLock, error) {
 	if err != nil {
 		return nil, fmt.Errorf("node: pump lock %s: %w", path, err)
 	}
-	err = flock(f, syscall.LOCK_EX|syscall.LOCK_NB)
+	err = flock.File(f, syscall.LOCK_EX|syscall.LOCK_NB)
 	switch {
 	case err == nil:
 	case errors.Is(err, syscall.EWOULDBLOCK):
@@ -69,23 +71,4 @@ func (l *pumpLock) unlock() error {
 	err := l.f.Close()
 	l.f = nil
 	return err
-}
-
-func flock(f *os.File, how int) error {
-	rc, err := f.SyscallConn()
-	if err != nil {
-		return err
-	}
-	var ferr error
-	cerr := rc.Control(func(fd uintptr) {
-		for {
-			if ferr = syscall.Flock(int(fd), how); ferr != syscall.EINTR {
-				return
-			}
-		}
-	})
-	if cerr != nil {
-		return cerr
-	}
-	return ferr
 }
