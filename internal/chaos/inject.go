@@ -285,7 +285,16 @@ func (h *harness) injectBad(ctx context.Context, kind string, i int) (injection,
 	// The copy it resolved to may also be a forced duplicate of the
 	// original republished moments ago: so compare the stored content.
 	if ack.Duplicate && kind == BadConflict {
-		stored, err := h.storedEvent(ctx, ack.Sequence)
+		// The message is in the stream whatever happens next: retry the
+		// read-back across a broker restart or stall rather than drop an
+		// injection the nodes will halt at.
+		var stored controlevent.Event
+		var err error
+		for end := time.Now().Add(time.Minute); ; time.Sleep(200 * time.Millisecond) {
+			if stored, err = h.storedEvent(ctx, ack.Sequence); err == nil || time.Now().After(end) || ctx.Err() != nil {
+				break
+			}
+		}
 		if err != nil {
 			return inj, fmt.Errorf("read back conflict at %d: %w", ack.Sequence, err)
 		}
