@@ -48,6 +48,7 @@ func run() error {
 	fs.IntVar(&cfg.Nodes, "nodes", 3, "fleet nodes (`N`)")
 	fs.Uint64Var(&cfg.Seed, "seed", 0, "`SEED` of the harness's choices (0 = from the clock)")
 	fs.StringVar(&cfg.Feed, "feed", chaos.FeedJetStream, "feed backend under test (`NAME`): jetstream (a broker with its restarts, cuts, duplicates, bad inputs and duplicate node names) or file (a feed directory with held feed locks)")
+	fs.StringVar(&cfg.Artifacts, "artifacts", chaos.ArtifactsFile, "artifact store under test (`NAME`): file (the file store, filled through a tmpfs) or jetstream (the broker's Object Store, filled to its byte limit; jetstream feed only)")
 	diskFull := fs.Bool("disk-full", true, "run the disk-full episode on the last node (tmpfs if mountable, else a failure point)")
 	fs.Usage = func() {
 		fmt.Fprint(fs.Output(), `Usage: controlfeed-chaos -binary CONTROLFEED [flags]
@@ -66,6 +67,9 @@ Flags:
 	fs.Parse(os.Args[1:])
 	if cfg.Feed != chaos.FeedJetStream && cfg.Feed != chaos.FeedFile {
 		return fmt.Errorf("-feed %q: want %s or %s", cfg.Feed, chaos.FeedJetStream, chaos.FeedFile)
+	}
+	if cfg.Artifacts != chaos.ArtifactsFile && (cfg.Artifacts != chaos.ArtifactsJetStream || cfg.Feed != chaos.FeedJetStream) {
+		return fmt.Errorf("-artifacts %q with -feed %s: want %s, or %s with -feed %s", cfg.Artifacts, cfg.Feed, chaos.ArtifactsFile, chaos.ArtifactsJetStream, chaos.FeedJetStream)
 	}
 	if cfg.Binary == "" {
 		return fmt.Errorf("-binary is required (go build -o /tmp/controlfeed ./cmd/controlfeed)")

@@ -78,6 +78,28 @@ func TestChaos(t *testing.T) {
 	runChaos(t, runConfig(t), "CONTROLFEED_CHAOS_REPORT")
 }
 
+// TestChaos_ObjectStore is TestChaos with the broker's Object Store as the
+// artifact store: the writer uploads into the bucket and the nodes fetch
+// from it through every broker restart, stall and cut; corrupt artifacts
+// are objects stored under a reference with other bytes, repaired by a
+// re-put; the store-full episodes put the bucket at its byte limit. CI-sized:
+// a minute with the JetStream run's faults scaled to it (without its
+// disk-full episode) and 1,200 events: every upload and fetch waits out the
+// broker's outages, so a quarter of that run's events would keep the faults
+// going for its time limit. Scaled like it in long mode.
+func TestChaos_ObjectStore(t *testing.T) {
+	if testing.Short() {
+		t.Skip("chaos suite with OS processes; skipped with -short")
+	}
+	cfg := runConfig(t)
+	if cfg.Duration == 0 {
+		cfg = chaos.Config{Duration: time.Minute, Events: 1200, BrokerRestarts: 12, LongOutages: 2,
+			DuplicateDeliveries: 2500, BadInputs: 50, KillsPerPoint: 5, Stalls: 4, DupNames: 1, PowerLosses: 1, StoreFulls: 2}
+	}
+	cfg.Artifacts = chaos.ArtifactsJetStream
+	runChaos(t, cfg, "CONTROLFEED_CHAOS_OBJECT_REPORT")
+}
+
 // TestChaos_FileFeed is TestChaos on the file feed: the same writer, pump,
 // nodes and checker around a feed directory instead of a broker, with held
 // feed locks in place of the broker's faults. CI-sized: a minute, 5,000

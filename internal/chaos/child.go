@@ -9,10 +9,13 @@ import (
 	"os"
 	"os/signal"
 	"strconv"
+	"strings"
 	"syscall"
 	"time"
 
+	"github.com/controlfeed/controlfeed/artifact"
 	"github.com/controlfeed/controlfeed/artifact/filestore"
+	"github.com/controlfeed/controlfeed/artifact/natsobject"
 	"github.com/controlfeed/controlfeed/internal/natsembed"
 	"github.com/controlfeed/controlfeed/internal/node"
 	"github.com/controlfeed/controlfeed/kv"
@@ -89,9 +92,21 @@ func runWriter(ctx context.Context, dbPath, artDir string, target int, seed uint
 		return err
 	}
 	defer db.Close()
-	store, err := filestore.New(artDir, nil)
-	if err != nil {
-		return err
+	var store artifact.Store
+	objects := strings.HasPrefix(artDir, "nats://")
+	if objects {
+		s, err := openObjects(ctx, artDir)
+		if err != nil {
+			return err
+		}
+		defer s.Close()
+		store = s
+	} else {
+		s, err := filestore.New(artDir, nil)
+		if err != nil {
+			return err
+		}
+		store = s
 	}
 	// A restarted writer must not replay the same random choices.
 	rng := rand.New(rand.NewPCG(seed, uint64(time.Now().UnixNano())))
@@ -129,12 +144,53 @@ func runWriter(ctx context.Context, dbPath, artDir string, target int, seed uint
 		for i := range val {
 			val[i] = byte(rng.UintN(256))
 		}
-		if _, err := kv.Put(ctx, db, store, key, val); err != nil {
+		if err := putRetry(ctx, db, store, key, val, objects); err != nil {
 			return fmt.Errorf("chaos: writer: %w", err)
 		}
 		n++
 	}
 	return nil
+}
+
+// objectsPatience is how long the writer on the Object Store retries an
+// unanswered broker in-process before it gives up (and exits, counted as a
+// failed run): longer than most of the harness's broker outages, well
+// shorter than a store-full episode, so that a bucket at its limit still
+// ends writer runs.
+const objectsPatience = 1500 * time.Millisecond
+
+// openObjects opens the Object Store artifact store at url, retrying while
+// the broker is down, as a producer application would.
+func openObjects(ctx context.Context, url string) (*natsobject.Store, error) {
+	for end := time.Now().Add(30 * time.Second); ; {
+		s, err := natsobject.New(ctx, artifact.NATSConfig{URLs: []string{url}, Create: true}, nil)
+		if err == nil {
+			return s, nil
+		}
+		if time.Now().After(end) || ctx.Err() != nil {
+			return nil, fmt.Errorf("chaos: writer: %w", err)
+		}
+		sleepCtx(ctx, 100*time.Millisecond)
+	}
+}
+
+// uploadRetryLine starts the writer's log line for a failed Put it retries
+// (storefull.go counts them).
+const uploadRetryLine = "chaos: writer: put failed; retrying"
+
+// putRetry is kv.Put; with the Object Store, a failed Put is retried for
+// objectsPatience (each retry is a new transaction: a failed kv.Put commits
+// nothing).
+func putRetry(ctx context.Context, db *sql.DB, store artifact.Store, key string, val []byte, objects bool) error {
+	end := time.Now().Add(objectsPatience)
+	for {
+		_, err := kv.Put(ctx, db, store, key, val)
+		if err == nil || !objects || time.Now().After(end) || ctx.Err() != nil {
+			return err
+		}
+		fmt.Fprintf(os.Stderr, "%s: %v\n", uploadRetryLine, err)
+		sleepCtx(ctx, 100*time.Millisecond)
+	}
 }
 
 func outboxCount(ctx context.Context, db *sql.DB) (int, error) {

@@ -23,6 +23,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/controlfeed/controlfeed/artifact/filestore"
+	"github.com/controlfeed/controlfeed/artifact/natsobject"
 	"github.com/controlfeed/controlfeed/feed"
 	"github.com/controlfeed/controlfeed/feed/filesource"
 	"github.com/controlfeed/controlfeed/feed/natsfeed"
@@ -46,6 +47,11 @@ type Config struct {
 	// inputs and duplicate node names) or FeedFile (a feed directory, with
 	// held feed locks; see filefeed.go).
 	Feed string
+	// Artifacts is the artifact store: ArtifactsFile (the default: the
+	// file store, on a tmpfs for the store-full episodes) or
+	// ArtifactsJetStream (the broker's Object Store; jetstream feed only;
+	// see objstore.go).
+	Artifacts string
 	// FeedLocks is the number of held feed locks of a FeedFile run.
 	// Default 8.
 	FeedLocks int
@@ -93,6 +99,9 @@ func (c *Config) setDefaults() {
 	}
 	if c.Feed == "" {
 		c.Feed = FeedJetStream
+	}
+	if c.Artifacts == "" {
+		c.Artifacts = ArtifactsFile
 	}
 	if c.FeedLocks == 0 {
 		c.FeedLocks = 8
@@ -187,6 +196,7 @@ type harness struct {
 	nc        *nats.Conn
 	js        jetstream.JetStream
 	store     *filestore.Store
+	obj       *natsobject.Store // the artifact bucket, with Artifacts = ArtifactsJetStream
 	pdb       *sql.DB
 	ndb       []*sql.DB
 	injected  map[string]injection // by event id@cv key
@@ -223,6 +233,9 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	}
 	if cfg.Feed != FeedJetStream && cfg.Feed != FeedFile {
 		return nil, fmt.Errorf("chaos: run: Feed %q: want %q or %q", cfg.Feed, FeedJetStream, FeedFile)
+	}
+	if cfg.Artifacts != ArtifactsFile && (cfg.Artifacts != ArtifactsJetStream || cfg.Feed != FeedJetStream) {
+		return nil, fmt.Errorf("chaos: run: Artifacts %q with Feed %q: want %q, or %q with the jetstream feed", cfg.Artifacts, cfg.Feed, ArtifactsFile, ArtifactsJetStream)
 	}
 	h := &harness{cfg: cfg, rng: rand.New(rand.NewPCG(cfg.Seed, 1)), calm: make(chan struct{}),
 		nodeFP: map[int]string{}, injected: map[string]injection{}, published: map[string]uint64{}, forced: map[uint64]bool{},
@@ -375,7 +388,7 @@ func (h *harness) setup(ctx context.Context) error {
 		}
 	}
 	var err error
-	if c.StoreFulls > 0 {
+	if c.StoreFulls > 0 && c.Artifacts == ArtifactsFile {
 		h.mountArtifactTmpfs()
 	}
 	if h.store, err = filestore.New(h.artDir, nil); err != nil {
@@ -424,16 +437,21 @@ func (h *harness) setup(ctx context.Context) error {
 	h.broker = &proc{name: "broker", logf: logf("broker"),
 		argv: append(append([]string{}, c.Self...), h.brokerAddr, h.brokerDir),
 		env:  func() []string { return selfEnv("broker", "") }}
+	common := []string{"--artifact-dir", h.artDir, "--poll-interval", "20ms", "--log-level", "info"}
+	writerArts := h.artDir
+	if c.Artifacts == ArtifactsJetStream {
+		common = []string{"--artifact-store", "jetstream", "--poll-interval", "20ms", "--log-level", "info"}
+		writerArts = h.natsURL
+	}
 	rate := int(float64(c.Events) / c.Duration.Seconds() * 1.25)
 	h.writer = &proc{name: "writer", logf: logf("writer"), once: true,
-		argv: append(append([]string{}, c.Self...), h.producerDB, h.artDir, strconv.Itoa(c.Events), strconv.FormatUint(c.Seed, 10), strconv.Itoa(max(rate, 1))),
+		argv: append(append([]string{}, c.Self...), h.producerDB, writerArts, strconv.Itoa(c.Events), strconv.FormatUint(c.Seed, 10), strconv.Itoa(max(rate, 1))),
 		env: func() []string {
 			h.mu.Lock()
 			extra := h.writerFP
 			h.mu.Unlock()
 			return selfEnv("writer", h.spec(writerPoints, extra))
 		}}
-	common := []string{"--artifact-dir", h.artDir, "--poll-interval", "20ms", "--log-level", "info"}
 	sinkArgs := []string{"--feed-sink", natsfeed.Name, "--nats-url", "nats://" + h.proxy.Addr(), // through the proxy
 		"--nats-duplicate-window", c.DupWindow.String()}
 	sourceArgs := []string{"--feed-source", natsfeed.Name, "--nats-url", h.natsURL, "--nats-duplicate-window", c.DupWindow.String()}
@@ -530,10 +548,16 @@ func (h *harness) connect(ctx context.Context) error {
 		return fmt.Errorf("chaos: create stream: %w", err)
 	}
 	sink.Close()
+	if h.cfg.Artifacts == ArtifactsJetStream {
+		return h.openObjectStore(ctx)
+	}
 	return nil
 }
 
 func (h *harness) teardown() {
+	if h.obj != nil {
+		h.obj.Close()
+	}
 	if h.nc != nil {
 		h.nc.Close()
 	}
@@ -637,6 +661,10 @@ func (h *harness) brokerLoop(ctx context.Context, done <-chan struct{}) {
 	}
 }
 
+// startGrace is how long the writer or a node of an Object Store run runs
+// before random kills may hit it.
+const startGrace = 3 * time.Second
+
 // randomKills SIGKILLs a random writer, pump or node process at random
 // moments.
 func (h *harness) randomKills(ctx context.Context, done <-chan struct{}) {
@@ -653,6 +681,14 @@ func (h *harness) randomKills(ctx context.Context, done <-chan struct{}) {
 		h.mu.Lock()
 		protected := i >= 2 && h.protect[i-2] > 0
 		h.mu.Unlock()
+		// With the Object Store the writer and every node open a broker
+		// connection for the bucket before their first write or round;
+		// killed every second or so during broker outages, they then
+		// hardly ever get there. Random kills spare them in their first
+		// moments (the failure-point kills still hit every step).
+		if i != 1 && h.cfg.Artifacts == ArtifactsJetStream && victims[i].uptime() < startGrace {
+			protected = true
+		}
 		if p := victims[i]; !protected && p.signal(syscall.SIGKILL) {
 			h.mu.Lock()
 			h.rep.RandomKills++

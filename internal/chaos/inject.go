@@ -327,6 +327,7 @@ func (h *harness) resolve(ctx context.Context, inj injection) {
 	settled := make([]bool, n)
 	skipped := make([]bool, n)
 	deadline := time.Now().Add(2 * time.Minute)
+	var repairErr error
 	for time.Now().Before(deadline) && ctx.Err() == nil {
 		all := true
 		for i, db := range h.ndb {
@@ -389,17 +390,23 @@ func (h *harness) resolve(ctx context.Context, inj injection) {
 			return
 		}
 		if inj.value != nil && allTrue(detected) {
-			h.repair(ctx, inj)
-			inj.value = nil // repaired; now just wait for the nodes to pass it
-			h.mu.Lock()
-			h.rep.Repairs++
-			h.mu.Unlock()
+			// A repair that failed (the Object Store's broker is down) is
+			// tried again on the next round, until the deadline.
+			if repairErr = h.repair(ctx, inj); repairErr == nil {
+				inj.value = nil // repaired; now just wait for the nodes to pass it
+				h.mu.Lock()
+				h.rep.Repairs++
+				h.mu.Unlock()
+			}
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
 	if ctx.Err() == nil {
 		h.mu.Lock()
 		h.rep.problem("%s %s@%d not resolved on every node within 2m (detected %v, settled %v)", inj.kind, inj.id, inj.cv, detected, settled)
+		if repairErr != nil {
+			h.rep.problem("repair %s %s@%d: %v", inj.kind, inj.id, inj.cv, repairErr)
+		}
 		h.mu.Unlock()
 	}
 }
@@ -415,26 +422,24 @@ func allTrue(b []bool) bool {
 
 // repair puts the right bytes back for an artifact kind and records the
 // value every node must end up with.
-func (h *harness) repair(ctx context.Context, inj injection) {
+func (h *harness) repair(ctx context.Context, inj injection) error {
 	sum := sha256.Sum256(inj.value)
 	ref := controlevent.ChecksumPrefix + hex.EncodeToString(sum[:])
-	if inj.kind == BadCorrupt {
+	if inj.kind == BadCorrupt && h.obj == nil {
 		if p, err := h.store.Path(ref); err == nil {
 			os.Remove(p)
 		}
-	}
+	} // the Object Store's Put finds and replaces a corrupt object itself
 	h.storeMu.Lock()
-	_, err := artifact.PutBytes(ctx, h.store, inj.value)
+	_, err := artifact.PutBytes(ctx, h.arts(), inj.value)
 	h.storeMu.Unlock()
 	if err != nil {
-		h.mu.Lock()
-		h.rep.problem("repair %s: %v", ref, err)
-		h.mu.Unlock()
-		return
+		return fmt.Errorf("put %s: %w", ref, err)
 	}
 	h.mu.Lock()
 	h.rep.expected[inj.key] = inj.value
 	h.mu.Unlock()
+	return nil
 }
 
 // diskFull runs one disk-full episode on the last node at a third of the
@@ -529,6 +534,9 @@ func (h *harness) storedEvent(ctx context.Context, seq uint64) (controlevent.Eve
 func (h *harness) corruptArtifact(ctx context.Context, ref string, value []byte) error {
 	h.storeMu.Lock()
 	defer h.storeMu.Unlock()
+	if h.obj != nil {
+		return h.corruptObject(ctx, ref)
+	}
 	if _, err := artifact.PutBytes(ctx, h.store, value); err != nil {
 		return err
 	}

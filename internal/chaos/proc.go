@@ -26,8 +26,9 @@ type proc struct {
 	held     bool
 	done     bool
 	starts   int
-	badExits int    // exits that were neither a kill nor a clean stop
-	lastBad  string // the last such exit
+	started  time.Time // the running process's start
+	badExits int       // exits that were neither a kill nor a clean stop
+	lastBad  string    // the last such exit
 	exited   chan struct{}
 }
 
@@ -100,6 +101,7 @@ func (p *proc) supervise(ctx context.Context, restartDelay time.Duration) {
 		p.mu.Lock()
 		p.cmd, p.exited = cmd, ch
 		p.starts++
+		p.started = time.Now()
 		p.mu.Unlock()
 		waitErr := make(chan error, 1)
 		go func() { waitErr <- cmd.Wait() }()
@@ -169,6 +171,16 @@ func sleepCtx(ctx context.Context, d time.Duration) {
 	case <-ctx.Done():
 	case <-t.C:
 	}
+}
+
+// uptime is how long the running process has run (0 if none runs).
+func (p *proc) uptime() time.Duration {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.cmd == nil {
+		return 0
+	}
+	return time.Since(p.started)
 }
 
 func (p *proc) String() string { return fmt.Sprintf("%s (%s)", p.name, p.logf) }

@@ -67,13 +67,16 @@ type Report struct {
 	// Feed is the run's feed backend. FeedLocks counts the held feed
 	// locks of a file-feed run, FeedLocksPastTimeout those held longer than
 	// the readers' and the Sink's lock timeout, FeedLockTime their total.
-	Feed                            string
+	Feed, Artifacts                 string
 	FeedLocks, FeedLocksPastTimeout int
 	FeedLockTime                    time.Duration
 	// StoreFulls counts the episodes with the artifact store at its size
 	// limit; StoreFullFailures the writer runs that ended on a failed
 	// upload during them.
 	StoreFulls, StoreFullFailures int
+	// StoreFullRetries counts the writer's failed Puts retried in-process
+	// during those episodes (the Object Store run's writer retries).
+	StoreFullRetries int
 	// HealthyWhileStuck counts the periods in which a node made no progress
 	// while the stream had events for it for longer than its stall
 	// threshold plus grace and still answered /healthz 200 (a violation);
@@ -98,7 +101,7 @@ type Report struct {
 }
 
 func newReport(c Config) *Report {
-	return &Report{Seed: c.Seed, Nodes: c.Nodes, Feed: c.Feed, Kills: map[string]int{}, Starts: map[string]int{}, UnexpectedExits: map[string]int{},
+	return &Report{Seed: c.Seed, Nodes: c.Nodes, Feed: c.Feed, Artifacts: c.Artifacts, Kills: map[string]int{}, Starts: map[string]int{}, UnexpectedExits: map[string]int{},
 		BadInputs: map[string]int{}, Stalls: map[string]int{}, Detected: map[string]int{}, expected: map[string][]byte{}}
 }
 
@@ -131,7 +134,7 @@ func (r *Report) TotalKills() int {
 // String prints the counts and the verdict line.
 func (r *Report) String() string {
 	var b strings.Builder
-	fmt.Fprintf(&b, "chaos run: seed %d, %s feed, %d nodes, fault phase %v, total %v\n", r.Seed, r.Feed, r.Nodes, r.FaultPhase.Round(time.Second), r.Elapsed.Round(time.Second))
+	fmt.Fprintf(&b, "chaos run: seed %d, %s feed, %s artifact store, %d nodes, fault phase %v, total %v\n", r.Seed, r.Feed, r.Artifacts, r.Nodes, r.FaultPhase.Round(time.Second), r.Elapsed.Round(time.Second))
 	fmt.Fprintf(&b, "  events: %d producer changes, %d feed positions\n", r.Events, r.StreamMessages)
 	if r.WriterShort != "" {
 		fmt.Fprintf(&b, "  short run: %s (a loaded machine)\n", r.WriterShort)
@@ -176,7 +179,11 @@ func (r *Report) String() string {
 	fmt.Fprintf(&b, "  duplicate node name: %d episodes, %d stood by (name in use), %d windows void (node died at a failure point), %d took over after the node's kill\n",
 		r.DupNameEpisodes, r.DupNameStandby, r.DupNameVoid, r.DupNameTakeovers)
 	fmt.Fprintf(&b, "  producer power losses: %d (restored to the image after the pump's last fsync), %d committed outbox rows rolled back\n", r.PowerLosses, r.RolledBack)
-	fmt.Fprintf(&b, "  artifact store full: %d episodes of %v, %d writer runs ended on a failed upload\n", r.StoreFulls, storeFullEpisode, r.StoreFullFailures)
+	fmt.Fprintf(&b, "  artifact store full: %d episodes of %v, %d writer runs ended on a failed upload", r.StoreFulls, storeFullEpisode, r.StoreFullFailures)
+	if r.Artifacts == ArtifactsJetStream {
+		fmt.Fprintf(&b, ", %d failed Puts retried", r.StoreFullRetries)
+	}
+	b.WriteString("\n")
 	fmt.Fprintf(&b, "  health: %d stuck periods past the stall threshold (%v + grace %v) reported unhealthy, %d answered 200 (violations)\n",
 		r.StuckReported, nodeStallThreshold, nodeUnavailGrace, r.HealthyWhileStuck)
 	if r.DiskFull != "" {

@@ -1,8 +1,10 @@
 package chaos
 
 import (
+	"bytes"
 	"context"
 	"fmt"
+	"os"
 	"os/exec"
 	"strings"
 	"syscall"
@@ -56,7 +58,13 @@ func (h *harness) storeFull(ctx context.Context, e int) {
 	defer h.storeMu.Unlock()
 	before, _ := outboxCount(ctx, h.producer())
 	how := "tmpfs at its size limit"
-	if h.artTmpfs {
+	if h.obj != nil {
+		how = "bucket at its byte limit"
+		if err := h.setBucketLimit(ctx, true); err != nil {
+			h.rep.problem("store full %d: set the bucket's byte limit: %v", e, err)
+			return
+		}
+	} else if h.artTmpfs {
 		var st syscall.Statfs_t
 		if err := syscall.Statfs(h.artDir, &st); err != nil {
 			h.rep.problem("store full %d: statfs %s: %v", e, h.artDir, err)
@@ -74,10 +82,14 @@ func (h *harness) storeFull(ctx context.Context, e int) {
 		h.mu.Unlock()
 		h.writer.killAndWait() // restarts with the point
 	}
-	failures0 := h.writerFailures()
+	failures0, retries0 := h.writerFailures(), h.writerRetries()
 	sleepCtx(ctx, storeFullEpisode)
-	failures := h.writerFailures() - failures0
-	if h.artTmpfs {
+	failures, retries := h.writerFailures()-failures0, h.writerRetries()-retries0
+	if h.obj != nil {
+		if err := h.setBucketLimit(ctx, false); err != nil {
+			h.rep.problem("store full %d: lift the bucket's byte limit: %v", e, err)
+		}
+	} else if h.artTmpfs {
 		if err := h.remountArtifacts(h.artSize); err != nil {
 			h.rep.problem("store full %d: give the space back: %v", e, err)
 		}
@@ -91,8 +103,19 @@ func (h *harness) storeFull(ctx context.Context, e int) {
 	h.mu.Lock()
 	h.rep.StoreFulls++
 	h.rep.StoreFullFailures += failures
+	h.rep.StoreFullRetries += retries
 	h.mu.Unlock()
-	h.logf("store full %d (%s) for %v: %d failed writer starts, outbox %d -> %d", e, how, storeFullEpisode, failures, before, after)
+	h.logf("store full %d (%s) for %v: %d failed writer starts, %d failed Puts retried, outbox %d -> %d", e, how, storeFullEpisode, failures, retries, before, after)
+}
+
+// writerRetries is the number of failed Puts the writer retried in-process
+// so far (the Object Store run's writer; see putRetry).
+func (h *harness) writerRetries() int {
+	b, err := os.ReadFile(h.writer.logf)
+	if err != nil {
+		return 0
+	}
+	return bytes.Count(b, []byte(uploadRetryLine))
 }
 
 // writerFailures is the number of writer exits with an error so far (a
