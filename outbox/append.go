@@ -42,8 +42,8 @@ func Append(ctx context.Context, tx *sql.Tx, e controlevent.Event) error {
 	if err != nil {
 		return fmt.Errorf("outbox: append %q: %w", e.EventID, err)
 	}
-	res, err := tx.ExecContext(ctx, dia.insert,
-		e.EventID, e.Type, e.Key, e.ArtifactRef, e.Checksum, string(payload), dia.timeValue(e.CreatedAt))
+	res, err := tx.ExecContext(ctx, appendInsert,
+		e.EventID, e.Type, e.Key, e.ArtifactRef, e.Checksum, string(payload), appendTime(e.CreatedAt))
 	if err != nil {
 		return fmt.Errorf("outbox: append %q: insert into controlfeed_outbox: %w", e.EventID, err)
 	}

@@ -28,7 +28,7 @@ func (p *Pump) checkpointLoop(ctx context.Context, kick <-chan struct{}) {
 		case <-kick:
 		}
 		var busy, logPages, done int64
-		if err := p.db.QueryRowContext(ctx, dia.checkpoint).Scan(&busy, &logPages, &done); err != nil && ctx.Err() == nil {
+		if err := p.db.QueryRowContext(ctx, p.dia.checkpoint).Scan(&busy, &logPages, &done); err != nil && ctx.Err() == nil {
 			p.log.Debug("outbox: background checkpoint", "err", err)
 		}
 		t := time.NewTimer(p.cfg.CheckpointInterval)

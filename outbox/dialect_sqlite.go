@@ -2,14 +2,22 @@ package outbox
 
 import "time"
 
-// dialect holds every SQL statement of this package, so that another database
-// (PostgreSQL) is one more value of this type. Statements take their arguments
-// in the order given in the comments.
+// dialect holds every SQL statement of this package that differs between
+// databases; one value per database (sqlite here, postgres in
+// dialect_postgres.go), chosen by dialectOf. Statements take their arguments
+// in the order given in the comments. Append's insert is shared (appendInsert),
+// since a *sql.Tx does not say which driver it belongs to.
 type dialect struct {
 	name string
 
-	// createSchemaTable creates controlfeed_schema if it is missing; run
-	// outside a transaction, idempotent.
+	// lockMigration, if not "", is the first statement of the migration
+	// transaction, and createSchemaTable then runs inside it, after the
+	// lock (PostgreSQL: concurrent CREATE TABLE IF NOT EXISTS can fail
+	// on the catalog's unique index). If "", createSchemaTable runs
+	// before the transaction.
+	lockMigration string
+	// createSchemaTable creates controlfeed_schema if it is missing;
+	// idempotent.
 	createSchemaTable string
 	// claimSchemaRow is the first statement of the migration transaction:
 	// a write that takes the database's write lock (so concurrent Migrates
@@ -22,9 +30,6 @@ type dialect struct {
 	// migrations[i] upgrades the schema from version i to i+1.
 	migrations [][]string
 
-	// insert args: event_id, type, key, artifact_ref, checksum,
-	// payload_json, created_at. Affects 0 rows when event_id exists.
-	insert string
 	// selectPending args: after (an id; 0 for all), limit. Pending rows
 	// with a greater id, in id order. Columns: id, event_id, payload_json.
 	selectPending string
@@ -58,6 +63,10 @@ type dialect struct {
 	// checkpoint runs a non-blocking WAL checkpoint; "" if the database
 	// needs none. Columns: three integers (ignored).
 	checkpoint string
+	// syncFiles is true when commits are not durable by themselves and
+	// the pump must fsync the database's files before publishing (see
+	// durability).
+	syncFiles bool
 
 	// timeValue encodes a time for a bind parameter.
 	timeValue func(time.Time) any
@@ -110,10 +119,6 @@ var sqlite = dialect{
 		},
 	},
 
-	insert: `INSERT INTO controlfeed_outbox
-	(event_id, type, "key", artifact_ref, checksum, payload_json, created_at)
-	VALUES (?, ?, ?, ?, ?, ?, ?)
-	ON CONFLICT (event_id) DO NOTHING`,
 	selectPending: `SELECT id, event_id, payload_json FROM controlfeed_outbox
 	WHERE ` + pendingWhere + ` AND id > ? ORDER BY id LIMIT ?`,
 	markPublished: `UPDATE controlfeed_outbox
@@ -146,9 +151,7 @@ var sqlite = dialect{
 	WHERE published_control_version IS NOT NULL AND published_at < ?`,
 
 	checkpoint: `PRAGMA wal_checkpoint(PASSIVE)`,
+	syncFiles:  true,
 
 	timeValue: func(t time.Time) any { return t.UTC().Format(sqliteTimeLayout) },
 }
-
-// dia is the dialect in use. Only SQLite exists today.
-var dia = sqlite

@@ -51,7 +51,10 @@ var syncFile = func(path string) error {
 }
 
 // sync makes every transaction committed on db before the call durable.
-func (d *durability) sync(ctx context.Context, db *sql.DB) error {
+func (d *durability) sync(ctx context.Context, db *sql.DB, dia *dialect) error {
+	if !dia.syncFiles {
+		return nil
+	}
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	if !d.known {

@@ -64,7 +64,7 @@ func ReadCounts(ctx context.Context, db *sql.DB) (Counts, error) {
 	if db == nil {
 		return c, errors.New("outbox: read counts: nil *sql.DB")
 	}
-	if err := db.QueryRowContext(ctx, dia.counts).Scan(&c.Pending, &c.Published, &c.Dead, &oldest); err != nil {
+	if err := db.QueryRowContext(ctx, dialectOf(db).counts).Scan(&c.Pending, &c.Published, &c.Dead, &oldest); err != nil {
 		return Counts{}, fmt.Errorf("outbox: read counts: %w", err)
 	}
 	c.OldestPending = oldest.t
@@ -74,13 +74,13 @@ func ReadCounts(ctx context.Context, db *sql.DB) (Counts, error) {
 // ListPending returns up to limit pending rows in outbox order (the order
 // they will be published in). limit <= 0 means DefaultListLimit.
 func ListPending(ctx context.Context, db *sql.DB, limit int) ([]Row, error) {
-	return listRows(ctx, db, "list pending", dia.listPending, limit)
+	return listRows(ctx, db, "list pending", dialectOf(db).listPending, limit)
 }
 
 // ListDead returns up to limit dead rows in outbox order. limit <= 0 means
 // DefaultListLimit.
 func ListDead(ctx context.Context, db *sql.DB, limit int) ([]Row, error) {
-	return listRows(ctx, db, "list dead", dia.listDead, limit)
+	return listRows(ctx, db, "list dead", dialectOf(db).listDead, limit)
 }
 
 func listRows(ctx context.Context, db *sql.DB, op, query string, limit int) ([]Row, error) {
@@ -146,7 +146,8 @@ func MarkDead(ctx context.Context, db *sql.DB, eventID, reason string) error {
 	if reason == "" {
 		reason = "marked dead by operator"
 	}
-	res, err := db.ExecContext(ctx, dia.markDeadByEventID, reason, dia.timeValue(time.Now()), eventID)
+	d := dialectOf(db)
+	res, err := db.ExecContext(ctx, d.markDeadByEventID, reason, d.timeValue(time.Now()), eventID)
 	if err != nil {
 		return fmt.Errorf("outbox: mark dead %q: %w", eventID, err)
 	}
@@ -167,7 +168,8 @@ func Prune(ctx context.Context, db *sql.DB, before time.Time) (int64, error) {
 	if db == nil {
 		return 0, errors.New("outbox: prune: nil *sql.DB")
 	}
-	res, err := db.ExecContext(ctx, dia.prune, dia.timeValue(before))
+	d := dialectOf(db)
+	res, err := db.ExecContext(ctx, d.prune, d.timeValue(before))
 	if err != nil {
 		return 0, fmt.Errorf("outbox: prune published before %s: %w", before.UTC().Format(time.RFC3339), err)
 	}

@@ -67,6 +67,7 @@ type Pump struct {
 	db      *sql.DB
 	sink    feed.Sink
 	batch   feed.BatchAppender // nil when the Sink has no batch capability
+	dia     *dialect
 	cfg     Config
 	log     *slog.Logger
 	notify  chan struct{}
@@ -105,6 +106,7 @@ func NewPump(db *sql.DB, sink feed.Sink, cfg *Config) (*Pump, error) {
 	c.setDefaults()
 	p := &Pump{
 		db:     db,
+		dia:    dialectOf(db),
 		sink:   sink,
 		cfg:    c,
 		log:    c.Logger.With("component", "outbox.pump", "sink", sink.Name()),
@@ -176,7 +178,7 @@ func (p *Pump) Run(ctx context.Context) error {
 	ticker := time.NewTicker(p.cfg.PollInterval)
 	defer ticker.Stop()
 	var kick chan struct{}
-	if p.cfg.CheckpointInterval > 0 && dia.checkpoint != "" {
+	if p.cfg.CheckpointInterval > 0 && p.dia.checkpoint != "" {
 		kick = make(chan struct{}, 1)
 		cctx, cancel := context.WithCancel(ctx)
 		done := make(chan struct{})
@@ -478,7 +480,7 @@ func (p *Pump) readChunk(ctx context.Context, after int64) (chunk, error) {
 		return chunk{}, err
 	}
 	if len(rows) > 0 {
-		if err := p.durable.sync(ctx, p.db); err != nil {
+		if err := p.durable.sync(ctx, p.db, p.dia); err != nil {
 			return chunk{}, err
 		}
 	}
@@ -504,7 +506,7 @@ func (p *Pump) readChunk(ctx context.Context, after int64) (chunk, error) {
 }
 
 func (p *Pump) loadPending(ctx context.Context, after int64) ([]pendingRow, error) {
-	rows, err := p.db.QueryContext(ctx, dia.selectPending, after, p.cfg.BatchSize)
+	rows, err := p.db.QueryContext(ctx, p.dia.selectPending, after, p.cfg.BatchSize)
 	if err != nil {
 		return nil, fmt.Errorf("outbox: pass: read pending rows: %w", err)
 	}
@@ -712,11 +714,11 @@ func (p *Pump) writeBack(ctx context.Context, published []pendingRow, stamped []
 		return fmt.Errorf("outbox: write back %d published rows: begin: %w", len(published), err)
 	}
 	defer tx.Rollback()
-	now := dia.timeValue(time.Now())
+	now := p.dia.timeValue(time.Now())
 	switch {
 	case len(published) == 1:
 		r := published[0]
-		if _, err := tx.ExecContext(ctx, dia.markPublished, int64(stamped[0].ControlVersion), now, now, r.id); err != nil {
+		if _, err := tx.ExecContext(ctx, p.dia.markPublished, int64(stamped[0].ControlVersion), now, now, r.id); err != nil {
 			return fmt.Errorf("outbox: write back %q (outbox id %d) as control_version %d: %w", r.eventID, r.id, stamped[0].ControlVersion, err)
 		}
 	case len(published) > 1:
@@ -729,16 +731,16 @@ func (p *Pump) writeBack(ctx context.Context, published []pendingRow, stamped []
 			for _, r := range runs {
 				first, last := published[r.start], published[r.end-1]
 				delta := int64(stamped[r.start].ControlVersion) - first.id
-				if _, err := tx.ExecContext(ctx, dia.markPublishedRange, now, delta, first.id, last.id); err != nil {
+				if _, err := tx.ExecContext(ctx, p.dia.markPublishedRange, now, delta, first.id, last.id); err != nil {
 					return fmt.Errorf("outbox: write back %d published rows (outbox ids %d..%d): %w", r.end-r.start, first.id, last.id, err)
 				}
 			}
-		} else if _, err := tx.ExecContext(ctx, dia.markPublishedBatch, now, publishedPairs(published, stamped)); err != nil {
+		} else if _, err := tx.ExecContext(ctx, p.dia.markPublishedBatch, now, publishedPairs(published, stamped)); err != nil {
 			return fmt.Errorf("outbox: write back %d published rows (outbox ids %d..%d): %w", len(published), published[0].id, published[len(published)-1].id, err)
 		}
 	}
 	for _, d := range dead {
-		if _, err := tx.ExecContext(ctx, dia.markDead, d.reason, now, d.row.id); err != nil {
+		if _, err := tx.ExecContext(ctx, p.dia.markDead, d.reason, now, d.row.id); err != nil {
 			return fmt.Errorf("outbox: mark %q (outbox id %d) dead: %w", d.row.eventID, d.row.id, err)
 		}
 	}
@@ -747,7 +749,7 @@ func (p *Pump) writeBack(ctx context.Context, published []pendingRow, stamped []
 		if len(msg) > maxLastError {
 			msg = strings.ToValidUTF8(msg[:maxLastError], "")
 		}
-		if _, err := tx.ExecContext(ctx, dia.markFailed, msg, now, failed.id); err != nil {
+		if _, err := tx.ExecContext(ctx, p.dia.markFailed, msg, now, failed.id); err != nil {
 			return fmt.Errorf("outbox: record failed attempt of %q (outbox id %d): %w", failed.eventID, failed.id, err)
 		}
 	}

@@ -25,14 +25,25 @@ func Migrate(ctx context.Context, db *sql.DB) error {
 	if db == nil {
 		return errors.New("outbox: migrate: nil *sql.DB")
 	}
-	if _, err := db.ExecContext(ctx, dia.createSchemaTable); err != nil {
-		return fmt.Errorf("outbox: migrate: create controlfeed_schema: %w", err)
+	dia := dialectOf(db)
+	if dia.lockMigration == "" {
+		if _, err := db.ExecContext(ctx, dia.createSchemaTable); err != nil {
+			return fmt.Errorf("outbox: migrate: create controlfeed_schema: %w", err)
+		}
 	}
 	tx, err := db.BeginTx(ctx, nil)
 	if err != nil {
 		return fmt.Errorf("outbox: migrate: begin: %w", err)
 	}
 	defer tx.Rollback()
+	if dia.lockMigration != "" {
+		if _, err := tx.ExecContext(ctx, dia.lockMigration); err != nil {
+			return fmt.Errorf("outbox: migrate: lock: %w", err)
+		}
+		if _, err := tx.ExecContext(ctx, dia.createSchemaTable); err != nil {
+			return fmt.Errorf("outbox: migrate: create controlfeed_schema: %w", err)
+		}
+	}
 	if _, err := tx.ExecContext(ctx, dia.claimSchemaRow, SchemaComponent); err != nil {
 		return fmt.Errorf("outbox: migrate: lock schema row %q: %w", SchemaComponent, err)
 	}
