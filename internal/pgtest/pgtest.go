@@ -113,4 +113,3 @@ func redact(u string) string {
 	}
 	return p.Redacted()
 }
-
