@@ -28,6 +28,11 @@ var ErrDuplicate = errors.New("event_id already in the outbox")
 // published event never names a missing artifact. After commit, call
 // Pump.Notify to publish without waiting for the pump's poll interval.
 // Append is safe for concurrent use on different transactions.
+//
+// Call Append after the transaction's changes, as its last statement before
+// Commit: on PostgreSQL it takes the outbox's transaction-scoped advisory
+// lock, held until tx ends, so that appending transactions commit in outbox
+// order (see "Order on PostgreSQL" in the package doc).
 func Append(ctx context.Context, tx *sql.Tx, e controlevent.Event) error {
 	if tx == nil {
 		return fmt.Errorf("outbox: append %q: nil *sql.Tx", e.EventID)

@@ -17,7 +17,64 @@
 // outbox order. A row is pending while published_control_version is NULL and
 // dead_at is NULL, published once published_control_version is set, and dead
 // once dead_at is set. All SQL of this package lives in one file per dialect
-// (SQLite today) so other databases can follow.
+// (dialect_sqlite.go, dialect_postgres.go); the functions that take a *sql.DB
+// choose it from the pool's driver: PostgreSQL for pgx's database/sql driver
+// (github.com/jackc/pgx/v5/stdlib, sql.Open("pgx", url)), SQLite otherwise.
+// Append's single statement is valid on both, since a *sql.Tx does not say
+// which driver it belongs to. On PostgreSQL the tables live in the first
+// schema of the connections' search_path.
+//
+// # Order on PostgreSQL
+//
+// The feed's order of a resource (an event Key) is the commit order of the
+// transactions that changed it. The producer's contract:
+//
+//   - call Append in the transaction that makes the change the event
+//     describes, never in a separate one;
+//   - call Append last, after all of the transaction's changes and just
+//     before Commit.
+//
+// Why it holds. On SQLite a single writer commits transactions one at a
+// time, and the ids they draw ascend in commit order. PostgreSQL draws
+// sequence values at insert time, in any order relative to commit, so the
+// outbox's insert trigger (controlfeed_outbox_before_insert) first takes
+// the transaction-scoped advisory lock (1668247156, oid of
+// controlfeed_outbox) and only then draws the row's id. A transaction holds
+// that lock from its first Append to its commit or rollback, so appending
+// transactions commit one at a time and in id order, exactly as on SQLite:
+// whenever a row is visible, every row with a smaller id is visible too or
+// was rolled back. The pump can then read pending rows by id, and read ahead
+// by "id after the last row read", without ever skipping a row that commits
+// late (no row with a smaller id can commit later) or publishing a later
+// change of a key before an earlier one. This holds whatever locks the
+// producer takes on its own rows, even for an Append placed before the
+// change it describes.
+//
+// What it costs: appending transactions serialize from their first Append
+// to their commit, so Append should be the last statement. A transaction
+// that appends and then waits for a row lock held by another transaction
+// that is waiting to append deadlocks; PostgreSQL detects it after
+// deadlock_timeout (1s by default) and aborts one of them, which the
+// producer retries. Calling Append last avoids it. Transactions that do not
+// append are not affected. The lock's first key, 1668247156, must not be
+// used by the application's own advisory locks.
+//
+// Why not the xid8 approach (record pg_current_xact_id() on each row and
+// publish only rows of transactions below pg_snapshot_xmin of the pump's
+// snapshot, in (xid, id) order, as Watermill's SQL forwarder does after it
+// skipped rows whose commits landed out of order): it lets producers append
+// concurrently, but a transaction id is assigned at the transaction's first
+// write, not at commit, so two transactions changing the same key can
+// commit in the reverse order of their ids (the later one wrote something
+// else first), and the feed would carry the key's changes reversed unless
+// every producer kept to "Append right after locking the key's row"; and
+// the pump would stall behind every long-running transaction of the whole
+// database, appending or not, since any of them holds back the snapshot's
+// xmin. The lock gives commit order by construction at the price of
+// serializing the (short) tail of appending transactions, which is what
+// SQLite does for every write anyway. TestPump_FeedOrderIsCommitOrder checks
+// it: many concurrent transactions on overlapping keys, both producer styles,
+// late commits and rollbacks; it fails when the lock is removed.
 //
 // # Delivery semantics
 //
@@ -53,7 +110,11 @@
 // it is recorded entirely or not at all.
 //
 // A power loss is covered too: nothing is published before the transaction
-// that created it is on disk. SQLite databases opened by package sqlitedb
+// that created it is on disk. On PostgreSQL a commit returns once its WAL is
+// flushed (synchronous_commit on, the default), so a row the pump can read
+// is durable; producers that turn synchronous_commit off for their
+// transactions give that up (a published event may vanish from the
+// producer with a crash of the server). SQLite databases opened by package sqlitedb
 // commit without an fsync (WAL, synchronous=NORMAL), so each pass fsyncs the
 // database's WAL file after reading a chunk of pending rows and before
 // publishing the first of them; that covers every transaction committed
@@ -75,8 +136,9 @@
 //
 // # Operations
 //
-// Run exactly one Pump per database: two pumps on the same outbox keep the
-// feed's order only through the Sink's dedup. Stats reports what the pump did
+// Run exactly one Pump per database (per outbox schema on PostgreSQL): two
+// pumps on the same outbox keep the feed's order only through the Sink's
+// dedup. Stats reports what the pump did
 // and whether it is backing off; ReadCounts, ListPending and ListDead read the
 // table from any process. A pending row that keeps failing shows its
 // attempt_count, last_error and last_attempt_at in ListPending; a row that must

@@ -326,7 +326,8 @@ func (c *chunk) empty() bool { return len(c.live) == 0 && len(c.dead) == 0 }
 //     ControlVersions. No chunk after k+1 is published.
 //
 // Reading by "id after" relies on ids being assigned in commit order, which
-// holds for SQLite's single writer. The worker is stopped and waited for
+// holds for SQLite's single writer and for PostgreSQL's insert trigger (see
+// "Order on PostgreSQL" in the package doc). The worker is stopped and waited for
 // before pass returns; a pass whose first read is not full starts none.
 func (p *Pump) pass(stop, work context.Context) (int, error) {
 	p.passMu.Lock()
