@@ -23,8 +23,15 @@ type Config struct {
 	// Logger receives the pump's logs; nil discards them.
 	Logger *slog.Logger
 	// PollInterval is how often Run looks for rows written by other
-	// processes (which cannot call Notify). Default 50ms.
+	// processes (which cannot call Notify). Default 50ms. On PostgreSQL,
+	// where Run also wakes on LISTEN/NOTIFY, it is the bound on the delay
+	// when a notification is lost.
 	PollInterval time.Duration
+	// NoListen turns off Run's LISTEN connection on PostgreSQL (one pool
+	// connection held for the pump's life): for a server behind a
+	// transaction-pooling PgBouncer, where LISTEN does not work. Run then
+	// finds other processes' rows by polling only. Ignored on SQLite.
+	NoListen bool
 	// BatchSize is how many pending rows one read of a pass takes, and the
 	// window handed to a feed.BatchAppender at once. It also bounds the
 	// rows of one write-back transaction, and a pass has at most twice as

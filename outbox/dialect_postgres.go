@@ -106,5 +106,7 @@ $$`,
 	prune: `DELETE FROM controlfeed_outbox
 	WHERE published_control_version IS NOT NULL AND published_at < $1`,
 
+	listen: true,
+
 	timeValue: func(t time.Time) any { return t.UTC() },
 }

@@ -67,6 +67,9 @@ type dialect struct {
 	// the pump must fsync the database's files before publishing (see
 	// durability).
 	syncFiles bool
+	// listen is true when Run can wake on the database's notifications
+	// (PostgreSQL's LISTEN; see listenLoop).
+	listen bool
 
 	// timeValue encodes a time for a bind parameter.
 	timeValue func(time.Time) any

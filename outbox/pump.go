@@ -156,7 +156,11 @@ func (p *Pump) Pass(ctx context.Context) (int, error) {
 }
 
 // Run drains the outbox until ctx is done: one pass at start, then one after
-// each Notify or every Config.PollInterval, whichever comes first. A failed
+// each Notify or every Config.PollInterval, whichever comes first. On
+// PostgreSQL Run also LISTENs for the notification that the outbox's insert
+// trigger sends when an appending transaction commits, in any process, and
+// treats it as a Notify (unless Config.NoListen); the poll interval still
+// bounds the delay when a notification is lost. A failed
 // pass is retried after a capped exponential backoff with jitter
 // (Config.MinBackoff to Config.MaxBackoff), during which Stats reports
 // Retrying; later rows never overtake the failed one.
@@ -185,6 +189,15 @@ func (p *Pump) Run(ctx context.Context) error {
 		go func() {
 			defer close(done)
 			p.checkpointLoop(cctx, kick)
+		}()
+		defer func() { cancel(); <-done }()
+	}
+	if p.dia.listen && !p.cfg.NoListen {
+		lctx, cancel := context.WithCancel(ctx)
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			p.listenLoop(lctx)
 		}()
 		defer func() { cancel(); <-done }()
 	}

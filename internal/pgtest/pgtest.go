@@ -48,7 +48,8 @@ func URL(t testing.TB) string {
 }
 
 // NewSchema creates a schema with a random name on the test server and
-// returns a URL whose connections use it (search_path). The schema and
+// returns a URL whose connections use it (search_path) and carry its name
+// as their application_name (for pg_stat_activity). The schema and
 // everything in it are dropped when t ends.
 func NewSchema(t testing.TB) string {
 	t.Helper()
@@ -78,6 +79,7 @@ func NewSchema(t testing.TB) string {
 	}
 	q := u.Query()
 	q.Set("search_path", schema)
+	q.Set("application_name", schema) // tells this test's sessions apart in pg_stat_activity
 	u.RawQuery = q.Encode()
 	return u.String()
 }
