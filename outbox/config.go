@@ -15,6 +15,8 @@ const (
 	DefaultShutdownTimeout = 10 * time.Second
 	DefaultCheckpoint      = 100 * time.Millisecond
 	DefaultPublishTimeout  = 30 * time.Second
+
+	DefaultDrainerLockInterval = time.Second
 )
 
 // Config configures a Pump. A nil *Config and zero fields select the
@@ -32,6 +34,21 @@ type Config struct {
 	// transaction-pooling PgBouncer, where LISTEN does not work. Run then
 	// finds other processes' rows by polling only. Ignored on SQLite.
 	NoListen bool
+	// DrainerLockInterval is, on PostgreSQL, how often the pump holding
+	// the outbox's drainer lock checks its lock session, and how often a
+	// standby pump tries to take the lock. A holder that cannot confirm
+	// its session for two intervals stops publishing; the server ends a
+	// holder's session that stays silent for DrainerLockInterval times
+	// drainerIdleFactor (idle_session_timeout), releasing the lock. A
+	// standby takes over within about one interval of the release.
+	// Default 1s.
+	DrainerLockInterval time.Duration
+	// NoDrainerLock turns off Run's drainer lock on PostgreSQL: every
+	// pump publishes, and the feed's order then rests on the Sink's dedup
+	// alone. Only for a server behind a transaction-pooling PgBouncer,
+	// where session advisory locks do not work: run exactly one pump
+	// yourself there. Ignored on SQLite.
+	NoDrainerLock bool
 	// BatchSize is how many pending rows one read of a pass takes, and the
 	// window handed to a feed.BatchAppender at once. It also bounds the
 	// rows of one write-back transaction, and a pass has at most twice as
@@ -88,6 +105,9 @@ func (c *Config) setDefaults() {
 	if c.PublishTimeout == 0 {
 		c.PublishTimeout = DefaultPublishTimeout
 	}
+	if c.DrainerLockInterval == 0 {
+		c.DrainerLockInterval = DefaultDrainerLockInterval
+	}
 }
 
 // Validate reports whether c is usable: no negative field, and MinBackoff
@@ -109,6 +129,8 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("outbox: config: MaxBackoff %v is negative", d.MaxBackoff)
 	case d.PublishTimeout < 0:
 		return fmt.Errorf("outbox: config: PublishTimeout %v is negative", d.PublishTimeout)
+	case d.DrainerLockInterval < 0:
+		return fmt.Errorf("outbox: config: DrainerLockInterval %v is negative", d.DrainerLockInterval)
 	case d.ShutdownTimeout < 0:
 		return fmt.Errorf("outbox: config: ShutdownTimeout %v is negative", d.ShutdownTimeout)
 	case d.MinBackoff > d.MaxBackoff:

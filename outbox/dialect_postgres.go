@@ -106,7 +106,8 @@ $$`,
 	prune: `DELETE FROM controlfeed_outbox
 	WHERE published_control_version IS NOT NULL AND published_at < $1`,
 
-	listen: true,
+	listen:      true,
+	drainerLock: `SELECT pg_try_advisory_lock(1668247157, 'controlfeed_outbox'::regclass::oid::int4)`,
 
 	timeValue: func(t time.Time) any { return t.UTC() },
 }

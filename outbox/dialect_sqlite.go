@@ -70,6 +70,11 @@ type dialect struct {
 	// listen is true when Run can wake on the database's notifications
 	// (PostgreSQL's LISTEN; see listenLoop).
 	listen bool
+	// drainerLock, if not "", tries to take the session-scoped lock that
+	// makes a pump the outbox's one drainer; "" where the database has
+	// none (SQLite: the daemon's pump lock file does that job). Columns:
+	// one boolean, true when taken. Ending the session releases it.
+	drainerLock string
 
 	// timeValue encodes a time for a bind parameter.
 	timeValue func(time.Time) any

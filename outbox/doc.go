@@ -125,6 +125,51 @@
 // the publish in flight and its write-back finish (bounded by
 // Config.ShutdownTimeout), and returns nil.
 //
+// # One drainer on PostgreSQL
+//
+// Several producer processes may run a pump on one PostgreSQL outbox. Run
+// first takes the drainer lock, a session-scoped advisory lock (1668247157,
+// oid of controlfeed_outbox), on a connection it keeps for that purpose;
+// only the holder publishes. The others stand by (Stats.Standby, logged
+// once) and retry every Config.DrainerLockInterval (default 1s). The holder
+// confirms its lock session every interval; if a confirmation fails or takes
+// longer than an interval, it stops starting publishes (the one in flight
+// finishes) and stands by. Stats.Takeovers counts the takes. The failure
+// modes:
+//
+//   - The holder stops cleanly or its process dies (SIGKILL, OOM): its
+//     session ends, the server releases the lock at once, and a standby
+//     takes it within one interval (measured 20 ms after a clean stop, in
+//     TestPump_OneDrainerTakeover with a 100 ms interval).
+//   - Its lock session is terminated (pg_terminate_backend, a server
+//     restart, a failover): the lock is released at once; the holder learns
+//     it at its next confirmation (at most one interval later) and stops.
+//     Meanwhile a standby may already publish: both publish the same rows,
+//     in the same order, with the same EventIDs, and the Sink's dedup
+//     resolves the overlap to one copy (measured: takeover in 130 ms with a
+//     100 ms interval).
+//   - The network between holder and server is cut: the holder stops after
+//     at most two intervals without a confirmation; the server ends the
+//     silent session after five intervals (idle_session_timeout, at least
+//     2s; PostgreSQL 14 or newer, older servers only notice through TCP
+//     keepalives), and a standby takes over then.
+//   - The holder is frozen (SIGSTOP, a long GC pause) past five intervals:
+//     the server ends its session and a standby takes over; when the holder
+//     resumes, the confirmation in flight fails and it stops. A publish it
+//     had started before the freeze may still reach the Sink after the new
+//     holder's; it republishes a row the new holder published or will
+//     publish, with the same EventID, so dedup absorbs it within its window.
+//
+// Feed order across a takeover rests on every pump publishing pending rows
+// in id order and on the Sink's EventID dedup: the overlap is always a
+// repeat of rows in order, never a reordering. Pass does not take the lock.
+//
+// Behind a connection pooler the lock needs a session: a direct connection
+// or PgBouncer in session mode. Transaction pooling hands the lock's server
+// connection to other clients, so the holder could not tell when it lost it,
+// and LISTEN does not work either: there set Config.NoDrainerLock and
+// Config.NoListen, and run exactly one pump yourself.
+//
 // # Errors
 //
 // Errors begin with "outbox:" and the operation, name the event or row, and
@@ -136,9 +181,10 @@
 //
 // # Operations
 //
-// Run exactly one Pump per database (per outbox schema on PostgreSQL): two
-// pumps on the same outbox keep the feed's order only through the Sink's
-// dedup. Stats reports what the pump did
+// Run exactly one Pump per database on SQLite (the daemon's pump lock file
+// enforces it): two pumps on the same outbox keep the feed's order only
+// through the Sink's dedup. On PostgreSQL any number may run; Run makes
+// exactly one of them publish (see "One drainer on PostgreSQL"). Stats reports what the pump did
 // and whether it is backing off; ReadCounts, ListPending and ListDead read the
 // table from any process. A pending row that keeps failing shows its
 // attempt_count, last_error and last_attempt_at in ListPending; a row that must

@@ -58,6 +58,11 @@ type Stats struct {
 	WaitingSince time.Time
 	// LastPublishAt is when the Sink last accepted an event; zero if never.
 	LastPublishAt time.Time
+	// Standby is true while Run waits for the outbox's drainer lock
+	// (PostgreSQL), held by another pump; it publishes nothing meanwhile.
+	Standby bool
+	// Takeovers counts the times Run took the drainer lock.
+	Takeovers uint64
 }
 
 // Pump drains the outbox into a feed.Sink in outbox order. Create it with
@@ -141,7 +146,9 @@ func (p *Pump) Stats() Stats {
 // recorded on the row and in Stats). Canceling ctx aborts the publish and
 // write-back in flight: rows the Sink accepted but whose write-back did not
 // commit stay pending and are republished, with the same EventID, by a later
-// pass. Pass waits for a pass run by Run to finish, and vice versa.
+// pass. Pass waits for a pass run by Run to finish, and vice versa. Pass
+// does not take the drainer lock (PostgreSQL): it publishes even while
+// another process's pump holds it.
 func (p *Pump) Pass(ctx context.Context) (int, error) {
 	n, err := p.pass(ctx, ctx)
 	if errors.Is(err, errStopped) {
@@ -171,6 +178,12 @@ func (p *Pump) Pass(ctx context.Context) (int, error) {
 // is canceled, its row stays pending (to be republished with the same
 // EventID), and Run returns an error. Run returns an error at once if the
 // pump is already running.
+//
+// On PostgreSQL, Run first takes the outbox's drainer lock, so that of all
+// the pumps on one outbox (in any number of processes) exactly one
+// publishes; the others stand by (Stats.Standby) and one of them takes over
+// when the holder stops, dies or loses its lock session. See "One drainer
+// on PostgreSQL" in the package doc; Config.NoDrainerLock turns it off.
 func (p *Pump) Run(ctx context.Context) error {
 	if !p.running.CompareAndSwap(false, true) {
 		return errors.New("outbox: run: the pump is already running")
@@ -178,7 +191,14 @@ func (p *Pump) Run(ctx context.Context) error {
 	defer p.running.Store(false)
 	p.log.Info("outbox pump started", "poll_interval", p.cfg.PollInterval, "batch_size", p.cfg.BatchSize, "batch_appender", p.batch != nil)
 	defer p.log.Info("outbox pump stopped")
+	if p.dia.drainerLock != "" && !p.cfg.NoDrainerLock {
+		return p.runExclusive(ctx)
+	}
+	return p.drain(ctx)
+}
 
+// drain is Run's loop of passes, until ctx is done.
+func (p *Pump) drain(ctx context.Context) error {
 	ticker := time.NewTicker(p.cfg.PollInterval)
 	defer ticker.Stop()
 	var kick chan struct{}
