@@ -139,8 +139,11 @@
 //
 //   - The holder stops cleanly or its process dies (SIGKILL, OOM): its
 //     session ends, the server releases the lock at once, and a standby
-//     takes it within one interval (measured 20 ms after a clean stop, in
-//     TestPump_OneDrainerTakeover with a 100 ms interval).
+//     takes it within one interval (with a 100 ms interval: 20 ms after a
+//     clean stop in TestPump_OneDrainerTakeover, 120-300 ms after a
+//     SIGKILL of the holder's process in
+//     TestPump_DrainerTakeoverAfterSIGKILL; with the default 1s, expect up
+//     to about a second).
 //   - Its lock session is terminated (pg_terminate_backend, a server
 //     restart, a failover): the lock is released at once; the holder learns
 //     it at its next confirmation (at most one interval later) and stops.
