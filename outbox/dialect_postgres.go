@@ -2,11 +2,12 @@ package outbox
 
 import "time"
 
-// pgLockClass is the first key of the two-key PostgreSQL advisory locks this
-// package takes; the second is the oid of the controlfeed_outbox table, so
-// outboxes in different schemas of one database do not contend. 0x636f6e74
-// is "cont". An application must not use advisory locks with this first key.
-const pgLockClass = 1668247156
+// The two-key PostgreSQL advisory locks of this package have first keys
+// 1668247156 (0x636f6e74, "cont": the append lock of the insert trigger) and
+// 1668247157 (the drainer lock); the second key is the oid of the
+// controlfeed_outbox table, so outboxes in different schemas of one database
+// do not contend. An application must not use advisory locks with these
+// first keys.
 
 // pgNotifyChannel is the channel the outbox's insert trigger notifies, once
 // per committing transaction that appended, with the table's schema as the

@@ -146,7 +146,9 @@
 //     to about a second).
 //   - Its lock session is terminated (pg_terminate_backend, a server
 //     restart, a failover): the lock is released at once; the holder learns
-//     it at its next confirmation (at most one interval later) and stops.
+//     it at its next confirmation (at most one interval later), stops, and
+//     tries the lock again only two intervals later, leaving it to a
+//     standby.
 //     Meanwhile a standby may already publish: both publish the same rows,
 //     in the same order, with the same EventIDs, and the Sink's dedup
 //     resolves the overlap to one copy (measured: takeover in 130 ms with a

@@ -46,6 +46,16 @@ func (p *Pump) runExclusive(ctx context.Context) error {
 		if err != nil {
 			p.log.Warn("outbox: drain after losing the drainer lock", "err", err)
 		}
+		// Leave the lock to a standby first: they retry every interval,
+		// so this pump takes it back only if none is there.
+		p.setStandby(true)
+		t := time.NewTimer(2 * p.cfg.DrainerLockInterval)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return nil
+		case <-t.C:
+		}
 	}
 }
 

@@ -4,13 +4,11 @@ import (
 	"context"
 	"database/sql"
 	"fmt"
-	"path/filepath"
 	"strconv"
 	"testing"
 	"time"
 
 	"github.com/controlfeed/controlfeed/controlevent"
-	"github.com/controlfeed/controlfeed/internal/sqlitedb"
 )
 
 // TestWriteBack_Batch: a chunk is recorded by one statement; every row gets
@@ -146,19 +144,4 @@ func TestWriteBack_Runs(t *testing.T) {
 			})
 		}
 	})
-}
-
-// openMigrated opens a new outbox database, closed when t ends.
-func openMigrated(t *testing.T) *sql.DB {
-	t.Helper()
-	ctx := context.Background()
-	db, err := sqlitedb.Open(ctx, filepath.Join(t.TempDir(), "o.db"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { db.Close() })
-	if err := Migrate(ctx, db); err != nil {
-		t.Fatal(err)
-	}
-	return db
 }
