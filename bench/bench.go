@@ -56,7 +56,8 @@ type Config struct {
 	// new directory inside it, removed at the end). Empty means os.TempDir().
 	Dir string
 	// Only, when not empty, runs only the measurements whose name starts
-	// with one of these prefixes ("pump", "apply", "e2e", "file", "rss").
+	// with one of these prefixes ("pump", "pgpump", "apply", "e2e", "file",
+	// "rss").
 	Only []string
 	// PumpSyncEvents, PumpBatchEvents and ApplyEvents are the events per
 	// throughput measurement. Defaults 20k, 100k, 100k (quick: 5k, 20k,
@@ -82,6 +83,11 @@ type Config struct {
 	// process (a re-exec of the current binary). Nil skips the RSS
 	// measurement.
 	Exec func(ctx context.Context, args []string) *exec.Cmd
+	// PostgresURL, when set, adds the pgpump measurements: the outbox pump
+	// on this PostgreSQL server (pgx URL; the run creates schemas there and
+	// drops them at the end) next to raw publish + UPDATE baselines, and
+	// the drainer lock's takeover time. Empty skips them.
+	PostgresURL string
 	// Logger receives progress lines. Nil discards them.
 	Logger *slog.Logger
 }
@@ -229,6 +235,7 @@ type measurement struct {
 
 var measurements = []measurement{
 	{"pump", runPump},
+	{"pgpump", runPgPump},
 	{"apply", runApply},
 	{"e2e", runE2E},
 	{"file", runFile},

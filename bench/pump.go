@@ -66,6 +66,12 @@ func pumpPass(ctx context.Context, e *env, srv *server, p *pool, stream string, 
 		return 0, err
 	}
 	defer db.Close()
+	return timePass(ctx, srv, p, db, stream, n, batch)
+}
+
+// timePass fills db's empty outbox with n rows and times one Pass draining
+// it into stream.
+func timePass(ctx context.Context, srv *server, p *pool, db *sql.DB, stream string, n int, batch bool) (float64, error) {
 	if err := fillOutbox(ctx, db, p, n); err != nil {
 		return 0, err
 	}
@@ -119,6 +125,15 @@ func fillOutbox(ctx context.Context, db *sql.DB, p *pool, n int) error {
 // rawPublish encodes and publishes events 1..n with a Msg-Id, window at a
 // time (1 = synchronous Publish), and returns events/s (encoding included).
 func rawPublish(ctx context.Context, srv *server, p *pool, stream string, n, window int) (float64, error) {
+	return rawPublishWriteBack(ctx, srv, p, stream, n, window, nil)
+}
+
+// rawPublishWriteBack is rawPublish that, when writeBack is not nil, also
+// calls it after each publish (window 1) or each acknowledged window with
+// the events' numbers first..last and the first one's stream sequence: the
+// raw version of the pump's write-back.
+func rawPublishWriteBack(ctx context.Context, srv *server, p *pool, stream string, n, window int,
+	writeBack func(ctx context.Context, first, last int, seq uint64) error) (float64, error) {
 	nc, js, err := srv.rawJS(ctx, stream)
 	if err != nil {
 		return 0, err
@@ -144,8 +159,14 @@ func rawPublish(ctx context.Context, srv *server, p *pool, stream string, n, win
 	}
 	if window <= 1 {
 		for i := 1; i <= n; i++ {
-			if _, err := js.Publish(ctx, subj, bodies[i], jetstream.WithMsgID(ids[i])); err != nil {
+			ack, err := js.Publish(ctx, subj, bodies[i], jetstream.WithMsgID(ids[i]))
+			if err != nil {
 				return 0, err
+			}
+			if writeBack != nil {
+				if err := writeBack(ctx, i, i, ack.Sequence); err != nil {
+					return 0, err
+				}
 			}
 		}
 	} else {
@@ -159,13 +180,22 @@ func rawPublish(ctx context.Context, srv *server, p *pool, stream string, n, win
 				}
 				futs = append(futs, f)
 			}
-			for _, f := range futs {
+			var firstSeq uint64
+			for k, f := range futs {
 				select {
-				case <-f.Ok():
+				case ack := <-f.Ok():
+					if k == 0 {
+						firstSeq = ack.Sequence
+					}
 				case err := <-f.Err():
 					return 0, err
 				case <-ctx.Done():
 					return 0, ctx.Err()
+				}
+			}
+			if writeBack != nil {
+				if err := writeBack(ctx, i, i+len(futs)-1, firstSeq); err != nil {
+					return 0, err
 				}
 			}
 		}

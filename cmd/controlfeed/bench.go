@@ -27,12 +27,21 @@ directly on the same server and disk, with their ratio and the target:
   rss/catch-up    peak RSS of a child process (this binary re-executed as
                   "controlfeed bench child ...") catching up on 1M events
 
+With --postgres-url, also the outbox on that PostgreSQL server:
+
+  pgpump/sync     the pump, one Append per row, vs js.Publish with Msg-Id and
+                  one UPDATE write-back per event
+  pgpump/batch    the pump through AppendBatch vs PublishAsync, 256 in flight,
+                  and one UPDATE write-back per window
+  pgpump/takeover time from terminating the drainer lock holder's session to
+                  a standby pump holding the lock
+
 The full run takes a few minutes; --quick uses smaller sizes (100k events for
 the RSS line) and takes under a minute. A missed target is reported, not an
 error: the exit status is 0 unless a measurement could not run. Run it on an
 otherwise idle machine; other load skews the ratios.`,
 	example:  `controlfeed bench --quick --out bench.json`,
-	settings: []string{"quick", "json", "out", "log-format", "log-level"},
+	settings: []string{"quick", "json", "out", "postgres-url", "log-format", "log-level"},
 }
 
 func (m *Main) runBench(ctx context.Context, args []string) error {
@@ -57,8 +66,9 @@ func (m *Main) runBench(ctx context.Context, args []string) error {
 		return fmt.Errorf("controlfeed bench: find this program to re-execute for the RSS measurement: %w", err)
 	}
 	cfg := &bench.Config{
-		Quick:  s.Quick,
-		Logger: log,
+		Quick:       s.Quick,
+		PostgresURL: s.PostgresURL,
+		Logger:      log,
 		Exec: func(ctx context.Context, args []string) *exec.Cmd {
 			return exec.CommandContext(ctx, exe, append([]string{"bench", "child"}, args...)...)
 		},

@@ -41,6 +41,7 @@ type settings struct {
 	From          uint64
 	Follow        bool
 	Quick         bool   // bench
+	PostgresURL   string // bench
 	Out           string // bench
 	Through       uint64 // prune
 	Force         bool   // prune
@@ -219,6 +220,8 @@ var allSettings = []setting{
 		bind: func(fs *flag.FlagSet, s *settings, name, u string) { fs.BoolVar(&s.Quick, name, false, u) }},
 	strSetting("out", "", "bench: also write the report as JSON to `FILE`",
 		func(s *settings) *string { return &s.Out }),
+	strSetting("postgres-url", "", "bench: also measure the pump on the PostgreSQL server at `URL` (postgres://user@host/db; schemas are created there and dropped)",
+		func(s *settings) *string { return &s.PostgresURL }),
 	{flag: "through", usage: "prune: delete the feed's events at positions up to and including `N`",
 		bind: func(fs *flag.FlagSet, s *settings, name, u string) { fs.Uint64Var(&s.Through, name, 0, u) }},
 	{flag: "force", def: "false", usage: "prune: prune even past what the nodes given with --db have applied",
