@@ -184,6 +184,9 @@ func (p *Pump) Pass(ctx context.Context) (int, error) {
 // publishes; the others stand by (Stats.Standby) and one of them takes over
 // when the holder stops, dies or loses its lock session. See "One drainer
 // on PostgreSQL" in the package doc; Config.NoDrainerLock turns it off.
+// There Run keeps up to two of the pool's connections for its whole life
+// (the drainer lock's session and the LISTEN session) besides those its
+// passes use, so a pool limited with SetMaxOpenConns needs at least 3.
 func (p *Pump) Run(ctx context.Context) error {
 	if !p.running.CompareAndSwap(false, true) {
 		return errors.New("outbox: run: the pump is already running")
