@@ -34,7 +34,7 @@ import (
 //
 // Some transactions sleep before committing, so commits land late and out
 // of id order while the pump reads ahead in small chunks; some roll back.
-// CONTROLFEED_OUTBOX_ORDER_TXS sets the number of transactions (default
+// CONTROLFEED_TEST_OUTBOX_ORDER_TXS sets the number of transactions (default
 // 600).
 func TestPump_FeedOrderIsCommitOrder(t *testing.T) {
 	outbox.ForEachDB(t, func(t *testing.T, tdb outbox.TestDB) {
@@ -62,10 +62,10 @@ func TestPump_FeedOrderIsCommitOrder(t *testing.T) {
 		}
 
 		txs := 600
-		if s := os.Getenv("CONTROLFEED_OUTBOX_ORDER_TXS"); s != "" {
+		if s := os.Getenv("CONTROLFEED_TEST_OUTBOX_ORDER_TXS"); s != "" {
 			n, err := strconv.Atoi(s)
 			if err != nil {
-				t.Fatalf("CONTROLFEED_OUTBOX_ORDER_TXS=%q: %v", s, err)
+				t.Fatalf("CONTROLFEED_TEST_OUTBOX_ORDER_TXS=%q: %v", s, err)
 			}
 			txs = n
 		}

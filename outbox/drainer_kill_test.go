@@ -20,14 +20,14 @@ import (
 
 // Environment of the helper process of TestPump_DrainerTakeoverAfterSIGKILL.
 const (
-	helperPumpURL  = "CONTROLFEED_OUTBOX_HELPER_PUMP_URL"
-	helperPumpFeed = "CONTROLFEED_OUTBOX_HELPER_PUMP_FEED"
+	helperPumpURL  = "CONTROLFEED_TEST_OUTBOX_HELPER_PUMP_URL"
+	helperPumpFeed = "CONTROLFEED_TEST_OUTBOX_HELPER_PUMP_FEED"
 )
 
 // TestHelperPump is not a test: run by TestPump_DrainerTakeoverAfterSIGKILL
 // as a separate process, it runs one pump on the PostgreSQL outbox at
-// $CONTROLFEED_OUTBOX_HELPER_PUMP_URL into the file feed at
-// $CONTROLFEED_OUTBOX_HELPER_PUMP_FEED until killed.
+// $CONTROLFEED_TEST_OUTBOX_HELPER_PUMP_URL into the file feed at
+// $CONTROLFEED_TEST_OUTBOX_HELPER_PUMP_FEED until killed.
 func TestHelperPump(t *testing.T) {
 	u := os.Getenv(helperPumpURL)
 	if u == "" {

@@ -282,11 +282,21 @@ func validEnvNames() []string {
 // tests: accepted by checkEnv, and not shown to users.
 var testOnlyEnvNames = []string{failpoint.EnvSpec, failpoint.EnvLog}
 
-// testEnvPrefix marks variables of the test suites (the chaos suite's
-// CONTROLFEED_CHAOS_LONG, ...). They reach controlfeed processes that the
+// testEnvPrefixes mark variables of the test suites (the chaos suite's
+// CONTROLFEED_CHAOS_LONG, the PostgreSQL tests' CONTROLFEED_TEST_POSTGRES_URL
+// exported by .ci/run, ...). They reach controlfeed processes that the
 // suites start and are none of controlfeed's settings, so checkEnv lets them
 // pass.
-const testEnvPrefix = envPrefix + "CHAOS_"
+var testEnvPrefixes = []string{envPrefix + "CHAOS_", envPrefix + "TEST_"}
+
+func isTestEnv(k string) bool {
+	for _, p := range testEnvPrefixes {
+		if strings.HasPrefix(k, p) {
+			return true
+		}
+	}
+	return false
+}
 
 // checkEnv rejects CONTROLFEED_* variables that name no setting: a typo must
 // not silently fall back to a default.
@@ -295,7 +305,7 @@ func checkEnv(environ []string) error {
 	var unknown []string
 	for _, kv := range environ {
 		k, _, _ := strings.Cut(kv, "=")
-		if strings.HasPrefix(k, envPrefix) && !strings.HasPrefix(k, testEnvPrefix) && !slices.Contains(valid, k) &&
+		if strings.HasPrefix(k, envPrefix) && !isTestEnv(k) && !slices.Contains(valid, k) &&
 			!slices.Contains(testOnlyEnvNames, k) {
 			unknown = append(unknown, k)
 		}
