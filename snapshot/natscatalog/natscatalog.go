@@ -333,4 +333,3 @@ func (c *Catalog) Close() error {
 	}
 	return nil
 }
-
