@@ -21,8 +21,8 @@ var (
 	ErrCorrupt = errors.New("snapshot corrupt")
 	// ErrPopulated is wrapped when Restore refuses to replace a target
 	// database that holds state (applied events, a cursor above 0, tables
-	// of its own, or content that is not a readable SQLite database)
-	// without RestoreOptions.Force.
+	// of its own, a producer's role, outbox or key/value rows, or content
+	// that is not a readable SQLite database) without RestoreOptions.Force.
 	ErrPopulated = errors.New("target database is populated")
 	// ErrDowngrade is wrapped when Restore refuses a snapshot whose cursor
 	// is below the target database's cursor without RestoreOptions.Force.

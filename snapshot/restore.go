@@ -1,6 +1,7 @@
 package snapshot
 
 import (
+	"cmp"
 	"context"
 	"database/sql"
 	"errors"
@@ -285,7 +286,8 @@ type targetState struct {
 	kind    targetKind
 	cursor  uint64
 	applied int64
-	err     error // for targetUnreadable
+	why     string // for targetForeign: what it holds, "" = tables but no cursor
+	err     error  // for targetUnreadable
 }
 
 func (s targetState) populated() bool { return s.kind >= targetNode }
@@ -309,7 +311,8 @@ func inspectTarget(ctx context.Context, target string, m Manifest, o RestoreOpti
 	case targetUnreadable:
 		return st, fmt.Errorf("snapshot: restore %s: the target is not a readable SQLite database (%v): %w; move it away or pass Force to replace it", target, st.err, ErrPopulated)
 	case targetForeign:
-		return st, fmt.Errorf("snapshot: restore %s: the target holds tables but no controlfeed cursor: %w; move it away or pass Force to replace it", target, ErrPopulated)
+		why := cmp.Or(st.why, "it holds tables but no controlfeed cursor")
+		return st, fmt.Errorf("snapshot: restore %s: the target is not a new node database (%s): %w; move it away or pass Force to replace it", target, why, ErrPopulated)
 	case targetNode:
 		if m.ControlVersion < st.cursor {
 			return st, fmt.Errorf("snapshot: restore %s: the target has cursor %d (%d applied events), the snapshot only %d: %w: %w; pass Force to replace it anyway",
@@ -390,9 +393,42 @@ func classify(ctx context.Context, db *sql.DB) targetState {
 		return targetState{kind: targetUnreadable, err: err}
 	}
 	if cursor == 0 && applied == 0 {
+		if why, err := heldData(ctx, db); err != nil {
+			return targetState{kind: targetUnreadable, err: err}
+		} else if why != "" {
+			return targetState{kind: targetForeign, why: why}
+		}
 		return targetState{kind: targetEmpty}
 	}
 	return targetState{kind: targetNode, cursor: cursor, applied: applied}
+}
+
+// heldData says what state a database at cursor 0 without applied events
+// still holds ("" for none): a producer's role, outbox rows, or key/value
+// rows written locally. Such a database is not new, and replacing it
+// would lose that state.
+func heldData(ctx context.Context, db *sql.DB) (string, error) {
+	for _, c := range []struct{ table, query, why string }{
+		{"controlfeed_role", `SELECT count(*) FROM controlfeed_role WHERE role = 'producer'`, "it is recorded as a producer's database"},
+		{"controlfeed_outbox", `SELECT count(*) FROM controlfeed_outbox`, "it holds outbox rows (a producer's database)"},
+		{"controlfeed_kv", `SELECT count(*) FROM controlfeed_kv`, "it holds key/value rows"},
+	} {
+		ok, err := hasTable(ctx, db, c.table)
+		if err != nil || !ok {
+			if err != nil {
+				return "", err
+			}
+			continue
+		}
+		var n int64
+		if err := db.QueryRowContext(ctx, c.query).Scan(&n); err != nil {
+			return "", fmt.Errorf("count %s: %w", c.table, err)
+		}
+		if n > 0 {
+			return c.why, nil
+		}
+	}
+	return "", nil
 }
 
 // removeFiles removes each path that exists.
