@@ -25,7 +25,30 @@ type CreateOptions struct {
 	TempDir string
 	// Now returns the manifest's CreatedAt; nil means time.Now.
 	Now func() time.Time
+	// Progress, if set, is called from Create's goroutine or a helper
+	// goroutine (never concurrently) as the work advances: phase
+	// PhaseCopy (the VACUUM INTO copy; total is the live database's size,
+	// an estimate) and PhaseStore (the upload; total exact), with bytes
+	// done so far. It must return quickly.
+	Progress ProgressFunc
 }
+
+// ProgressFunc reports done of total bytes of a phase of Create or
+// Restore (PhaseCopy, PhaseStore, PhaseFetch, PhaseCheck).
+type ProgressFunc func(phase string, done, total int64)
+
+// Phases reported to a ProgressFunc.
+const (
+	// PhaseCopy is Create's VACUUM INTO copy of the live database.
+	PhaseCopy = "copy"
+	// PhaseStore is Create's upload of the copy to the artifact store.
+	PhaseStore = "store"
+	// PhaseFetch is Restore's download of the database artifact.
+	PhaseFetch = "fetch"
+	// PhaseCheck is Restore's check of the downloaded database (reported
+	// once at its start, done 0, and once at its end, done = total).
+	PhaseCheck = "check"
+)
 
 // Validate reports whether o is usable; nil is.
 func (o *CreateOptions) Validate() error {
@@ -101,15 +124,15 @@ func Create(ctx context.Context, db *sql.DB, store artifact.Store, opts *CreateO
 	path := filepath.Join(dir, "snapshot.db")
 
 	createdAt := o.Now().UTC()
-	if _, err := db.ExecContext(ctx, `VACUUM INTO ?`, path); err != nil {
-		return Manifest{}, fmt.Errorf("snapshot: create: copy the database (VACUUM INTO %s): %w", path, err)
+	if err := vacuumInto(ctx, db, path, o.Progress); err != nil {
+		return Manifest{}, fmt.Errorf("snapshot: create: %w", err)
 	}
 	m, err := describe(ctx, path)
 	if err != nil {
 		return Manifest{}, fmt.Errorf("snapshot: create: %w", err)
 	}
 	m.Node, m.CreatedAt = o.Node, createdAt
-	if m.Database, err = putFile(ctx, store, path); err != nil {
+	if m.Database, err = putFile(ctx, store, path, o.Progress); err != nil {
 		return Manifest{}, fmt.Errorf("snapshot: create: store the database copy: %w", err)
 	}
 	b, err := m.Encode()
@@ -167,13 +190,16 @@ func openReadOnly(path string) (*sql.DB, error) {
 
 // putFile streams the file at path to store and returns its reference,
 // size and checksum.
-func putFile(ctx context.Context, store artifact.Store, path string) (Database, error) {
+func putFile(ctx context.Context, store artifact.Store, path string, progress ProgressFunc) (Database, error) {
 	f, err := os.Open(path)
 	if err != nil {
 		return Database{}, err
 	}
 	defer f.Close()
-	c := &countingHash{h: controlevent.NewHash()}
+	c := &countingHash{h: controlevent.NewHash(), progress: progress}
+	if fi, err := f.Stat(); err == nil {
+		c.total = fi.Size()
+	}
 	ref, err := store.Put(ctx, io.TeeReader(f, c))
 	if err != nil {
 		return Database{}, fmt.Errorf("put %s into %s: %w", path, store.Name(), err)
@@ -187,12 +213,58 @@ func putFile(ctx context.Context, store artifact.Store, path string) (Database, 
 
 // countingHash is an io.Writer that hashes and counts what it is given.
 type countingHash struct {
-	h hash.Hash
-	n int64
+	h        hash.Hash
+	n        int64
+	total    int64
+	progress ProgressFunc
 }
 
 func (c *countingHash) Write(p []byte) (int, error) {
 	c.h.Write(p)
 	c.n += int64(len(p))
+	if c.progress != nil {
+		c.progress(PhaseStore, c.n, c.total)
+	}
 	return len(p), nil
+}
+
+// vacuumInto copies db into a new file at path with VACUUM INTO, reporting
+// the growing file's size against the live database's as PhaseCopy.
+func vacuumInto(ctx context.Context, db *sql.DB, path string, progress ProgressFunc) error {
+	var stop func()
+	if progress != nil {
+		var total int64
+		db.QueryRowContext(ctx, `SELECT page_count * page_size FROM pragma_page_count(), pragma_page_size()`).Scan(&total)
+		done := make(chan struct{})
+		finished := make(chan struct{})
+		go func() {
+			defer close(finished)
+			t := time.NewTicker(200 * time.Millisecond)
+			defer t.Stop()
+			for {
+				select {
+				case <-done:
+					return
+				case <-t.C:
+					if fi, err := os.Stat(path); err == nil {
+						progress(PhaseCopy, fi.Size(), max(total, fi.Size()))
+					}
+				}
+			}
+		}()
+		stop = func() { close(done); <-finished }
+	}
+	_, err := db.ExecContext(ctx, `VACUUM INTO ?`, path)
+	if stop != nil {
+		stop()
+	}
+	if err != nil {
+		return fmt.Errorf("copy the database (VACUUM INTO %s): %w", path, err)
+	}
+	if progress != nil {
+		if fi, err := os.Stat(path); err == nil {
+			progress(PhaseCopy, fi.Size(), fi.Size())
+		}
+	}
+	return nil
 }

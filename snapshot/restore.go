@@ -42,6 +42,10 @@ type RestoreOptions struct {
 	// Logger receives one line when a populated database is replaced;
 	// nil discards it.
 	Logger *slog.Logger
+	// Progress, if set, is called from Restore's goroutine with
+	// PhaseFetch (bytes downloaded of the manifest's size) and PhaseCheck.
+	// It must return quickly.
+	Progress ProgressFunc
 }
 
 // Restore replaces (or creates) the database at target with the snapshot m
@@ -107,11 +111,17 @@ func Restore(ctx context.Context, store artifact.Store, m Manifest, target strin
 			os.Remove(tmp)
 		}
 	}()
-	if err := download(ctx, store, m, tmp); err != nil {
+	if err := download(ctx, store, m, tmp, o.Progress); err != nil {
 		return fmt.Errorf("snapshot: restore %s from %s: %w", target, describeRef(m), err)
+	}
+	if o.Progress != nil {
+		o.Progress(PhaseCheck, 0, m.Database.Size)
 	}
 	if err := verify(ctx, tmp, m, o.FullCheck); err != nil {
 		return fmt.Errorf("snapshot: restore %s from %s: %w", target, describeRef(m), err)
+	}
+	if o.Progress != nil {
+		o.Progress(PhaseCheck, m.Database.Size, m.Database.Size)
 	}
 	st, err := inspectTarget(ctx, target, m, o, true)
 	if err != nil {
@@ -163,7 +173,7 @@ func describeRef(m Manifest) string {
 
 // download streams the database artifact into a new file at path, checks
 // its size and checksum against m and fsyncs it.
-func download(ctx context.Context, store artifact.Store, m Manifest, path string) (err error) {
+func download(ctx context.Context, store artifact.Store, m Manifest, path string, progress ProgressFunc) (err error) {
 	rc, err := store.Get(ctx, m.Database.Ref)
 	if err != nil {
 		if errors.Is(err, artifact.ErrCorrupt) {
@@ -195,6 +205,9 @@ func download(ctx context.Context, store artifact.Store, m Manifest, path string
 			n += int64(k)
 			if _, err := f.Write(buf[:k]); err != nil {
 				return fmt.Errorf("write %s: %w", path, err)
+			}
+			if progress != nil {
+				progress(PhaseFetch, n, m.Database.Size)
 			}
 			if first {
 				if err := failpoint.Inject(failpoint.SnapshotRestoreMidWrite); err != nil {
