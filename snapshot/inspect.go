@@ -58,7 +58,7 @@ func Inspect(ctx context.Context, path string) (TargetState, error) {
 // beside nothing in any store: the file is a complete SQLite database (the
 // one Create would store) that a stopped node can use as its database, and
 // the returned manifest describes it (its Ref is empty: nothing is
-// stored). The copy is written to path+TempSuffix, fsynced and renamed into
+// stored). The copy is written to path+".partial", fsynced and renamed into
 // place, so path is either absent or complete; an existing path is
 // refused. opts.TempDir is unused; opts.Progress gets PhaseCopy.
 func Export(ctx context.Context, db *sql.DB, path string, opts *CreateOptions) (Manifest, error) {
@@ -78,7 +78,7 @@ func Export(ctx context.Context, db *sql.DB, path string, opts *CreateOptions) (
 			return Manifest{}, fmt.Errorf("snapshot: export: database has no table %s: %w; run the node (applier.Migrate) on it first", t, ErrNotNode)
 		}
 	}
-	tmp := path + TempSuffix
+	tmp := path + ".partial"
 	if err := removeFiles(tmp); err != nil {
 		return Manifest{}, fmt.Errorf("snapshot: export to %s: %w", path, err)
 	}

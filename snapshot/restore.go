@@ -63,7 +63,9 @@ type RestoreOptions struct {
 //     Any difference wraps ErrCorrupt.
 //  4. The old target, if a SQLite database, is inspected again and its
 //     WAL checkpointed into the main file (wal_checkpoint(TRUNCATE));
-//     if another connection prevents that, ErrInUse. Its -wal, -shm and
+//     if another connection prevents that, or another process holds the
+//     database open (the lock every SQLite connection keeps on its -shm
+//     file, asked of the kernel), ErrInUse. Its -wal, -shm and
 //     -journal files are then removed and the directory fsynced.
 //  5. The temporary file is renamed over target and the directory fsynced.
 //
@@ -80,8 +82,9 @@ type RestoreOptions struct {
 // already the snapshot, which a retry refuses as populated unless Force.
 //
 // Concurrency: no process may have target open while Restore runs (stop
-// the node first); Restore detects an open WAL connection only at step 4
-// (ErrInUse). Restores of different targets may run concurrently.
+// the node first); Restore detects, at step 4, another process with the
+// database open and a connection of any process that keeps its WAL busy
+// (ErrInUse); an idle connection of this process it cannot see. Restores of different targets may run concurrently.
 //
 // Memory is bounded: the artifact is streamed through a 1 MiB buffer.
 // The restored file is in rollback-journal mode until a node opens it
@@ -126,6 +129,11 @@ func Restore(ctx context.Context, store artifact.Store, m Manifest, target strin
 	st, err := inspectTarget(ctx, target, m, o, true)
 	if err != nil {
 		return err
+	}
+	if pid, err := openByOtherProcess(target); err != nil {
+		return fmt.Errorf("snapshot: restore %s: %w", target, err)
+	} else if pid != 0 {
+		return fmt.Errorf("snapshot: restore %s: process %d has the database open: %w; stop it (the node) and retry", target, pid, ErrInUse)
 	}
 	if err := removeFiles(target+"-wal", target+"-shm", target+"-journal"); err != nil {
 		return fmt.Errorf("snapshot: restore %s: remove the old database's WAL files (the old database is complete): %w", target, err)

@@ -44,7 +44,12 @@ type settings struct {
 	PostgresURL   string // bench
 	Out           string // bench
 	Through       uint64 // prune
-	Force         bool   // prune
+	Force         bool   // prune, snapshot restore
+	Ref           string // snapshot publish, restore
+	Latest        bool   // snapshot restore
+
+	Bootstrap           string // serve
+	BootstrapWhenBehind bool   // serve
 
 	MaxArtifactBytes int64 // serve, kv put
 
@@ -226,6 +231,16 @@ var allSettings = []setting{
 		bind: func(fs *flag.FlagSet, s *settings, name, u string) { fs.Uint64Var(&s.Through, name, 0, u) }},
 	{flag: "force", def: "false", usage: "prune: prune even past what the nodes given with --db have applied",
 		bind: func(fs *flag.FlagSet, s *settings, name, u string) { fs.BoolVar(&s.Force, name, false, u) }},
+	strSetting("ref", "", "snapshot: the manifest reference `REF` (sha256:...) of a snapshot, as printed by snapshot create or list",
+		func(s *settings) *string { return &s.Ref }),
+	{flag: "latest", def: "false", usage: "snapshot restore: restore the latest snapshot published for the feed",
+		bind: func(fs *flag.FlagSet, s *settings, name, u string) { fs.BoolVar(&s.Latest, name, false, u) }},
+	strSetting("bootstrap", "auto", "serve: `MODE` auto (a node whose database is new restores the feed's latest published snapshot before applying) or off (replay the feed from the start)",
+		func(s *settings) *string { return &s.Bootstrap }),
+	{flag: "bootstrap-when-behind", def: "false", usage: "serve: a node behind the feed's retention replaces its database with the latest published snapshot that covers the retention, at start-up (logged)",
+		bind: func(fs *flag.FlagSet, s *settings, name, u string) {
+			fs.BoolVar(&s.BootstrapWhenBehind, name, false, u)
+		}},
 	{flag: "follow", def: "true", usage: "keep waiting for new events (--follow=false: print what exists and exit)",
 		bind: func(fs *flag.FlagSet, s *settings, name, u string) { fs.BoolVar(&s.Follow, name, true, u) }},
 }

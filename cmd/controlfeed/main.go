@@ -1,6 +1,7 @@
 // Command controlfeed runs a controlfeed node or producer, publishes
 // key/value changes, shows a node's status, tails a feed, skips a halted
-// event and prunes a file feed. Run "controlfeed --help" for the commands and "controlfeed COMMAND
+// event, prunes a file feed and takes, publishes and restores snapshots of
+// a node's database. Run "controlfeed --help" for the commands and "controlfeed COMMAND
 // --help" for each command's flags and environment variables.
 package main
 
@@ -110,8 +111,10 @@ func (m *Main) Run(ctx context.Context, args []string) error {
 		return m.runDemo(ctx, args[1:])
 	case "bench":
 		return m.runBench(ctx, args[1:])
+	case "snapshot":
+		return m.runSnapshot(ctx, args[1:])
 	default:
-		return usageErrorf("unknown command %q; commands: serve, kv, status, tail, skip, prune, nats-server, demo, bench (see controlfeed --help)", args[0])
+		return usageErrorf("unknown command %q; commands: serve, kv, status, tail, skip, prune, snapshot, nats-server, demo, bench (see controlfeed --help)", args[0])
 	}
 }
 
@@ -149,7 +152,7 @@ Usage: controlfeed COMMAND [flags] [arguments]
 Commands:
 `)
 	for _, c := range commands {
-		fmt.Fprintf(m.Stdout, "  %-12s %s\n", c.name, c.summary)
+		fmt.Fprintf(m.Stdout, "  %-17s %s\n", c.name, c.summary)
 	}
 	fmt.Fprintf(m.Stdout, `
 Every flag has an environment variable (--feed-dir: CONTROLFEED_FEED_DIR); a
@@ -168,4 +171,4 @@ Example: a producer and one node sharing a directory feed
 
 // commands lists every subcommand, in help order.
 var commands = []*command{serveCmd, kvPutCmd, kvGetCmd, kvDeleteCmd, kvListCmd, statusCmd, tailCmd, skipCmd,
-	pruneCmd, natsServerCmd, demoCmd, benchCmd}
+	pruneCmd, snapshotCreateCmd, snapshotPublishCmd, snapshotListCmd, snapshotRestoreCmd, natsServerCmd, demoCmd, benchCmd}
