@@ -50,6 +50,7 @@ type settings struct {
 
 	Bootstrap           string // serve
 	BootstrapWhenBehind bool   // serve
+	behindAdvice        string // serve: set by bootstrap, shown with a behind-retention report
 
 	MaxArtifactBytes int64 // serve, kv put
 

@@ -70,11 +70,12 @@ a NATS JetStream server itself, on --nats-listen with its data in
 producer (--feed-sink jetstream), and unless --artifact-store is given, the
 artifact store is jetstream too. The log line "embedded NATS server ready"
 shows the flags other nodes use to join. On shutdown the node stops first,
-then the server.`,
+then the server.
+` + bootstrapHelp,
 	example: `controlfeed serve --db node1.db --feed-source file --feed-dir /var/lib/cf/feed --artifact-dir /var/lib/cf/artifacts --listen 127.0.0.1:7480`,
 	settings: settingList([]string{"db", "feed-source", "feed-sink", "feed-dir", "artifact-store", "artifact-dir",
 		"listen", "node-name"}, natsSettings, natsFeedSettings, []string{"nats-bucket", "embedded-nats", "nats-listen", "nats-store",
-		"max-artifact-bytes", "poll-interval", "unavailable-grace", "stall-threshold", "log-format", "log-level"}),
+		"max-artifact-bytes", "poll-interval", "unavailable-grace", "stall-threshold", "log-format", "log-level"}, bootstrapSettings),
 	createDB: true,
 }
 
@@ -100,6 +101,9 @@ func (m *Main) runServe(ctx context.Context, args []string) error {
 	if err := s.checkBackends(serveCmd); err != nil {
 		return err
 	}
+	if err := s.checkBootstrap(serveCmd); err != nil {
+		return err
+	}
 	if s.EmbeddedNATS {
 		srv, err := s.startEmbeddedNATS(m, log)
 		if err != nil {
@@ -108,6 +112,12 @@ func (m *Main) runServe(ctx context.Context, args []string) error {
 		defer srv.Shutdown() // deferred first: runs after the node's Close
 	}
 	s.logDefaultNATSURL(serveCmd, log)
+	if err := s.bootstrap(ctx, log); err != nil {
+		if ctx.Err() != nil {
+			return nil // stopped by a signal while starting
+		}
+		return err
+	}
 	n, err := openNode(ctx, log, s.nodeConfig(log))
 	if err != nil {
 		if ctx.Err() != nil {
@@ -116,6 +126,9 @@ func (m *Main) runServe(ctx context.Context, args []string) error {
 		return err
 	}
 	defer n.Close()
+	if err := s.createSnapshotCatalog(ctx, log); err != nil {
+		return err
+	}
 	return n.Run(ctx)
 }
 
@@ -211,6 +224,8 @@ func (s *settings) nodeConfig(log *slog.Logger) *node.Config {
 
 		UnavailableGrace: s.UnavailableGrace,
 		StallThreshold:   s.StallThreshold,
+
+		BehindRetentionAdvice: s.behindAdvice,
 	}
 }
 

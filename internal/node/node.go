@@ -140,6 +140,12 @@ type Config struct {
 	// (kv.PutLimit with the same limit).
 	MaxArtifactBytes int64
 
+	// BehindRetentionAdvice, if set, is added to Status.BehindRetention
+	// (and so to /healthz and the status) when the applier finds the node
+	// behind the feed's retention: what fixes it here (the program's
+	// snapshot restore command, or why no snapshot can).
+	BehindRetentionAdvice string
+
 	// Handlers applies events by type; nil = kv.Handlers().
 	Handlers map[string]applier.Handler
 

@@ -265,6 +265,9 @@ func (n *Node) Status(ctx context.Context) (Status, error) {
 		s.Gap = gapFrom(as.Gap)
 		if as.BehindRetention != nil {
 			s.BehindRetention = as.BehindRetention.Error()
+			if a := n.cfg.BehindRetentionAdvice; a != "" {
+				s.BehindRetention += "; " + a
+			}
 		}
 		s.FeedBehindCursor = as.FeedBehindCursor
 		p.Applied, p.Skipped, p.Duplicates, p.Gaps = as.Applied, as.Skipped, as.Duplicates, as.Gaps
