@@ -183,12 +183,12 @@ func openSnapshotSource(ctx context.Context, cmd *command, path string) (*sql.DB
 	if err != nil {
 		return nil, fmt.Errorf("controlfeed %s: %w", cmd.name, err)
 	}
-	role, err := dbrole.Get(ctx, ro)
+	prod, err := isProducerDB(ctx, ro)
 	ro.Close()
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("controlfeed %s: %s: %w", cmd.name, path, err)
 	}
-	if role == dbrole.Producer {
+	if prod {
 		return nil, fmt.Errorf("controlfeed %s: refused: %s is a producer's database; a snapshot is a node's state and its position in the feed: "+
 			"run it with --db set to a node's database (one that serve --feed-source applies a feed to)", cmd.name, path)
 	}
@@ -197,6 +197,21 @@ func openSnapshotSource(ctx context.Context, cmd *command, path string) (*sql.DB
 		return nil, fmt.Errorf("controlfeed %s: %w", cmd.name, err)
 	}
 	return db, nil
+}
+
+// isProducerDB reports whether the controlfeed database ro reads is a
+// producer's: recorded so (dbrole), or holding outbox rows (kv put writes
+// them before any serve records the role).
+func isProducerDB(ctx context.Context, ro *sql.DB) (bool, error) {
+	role, err := dbrole.Get(ctx, ro)
+	if err != nil || role == dbrole.Producer {
+		return role == dbrole.Producer, err
+	}
+	var outbox int64
+	if err := ro.QueryRowContext(ctx, `SELECT count(*) FROM controlfeed_outbox`).Scan(&outbox); err != nil {
+		return false, err
+	}
+	return outbox > 0, nil
 }
 
 // openSnapshotStore opens the artifact store holding snapshots, as a
@@ -456,7 +471,7 @@ func refuseProducerTarget(ctx context.Context, cmd *command, path string) error 
 		return nil // not a controlfeed database: Restore's own checks decide
 	}
 	defer db.Close()
-	if role, err := dbrole.Get(ctx, db); err == nil && role == dbrole.Producer {
+	if prod, err := isProducerDB(ctx, db); err == nil && prod {
 		return fmt.Errorf("controlfeed %s: refused: %s is a producer's database (its outbox holds the fleet's changes), and a snapshot is a node's: "+
 			"restore into a node's database or a new path", cmd.name, path)
 	}
