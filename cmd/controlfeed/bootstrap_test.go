@@ -274,9 +274,15 @@ func TestBootstrap_JoinAfterRetention(t *testing.T) {
 	// retention and names the command that fixes it.
 	lag1 := filepath.Join(f.dir, "lag1.db")
 	copyDB(t, lagging, lag1)
-	f.serve("lag1", lag1)
+	addr := freeAddr(t)
+	f.serve("lag1", lag1, "--listen", addr)
+	fix := "controlfeed snapshot restore --db " + lag1 + " --latest --force"
 	waitFor(t, time.Minute, "the lagging node to name the fix", func() bool {
-		return strings.Contains(f.logs["lag1"].String(), "controlfeed snapshot restore --db "+lag1+" --latest --force")
+		return strings.Contains(f.logs["lag1"].String(), fix)
+	})
+	waitFor(t, time.Minute, "the lagging node's status to name the fix", func() bool {
+		st := httpGet(t, "http://"+addr+"/v1/status")
+		return strings.Contains(st, `"behind_retention"`) && strings.Contains(st, fix)
 	})
 	f.stop("lag1")
 	if c := f.cursor(lag1); c != uint64(retain/2) {
@@ -299,9 +305,13 @@ func TestBootstrap_JoinAfterRetention(t *testing.T) {
 	f.publishPaced(retain+10, pace, "a", a)
 	lag2 := filepath.Join(f.dir, "lag2.db")
 	copyDB(t, lagging, lag2)
-	f.serve("lag2", lag2, "--bootstrap-when-behind")
+	addr = freeAddr(t)
+	f.serve("lag2", lag2, "--bootstrap-when-behind", "--listen", addr)
 	waitFor(t, time.Minute, "the lagging node to say no snapshot can help", func() bool {
 		return strings.Contains(f.logs["lag2"].String(), "no published snapshot can bring this node within the feed's retention")
+	})
+	waitFor(t, time.Minute, "the lagging node's status to say no snapshot can help", func() bool {
+		return strings.Contains(httpGet(t, "http://"+addr+"/v1/status"), "no published snapshot can bring this node within the feed's retention")
 	})
 	f.stop("lag2")
 	if c := f.cursor(lag2); c != uint64(retain/2) {
