@@ -51,9 +51,31 @@
 // node first. Restore detects a connection that keeps the old WAL busy
 // (ErrInUse) but cannot detect every other user.
 //
+// # Publishing, and how a snapshot relates to the feed
+//
+// A snapshot is a recorded position in the feed, not a feed event: it holds
+// the effect of every event up to Manifest.ControlVersion and of none
+// after, and publishing it appends nothing to the feed, so the feed's
+// positions, its gap rules and its dedup window are untouched. A node
+// restored from it polls the feed after that position; if the feed no
+// longer holds the event right after it (retention), the snapshot is of no
+// use to that node (Record.Covers).
+//
+// A Catalog records the published snapshots of one feed, as Records (the
+// manifest's reference, its cursor and a few facts to choose by), so that a
+// joining node finds the latest in O(1): Catalog.Latest. There is one
+// catalog backend per feed backend, registered under the feed's name
+// (RegisterCatalog, OpenCatalog), each living beside its feed: package
+// snapshot/filecatalog ("file": FEED_DIR/.snapshots/latest.json, written
+// atomically) and snapshot/natscatalog ("jetstream": the key "latest" of
+// the key/value bucket <stream>_SNAPSHOTS, created by the producer only).
+// The latest never moves backwards (ErrOlder). The conformance suite all
+// backends run is package snapshot/catalogtest.
+//
 // # Memory
 //
-// Both directions stream: SQLite copies through its page cache, the file is
+// Both directions stream (and report their progress through
+// CreateOptions.Progress and RestoreOptions.Progress): SQLite copies through its page cache, the file is
 // streamed into and out of the store through fixed buffers, and no step
 // holds the database in memory (see BenchmarkCreateRestore).
 //
