@@ -13,6 +13,7 @@ import (
 	"github.com/controlfeed/controlfeed/feed/natsfeed"
 	"github.com/controlfeed/controlfeed/feed/nop"
 	"github.com/controlfeed/controlfeed/internal/natsconn"
+	"github.com/controlfeed/controlfeed/internal/node"
 	"github.com/controlfeed/controlfeed/snapshot"
 )
 
@@ -42,7 +43,11 @@ start-up and logged, with the latest snapshot if that one covers the
 retention (its cursor is at or after the event before the oldest one the
 feed holds). Otherwise it reports behind_retention as usual, and the status
 names the command that fixes it, or says that no published snapshot can
-and that a newer one must be published from an up-to-date node.`
+and that a newer one must be published from an up-to-date node. With
+--bootstrap-when-behind a running node that falls behind the retention
+(halted or stalled for longer than it) also looks for such a snapshot
+every few seconds, and once one is published stops, replaces its database
+with it (logged) and resumes.`
 
 // checkBootstrap rejects an unknown --bootstrap mode.
 func (s *settings) checkBootstrap(cmd *command) error {
@@ -269,4 +274,83 @@ func (s *settings) createSnapshotCatalog(ctx context.Context, log *slog.Logger) 
 	}
 	closeQuietly(cat)
 	return nil
+}
+
+// behindCheckInterval is how often a running node with
+// --bootstrap-when-behind looks, while it is behind the feed's retention,
+// for a published snapshot that covers it (a variable for tests).
+var behindCheckInterval = 10 * time.Second
+
+// runNode runs the opened node n until ctx is done, then closes it. With
+// --bootstrap-when-behind (and --bootstrap=auto) it also watches the node:
+// once it is behind the feed's retention while running (it was stopped or
+// halted for longer than the retention) and a published snapshot covers
+// the retention, it stops the node, replaces its database with that
+// snapshot (logged) and opens and runs it again. A node that is not
+// behind is never touched.
+func (s *settings) runNode(ctx context.Context, log *slog.Logger, n *node.Node) error {
+	for {
+		if !s.BootstrapWhenBehind || s.Bootstrap == bootstrapOff || n.Applier() == nil {
+			defer n.Close()
+			return n.Run(ctx)
+		}
+		rctx, cancel := context.WithCancel(ctx)
+		found := make(chan snapshot.Record, 1)
+		go s.watchBehind(rctx, log, n, found, cancel)
+		err := n.Run(rctx)
+		cancel()
+		n.Close()
+		var rec snapshot.Record
+		select {
+		case rec = <-found:
+		default:
+			return err
+		}
+		if ctx.Err() != nil {
+			return nil
+		}
+		log.Warn("bootstrap: --bootstrap-when-behind: the running node is behind the feed's retention; replacing its database with the latest snapshot",
+			"db", s.DB, "snapshot", rec.Manifest, "snapshot_cursor", rec.ControlVersion)
+		if err := s.restoreSnapshot(ctx, log, rec, true); err != nil {
+			return err
+		}
+		if n, err = openNode(ctx, log, s.nodeConfig(log)); err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			return err
+		}
+	}
+}
+
+// watchBehind checks n every behindCheckInterval; when it is behind the
+// retention and the feed's latest snapshot covers it, it sends the record
+// on found and stops the node (stop).
+func (s *settings) watchBehind(ctx context.Context, log *slog.Logger, n *node.Node, found chan<- snapshot.Record, stop context.CancelFunc) {
+	t := time.NewTicker(behindCheckInterval)
+	defer t.Stop()
+	var seen string // the last record found useless, not to log it again
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		cb := n.Applier().Status().BehindRetention
+		if cb == nil {
+			continue
+		}
+		rec, err := s.latestSnapshot(ctx)
+		if err != nil || !rec.Covers(cb.FirstAvailable) {
+			if err == nil && rec.Manifest != seen {
+				seen = rec.Manifest
+				log.Error("bootstrap: the latest published snapshot does not cover the feed's retention; waiting for a newer one",
+					"snapshot", rec.Manifest, "snapshot_cursor", rec.ControlVersion, "first_available", cb.FirstAvailable)
+			}
+			continue
+		}
+		found <- rec
+		stop()
+		return
+	}
 }

@@ -211,12 +211,14 @@ func joinSizes() (events, retain int) {
 // node without one reports behind-retention naming the fix; a node wiped
 // while the fleet runs rejoins; and a lagging node is replaced only with
 // --bootstrap-when-behind, and only by a snapshot that covers the
-// retention.
+// retention: at start-up, or while it runs once one is published.
 func TestBootstrap_JoinAfterRetention(t *testing.T) {
 	if testing.Short() {
 		t.Skip("publishes thousands of events")
 	}
 	events, retain := joinSizes()
+	defer func(d time.Duration) { behindCheckInterval = d }(behindCheckInterval)
+	behindCheckInterval = 200 * time.Millisecond
 	f := newJoinFleet(t, int64(retain), 1000)
 	a := filepath.Join(f.dir, "a.db")
 	f.serve("a", a)
@@ -313,9 +315,19 @@ func TestBootstrap_JoinAfterRetention(t *testing.T) {
 	waitFor(t, time.Minute, "the lagging node's status to say no snapshot can help", func() bool {
 		return strings.Contains(httpGet(t, "http://"+addr+"/v1/status"), "no published snapshot can bring this node within the feed's retention")
 	})
-	f.stop("lag2")
 	if c := f.cursor(lag2); c != uint64(retain/2) {
 		t.Fatalf("the lagging node's database was replaced by a useless snapshot: cursor %d", c)
+	}
+
+	// Once a snapshot that covers the retention is published, the running
+	// node finds it, replaces its database and converges.
+	mustRun(t, f.env, "", "snapshot", "publish", "--db", a)
+	f.waitCursor("lag2", lag2, uint64(f.n))
+	if !strings.Contains(f.logs["lag2"].String(), "the running node is behind the feed's retention; replacing its database") {
+		t.Fatalf("the running node's replacement was not logged:\n%s", f.logs["lag2"])
+	}
+	if f.digest(lag2) != f.digest(a) {
+		t.Fatal("the node replaced while running differs")
 	}
 }
 

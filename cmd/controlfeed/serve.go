@@ -125,11 +125,11 @@ func (m *Main) runServe(ctx context.Context, args []string) error {
 		}
 		return err
 	}
-	defer n.Close()
 	if err := s.createSnapshotCatalog(ctx, log); err != nil {
+		n.Close()
 		return err
 	}
-	return n.Run(ctx)
+	return s.runNode(ctx, log, n)
 }
 
 // Backoff of openNode while no NATS server answers.
