@@ -87,7 +87,7 @@ func TestServe_NodeBeforeProducer(t *testing.T) {
 		out, _, _ := run(t, env, "", "kv", "get", "--db", ndb, "greeting")
 		return out == "hello\n"
 	})
-	for _, name := range []string{"CONTROLFEED", "OBJ_controlfeed-artifacts", "KV_CFNODES_CONTROLFEED"} {
+	for _, name := range []string{"CONTROLFEED", "OBJ_controlfeed-artifacts", "KV_CFNODES_CONTROLFEED", "KV_CONTROLFEED_SNAPSHOTS"} {
 		s, err := js.Stream(ctx, name)
 		if err != nil {
 			t.Fatalf("stream %s after the producer: %v", name, err)
