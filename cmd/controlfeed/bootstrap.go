@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/controlfeed/controlfeed/artifact"
@@ -296,9 +297,11 @@ func (s *settings) runNode(ctx context.Context, log *slog.Logger, n *node.Node) 
 		}
 		rctx, cancel := context.WithCancel(ctx)
 		found := make(chan snapshot.Record, 1)
-		go s.watchBehind(rctx, log, n, found, cancel)
+		var wg sync.WaitGroup
+		wg.Go(func() { s.watchBehind(rctx, log, n, found, cancel) })
 		err := n.Run(rctx)
 		cancel()
+		wg.Wait()
 		n.Close()
 		var rec snapshot.Record
 		select {

@@ -217,7 +217,8 @@ func TestBootstrap_JoinAfterRetention(t *testing.T) {
 		t.Skip("publishes thousands of events")
 	}
 	events, retain := joinSizes()
-	defer func(d time.Duration) { behindCheckInterval = d }(behindCheckInterval)
+	// Registered before the nodes' cleanups, so it runs after they stopped.
+	t.Cleanup(func(d time.Duration) func() { return func() { behindCheckInterval = d } }(behindCheckInterval))
 	behindCheckInterval = 200 * time.Millisecond
 	f := newJoinFleet(t, int64(retain), 1000)
 	a := filepath.Join(f.dir, "a.db")
