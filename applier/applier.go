@@ -63,6 +63,9 @@ type Applier struct {
 	// events: a backlog, so apply polls ahead (see pollAhead).
 	lastPollFull bool
 
+	// m holds the histograms of Config.Registerer (nil without one).
+	m *metrics
+
 	// w is Run's dedicated write connection and checkpointer (see
 	// checkpoint.go); nil outside Run. Guarded by stepMu.
 	w *writer
@@ -102,7 +105,11 @@ func New(db *sql.DB, src feed.Source, store artifact.Store, cfg *Config) (*Appli
 		handlers[k] = v
 	}
 	c.Handlers = handlers
-	a := &Applier{db: db, src: src, store: store, cfg: c, log: c.Logger}
+	m, err := newMetrics(c.Registerer)
+	if err != nil {
+		return nil, err
+	}
+	a := &Applier{db: db, src: src, store: store, cfg: c, log: c.Logger, m: m}
 	if a.log == nil {
 		a.log = slog.New(slog.DiscardHandler)
 	}
@@ -703,6 +710,7 @@ func (a *Applier) commitTx(ctx context.Context, plan []item, useSP bool) (n int,
 	if len(plan) == 0 {
 		return 0, nil, nil
 	}
+	start := time.Now()
 	var tx *sql.Tx
 	if a.w != nil {
 		tx, err = a.w.conn.BeginTx(ctx, nil)
@@ -806,6 +814,7 @@ func (a *Applier) commitTx(ctx context.Context, plan []item, useSP bool) (n int,
 	if a.w != nil {
 		a.w.committed()
 	}
+	a.m.observe(start, time.Now(), plan[:n])
 	return n, fail, nil
 }
 

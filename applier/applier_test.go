@@ -12,6 +12,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+
 	"github.com/controlfeed/controlfeed/applier"
 	"github.com/controlfeed/controlfeed/artifact"
 	"github.com/controlfeed/controlfeed/artifact/artifacttest"
@@ -886,5 +889,36 @@ func TestApplier_FeedBehindCursor(t *testing.T) {
 		if st := a2.Status(); st.FeedBehindCursor != "" {
 			t.Fatalf("reported after single low reads between good ones (head %d): %q", h, st.FeedBehindCursor)
 		}
+	}
+}
+
+// With Config.Registerer the applier observes one apply duration per
+// committed transaction and one event age per applied event; a second
+// Applier on the same registry is refused, not a panic.
+func TestApplier_Metrics(t *testing.T) {
+	ctx := context.Background()
+	db, _ := openDB(t)
+	reg := prometheus.NewPedanticRegistry()
+	src := &FakeSource{Events: evs(1, 3, typ)}
+	a := newApplier(t, db, src, nil, newInsertHandler(), func(c *applier.Config) { c.Registerer = reg })
+	if n, err := a.Step(ctx); n != 3 || err != nil {
+		t.Fatalf("Step = %d, %v", n, err)
+	}
+	if n := testutil.CollectAndCount(reg, applier.MetricApplyDuration, applier.MetricEventAge); n != 2 {
+		t.Fatalf("%d histograms registered, want 2", n)
+	}
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	counts := map[string]uint64{}
+	for _, mf := range mfs {
+		counts[mf.GetName()] = mf.GetMetric()[0].GetHistogram().GetSampleCount()
+	}
+	if counts[applier.MetricApplyDuration] != 1 || counts[applier.MetricEventAge] != 3 {
+		t.Errorf("sample counts %v, want 1 transaction and 3 events", counts)
+	}
+	if _, err := applier.New(db, src, nil, &applier.Config{Registerer: reg}); err == nil || !strings.Contains(err.Error(), "register metrics") {
+		t.Errorf("second Applier on one registry: %v", err)
 	}
 }

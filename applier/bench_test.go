@@ -6,23 +6,41 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/controlfeed/controlfeed/applier"
 	"github.com/controlfeed/controlfeed/controlevent"
 )
 
 const benchEvents = 10_000
 
+// metricsModes runs a benchmark without and with Config.Registerer, so the
+// cost of the histograms shows in one run (compare the two with benchstat).
+var metricsModes = []struct {
+	name string
+	mod  func(*applier.Config)
+}{
+	{"metrics=off", nil},
+	{"metrics=on", func(c *applier.Config) { c.Registerer = prometheus.NewRegistry() }},
+}
+
 // BenchmarkApplier_CatchUp applies 10k pre-filled events (insert handler, no
 // artifacts) from a fake source with the default MaxBatch. Compare events/s
 // with BenchmarkRawSQLiteInsert100, the same rows inserted raw.
 func BenchmarkApplier_CatchUp(b *testing.B) {
+	for _, m := range metricsModes {
+		b.Run(m.name, func(b *testing.B) { benchCatchUp(b, m.mod) })
+	}
+}
+
+func benchCatchUp(b *testing.B, mod func(*applier.Config)) {
 	ctx := context.Background()
 	all := evs(1, benchEvents, typ)
 	for b.Loop() {
 		b.StopTimer()
 		db, _ := openDB(b)
 		src := &FakeSource{Events: all}
-		a := newApplier(b, db, src, nil, newInsertHandler(), nil)
+		a := newApplier(b, db, src, nil, newInsertHandler(), mod)
 		b.StartTimer()
 		for {
 			n, err := a.Step(ctx)
@@ -76,10 +94,16 @@ func BenchmarkRawSQLiteInsert100(b *testing.B) {
 // BenchmarkApplier_SteadyState applies one event per Step (one transaction
 // per event), the latency path.
 func BenchmarkApplier_SteadyState(b *testing.B) {
+	for _, m := range metricsModes {
+		b.Run(m.name, func(b *testing.B) { benchSteadyState(b, m.mod) })
+	}
+}
+
+func benchSteadyState(b *testing.B, mod func(*applier.Config)) {
 	ctx := context.Background()
 	db, _ := openDB(b)
 	src := &FakeSource{}
-	a := newApplier(b, db, src, nil, newInsertHandler(), nil)
+	a := newApplier(b, db, src, nil, newInsertHandler(), mod)
 	cv := uint64(0)
 	for b.Loop() {
 		cv++

@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"log/slog"
 	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
 )
 
 // Defaults of Config's zero fields.
@@ -78,6 +80,10 @@ type Config struct {
 	// is canceled, the pass fails at that row, which stays pending, and
 	// Run retries with backoff. Default 30s.
 	PublishTimeout time.Duration
+	// Registerer, if set, receives the pump's histogram
+	// (MetricPublishDuration); NewPump fails if it is registered there
+	// already (one Pump per registry). nil records none.
+	Registerer prometheus.Registerer
 }
 
 func (c *Config) setDefaults() {

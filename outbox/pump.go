@@ -13,6 +13,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/controlfeed/controlfeed/controlevent"
 	"github.com/controlfeed/controlfeed/feed"
 	"github.com/controlfeed/controlfeed/internal/backoff"
@@ -77,6 +79,8 @@ type Pump struct {
 	log     *slog.Logger
 	notify  chan struct{}
 	durable durability
+	// publishDur is MetricPublishDuration, nil without Config.Registerer.
+	publishDur prometheus.Histogram
 
 	passMu  sync.Mutex // serialises passes: one publisher at a time
 	running atomic.Bool
@@ -118,6 +122,10 @@ func NewPump(db *sql.DB, sink feed.Sink, cfg *Config) (*Pump, error) {
 		notify: make(chan struct{}, 1),
 	}
 	p.batch, _ = sink.(feed.BatchAppender)
+	var err error
+	if p.publishDur, err = newPublishHistogram(c.Registerer); err != nil {
+		return nil, err
+	}
 	return p, nil
 }
 
@@ -709,6 +717,7 @@ func (p *Pump) callSink(work context.Context, first pendingRow, n int, call func
 	p.stats.Waiting, p.stats.WaitingSince = what, now
 	p.mu.Unlock()
 	err := call(ctx)
+	p.observePublish(now)
 	p.mu.Lock()
 	p.stats.Waiting, p.stats.WaitingSince = "", time.Time{}
 	if err == nil {

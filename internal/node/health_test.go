@@ -4,8 +4,6 @@ import (
 	"strings"
 	"testing"
 	"time"
-
-	"github.com/controlfeed/controlfeed/internal/metrics"
 )
 
 // An applier that is unavailable briefly (a broker restart) leaves the node
@@ -29,7 +27,7 @@ func TestStatus_HealthUnavailable(t *testing.T) {
 		t.Fatalf("Health past the default grace = %q", r)
 	}
 	var b strings.Builder
-	if err := WriteMetrics(metrics.NewWriter(&b), s); err != nil {
+	if err := writeMetrics(&b, s); err != nil {
 		t.Fatal(err)
 	}
 	for _, want := range []string{"\ncontrolfeed_unavailable 1\n", "\ncontrolfeed_halted 0\n", "\ncontrolfeed_gap 0\n"} {
@@ -53,7 +51,7 @@ func TestStatus_HealthGapAndHalt(t *testing.T) {
 		t.Fatalf("Health with a gap = %q", r)
 	}
 	var b strings.Builder
-	if err := WriteMetrics(metrics.NewWriter(&b), s); err != nil {
+	if err := writeMetrics(&b, s); err != nil {
 		t.Fatal(err)
 	}
 	for _, want := range []string{"\ncontrolfeed_gap 1\n", "\ncontrolfeed_gaps_total 1\n", "\ncontrolfeed_unavailable 0\n", "\ncontrolfeed_halted 0\n"} {
@@ -77,7 +75,7 @@ func TestStatus_HealthFeedBehindCursor(t *testing.T) {
 		t.Fatalf("Health = %q, want the feed-behind-cursor reason", r)
 	}
 	var b strings.Builder
-	if err := WriteMetrics(metrics.NewWriter(&b), s); err != nil {
+	if err := writeMetrics(&b, s); err != nil {
 		t.Fatal(err)
 	}
 	if !strings.Contains(b.String(), "\ncontrolfeed_feed_behind_cursor 1\n") {
@@ -85,7 +83,7 @@ func TestStatus_HealthFeedBehindCursor(t *testing.T) {
 	}
 	s.FeedBehindCursor = ""
 	b.Reset()
-	if err := WriteMetrics(metrics.NewWriter(&b), s); err != nil {
+	if err := writeMetrics(&b, s); err != nil {
 		t.Fatal(err)
 	}
 	if r := s.Health(Thresholds{}); len(r) != 0 || !strings.Contains(b.String(), "\ncontrolfeed_feed_behind_cursor 0\n") {

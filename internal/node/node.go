@@ -58,6 +58,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/controlfeed/controlfeed/applier"
 	"github.com/controlfeed/controlfeed/artifact"
 	"github.com/controlfeed/controlfeed/dbrole"
@@ -229,6 +231,7 @@ type Node struct {
 	applier *applier.Applier
 	ln      net.Listener
 	lock    *pumpLock // held by a producer from Open to Close
+	reg     *prometheus.Registry
 
 	mu      sync.Mutex
 	pumpErr error // fatal error of pump.Run, for health
@@ -259,6 +262,7 @@ func Open(ctx context.Context, cfg *Config) (_ *Node, err error) {
 		return nil, err
 	}
 	n := &Node{cfg: c, log: c.Logger.With("node", c.NodeName), started: time.Now()}
+	n.reg = n.newRegistry()
 	defer func() {
 		if err != nil {
 			n.Close()
@@ -315,6 +319,7 @@ func Open(ctx context.Context, cfg *Config) (_ *Node, err error) {
 		n.pump, err = outbox.NewPump(n.db, n.sink, &outbox.Config{
 			Logger:       n.log, // the pump adds component=outbox.pump
 			PollInterval: c.PollInterval,
+			Registerer:   n.reg,
 		})
 		if err != nil {
 			return nil, fmt.Errorf("node: %w", err)
@@ -326,6 +331,7 @@ func Open(ctx context.Context, cfg *Config) (_ *Node, err error) {
 			Logger:          n.log, // the applier adds component=applier
 			PollInterval:    c.PollInterval,
 			MaxPayloadBytes: c.MaxArtifactBytes,
+			Registerer:      n.reg,
 		})
 		if err != nil {
 			return nil, fmt.Errorf("node: %w", err)

@@ -10,6 +10,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus/testutil"
+	dto "github.com/prometheus/client_model/go"
+
 	"github.com/controlfeed/controlfeed/applier"
 	_ "github.com/controlfeed/controlfeed/artifact/filestore"
 	"github.com/controlfeed/controlfeed/controlevent"
@@ -133,6 +136,45 @@ func TestNode_ProducerToNode(t *testing.T) {
 	_, body = get(t, prod, "/metrics")
 	if !strings.Contains(body, "\ncontrolfeed_published_total 4\n") {
 		t.Errorf("producer /metrics lacks published_total 4:\n%s", body)
+	}
+	checkRegistry(t, prod, "controlfeed_publish_duration_seconds")
+	checkRegistry(t, n1, "controlfeed_apply_duration_seconds", "controlfeed_event_age_at_apply_seconds")
+	if _, body = get(t, n1, "/metrics"); !strings.Contains(body, "\ncontrolfeed_event_age_at_apply_seconds_count 4\n") {
+		t.Errorf("node /metrics: event age not observed for the 4 applied events:\n%s", body)
+	}
+}
+
+// checkRegistry lints what n's /metrics serves (testutil.GatherAndLint: the
+// status metrics, the histograms, the Go runtime and process collectors)
+// and checks that it holds the runtime collectors and histograms, each
+// observed at least once.
+func checkRegistry(t *testing.T, n *node.Node, histograms ...string) {
+	t.Helper()
+	problems, err := testutil.GatherAndLint(n.Registry())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range problems {
+		t.Errorf("metrics lint: %s: %s", p.Metric, p.Text)
+	}
+	mfs, err := n.Registry().Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]*dto.MetricFamily{}
+	for _, mf := range mfs {
+		got[mf.GetName()] = mf
+	}
+	for _, name := range []string{"controlfeed_cursor", "go_goroutines", "process_start_time_seconds"} {
+		if got[name] == nil {
+			t.Errorf("/metrics lacks %s", name)
+		}
+	}
+	for _, name := range histograms {
+		mf := got[name]
+		if mf == nil || mf.GetType() != dto.MetricType_HISTOGRAM || mf.GetMetric()[0].GetHistogram().GetSampleCount() == 0 {
+			t.Errorf("/metrics: histogram %s missing or never observed: %v", name, mf)
+		}
 	}
 }
 

@@ -11,7 +11,6 @@ import (
 	"time"
 
 	"github.com/controlfeed/controlfeed/applier"
-	"github.com/controlfeed/controlfeed/internal/metrics"
 	"github.com/controlfeed/controlfeed/outbox"
 )
 
@@ -397,12 +396,12 @@ func (s *Status) stalls(stall time.Duration) []string {
 //
 //	GET /healthz    200 "ok", or 503 with one reason per line
 //	GET /v1/status  Status as JSON
-//	GET /metrics    Prometheus text format
+//	GET /metrics    Prometheus exposition (see Registry)
 func (n *Node) Handler() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /healthz", n.serveHealth)
 	mux.HandleFunc("GET /v1/status", n.serveStatus)
-	mux.HandleFunc("GET /metrics", n.serveMetrics)
+	mux.Handle("GET /metrics", n.metricsHandler())
 	return mux
 }
 
@@ -432,66 +431,4 @@ func (n *Node) serveStatus(w http.ResponseWriter, r *http.Request) {
 	enc := json.NewEncoder(w)
 	enc.SetIndent("", "  ")
 	enc.Encode(s)
-}
-
-func (n *Node) serveMetrics(w http.ResponseWriter, r *http.Request) {
-	s, err := n.Status(r.Context())
-	if err != nil {
-		http.Error(w, err.Error(), http.StatusInternalServerError)
-		return
-	}
-	w.Header().Set("Content-Type", metrics.ContentType)
-	WriteMetrics(metrics.NewWriter(w), &s)
-}
-
-// WriteMetrics writes s as Prometheus metrics. Lag is omitted when the head
-// is unknown; process counters are 0 when s has no Process.
-func WriteMetrics(m *metrics.Writer, s *Status) error {
-	p := s.Process
-	if p == nil {
-		p = &ProcessStatus{}
-	}
-	m.Gauge("controlfeed_cursor", "Highest ControlVersion this node has applied or moved past.", float64(s.Cursor))
-	if s.Lag != nil {
-		m.Gauge("controlfeed_lag", "Events in the feed after this node's cursor.", float64(*s.Lag))
-	}
-	m.Gauge("controlfeed_outbox_pending", "Outbox rows not yet published.", float64(s.OutboxPending))
-	m.Gauge("controlfeed_outbox_dead", "Outbox rows that can never be published.", float64(s.OutboxDead))
-	m.Counter("controlfeed_published_total", "Events this process's pump published.", float64(p.Published))
-	m.Counter("controlfeed_publish_errors_total", "Failed publish attempts of this process's pump.", float64(p.PublishErrors))
-	m.Counter("controlfeed_applied_total", "Events this process's applier applied.", float64(p.Applied))
-	halted := 0.0
-	if s.Halted != nil {
-		halted = 1
-	}
-	m.Gauge("controlfeed_conflicts", "Conflicting duplicates detected: an applied event id delivered again with different content.", float64(s.Conflicts))
-	m.Gauge("controlfeed_halted", "1 when the applier is halted at an event that cannot be applied (fix the cause or skip the event).", halted)
-	unavailable, unavailableFor := 0.0, 0.0
-	if u := s.Unavailable; u != nil {
-		unavailable, unavailableFor = 1, max(time.Since(u.Since).Seconds(), 0)
-	}
-	m.Gauge("controlfeed_unavailable", "1 while the feed, the artifact store or the local database cannot serve the applier (it retries; nothing to skip).", unavailable)
-	m.Gauge("controlfeed_unavailable_seconds", "How long the applier has been unavailable; 0 when it is not.", unavailableFor)
-	gap := 0.0
-	if s.Gap != nil {
-		gap = 1
-	}
-	m.Gauge("controlfeed_gap", "1 while the feed has not delivered a position it still holds (nothing past the cursor is applied).", gap)
-	m.Counter("controlfeed_gaps_total", "Gaps in the feed this process's applier met.", float64(p.Gaps))
-	behind := 0.0
-	if s.BehindRetention != "" {
-		behind = 1
-	}
-	m.Gauge("controlfeed_behind_retention", "1 when the node's cursor is older than the feed's retention.", behind)
-	feedBehind := 0.0
-	if s.FeedBehindCursor != "" {
-		feedBehind = 1
-	}
-	m.Gauge("controlfeed_feed_behind_cursor", "1 when the feed's head is below the node's cursor (the feed was recreated or lost events).", feedBehind)
-	feedFailing := 0.0
-	if p.FeedError != "" {
-		feedFailing = 1
-	}
-	m.Gauge("controlfeed_feed_read_failing", "1 while the applier's reads of the feed fail (see feed_error in /v1/status).", feedFailing)
-	return m.Err()
 }
