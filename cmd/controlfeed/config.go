@@ -31,6 +31,9 @@ type settings struct {
 	ArtifactStore string
 	ArtifactDir   string
 	Listen        string
+	ListenToken   string // serve
+	ListenTLSCert string // serve
+	ListenTLSKey  string // serve
 	NodeName      string
 	NATSURL       string
 	NATSTimeout   time.Duration
@@ -141,7 +144,7 @@ var allSettings = []setting{
 		func(s *settings) *string { return &s.ArtifactStore }),
 	withShow("<db>.artifacts", strSetting("artifact-dir", "", "`DIR` of the file artifact store; nodes must use the producer's",
 		func(s *settings) *string { return &s.ArtifactDir })),
-	strSetting("listen", "", "HTTP `ADDR` for /healthz, /v1/status and /metrics (empty = no HTTP server)",
+	strSetting("listen", "", "HTTP `ADDR` for /healthz, /v1/status and /metrics (empty = no HTTP server; :PORT = 127.0.0.1:PORT; 0.0.0.0:PORT exposes it, see serve --help)",
 		func(s *settings) *string { return &s.Listen }),
 	withShow("the host name", strSetting("node-name", "", "`NAME` of this node (durable consumer name on jetstream; shown in status)",
 		func(s *settings) *string { return &s.NodeName })),

@@ -51,6 +51,16 @@ migrated if needed):
     a cursor that does not move while the feed has events after it),
     GET /v1/status (JSON) and GET /metrics (Prometheus text format).
 
+The HTTP listener binds the loopback interface unless told otherwise:
+--listen :7480 means 127.0.0.1:7480. To serve other hosts (a Prometheus
+server, a load balancer) give the host explicitly, --listen 0.0.0.0:7480 or
+an interface's address; without --listen-token serve then logs a warning.
+With --listen-token (prefer CONTROLFEED_LISTEN_TOKEN: flags show in ps)
+/v1/status and /metrics require "Authorization: Bearer TOKEN" (401
+otherwise); /healthz stays open for probes but gives its reasons only with
+the token. --listen-tls-cert and --listen-tls-key (PEM) serve HTTPS;
+restart to rotate them.
+
 A halted node retries the event and can be passed over with "controlfeed
 skip"; an unavailable node or one facing a gap retries by itself and cannot
 be skipped (see the README's runbooks).
@@ -74,7 +84,7 @@ then the server.
 ` + bootstrapHelp,
 	example: `controlfeed serve --db node1.db --feed-source file --feed-dir /var/lib/cf/feed --artifact-dir /var/lib/cf/artifacts --listen 127.0.0.1:7480`,
 	settings: settingList([]string{"db", "feed-source", "feed-sink", "feed-dir", "artifact-store", "artifact-dir",
-		"listen", "node-name"}, natsSettings, natsFeedSettings, []string{"nats-bucket", "embedded-nats", "nats-listen", "nats-store",
+		"listen"}, listenSettings, []string{"node-name"}, natsSettings, natsFeedSettings, []string{"nats-bucket", "embedded-nats", "nats-listen", "nats-store",
 		"max-artifact-bytes", "poll-interval", "unavailable-grace", "stall-threshold", "log-format", "log-level"}, bootstrapSettings),
 	createDB: true,
 }
@@ -226,6 +236,10 @@ func (s *settings) nodeConfig(log *slog.Logger) *node.Config {
 		StallThreshold:   s.StallThreshold,
 
 		BehindRetentionAdvice: s.behindAdvice,
+
+		ListenToken:       s.ListenToken,
+		ListenTLSCertFile: s.ListenTLSCert,
+		ListenTLSKeyFile:  s.ListenTLSKey,
 	}
 }
 

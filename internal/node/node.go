@@ -112,9 +112,23 @@ type Config struct {
 	Artifact artifact.Config
 
 	// Listen is the TCP address of the HTTP server (/healthz, /v1/status,
-	// /metrics); "" = no HTTP server. Port 0 picks a free port; see
-	// Node.Addr.
+	// /metrics); "" = no HTTP server. An address without a host (":7480")
+	// binds the loopback interface, 127.0.0.1; an explicit host (0.0.0.0,
+	// [::], an interface's address) is used as given, and Open logs a
+	// warning when it is not a loopback address and ListenToken is empty.
+	// Port 0 picks a free port; see Node.Addr.
 	Listen string
+	// ListenToken, if set, is the bearer token every HTTP request must
+	// carry ("Authorization: Bearer TOKEN"), compared in constant time;
+	// others get 401. /healthz stays open for load balancers and probes,
+	// but without the token it answers only "ok" or "unhealthy", not the
+	// reasons (which name events and errors). At least MinListenTokenLen
+	// characters, no spaces. Never logged.
+	ListenToken string
+	// ListenTLSCertFile and ListenTLSKeyFile, set together, make the HTTP
+	// server speak TLS (1.2 or later) with that certificate chain and key
+	// (PEM), loaded once by Open: restart the process to rotate them.
+	ListenTLSCertFile, ListenTLSKeyFile string
 
 	// NodeName names this node in status and logs.
 	NodeName string
@@ -194,6 +208,9 @@ func (c *Config) Validate() error {
 	}
 	if c.MaxArtifactBytes < 0 {
 		return fmt.Errorf("node: config: MaxArtifactBytes %d is negative (set --max-artifact-bytes to 0 for the default)", c.MaxArtifactBytes)
+	}
+	if err := c.validateListen(); err != nil {
+		return err
 	}
 	if c.UnavailableGrace < 0 {
 		return fmt.Errorf("node: config: UnavailableGrace %v is negative (set --unavailable-grace to 0 for the default)", c.UnavailableGrace)
@@ -338,9 +355,8 @@ func Open(ctx context.Context, cfg *Config) (_ *Node, err error) {
 		}
 	}
 	if c.Listen != "" {
-		var lc net.ListenConfig
-		if n.ln, err = lc.Listen(ctx, "tcp", c.Listen); err != nil {
-			return nil, fmt.Errorf("node: listen %q: %w", c.Listen, err)
+		if err := n.listen(ctx); err != nil {
+			return nil, err
 		}
 	}
 	if role != dbrole.None {

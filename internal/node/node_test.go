@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"io"
+	"net"
 	"net/http"
 	"path/filepath"
 	"strings"
@@ -236,5 +237,52 @@ func TestOpen_Errors(t *testing.T) {
 	_, err = node.Open(ctx, &node.Config{DB: filepath.Join(t.TempDir(), "m.db"), Listen: busy.Addr().String()})
 	if err == nil || !strings.Contains(err.Error(), "listen") {
 		t.Errorf("busy port: %v", err)
+	}
+}
+
+// With a ListenToken, an unhealthy node's /healthz answers 503 to anyone
+// (probes need no token) but names the halted event only to a request that
+// carries the token; /v1/status needs it.
+func TestNode_ListenTokenHidesReasons(t *testing.T) {
+	const token = "0123456789abcdef0123"
+	dir := t.TempDir()
+	fcfg := feed.SourceConfig{FileDir: filepath.Join(dir, "feed")}
+	sink, err := feed.OpenSink("file", fcfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sink.(io.Closer).Close()
+	if _, err := sink.Append(context.Background(), controlevent.Event{EventID: "evt-secret-name", Type: "no.such.type", CreatedAt: time.Now()}); err != nil {
+		t.Fatal(err)
+	}
+	n := start(t, &node.Config{DB: filepath.Join(dir, "n.db"), FeedSource: "file", Feed: fcfg, Listen: ":0", ListenToken: token})
+	if host, _, _ := net.SplitHostPort(n.Addr().String()); host != "127.0.0.1" {
+		t.Errorf("Listen \":0\" bound %s, want loopback", n.Addr())
+	}
+	waitFor(t, "the node to halt", func() bool { return status(t, n).Halted != nil })
+	do := func(path, tok string) (int, string) {
+		req, _ := http.NewRequest("GET", "http://"+n.Addr().String()+path, nil)
+		if tok != "" {
+			req.Header.Set("Authorization", "bearer "+tok) // the scheme is case-insensitive
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b)
+	}
+	if code, body := do("/healthz", ""); code != http.StatusServiceUnavailable || strings.Contains(body, "evt-secret-name") {
+		t.Errorf("/healthz without token = %d %q, want 503 without reasons", code, body)
+	}
+	if code, body := do("/healthz", token); code != http.StatusServiceUnavailable || !strings.Contains(body, "evt-secret-name") {
+		t.Errorf("/healthz with token = %d %q, want 503 with the reason", code, body)
+	}
+	if code, _ := do("/v1/status", ""); code != http.StatusUnauthorized {
+		t.Errorf("/v1/status without token = %d, want 401", code)
+	}
+	if code, body := do("/v1/status", token); code != 200 || !strings.Contains(body, "evt-secret-name") {
+		t.Errorf("/v1/status with token = %d %q", code, body)
 	}
 }

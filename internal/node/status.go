@@ -397,11 +397,14 @@ func (s *Status) stalls(stall time.Duration) []string {
 //	GET /healthz    200 "ok", or 503 with one reason per line
 //	GET /v1/status  Status as JSON
 //	GET /metrics    Prometheus exposition (see Registry)
+//
+// With Config.ListenToken every path but /healthz requires the token (401
+// otherwise), and /healthz gives its reasons only to a request carrying it.
 func (n *Node) Handler() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /healthz", n.serveHealth)
-	mux.HandleFunc("GET /v1/status", n.serveStatus)
-	mux.Handle("GET /metrics", n.metricsHandler())
+	mux.Handle("GET /v1/status", n.requireToken(http.HandlerFunc(n.serveStatus)))
+	mux.Handle("GET /metrics", n.requireToken(n.metricsHandler()))
 	return mux
 }
 
@@ -410,11 +413,19 @@ func (n *Node) serveHealth(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 	if err != nil {
 		w.WriteHeader(http.StatusServiceUnavailable)
+		if !n.authorized(r) {
+			fmt.Fprintln(w, "unhealthy (send the listener's bearer token for the reasons)")
+			return
+		}
 		fmt.Fprintln(w, err)
 		return
 	}
 	if reasons := s.Health(Thresholds{UnavailableGrace: n.cfg.UnavailableGrace, Stall: n.cfg.StallThreshold}); len(reasons) > 0 {
 		w.WriteHeader(http.StatusServiceUnavailable)
+		if !n.authorized(r) {
+			fmt.Fprintln(w, "unhealthy (send the listener's bearer token for the reasons)")
+			return
+		}
 		fmt.Fprintln(w, strings.Join(reasons, "\n"))
 		return
 	}
