@@ -231,13 +231,22 @@ func sleep(ctx context.Context, d time.Duration) {
 
 // item is one event planned for the apply transaction.
 type item struct {
-	ev      controlevent.Event
-	payload []byte
-	outcome string // set in the transaction: "applied", or the recorded outcome of a duplicate
-	dup     bool
-	idx     int  // position in the polled slice
-	fetch   bool // payload still to be fetched
-	known   bool // found in controlfeed_applied_events before the transaction
+	ev       controlevent.Event
+	payload  []byte
+	outcome  string // set in the transaction: "applied", or the recorded outcome of a duplicate
+	dup      bool
+	idx      int    // position in the polled slice
+	fetch    bool   // payload still to be fetched
+	known    bool   // found in controlfeed_applied_events before the transaction
+	evDigest string // EventDigest(ev), once computed
+}
+
+// digest returns EventDigest(it.ev), computing it once.
+func (it *item) digest() string {
+	if it.evDigest == "" {
+		it.evDigest = EventDigest(it.ev)
+	}
+	return it.evDigest
 }
 
 // Step performs one round: it reads the cursor, polls the Source once, and
@@ -733,6 +742,10 @@ func (a *Applier) commitTx(ctx context.Context, plan []item, useSP bool) (n int,
 		return 0, nil, fmt.Errorf("applier: prepare: %w", err)
 	}
 	now := formatTime(time.Now())
+	digest, err := readChain(ctx, tx)
+	if err != nil {
+		return 0, nil, err
+	}
 	// Without savepoints, record the whole batch in one statement first;
 	// if any event turns out to be recorded already, start over with
 	// savepoints (errNotFresh).
@@ -788,6 +801,11 @@ func (a *Applier) commitTx(ctx context.Context, plan []item, useSP bool) (n int,
 				return 0, nil, fmt.Errorf("applier: release savepoint: %w", err)
 			}
 		}
+		if step, ok, err := stepOf(ctx, tx, it); err != nil {
+			return 0, nil, err
+		} else if ok {
+			digest.add(step)
+		}
 		if len(plan) > 1 {
 			if err := failpoint.Inject(failpoint.ApplierMidBatch); err != nil {
 				return 0, nil, fmt.Errorf("applier: apply batch of %d events: %w", len(plan), err)
@@ -799,8 +817,13 @@ func (a *Applier) commitTx(ctx context.Context, plan []item, useSP bool) (n int,
 		return 0, fail, nil
 	}
 	last := int64(plan[n-1].ev.ControlVersion)
-	if _, err := tx.ExecContext(ctx, `UPDATE controlfeed_cursor SET control_version = ?, updated_at = ? WHERE id = 1`, last, now); err != nil {
+	// The state digest moves with the cursor, in the same statement.
+	if _, err := tx.ExecContext(ctx, `UPDATE controlfeed_cursor SET control_version = ?, updated_at = ?, state_digest = ?, state_digest_cv = ? WHERE id = 1`,
+		last, now, formatStateDigest(digest.d), int64(digest.lastCV)); err != nil {
 		return 0, nil, fmt.Errorf("applier: advance cursor to %d: %w", last, err)
+	}
+	if err := writeCheckpoints(ctx, tx, digest.marks, now); err != nil {
+		return 0, nil, err
 	}
 	if _, err := tx.ExecContext(ctx, `DELETE FROM controlfeed_halt WHERE control_version <= ?`, last); err != nil {
 		return 0, nil, fmt.Errorf("applier: clear halt: %w", err)
@@ -826,7 +849,7 @@ func (a *Applier) applyOne(ctx context.Context, tx *sql.Tx, ins *sql.Stmt, it *i
 	if err != nil {
 		return a.eventErr(ev, "record", err)
 	}
-	res, err := ins.ExecContext(ctx, ev.EventID, cv, ev.Type, now, EventDigest(ev))
+	res, err := ins.ExecContext(ctx, ev.EventID, cv, ev.Type, now, it.digest())
 	if err != nil {
 		return a.eventErr(ev, "record", err)
 	}

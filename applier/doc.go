@@ -9,6 +9,16 @@
 // controlfeed_halt (the event the applier is stuck on, if any, so another
 // process such as `controlfeed status` can see it).
 //
+// # State digest
+//
+// The cursor row also holds the node's state digest, a SHA-256 chain over
+// the events it applied or skipped, in order, updated in the same statement
+// as the cursor; controlfeed_digest_checkpoints keeps its value at
+// positions every node shares (see DigestCheckpointEvery). Nodes that
+// applied the same events have the same digest at the same cursor
+// (ReadStateDigest); an application adds its own digest through an
+// AppDigestFunc (kv.TableDigest). The encoding is documented in digest.go.
+//
 // # Delivery semantics
 //
 // Events are applied in ascending ControlVersion order. For each event the

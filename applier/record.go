@@ -41,12 +41,13 @@ func recordBatch(ctx context.Context, tx *sql.Tx, plan []item, now string) (bool
 		// Anonymous parameters only: the driver looks up each parameter's
 		// name, which SQLite finds by a linear scan of the named ones.
 		args := make([]any, 0, 5*len(part))
-		for i, it := range part {
+		for i := range part {
+			it := &part[i]
 			if i > 0 {
 				q.WriteString(", ")
 			}
 			q.WriteString("(?, ?, ?, ?, 'applied', ?)")
-			args = append(args, it.ev.EventID, int64(it.ev.ControlVersion), it.ev.Type, now, EventDigest(it.ev))
+			args = append(args, it.ev.EventID, int64(it.ev.ControlVersion), it.ev.Type, now, it.digest())
 		}
 		q.WriteString(` ON CONFLICT (event_id) DO NOTHING`)
 		res, err := tx.ExecContext(ctx, q.String(), args...)

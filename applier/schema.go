@@ -50,11 +50,31 @@ var migrations = [][]string{
 			resolution      TEXT    NOT NULL DEFAULT '' CHECK (resolution IN ('', 'skipped'))
 		)`,
 	},
+	{
+		// Version 3: the state digest, stored with the cursor, and its
+		// checkpoints (see digest.go); backfillStateDigest computes them
+		// for the events applied before.
+		`ALTER TABLE controlfeed_cursor ADD COLUMN state_digest TEXT NOT NULL DEFAULT ''`,
+		`ALTER TABLE controlfeed_cursor ADD COLUMN state_digest_cv INTEGER NOT NULL DEFAULT 0`,
+		`CREATE TABLE controlfeed_digest_checkpoints (
+			control_version INTEGER PRIMARY KEY,
+			state_digest    TEXT    NOT NULL,
+			recorded_at     TEXT    NOT NULL
+		)`,
+	},
+}
+
+// migrationSteps run after the statements of the schema version they are
+// keyed by, in the same transaction: data migrations SQL cannot express.
+var migrationSteps = map[int]func(context.Context, *sql.Tx) error{
+	3: backfillStateDigest,
 }
 
 // Migrate creates or upgrades the applier's tables (controlfeed_cursor,
-// controlfeed_applied_events, controlfeed_halt, controlfeed_conflicts) in
-// db. It is idempotent and
+// controlfeed_applied_events, controlfeed_halt, controlfeed_conflicts,
+// controlfeed_digest_checkpoints) in db; the upgrade to version 3 computes
+// the state digest of the events applied so far (time proportional to
+// controlfeed_applied_events). It is idempotent and
 // safe to call from several processes at once: each upgrade step runs in one
 // transaction together with the recorded version, in
 // controlfeed_applier_schema. It refuses a database whose schema is newer
@@ -86,6 +106,11 @@ func Migrate(ctx context.Context, db *sql.DB) (err error) {
 	for v := cur; v < len(migrations); v++ {
 		for _, stmt := range migrations[v] {
 			if _, err := tx.ExecContext(ctx, stmt); err != nil {
+				return fmt.Errorf("applier: migrate to schema version %d: %w", v+1, err)
+			}
+		}
+		if step := migrationSteps[v+1]; step != nil {
+			if err := step(ctx, tx); err != nil {
 				return fmt.Errorf("applier: migrate to schema version %d: %w", v+1, err)
 			}
 		}
@@ -125,7 +150,10 @@ func ReadCursor(ctx context.Context, q Querier) (uint64, error) {
 // SetCursor sets the node's cursor inside tx. It is meant for bootstrapping a
 // node from a snapshot: restore the snapshot's rows and set the cursor to the
 // snapshot's ControlVersion in one transaction, then start (or let the running
-// applier resume) from there. It does not touch controlfeed_applied_events.
+// applier resume) from there. It does not touch controlfeed_applied_events
+// nor the state digest, which then no longer covers every position up to
+// the cursor: restore a whole node database (package snapshot) to keep it
+// comparable with other nodes'.
 // It must not be used while an applier is mid-batch on the same database;
 // SQLite's write lock serialises the two, so the later commit wins.
 func SetCursor(ctx context.Context, tx *sql.Tx, controlVersion uint64) error {

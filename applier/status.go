@@ -107,6 +107,11 @@ type Stored struct {
 	// Halted is the persisted halt, or nil. It is cleared by the applier
 	// once it moves past the event, so it may briefly survive a Skip.
 	Halted *Halt
+	// StateDigest is the state digest at Cursor (read with it), and
+	// Checkpoints the kept earlier ones, newest first (see
+	// DigestCheckpointEvery).
+	StateDigest StateDigest
+	Checkpoints []StateDigest
 }
 
 // ReadStatus reads the persisted applier state from db, for example for
@@ -119,7 +124,11 @@ func ReadStatus(ctx context.Context, db *sql.DB) (Stored, error) {
 		return s, fmt.Errorf("applier: read status: begin: %w", err)
 	}
 	defer tx.Rollback()
-	if s.Cursor, err = ReadCursor(ctx, tx); err != nil {
+	if s.StateDigest, err = ReadStateDigest(ctx, tx); err != nil {
+		return s, fmt.Errorf("applier: read status: %w", err)
+	}
+	s.Cursor = s.StateDigest.Cursor
+	if s.Checkpoints, err = ReadDigestCheckpoints(ctx, tx); err != nil {
 		return s, fmt.Errorf("applier: read status: %w", err)
 	}
 	rows, err := tx.QueryContext(ctx, `SELECT outcome, COUNT(*) FROM controlfeed_applied_events GROUP BY outcome`)

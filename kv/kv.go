@@ -404,7 +404,22 @@ func List(ctx context.Context, db *sql.DB) ([]Entry, error) {
 // digests hold identical tables (UpdatedAt is not included). It reads the
 // table in one pass without holding it in memory.
 func Digest(ctx context.Context, db *sql.DB) (string, error) {
-	rows, err := db.QueryContext(ctx, `SELECT key, value, version FROM controlfeed_kv ORDER BY key`)
+	return digest(ctx, db)
+}
+
+// TableDigest is Digest read inside tx: the application digest the
+// applier's state digest is paired with (it is an applier.AppDigestFunc),
+// so a node's report shows both what it applied and what its table holds,
+// and a local edit of the table shows as a different digest.
+func TableDigest(ctx context.Context, tx *sql.Tx) (string, error) {
+	return digest(ctx, tx)
+}
+
+// digest is Digest through q (*sql.DB or *sql.Tx).
+func digest(ctx context.Context, q interface {
+	QueryContext(ctx context.Context, query string, args ...any) (*sql.Rows, error)
+}) (string, error) {
+	rows, err := q.QueryContext(ctx, `SELECT key, value, version FROM controlfeed_kv ORDER BY key`)
 	if err != nil {
 		return "", fmt.Errorf("kv: digest: %w", err)
 	}

@@ -311,7 +311,7 @@ func TestStatus_JSON(t *testing.T) {
 	if err := json.Unmarshal([]byte(out), &m); err != nil {
 		t.Fatalf("status --json is not JSON: %v\n%s", err, out)
 	}
-	for _, k := range []string{"cursor", "halted", "outbox_pending", "outbox_dead", "applied", "skipped", "head", "lag"} {
+	for _, k := range []string{"cursor", "halted", "outbox_pending", "outbox_dead", "applied", "skipped", "head", "lag", "state_digest"} {
 		if _, ok := m[k]; !ok {
 			t.Errorf("status --json lacks %q: %s", k, out)
 		}
@@ -320,7 +320,8 @@ func TestStatus_JSON(t *testing.T) {
 		t.Errorf("status of a producer with one pending put: %s", out)
 	}
 	text := mustRun(t, nil, "", "status", "--db", db)
-	if !strings.Contains(text, "cursor:") || !strings.Contains(text, "halted:          no") {
+	if !strings.Contains(text, "cursor:") || !strings.Contains(text, "halted:          no") ||
+		!strings.Contains(text, "state digest:    sha256:0000000000000000000000000000000000000000000000000000000000000000 (at cursor 0)") {
 		t.Errorf("status text:\n%s", text)
 	}
 }

@@ -53,6 +53,7 @@ func (m *Main) runStatus(ctx context.Context, args []string) error {
 	fmt.Fprintf(w, "cursor:          %d\n", st.Cursor)
 	fmt.Fprintf(w, "applied:         %d\n", st.Applied)
 	fmt.Fprintf(w, "skipped:         %d\n", st.Skipped)
+	fmt.Fprintf(w, "state digest:    %s (at cursor %d)\n", st.StateDigest.Digest, st.StateDigest.Cursor)
 	if h := st.Halted; h != nil {
 		fmt.Fprintf(w, "halted:          event %s (control_version %d, type %s) after %d attempts since %s\n",
 			h.EventID, h.ControlVersion, h.Type, h.Attempts, h.Since.Format(time.RFC3339))

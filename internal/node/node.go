@@ -82,6 +82,8 @@ const (
 	// ShutdownTimeout bounds how long Run waits for in-flight HTTP requests
 	// once its context is done.
 	ShutdownTimeout = 5 * time.Second
+	// DefaultAppDigestInterval is Config.AppDigestInterval's default.
+	DefaultAppDigestInterval = 30 * time.Second
 )
 
 // Config describes one process. Zero values select the documented defaults.
@@ -165,6 +167,14 @@ type Config struct {
 	// Handlers applies events by type; nil = kv.Handlers().
 	Handlers map[string]applier.Handler
 
+	// AppDigest is the application's digest of its state, shown beside
+	// the state digest in Status (see Status.AppDigest); nil with nil
+	// Handlers = kv.TableDigest, nil otherwise = none.
+	AppDigest applier.AppDigestFunc
+	// AppDigestInterval is the least time between two computations of
+	// AppDigest by Status; 0 = DefaultAppDigestInterval.
+	AppDigestInterval time.Duration
+
 	// WrapSource, if set, wraps the opened feed source (not nop) before the
 	// applier uses it: for instrumentation such as the demo's latency
 	// measurement. The wrapper must forward the optional interfaces the
@@ -188,7 +198,11 @@ func (c *Config) setDefaults() {
 	}
 	if c.Handlers == nil {
 		c.Handlers = kv.Handlers()
+		if c.AppDigest == nil {
+			c.AppDigest = kv.TableDigest
+		}
 	}
+	c.AppDigestInterval = cmp.Or(c.AppDigestInterval, DefaultAppDigestInterval)
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
 	}
@@ -253,6 +267,11 @@ type Node struct {
 	mu      sync.Mutex
 	pumpErr error // fatal error of pump.Run, for health
 	started time.Time
+	// appMu serialises the application digest's computations; app is
+	// the latest that succeeded (nil before the first).
+	appMu    sync.Mutex
+	app      *AppDigest
+	appTried time.Time // the latest computation, failed or not
 	// behind tracks how long the cursor has stayed put while the feed
 	// holds events after it (see Status.StalledSince).
 	behind struct {

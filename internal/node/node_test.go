@@ -286,3 +286,58 @@ func TestNode_ListenTokenHidesReasons(t *testing.T) {
 		t.Errorf("/v1/status with token = %d %q", code, body)
 	}
 }
+
+// Two nodes that applied the same events show the same state digest and
+// application digest at the same cursor in /v1/status; a local edit of one
+// node's table changes its application digest only.
+func TestNode_Digests(t *testing.T) {
+	dir := t.TempDir()
+	feedDir, artDir := filepath.Join(dir, "feed"), filepath.Join(dir, "art")
+	fcfg := feed.SourceConfig{FileDir: feedDir}
+	prod := start(t, &node.Config{DB: filepath.Join(dir, "p.db"), FeedSink: "file", Feed: fcfg, Artifact: artifactDir(artDir)})
+	var nodes []*node.Node
+	for _, name := range []string{"n1", "n2"} {
+		nodes = append(nodes, start(t, &node.Config{DB: filepath.Join(dir, name+".db"), FeedSource: "file", Feed: fcfg,
+			Artifact: artifactDir(artDir), Listen: "127.0.0.1:0", NodeName: name, PollInterval: 10 * time.Millisecond,
+			AppDigestInterval: time.Millisecond}))
+	}
+	ctx := context.Background()
+	for _, k := range []string{"a", "b", "c"} {
+		if _, err := kv.Put(ctx, prod.DB(), prod.Store(), k, []byte("v-"+k)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	prod.Pump().Notify()
+	type digests struct {
+		StateDigest node.Digest     `json:"state_digest"`
+		AppDigest   *node.AppDigest `json:"app_digest"`
+	}
+	read := func(n *node.Node) digests {
+		_, body := get(t, n, "/v1/status")
+		var d digests
+		if err := json.Unmarshal([]byte(body), &d); err != nil {
+			t.Fatal(err)
+		}
+		return d
+	}
+	var d1, d2 digests
+	waitFor(t, "both nodes at cursor 3 with their digests", func() bool {
+		d1, d2 = read(nodes[0]), read(nodes[1])
+		return d1.StateDigest.Cursor == 3 && d2.StateDigest.Cursor == 3 && d1.AppDigest != nil && d2.AppDigest != nil &&
+			d1.AppDigest.Cursor == 3 && d2.AppDigest.Cursor == 3
+	})
+	if d1.StateDigest != d2.StateDigest || d1.StateDigest.Digest == applier.ZeroStateDigest {
+		t.Errorf("state digests differ at the same cursor: %+v vs %+v", d1.StateDigest, d2.StateDigest)
+	}
+	want, _ := kv.Digest(ctx, prod.DB())
+	if d1.AppDigest.Digest != want || d2.AppDigest.Digest != want {
+		t.Errorf("app digests %s, %s; the producer's table %s", d1.AppDigest.Digest, d2.AppDigest.Digest, want)
+	}
+	if _, err := nodes[1].DB().Exec(`UPDATE controlfeed_kv SET value = X'00' WHERE key = 'b'`); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "n2's app digest to show the edit", func() bool { return read(nodes[1]).AppDigest.Digest != want })
+	if got := read(nodes[1]); got.StateDigest != d1.StateDigest {
+		t.Errorf("a local edit changed the state digest: %+v", got.StateDigest)
+	}
+}

@@ -67,6 +67,22 @@ type Status struct {
 	// applier.Status.FeedBehindCursor.
 	FeedBehindCursor string `json:"feed_behind_cursor,omitempty"`
 
+	// StateDigest is the node's running digest of the events it applied
+	// and skipped, in order, at the cursor it names (see
+	// applier.StateDigest): two nodes at the same cursor that applied the
+	// same events show the same digest. DigestCheckpoints are earlier
+	// ones, newest first, at positions common to every node (see
+	// applier.DigestCheckpointEvery), for comparing nodes at different
+	// cursors.
+	StateDigest       Digest   `json:"state_digest"`
+	DigestCheckpoints []Digest `json:"digest_checkpoints,omitempty"`
+	// AppDigest is the application's digest of its own state (kv: its
+	// table) at the cursor it names, with when it was taken; it catches
+	// local edits the state digest cannot see. Computed by a running node
+	// at most every AppDigestInterval (it reads the whole table); omitted
+	// when read from the database alone or without Config.AppDigest.
+	AppDigest *AppDigest `json:"app_digest,omitempty"`
+
 	// OutboxPending and OutboxDead count the producer's outbox rows.
 	OutboxPending int64 `json:"outbox_pending"`
 	OutboxDead    int64 `json:"outbox_dead"`
@@ -77,6 +93,22 @@ type Status struct {
 	// read from the database alone.
 	Process *ProcessStatus `json:"process,omitempty"`
 }
+
+// Digest is a digest as of a cursor: it covers every event at a
+// ControlVersion up to Cursor.
+type Digest struct {
+	Cursor uint64 `json:"cursor"`
+	Digest string `json:"digest"`
+}
+
+// AppDigest is an application digest and when it was computed.
+type AppDigest struct {
+	Cursor uint64    `json:"cursor"`
+	Digest string    `json:"digest"`
+	At     time.Time `json:"at"`
+}
+
+func digestFrom(d applier.StateDigest) Digest { return Digest{Cursor: d.Cursor, Digest: d.Digest} }
 
 // Halt describes the event the applier is stuck on.
 type Halt struct {
@@ -200,8 +232,12 @@ func ReadStatus(ctx context.Context, db *sql.DB) (Status, error) {
 		Skipped:       st.Skipped,
 		Conflicts:     st.Conflicts,
 		Halted:        haltFrom(st.Halted),
+		StateDigest:   digestFrom(st.StateDigest),
 		OutboxPending: oc.Pending,
 		OutboxDead:    oc.Dead,
+	}
+	for _, c := range st.Checkpoints {
+		s.DigestCheckpoints = append(s.DigestCheckpoints, digestFrom(c))
 	}
 	if !oc.OldestPending.IsZero() {
 		t := oc.OldestPending
@@ -244,6 +280,7 @@ func (n *Node) Status(ctx context.Context) (Status, error) {
 	}
 	s.Node = n.cfg.NodeName
 	s.FeedSource, s.FeedSink = n.cfg.FeedSource, n.cfg.FeedSink
+	s.AppDigest = n.appDigest(ctx)
 	p := &ProcessStatus{StartedAt: n.started}
 	if n.applier != nil {
 		as := n.applier.Status()
