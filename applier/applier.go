@@ -65,6 +65,10 @@ type Applier struct {
 
 	// m holds the histograms of Config.Registerer (nil without one).
 	m *metrics
+	// chain is the state digest this applier last committed, so the next
+	// transaction need not read it (see advanceCursor); nil when unknown.
+	// Guarded by stepMu.
+	chain *chain
 
 	// w is Run's dedicated write connection and checkpointer (see
 	// checkpoint.go); nil outside Run. Guarded by stepMu.
@@ -742,10 +746,10 @@ func (a *Applier) commitTx(ctx context.Context, plan []item, useSP bool) (n int,
 		return 0, nil, fmt.Errorf("applier: prepare: %w", err)
 	}
 	now := formatTime(time.Now())
-	digest, err := readChain(ctx, tx)
-	if err != nil {
-		return 0, nil, err
-	}
+	// The state digest's steps of the committed events, chained after the
+	// loop (reading the stored digest first would make this transaction a
+	// reader before it writes).
+	steps := make([]DigestStep, 0, len(plan))
 	// Without savepoints, record the whole batch in one statement first;
 	// if any event turns out to be recorded already, start over with
 	// savepoints (errNotFresh).
@@ -804,7 +808,7 @@ func (a *Applier) commitTx(ctx context.Context, plan []item, useSP bool) (n int,
 		if step, ok, err := stepOf(ctx, tx, it); err != nil {
 			return 0, nil, err
 		} else if ok {
-			digest.add(step)
+			steps = append(steps, step)
 		}
 		if len(plan) > 1 {
 			if err := failpoint.Inject(failpoint.ApplierMidBatch); err != nil {
@@ -818,9 +822,9 @@ func (a *Applier) commitTx(ctx context.Context, plan []item, useSP bool) (n int,
 	}
 	last := int64(plan[n-1].ev.ControlVersion)
 	// The state digest moves with the cursor, in the same statement.
-	if _, err := tx.ExecContext(ctx, `UPDATE controlfeed_cursor SET control_version = ?, updated_at = ?, state_digest = ?, state_digest_cv = ? WHERE id = 1`,
-		last, now, formatStateDigest(digest.d), int64(digest.lastCV)); err != nil {
-		return 0, nil, fmt.Errorf("applier: advance cursor to %d: %w", last, err)
+	digest, err := a.advanceCursor(ctx, tx, last, now, steps)
+	if err != nil {
+		return 0, nil, err
 	}
 	if err := writeCheckpoints(ctx, tx, digest.marks, now); err != nil {
 		return 0, nil, err
@@ -834,6 +838,8 @@ func (a *Applier) commitTx(ctx context.Context, plan []item, useSP bool) (n int,
 	if err := tx.Commit(); err != nil {
 		return 0, nil, fmt.Errorf("applier: commit %d events through control version %d: %w", n, last, err)
 	}
+	digest.marks = nil
+	a.chain = &digest
 	if a.w != nil {
 		a.w.committed()
 	}

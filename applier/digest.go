@@ -303,3 +303,41 @@ func ReadAppDigest(ctx context.Context, db *sql.DB, app AppDigestFunc) (StateDig
 	}
 	return StateDigest{Cursor: cursor, Digest: d}, nil
 }
+
+// advanceCursor moves the cursor to last in tx and the state digest by
+// steps, in one statement, and returns the new digest. It starts from the
+// digest this applier last committed when it knows it, on the condition
+// that the stored one is still that (one statement, no read); if another
+// writer changed it, or none is known, it reads the stored digest first.
+// The caller sets a.chain once tx commits.
+func (a *Applier) advanceCursor(ctx context.Context, tx *sql.Tx, last int64, now string, steps []DigestStep) (chain, error) {
+	const update = `UPDATE controlfeed_cursor SET control_version = ?, updated_at = ?, state_digest = ?, state_digest_cv = ? WHERE id = 1`
+	if prev := a.chain; prev != nil {
+		a.chain = nil // until this transaction commits
+		c := chain{d: prev.d, lastCV: prev.lastCV}
+		for _, st := range steps {
+			c.add(st)
+		}
+		res, err := tx.ExecContext(ctx, update+` AND state_digest = ? AND state_digest_cv = ?`,
+			last, now, formatStateDigest(c.d), int64(c.lastCV), formatStateDigest(prev.d), int64(prev.lastCV))
+		if err != nil {
+			return chain{}, fmt.Errorf("applier: advance cursor to %d: %w", last, err)
+		}
+		if n, err := res.RowsAffected(); err != nil {
+			return chain{}, fmt.Errorf("applier: advance cursor to %d: %w", last, err)
+		} else if n == 1 {
+			return c, nil
+		}
+	}
+	c, err := readChain(ctx, tx)
+	if err != nil {
+		return chain{}, err
+	}
+	for _, st := range steps {
+		c.add(st)
+	}
+	if _, err := tx.ExecContext(ctx, update, last, now, formatStateDigest(c.d), int64(c.lastCV)); err != nil {
+		return chain{}, fmt.Errorf("applier: advance cursor to %d: %w", last, err)
+	}
+	return c, nil
+}

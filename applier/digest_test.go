@@ -216,3 +216,31 @@ func TestMigrate_BackfillsStateDigest(t *testing.T) {
 		t.Errorf("after one more event %+v, recomputed %s", got, recompute(t, db))
 	}
 }
+
+// The applier chains from the digest it last committed without reading it,
+// but only while the stored one is still that: a digest changed by another
+// writer in between is read and chained from.
+func TestStateDigest_ChangedUnderneath(t *testing.T) {
+	db, _ := openDB(t)
+	src := &FakeSource{Events: evs(1, 3, typ)}
+	a := newApplier(t, db, src, nil, newInsertHandler(), nil)
+	if err := drain(t, a); err != nil {
+		t.Fatal(err)
+	}
+	other, err := applier.NextStateDigest("", applier.DigestStep{ControlVersion: 3, EventID: "elsewhere"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := db.Exec(`UPDATE controlfeed_cursor SET state_digest = ?`, other); err != nil {
+		t.Fatal(err)
+	}
+	src.Events = evs(1, 4, typ)
+	if err := drain(t, a); err != nil {
+		t.Fatal(err)
+	}
+	e4 := ev(4, typ)
+	want, _ := applier.NextStateDigest(other, applier.DigestStep{ControlVersion: 4, EventID: e4.EventID, Type: typ, Outcome: "applied", EventDigest: applier.EventDigest(e4)})
+	if got := stateDigest(t, db); got.Cursor != 4 || got.Digest != want {
+		t.Errorf("digest %+v, want %s chained from the stored one", got, want)
+	}
+}
