@@ -131,8 +131,11 @@ func TestSnapshotCLI_FileFeed(t *testing.T) {
 	// Usage errors: exit 2.
 	expect(2, "exactly one of --ref REF and --latest", "snapshot", "restore", "--db", n2)
 	expect(2, "exactly one of --ref REF and --latest", "snapshot", "restore", "--db", n2, "--ref", ref, "--latest")
-	expect(2, "--feed-source nop", "snapshot", "publish", "--db", n1)
-	expect(2, "--feed-source nop", "snapshot", "list")
+	expect(2, "--feed-source nop", "snapshot", "publish", "--db", n1, "--feed-source", "nop")
+	expect(2, "--feed-source nop", "snapshot", "list", "--feed-source", "nop")
+	// A feed directory alone (here CONTROLFEED_FEED_DIR) means the file
+	// feed, as for tail.
+	expect(0, "CURSOR", "snapshot", "list")
 	expect(2, "unknown subcommand", "snapshot", "frobnicate")
 	expect(2, "--bootstrap \"sometimes\"", "serve", "--db", filepath.Join(dir, "s.db"), "--feed-source", "file", "--bootstrap", "sometimes")
 

@@ -52,9 +52,7 @@ func (m *Main) runTail(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	if s.FeedSource == nop.Name && !s.set["feed-source"] && s.FeedDir != "" {
-		s.FeedSource = filesource.Name // --feed-dir alone means the file feed
-	}
+	s.defaultFileFeed()
 	if s.FeedSource == nop.Name {
 		return usageErrorf("controlfeed tail: --feed-source is %q, which has no events: give --feed-source file --feed-dir DIR, or --feed-source jetstream with --nats-url", nop.Name)
 	}
@@ -219,4 +217,12 @@ func (m *Main) printEvent(e controlevent.Event, asJSON bool) error {
 	_, err := fmt.Fprintf(m.Stdout, "%d\t%s\t%s\t%s\t%s\n", e.ControlVersion, e.Type, printable(key), e.EventID,
 		e.CreatedAt.UTC().Format(time.RFC3339Nano))
 	return err
+}
+
+// defaultFileFeed makes --feed-dir without --feed-source mean the file feed,
+// for the commands that only read a feed (tail, snapshot list and restore).
+func (s *settings) defaultFileFeed() {
+	if (s.FeedSource == nop.Name || s.FeedSource == "") && !s.set["feed-source"] && s.FeedDir != "" {
+		s.FeedSource = filesource.Name
+	}
 }
