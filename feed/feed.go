@@ -158,6 +158,24 @@ type BatchAppender interface {
 	AppendBatch(ctx context.Context, events []controlevent.Event) ([]controlevent.Event, error)
 }
 
+// Recoverer is an optional interface a Source or a Sink may implement to
+// tell when the infrastructure behind it has come back after an outage
+// (for the jetstream backend: its connection reconnected, or a JetStream
+// stream or consumer leader was elected), so that a caller retrying with
+// backoff retries at once and starts its backoff over, instead of sleeping
+// out a delay that grew during the outage.
+//
+// Recovered returns a channel that is closed at the first such event after
+// the call; a caller takes it before an attempt and, if that attempt
+// fails, waits for it as well as for its backoff timer. It is safe for
+// concurrent use and cheap (no request; repeated calls between two events
+// return the same channel). A recovery is a hint, not a promise: the retry
+// may fail again, and is then backed off from the start. If a Source or a
+// Sink does not implement it, callers sleep out their backoff.
+type Recoverer interface {
+	Recovered() <-chan struct{}
+}
+
 // SourceConfig carries the backend options resolved from the program's
 // configuration. The file backend uses FileDir; the jetstream backend uses
 // the NATS fields. Backends ignore fields that are not theirs; new fields may

@@ -5,6 +5,9 @@ import "github.com/nats-io/nats.go"
 // WakeSubscription exposes Wait's subscription to the tests (nil before the
 // first Wait).
 func (s *Source) WakeSubscription() *nats.Subscription {
+	if ss := s.live.Load(); ss != nil && ss.isTailing() {
+		return ss.sub
+	}
 	s.wake.mu.Lock()
 	defer s.wake.mu.Unlock()
 	return s.wake.sub
@@ -24,4 +27,13 @@ func (s *Source) SetDropHook(drop func(seq uint64) bool) {
 		md, err := m.Metadata()
 		return err == nil && drop(md.Sequence.Stream)
 	}
+}
+
+// EndSession ends the Source's reading session as if its open pull request
+// had expired unnoticed, without repositioning the consumer: the next Poll
+// reads through a new session from where the consumer is.
+func (s *Source) EndSession() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.endSession()
 }

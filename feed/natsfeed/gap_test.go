@@ -84,6 +84,10 @@ func TestSource_DeliveriesTakenByAnotherClient(t *testing.T) {
 	if err := src.AckThrough(ctx, evs[4].EventID); err != nil {
 		t.Fatal(err)
 	}
+	// A caught-up Source keeps a pull request open, ahead of any other
+	// client's: end it, as if it had expired, so the other client's
+	// request is served first.
+	src.EndSession()
 	appendN(ctx, t, sink, 5) // 6..10
 	_, js := rawJS(t, srv)
 	cons, err := js.Consumer(ctx, cfg.Stream, src.Durable())

@@ -59,6 +59,10 @@ type lease struct {
 	ping       *nats.Subscription
 	stop       chan struct{} // closes to end the renewal loop
 	loopDone   chan struct{}
+
+	// onLost, if set, is called (with mu held) when the renewal loop finds
+	// the lease taken over, so the Source stops receiving at once.
+	onLost func()
 }
 
 func newLease(c *conn, consumer string) *lease {
@@ -107,10 +111,12 @@ func (l *lease) acquireLocked(ctx context.Context) (bool, error) {
 	}
 	l.rec.Since = time.Now().UTC()
 	l.val, _ = json.Marshal(l.rec)
+	first := time.Now()
 	for attempt := 0; attempt < 3; attempt++ {
+		sent := time.Now()
 		rev, err := l.kv.Create(rctx, l.key, l.val)
 		if err == nil {
-			l.gotLocked(rev)
+			l.gotLocked(rev, sent)
 			return true, nil
 		}
 		if !errors.Is(err, jetstream.ErrKeyExists) {
@@ -127,7 +133,7 @@ func (l *lease) acquireLocked(ctx context.Context) (bool, error) {
 		_ = json.Unmarshal(e.Value(), &other)
 		if other.Owner == l.rec.Owner {
 			// Ours: a create whose answer was lost.
-			l.gotLocked(e.Revision())
+			l.gotLocked(e.Revision(), first)
 			return true, nil
 		}
 		if !l.holderGone(rctx, other) {
@@ -205,9 +211,9 @@ func (l *lease) createBucket(ctx context.Context, bucket string) (jetstream.KeyV
 	return kv, err
 }
 
-func (l *lease) gotLocked(rev uint64) {
+func (l *lease) gotLocked(rev uint64, sent time.Time) {
 	l.held, l.rev = true, rev
-	l.renewed, l.reconnects = time.Now(), l.c.nc.Stats().Reconnects
+	l.renewed, l.reconnects = sent, l.c.nc.Stats().Reconnects
 	if l.stop == nil {
 		l.stop, l.loopDone = make(chan struct{}), make(chan struct{})
 		go l.renewLoop(l.stop, l.loopDone)
@@ -218,12 +224,24 @@ func (l *lease) renewLocked(ctx context.Context) error {
 	rctx, cancel := l.c.reqCtx(ctx)
 	defer cancel()
 	reconnects := l.c.nc.Stats().Reconnects
+	sent := time.Now() // the server's TTL starts after this
 	rev, err := l.kv.Update(rctx, l.key, l.val, l.rev)
 	if err != nil {
 		return err
 	}
-	l.rev, l.renewed, l.reconnects = rev, time.Now(), reconnects
+	l.rev, l.renewed, l.reconnects = rev, sent, reconnects
 	return nil
+}
+
+// validFor is how long the held lease lasts at least, by this process's
+// clock, if it is not renewed (0 when not held).
+func (l *lease) validFor() time.Duration {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if !l.held {
+		return 0
+	}
+	return max(0, l.ttl-time.Since(l.renewed))
 }
 
 // leaseLost reports a renewal refused because the lease is no longer ours.
@@ -253,6 +271,9 @@ func (l *lease) renewLoop(stop, done chan struct{}) {
 			if leaseLost(err) {
 				l.c.log.Warn("natsfeed: lost the node name's lease; another process took it over", "node", l.node)
 				l.held = false
+				if l.onLost != nil {
+					l.onLost()
+				}
 			} else if err != nil {
 				l.c.log.Debug("natsfeed: lease renewal failed; retrying", "node", l.node, "err", err)
 			}

@@ -80,20 +80,34 @@
 //
 // The Source is one durable pull consumer per node (named after NodeName) with
 // AckAll policy, filtered on the subject, starting at the node's cursor + 1.
-// Poll sends one no-wait pull request for up to Options.FetchBatch messages
-// (use Wait to block), keeps each message's ack handle keyed by EventID, and
-// decodes the body as a controlevent JSON object whose ControlVersion is the
-// message's stream sequence (a control_version in the body is ignored).
-// Messages at or below the cursor (redeliveries of applied events) are
-// acknowledged and dropped.
+// It reads the consumer through a session: one subscription that receives
+// the answers of all its pull requests for as long as the consumer stays
+// where the Source left it. While the node catches up, Poll sends one
+// no-wait pull request for up to Options.FetchBatch messages and returns
+// what it answered. Once a no-wait request found nothing more, the session
+// keeps one waiting pull request open (1024 messages, an expiry of at most
+// 30s and within the node name's lease, idle heartbeats), so the server
+// delivers each new event as soon as it is stored: Wait returns when it has
+// arrived and Poll takes it from the session without a request, so a
+// steady-state event costs one delivery. A Poll that finds nothing
+// buffered sends a no-wait request, as during catch-up. Poll keeps each
+// message's ack handle keyed by EventID, and decodes the body as a
+// controlevent JSON object whose ControlVersion is the message's stream
+// sequence (a control_version in the body is ignored). Messages at or below
+// the cursor (redeliveries of applied events) are acknowledged and dropped.
+// The session ends, and the next Poll reconciles the consumer with the
+// cursor, after any Poll error, a reconnect, a silent or refused open
+// request, a repositioning, or the loss of the node name's lease.
 //
 // A stall is not a gap. The server marks messages delivered when it sends
 // them; if the link stalls, a client that gives up on the request never
 // sees them, and nothing redelivers them before AckWait. Poll therefore
-// reads the pull answer itself (rather than through jetstream's
-// FetchNoWait, which ends silently after a second) and knows whether it is
-// complete: the batch filled, or the server said it had no more. It then
-// requires the delivered stream sequences to be contiguous from the cursor:
+// reads the pull answers itself (rather than through jetstream's
+// FetchNoWait, which ends silently after a second, or Consume, which hides
+// what was cut short), all on the session's one subscription, in the order
+// the consumer sent them, and knows whether a no-wait answer is complete:
+// the batch filled, or the server said it had no more. It then requires
+// the delivered stream sequences to be contiguous from the cursor:
 // a position between the cursor and a delivered event, or between two of
 // them, may be skipped only if the stream holds no message of the feed's
 // subject there (deleted, expired, or another subject of a shared stream),
@@ -103,10 +117,11 @@
 // and repositions the consumer at the next Poll, so the message is fetched
 // again; when it is right after the cursor, Poll repositions at once (twice
 // at most) and, should it be skipped again, fails with a *feed.GapError and
-// returns nothing past the cursor. An answer that did not complete in time
-// (RequestTimeout), or that was complete but empty while the stream is
-// known to hold more, repositions the consumer too. So a short fetch, a
-// timeout or a slow broker costs a refetch, never an event.
+// returns nothing past the cursor. A no-wait request that got no answer at
+// all in time (RequestTimeout), or whose answer was complete but empty while
+// the stream is known to hold more, repositions the consumer too; a partial
+// answer does not, since the rest arrives on the same session. So a short
+// fetch, a timeout or a slow broker costs a refetch, never an event.
 //
 // AckAll is chosen because acknowledgements follow apply order: the applier
 // acknowledges an event only after it and everything before it committed, so
@@ -362,6 +377,7 @@ type conn struct {
 	cfg  feed.NATSConfig
 	opts Options
 	log  *slog.Logger
+	rec  recovery // see recovery.go
 }
 
 func dial(cfg feed.NATSConfig, opts *Options, role string) (*conn, error) {
@@ -424,6 +440,7 @@ func (c *conn) asyncError(_ *nats.Conn, sub *nats.Subscription, err error) {
 }
 
 func (c *conn) close() {
+	c.closeRecovery()
 	if c.own {
 		c.nc.Close()
 	}
@@ -445,9 +462,32 @@ func (c *conn) timeoutState(err error) string {
 	return fmt.Sprintf(" (connection %s, server %s; request timeout %v)", strings.ToLower(c.nc.Status().String()), url, c.opts.RequestTimeout)
 }
 
-// reqCtx bounds ctx by RequestTimeout.
+// reqCtx bounds ctx by RequestTimeout. Once recoveries are watched (see
+// recovery.go), a recovery also ends it: a request sent while the broker
+// had no leader may never be answered, and waiting out its timeout would
+// delay the retry that can now succeed (the call fails with
+// context.Canceled while ctx is not done; see interrupted).
 func (c *conn) reqCtx(ctx context.Context) (context.Context, context.CancelFunc) {
-	return context.WithTimeout(ctx, c.opts.RequestTimeout)
+	rctx, cancel := context.WithTimeout(ctx, c.opts.RequestTimeout)
+	if ch := c.recoveryChan(); ch != nil {
+		go func() {
+			select {
+			case <-ch:
+				cancel()
+			case <-rctx.Done(): // answered, timed out, or canceled
+			}
+		}()
+	}
+	return rctx, cancel
+}
+
+// interrupted turns the error of a call that a recovery ended (see reqCtx)
+// into an outage to retry at once; other errors are returned unchanged.
+func interrupted(ctx context.Context, op string, err error) error {
+	if err != nil && ctx.Err() == nil && errors.Is(err, context.Canceled) && !errors.Is(err, feed.ErrUnavailable) {
+		return &unavailableError{err: fmt.Errorf("natsfeed: %s: the broker recovered while the call waited; retry it: %w", op, err)}
+	}
+	return err
 }
 
 // DurableName returns the durable consumer name used for nodeName: nodeName

@@ -17,6 +17,7 @@ import (
 var (
 	_ feed.Sink          = (*Sink)(nil)
 	_ feed.BatchAppender = (*Sink)(nil)
+	_ feed.Recoverer     = (*Sink)(nil)
 )
 
 // Sink publishes events to the stream. It is safe for concurrent use, but
@@ -331,6 +332,12 @@ func (s *Sink) appendWindow(ctx context.Context, events []controlevent.Event, ou
 	}
 	return out, len(futures), pubErr
 }
+
+// Recovered implements feed.Recoverer: the channel is closed when the
+// connection reconnects or a JetStream stream or consumer leader is elected
+// (see the package doc), so the pump retries a failed publish at once.
+// After Close it is never closed.
+func (s *Sink) Recovered() <-chan struct{} { return s.c.Recovered() }
 
 // Close releases the connection if the Sink opened it. Later calls fail
 // with feed.ErrClosed. Close is idempotent.

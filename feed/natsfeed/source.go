@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -22,6 +23,7 @@ var (
 	_ feed.Waiter          = (*Source)(nil)
 	_ feed.HeadReporter    = (*Source)(nil)
 	_ feed.GapChecker      = (*Source)(nil)
+	_ feed.Recoverer       = (*Source)(nil)
 )
 
 // Source reads the stream through this node's durable pull consumer, or,
@@ -44,6 +46,12 @@ type Source struct {
 	pos      uint64             // highest stream sequence the consumer delivered
 	posKnown bool               // pos is in step with the consumer
 	held     map[string]heldMsg // ack handles by EventID, until acknowledged
+	sess     *session           // reading of cons at pos; nil until the next Poll (see session.go)
+
+	// live is sess and livePos pos, for the lease's loss callback and for
+	// Wait, which must not take mu.
+	live    atomic.Pointer[session]
+	livePos atomic.Uint64
 
 	// dropHook, set by tests, drops the delivered messages it returns
 	// true for, as if another consumer had taken them.
@@ -87,6 +95,12 @@ func NewSource(ctx context.Context, cfg feed.NATSConfig, opts *Options) (*Source
 	} else {
 		s.durable = DurableName(cfg.NodeName)
 		s.lease = newLease(c, s.durable)
+		// Another process consumes now: stop receiving at once.
+		s.lease.onLost = func() {
+			if ss := s.live.Load(); ss != nil {
+				ss.close()
+			}
+		}
 	}
 	return s, nil
 }
@@ -117,8 +131,13 @@ func (s *Source) Durable() string { return s.durable }
 // Poll returns up to Options.FetchBatch events with ControlVersion > since,
 // ascending and contiguous: every stream sequence between since and the
 // last event returned is either returned or no longer held by the stream
-// (deleted, or a message on another subject). It fetches only what the
-// server has available (it does not wait for new messages; see Wait). When
+// (deleted, or a message on another subject). It returns what the server
+// has available and does not wait for new messages (see Wait): the
+// deliveries already received by the reading session (and those the
+// consumer reported pending behind them, which are on their way), or, when
+// none were received, the answer of one no-wait pull request. Once caught
+// up, the Source receives new events as they are stored, so events
+// published together may be returned by more than one Poll. When
 // since disagrees with the consumer's position the consumer is recreated at
 // since+1 first (see the package doc), which costs a few extra round trips.
 //
@@ -151,10 +170,11 @@ func (s *Source) Poll(ctx context.Context, since uint64) ([]controlevent.Event, 
 	evs, err := s.poll(ctx, since)
 	if err != nil {
 		s.posKnown = false
+		s.endSession()
 		if ctx.Err() != nil && errors.Is(err, ctx.Err()) {
 			return nil, err
 		}
-		return nil, classify(ctx, err)
+		return nil, classify(ctx, interrupted(ctx, fmt.Sprintf("poll %d", since), err))
 	}
 	return evs, nil
 }
@@ -169,8 +189,10 @@ func (s *Source) poll(ctx context.Context, since uint64) ([]controlevent.Event, 
 		if err != nil {
 			if errors.Is(err, ErrNodeNameInUse) {
 				// Another process consumes now: the handles of what
-				// this one was given before are not ours to ack.
+				// this one was given before are not ours to ack, and
+				// nothing more may be delivered to it.
 				s.held = map[string]heldMsg{}
+				s.endSession()
 			}
 			return nil, err
 		}
@@ -178,6 +200,13 @@ func (s *Source) poll(ctx context.Context, since uint64) ([]controlevent.Event, 
 			// Whatever another holder did to the consumer meanwhile,
 			// reconcile it with our cursor before reading.
 			s.posKnown, s.held = false, map[string]heldMsg{}
+		}
+	}
+	if s.sess != nil {
+		if why := s.sess.trouble(); why != "" {
+			s.c.log.Debug("natsfeed: ending the consumer's reading session; reconciling the consumer", "consumer", s.consumerLabel(), "why", why)
+			s.endSession()
+			s.posKnown = false
 		}
 	}
 	for attempt := 0; ; attempt++ {
@@ -213,7 +242,15 @@ func (s *Source) poll(ctx context.Context, since uint64) ([]controlevent.Event, 
 // gap is set, with no events, when the first delivered position after
 // since leaves out a message the stream holds.
 func (s *Source) fetchEvents(ctx context.Context, since uint64) ([]controlevent.Event, *feed.GapError, error) {
-	r, err := s.fetch(ctx, s.cons.CachedInfo().Name, s.c.opts.FetchBatch)
+	if s.sess == nil {
+		ss, err := newSession(s.c, s.cons.CachedInfo().Name)
+		if err != nil {
+			return nil, nil, fmt.Errorf("natsfeed: poll %d: %w", since, err)
+		}
+		s.sess = ss
+		s.live.Store(ss)
+	}
+	r, err := s.sess.take(ctx, s.c, s.c.opts.FetchBatch)
 	if err != nil {
 		if ctx.Err() != nil {
 			return nil, nil, ctx.Err()
@@ -288,10 +325,8 @@ func (s *Source) fetchEvents(ctx context.Context, since uint64) ([]controlevent.
 		// from an earlier cursor) repositions the consumer.
 		s.posKnown = false
 	}
-	if !r.complete {
-		// The consumer may have delivered more than arrived.
-		s.posKnown = false
-	}
+	// An incomplete answer is no reason to reposition: whatever else the
+	// consumer delivered to the session arrives later, in order.
 	evs = evsThrough(evs, end)
 	if bad != nil && bad.ControlVersion > end {
 		bad = nil
@@ -331,8 +366,33 @@ func (s *Source) fetchEvents(ctx context.Context, since uint64) ([]controlevent.
 	}
 	if s.posKnown {
 		s.pos = maxSeq
+		s.livePos.Store(maxSeq)
+		if r.complete && len(r.msgs) < s.c.opts.FetchBatch {
+			s.sess.startTailing()
+		}
+		s.sess.keepTail(s.tailExpires())
+	} else {
+		s.endSession() // the next Poll repositions the consumer
 	}
 	return evs, nil, nil
+}
+
+// tailExpires is the expiry of the session's tail request: for a durable
+// Source at most what is left of the lease (see session).
+func (s *Source) tailExpires() time.Duration {
+	if s.lease == nil {
+		return tailExpiresMax
+	}
+	return min(tailExpiresMax, s.lease.validFor())
+}
+
+// endSession ends the reading session, if any (s.mu held).
+func (s *Source) endSession() {
+	if s.sess != nil {
+		s.sess.close()
+		s.sess = nil
+		s.live.Store(nil)
+	}
 }
 
 // evsThrough returns the prefix of the ascending evs at or below cv.
@@ -465,6 +525,8 @@ func cmpU64(a, b uint64) int {
 // expected configuration, else recreates it at since+1. It fails with an
 // error wrapping ErrNoStream when the stream does not exist.
 func (s *Source) sync(ctx context.Context, since uint64) (ok bool, err error) {
+	// Whatever the session had delivered is stale once the consumer moves.
+	s.endSession()
 	rctx, cancel := s.c.reqCtx(ctx)
 	defer cancel()
 	st, err := s.c.js.Stream(rctx, s.c.cfg.Stream)
@@ -656,6 +718,11 @@ func (s *Source) AckThrough(ctx context.Context, eventID string) error {
 	return s.Ack(ctx, eventID)
 }
 
+// Recovered implements feed.Recoverer: the channel is closed when the
+// connection reconnects or a JetStream stream or consumer leader is elected
+// (see the package doc). After Close it is never closed.
+func (s *Source) Recovered() <-chan struct{} { return s.c.Recovered() }
+
 // Head returns the stream's last sequence (0 when the stream is empty or
 // does not exist).
 func (s *Source) Head(ctx context.Context) (uint64, error) {
@@ -694,6 +761,7 @@ func (s *Source) Close() error {
 	}
 	s.closed = true
 	s.held = nil
+	s.endSession()
 	s.wake.close()
 	if s.lease != nil {
 		s.lease.close()

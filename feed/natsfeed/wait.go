@@ -106,7 +106,9 @@ func (w *waker) close() {
 func (w *waker) pollStarted() { w.polled.Store(w.gen.Load()) }
 
 // Wait blocks until the stream may hold a message after since, or ctx is
-// done (returning ctx's error). It keeps one core NATS subscription on the
+// done (returning ctx's error). Once a Poll has caught up, Wait waits on
+// the reading session's open pull request (see waitSession) and costs no
+// request at all; until then it works as follows. It keeps one core NATS subscription on the
 // subject for the Source's lifetime as the wake-up signal, so in steady
 // state it costs no round trip: it returns at once if a message was
 // published on the subject since the last Poll started, else waits for the
@@ -122,6 +124,9 @@ func (w *waker) pollStarted() { w.polled.Store(w.gen.Load()) }
 func (s *Source) Wait(ctx context.Context, since uint64) error {
 	if s.isClosed() {
 		return fmt.Errorf("natsfeed: wait %d: %w", since, feed.ErrClosed)
+	}
+	if ss := s.live.Load(); ss != nil && ss.isTailing() {
+		return s.waitSession(ctx, ss, since)
 	}
 	w := s.wake
 	fresh, err := w.ensure(ctx, s.c)
@@ -195,6 +200,34 @@ func (s *Source) Wait(ctx context.Context, since uint64) error {
 			if ok, err := head(); ok || err != nil {
 				return err
 			}
+		}
+	}
+}
+
+// waitSession is Wait while the Source's reading session keeps a tail
+// request open (see session): it costs no request at all. It returns when
+// a delivery has arrived, when the session needs Poll (its tail request
+// ended, it is in trouble or closed), when since is not where the last Poll
+// left the consumer (Poll then repositions it), or when ctx is done. A
+// duplicate the stream discarded is never delivered, so it wakes nothing.
+func (s *Source) waitSession(ctx context.Context, ss *session, since uint64) error {
+	if s.livePos.Load() != since {
+		return nil
+	}
+	t := time.NewTicker(waitRecheck)
+	defer t.Stop()
+	for {
+		ok, changed := ss.ready()
+		if ok {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-changed:
+		case <-ss.done:
+			return nil
+		case <-t.C: // re-check for a reconnect or a silent tail
 		}
 	}
 }

@@ -2,7 +2,9 @@ package natsfeed_test
 
 import (
 	"context"
+	"errors"
 	"testing"
+	"time"
 
 	"github.com/nats-io/nats.go"
 
@@ -11,10 +13,10 @@ import (
 	"github.com/controlfeed/controlfeed/internal/natsembed"
 )
 
-// TestSource_WaitSteadyState: Wait keeps one subscription for the Source's
-// life (no subscribe per call), wakes on a publish after the last Poll,
-// treats a duplicate the stream discarded as a spurious wake-up and then
-// blocks again, and drops the subscription on Close.
+// TestSource_WaitSteadyState: once caught up, Wait waits on the Source's
+// one reading session for the Source's life (no subscribe per call), wakes
+// on a publish after the last Poll, is not woken by a duplicate the stream
+// discarded, and the subscription goes on Close.
 func TestSource_WaitSteadyState(t *testing.T) {
 	ctx := t.Context()
 	srv := natsembed.StartForTest(t)
@@ -55,8 +57,7 @@ func TestSource_WaitSteadyState(t *testing.T) {
 	wantCVs(t, mustPoll(ctx, t, src, cursor))
 	done := make(chan error, 1)
 	go func() { done <- src.Wait(ctx, cursor) }()
-	// A duplicate of the last event: the stream discards it, the subject
-	// sees it; Wait may wake (spurious), Poll finds nothing.
+	// A new event (published again below as a duplicate): Wait wakes.
 	dup := newEvent()
 	dup.EventID = "dup-" + dup.EventID
 	if _, err := sink.Append(ctx, dup); err != nil {
@@ -65,27 +66,24 @@ func TestSource_WaitSteadyState(t *testing.T) {
 	if err := <-done; err != nil {
 		t.Fatal(err)
 	}
-	// Wait may return as soon as the stream holds the event, a moment
-	// before the consumer has noticed it (Poll then returns nothing, and
-	// the caller waits again): poll as the applier does.
+	// Poll as the applier does (a spurious wake-up is allowed).
 	first := waitPoll(ctx, t, src, cursor)
 	if len(first) != 1 {
 		t.Fatalf("Poll after the first publish of %s = %v", dup.EventID, cvs(first))
 	}
 	cursor = first[0].ControlVersion
 	wantCVs(t, mustPoll(ctx, t, src, cursor))
-	go func() { done <- src.Wait(ctx, cursor) }()
+	// Caught up, the Source waits on its open pull request: a duplicate
+	// the stream discards is never delivered, so it wakes nothing.
+	wctx, wcancel := context.WithTimeout(ctx, 300*time.Millisecond)
+	go func() { done <- src.Wait(wctx, cursor) }()
 	if _, err := sink.Append(ctx, dup); err != nil { // now a duplicate
 		t.Fatal(err)
 	}
-	// The server delivered the duplicate to nc before acking it to the
-	// sink; a flush's PONG comes after it, so nc has seen it now.
-	if err := nc.Flush(); err != nil {
-		t.Fatal(err)
+	if err := <-done; !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("Wait after a discarded duplicate = %v, want it to block until its deadline", err)
 	}
-	if err := <-done; err != nil { // spurious wake-up: allowed
-		t.Fatal(err)
-	}
+	wcancel()
 	wantCVs(t, mustPoll(ctx, t, src, cursor)) // nothing new
 	go func() { done <- src.Wait(ctx, cursor) }()
 	if err := nc.Flush(); err != nil {
@@ -93,7 +91,7 @@ func TestSource_WaitSteadyState(t *testing.T) {
 	}
 	select {
 	case err := <-done:
-		t.Fatalf("Wait after an explained spurious wake-up returned %v with nothing published", err)
+		t.Fatalf("Wait returned %v with nothing published", err)
 	default:
 	}
 	appendN(ctx, t, sink, 1)

@@ -77,3 +77,21 @@ func startForTest(t testing.TB, opts Options) *Server {
 	t.Cleanup(s.Shutdown)
 	return s
 }
+
+// StopForTest shuts s down and returns a function that starts a new server
+// on the same address and store directory (as RestartForTest does at once),
+// so a test can keep the broker away for a while. The new server is shut
+// down when the test ends.
+func StopForTest(t testing.TB, s *Server) (start func() *Server) {
+	t.Helper()
+	opts := s.opts
+	opts.Listen = s.Addr()
+	if opts.ClusterListen != "" {
+		opts.ClusterListen = s.ClusterAddr()
+	}
+	s.Shutdown()
+	return func() *Server {
+		t.Helper()
+		return startForTest(t, opts)
+	}
+}
