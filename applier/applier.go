@@ -41,12 +41,16 @@ type Applier struct {
 	waiter   feed.Waiter
 	header   feed.HeadReporter
 	gapper   feed.GapChecker
+	recov    feed.Recoverer // nil when the Source cannot tell recoveries
 
 	stepMu    sync.Mutex // serialises Step
 	loaded    bool       // persisted halt loaded into st
 	lastHead  time.Time
 	headLow   int // consecutive head reads below the cursor
 	errStreak int // consecutive unclassified Step errors, for Run's backoff
+	// backoffBase is the retry count at the last recovery the Source
+	// reported: Run's backoff counts the attempts since then.
+	backoffBase int
 
 	// rest holds the events of the last Poll that came after the last
 	// batch (cut by MaxBatch or the prefetch budget); the next Step applies
@@ -121,6 +125,7 @@ func New(db *sql.DB, src feed.Source, store artifact.Store, cfg *Config) (*Appli
 	a.acker, _ = src.(feed.Acker)
 	a.cumAcker, _ = src.(feed.CumulativeAcker)
 	a.waiter, _ = src.(feed.Waiter)
+	a.recov, _ = src.(feed.Recoverer)
 	a.header, _ = src.(feed.HeadReporter)
 	a.gapper, _ = src.(feed.GapChecker)
 	return a, nil
@@ -158,7 +163,9 @@ func (a *Applier) Status() Status {
 // A halted event, an unavailable feed, store or database, and a gap in the
 // feed are retried with capped exponential backoff and jitter (by their
 // attempt count, see Status); a node behind the feed's retention re-checks
-// every MaxBackoff. Run returns a non-nil error only if the database cannot
+// every MaxBackoff. When the Source implements feed.Recoverer, an outage
+// or a failed round is retried as soon as it reports that its broker came
+// back, and the backoff starts over from MinBackoff. Run returns a non-nil error only if the database cannot
 // be read at start (for example, Migrate was not run).
 func (a *Applier) Run(ctx context.Context) error {
 	if _, err := ReadCursor(ctx, a.db); err != nil {
@@ -184,6 +191,10 @@ func (a *Applier) Run(ctx context.Context) error {
 		defer tick.Stop()
 	}
 	for {
+		var recovered <-chan struct{}
+		if a.recov != nil {
+			recovered = a.recov.Recovered() // before the Step: a recovery during it counts
+		}
 		n, err := a.Step(ctx)
 		if ctx.Err() != nil {
 			return nil
@@ -207,14 +218,35 @@ func (a *Applier) Run(ctx context.Context) error {
 			}
 		case errors.Is(err, feed.ErrCursorBehindRetention):
 			sleep(ctx, a.cfg.MaxBackoff)
-		case errors.Is(err, ErrHalted), errors.Is(err, ErrUnavailable), errors.Is(err, feed.ErrGap):
+		case errors.Is(err, ErrUnavailable):
+			a.errStreak = 0
+			a.retrySleep(ctx, a.attempts(), recovered)
+		case errors.Is(err, ErrHalted), errors.Is(err, feed.ErrGap):
 			a.errStreak = 0
 			sleep(ctx, a.backoff(a.attempts()))
 		default:
 			a.errStreak++
 			a.log.Warn("applier: round failed; retrying", "err", err, "attempt", a.errStreak)
-			sleep(ctx, a.backoff(a.errStreak))
+			a.retrySleep(ctx, a.errStreak, recovered)
 		}
+	}
+}
+
+// retrySleep sleeps out the backoff of retry number attempts, counted from
+// the last recovery the Source reported, or until recovered is closed (the
+// broker came back): then it returns at once and the backoff starts over.
+func (a *Applier) retrySleep(ctx context.Context, attempts int, recovered <-chan struct{}) {
+	if attempts <= a.backoffBase {
+		a.backoffBase = 0 // a new outage, or a new streak
+	}
+	t := time.NewTimer(a.backoff(attempts - a.backoffBase))
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+	case <-t.C:
+	case <-recovered:
+		a.log.Info("applier: the feed's broker recovered; retrying now, backoff starts over", "attempts", attempts)
+		a.backoffBase = attempts
 	}
 }
 

@@ -75,6 +75,7 @@ type Pump struct {
 	sink    feed.Sink
 	batch   feed.BatchAppender // nil when the Sink has no batch capability
 	dia     *dialect
+	recov   feed.Recoverer // nil when the Sink cannot tell recoveries
 	cfg     Config
 	log     *slog.Logger
 	notify  chan struct{}
@@ -94,7 +95,9 @@ type Pump struct {
 // ControlVersion, so nothing could ever be recorded as published), and an
 // invalid cfg. cfg may be nil for the defaults. If sink implements
 // feed.BatchAppender the pump publishes windows of up to Config.BatchSize
-// rows with it; otherwise it calls Append once per row.
+// rows with it; otherwise it calls Append once per row. If sink implements
+// feed.Recoverer, Run retries a failed pass as soon as the sink reports
+// that its broker came back (see Run).
 func NewPump(db *sql.DB, sink feed.Sink, cfg *Config) (*Pump, error) {
 	if db == nil {
 		return nil, errors.New("outbox: new pump: nil *sql.DB")
@@ -122,6 +125,7 @@ func NewPump(db *sql.DB, sink feed.Sink, cfg *Config) (*Pump, error) {
 		notify: make(chan struct{}, 1),
 	}
 	p.batch, _ = sink.(feed.BatchAppender)
+	p.recov, _ = sink.(feed.Recoverer)
 	var err error
 	if p.publishDur, err = newPublishHistogram(c.Registerer); err != nil {
 		return nil, err
@@ -178,7 +182,12 @@ func (p *Pump) Pass(ctx context.Context) (int, error) {
 // bounds the delay when a notification is lost. A failed
 // pass is retried after a capped exponential backoff with jitter
 // (Config.MinBackoff to Config.MaxBackoff), during which Stats reports
-// Retrying; later rows never overtake the failed one.
+// Retrying; later rows never overtake the failed one. When the Sink
+// implements feed.Recoverer and reports a recovery (its connection came
+// back, the stream has a leader again) during the failed pass or the
+// backoff, Run retries at once and starts the backoff over, so publishing
+// resumes as soon as the broker can take it, not when a delay grown during
+// the outage runs out.
 //
 // When ctx is done Run starts no new publish, lets the one in flight and its
 // write-back finish under a context that is not canceled, bounded by
@@ -232,10 +241,15 @@ func (p *Pump) drain(ctx context.Context) error {
 		}()
 		defer func() { cancel(); <-done }()
 	}
-	failures := 0
+	failures := 0 // consecutive failed passes
+	level := 0    // backoff step: failures since the last recovery
 	for {
 		if ctx.Err() != nil {
 			return nil
+		}
+		var recovered <-chan struct{}
+		if p.recov != nil {
+			recovered = p.recov.Recovered() // before the pass: a recovery during it counts
 		}
 		n, err, timedOut := p.runPass(ctx)
 		if n > 0 && kick != nil {
@@ -249,7 +263,7 @@ func (p *Pump) drain(ctx context.Context) error {
 		}
 		if err == nil && failures > 0 {
 			p.log.Info("outbox pass succeeded after failures", "consecutive_failures", failures)
-			failures = 0
+			failures, level = 0, 0
 			p.setRetry(false, time.Time{})
 		}
 		if ctx.Err() != nil {
@@ -257,7 +271,8 @@ func (p *Pump) drain(ctx context.Context) error {
 		}
 		if err != nil {
 			failures++
-			d := p.backoff(failures)
+			level++
+			d := p.backoff(level)
 			p.setRetry(true, time.Now().Add(d))
 			p.log.Warn("outbox pass failed; retrying", "err", err, "consecutive_failures", failures, "retry_in", d)
 			t := time.NewTimer(d)
@@ -266,6 +281,10 @@ func (p *Pump) drain(ctx context.Context) error {
 				t.Stop()
 				return nil
 			case <-t.C:
+			case <-recovered:
+				t.Stop()
+				p.log.Info("outbox: the sink's broker recovered; retrying now, backoff starts over", "consecutive_failures", failures)
+				level = 0
 			}
 			continue
 		}

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -657,4 +658,79 @@ func TestPump_RunTwice(t *testing.T) {
 			t.Fatal(err)
 		}
 	})
+}
+
+// recoverSink is a FakeSink that implements feed.Recoverer: Recover closes
+// the current channel, as a backend does when its broker comes back.
+type recoverSink struct {
+	FakeSink
+	rmu sync.Mutex
+	ch  chan struct{}
+}
+
+var _ feed.Recoverer = (*recoverSink)(nil)
+
+func (s *recoverSink) Recovered() <-chan struct{} {
+	s.rmu.Lock()
+	defer s.rmu.Unlock()
+	if s.ch == nil {
+		s.ch = make(chan struct{})
+	}
+	return s.ch
+}
+
+func (s *recoverSink) Recover() {
+	s.rmu.Lock()
+	defer s.rmu.Unlock()
+	if s.ch != nil {
+		close(s.ch)
+	}
+	s.ch = make(chan struct{})
+}
+
+// A failed pass waits out its backoff unless the sink reports that its
+// broker came back: then Run retries at once and the backoff starts over.
+// With an hour of backoff, only the recovery can get the row published.
+func TestPump_RecoveryRetriesAtOnce(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	db, _ := openDB(t)
+	appendCommitted(t, db, newEvent(1))
+	var down atomic.Bool
+	down.Store(true)
+	failed := make(chan struct{}, 10)
+	sink := &recoverSink{}
+	sink.AppendFunc = func(ctx context.Context, e controlevent.Event) (controlevent.Event, error) {
+		if down.Load() {
+			failed <- struct{}{}
+			return e, errors.New("no quorum")
+		}
+		return sink.Stamp(e)
+	}
+	p := newPump(t, db, sink, &outbox.Config{MinBackoff: time.Hour, MaxBackoff: time.Hour, PollInterval: time.Hour})
+	runErr := make(chan error, 1)
+	go func() { runErr <- p.Run(ctx) }()
+	recv(t, failed, "the first publish to fail")
+	for !p.Stats().Retrying {
+		time.Sleep(time.Millisecond)
+	}
+	down.Store(false)
+	sink.Recover()
+	deadline := time.Now().Add(hang)
+	for len(published(t, db)) == 0 {
+		if time.Now().After(deadline) {
+			t.Fatalf("the row was not published after the sink recovered (Stats %+v)", p.Stats())
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	for p.Stats().Retrying {
+		if time.Now().After(deadline) {
+			t.Fatalf("Stats still retrying after the publish: %+v", p.Stats())
+		}
+		time.Sleep(time.Millisecond)
+	}
+	cancel()
+	if err := recv(t, runErr, "Run to return"); err != nil {
+		t.Fatalf("Run = %v", err)
+	}
 }
