@@ -12,9 +12,10 @@ import (
 )
 
 // A session is the Source's long-lived reading of its consumer at one known
-// position: one subscription on an inbox prefix that answers every pull
-// request of that position, each request on its own reply subject under
-// the prefix. Once Poll has caught up (a no-wait request ended with "no
+// position: one subscription on an inbox prefix that receives the answers
+// of every pull request of that position, each request on its own reply
+// subject under the prefix (so its final status can be told apart;
+// deliveries carry the stream subject and cannot be). Once Poll has caught up (a no-wait request ended with "no
 // messages" before its batch filled), the session keeps a waiting pull
 // request open (the tail request, with an expiry and idle heartbeats), so
 // the server delivers each new event as soon as it is stored and a
@@ -50,19 +51,20 @@ type session struct {
 
 	done chan struct{} // closed by close
 
-	mu       sync.Mutex
-	changed  chan struct{} // closed and replaced whenever anything arrives
-	closed   bool
-	buf      []*nats.Msg // deliveries not yet taken, in arrival order
-	next     uint64      // request counter, for reply subjects
-	statuses map[string]pullStatusError
-	counts   map[string]int // deliveries per no-wait request
-	tailing  bool           // Poll caught up once: keep a tail request open
-	tail     string         // reply subject of the open tail request
-	tailLeft int            // what the open tail request may still deliver
-	tailHB   time.Duration  // its idle heartbeat interval
-	tailEnd  *pullStatusError
-	lastSeen time.Time // last message or status of the tail request
+	mu        sync.Mutex
+	changed   chan struct{} // closed and replaced whenever anything arrives
+	closed    bool
+	buf       []*nats.Msg                // deliveries not yet taken, in arrival order
+	next      uint64                     // request counter, for reply subjects
+	statuses  map[string]pullStatusError // final statuses of the no-wait requests in flight
+	waiting   map[string]bool            // the no-wait requests in flight
+	delivered uint64                     // deliveries received
+	tailing   bool                       // Poll caught up once: keep a tail request open
+	tail      string                     // reply subject of the open tail request
+	tailLeft  int                        // what the open tail request may still deliver
+	tailHB    time.Duration              // its idle heartbeat interval
+	tailEnd   *pullStatusError
+	lastSeen  time.Time // last message or status of the tail request
 }
 
 // Tail request shape. For a durable Source the expiry is bounded by what
@@ -84,7 +86,7 @@ func newSession(c *conn, consumer string) (*session, error) {
 		changed:  make(chan struct{}),
 		done:     make(chan struct{}),
 		statuses: map[string]pullStatusError{},
-		counts:   map[string]int{},
+		waiting:  map[string]bool{},
 	}
 	ss.reconnects = c.nc.Stats().Reconnects
 	sub, err := c.nc.Subscribe(ss.prefix+".*", ss.onMsg)
@@ -118,7 +120,7 @@ func (ss *session) onMsg(m *nats.Msg) {
 			}
 		case code == "100":
 		default:
-			if _, ok := ss.counts[m.Subject]; !ok {
+			if !ss.waiting[m.Subject] {
 				break // a request that take gave up on
 			}
 			if code == "503" {
@@ -127,14 +129,18 @@ func (ss *session) onMsg(m *nats.Msg) {
 			ss.statuses[m.Subject] = pullStatusError{code: code, description: desc}
 		}
 	} else {
+		// A delivery carries the stream subject, not the request's reply
+		// subject: it cannot be told which request it answers. The open
+		// tail request, first in the server's queue, takes deliveries
+		// before any later no-wait request, so each counts against it; an
+		// overcount only opens the next one early.
 		ss.buf = append(ss.buf, m)
-		if m.Subject == ss.tail {
+		ss.delivered++
+		if ss.tail != "" {
 			ss.lastSeen = time.Now()
 			if ss.tailLeft--; ss.tailLeft <= 0 {
 				ss.tail = ""
 			}
-		} else if _, ok := ss.counts[m.Subject]; ok {
-			ss.counts[m.Subject]++
 		}
 	}
 	close(ss.changed)
@@ -156,11 +162,12 @@ func (ss *session) take(ctx context.Context, c *conn, batch int) (fetchResult, e
 	}
 	ss.next++
 	reply := ss.prefix + "." + strconv.FormatUint(ss.next, 10)
-	ss.counts[reply] = 0
+	ss.waiting[reply] = true
+	start := ss.delivered
 	ss.mu.Unlock()
 	defer func() {
 		ss.mu.Lock()
-		delete(ss.counts, reply)
+		delete(ss.waiting, reply)
 		delete(ss.statuses, reply)
 		ss.mu.Unlock()
 	}()
@@ -181,7 +188,8 @@ func (ss *session) take(ctx context.Context, c *conn, batch int) (fetchResult, e
 			r.complete = len(ss.buf) == 0
 			ss.mu.Unlock()
 			return r, nil
-		case ss.counts[reply] >= batch:
+		case ss.delivered-start >= uint64(batch):
+			// Filled (by this request, or with the tail request's help).
 			r.msgs = ss.takeLocked(batch)
 			r.complete = true
 			ss.mu.Unlock()
@@ -191,9 +199,8 @@ func (ss *session) take(ctx context.Context, c *conn, batch int) (fetchResult, e
 			// return once the first has arrived.
 			pendingElsewhere = true
 			if len(ss.buf) > 0 {
-				r.msgs = ss.takeLocked(batch)
 				ss.mu.Unlock()
-				return r, nil
+				return ss.takeBuffered(ctx, c, batch), nil
 			}
 		case answered:
 			if len(ss.buf) > 0 {
