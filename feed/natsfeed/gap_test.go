@@ -257,3 +257,29 @@ func TestUnavailable(t *testing.T) {
 		t.Errorf("Poll at an invalid message: %v, want ErrInvalidEvent and not unavailable", last)
 	}
 }
+
+// A Poll whose no-wait request fills its batch returns at once: filling
+// the batch completes the answer. (Before, a full batch was never seen as
+// complete and each catch-up Poll waited out the request timeout, here
+// ten minutes: the Poll's own deadline would end it with an error.)
+func TestSource_FullBatchNeedsNoTimeout(t *testing.T) {
+	ctx := t.Context()
+	srv := natsembed.StartForTest(t)
+	cfg := testConfig(srv)
+	appendN(ctx, t, openSink(ctx, t, cfg), 25)
+	src, err := natsfeed.NewSource(ctx, cfg, &natsfeed.Options{FetchBatch: 10, RequestTimeout: 10 * time.Minute})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer src.Close()
+	var cursor uint64
+	for _, want := range []int{10, 10, 5} {
+		pctx, cancel := context.WithTimeout(ctx, 30*time.Second) // a deadlock guard
+		evs, err := src.Poll(pctx, cursor)
+		cancel()
+		if err != nil || len(evs) != want {
+			t.Fatalf("Poll(%d) = %v, %v; want %d events", cursor, cvs(evs), err, want)
+		}
+		cursor = evs[len(evs)-1].ControlVersion
+	}
+}
