@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"strconv"
 	"sync"
 	"time"
@@ -52,7 +53,8 @@ type session struct {
 	done chan struct{} // closed by close
 
 	mu        sync.Mutex
-	changed   chan struct{} // closed and replaced whenever anything arrives
+	changed   chan struct{} // closed and replaced when a status arrives or a waiter's count is reached
+	wakeAt    uint64        // the delivered count at which a waiter wants changed closed
 	closed    bool
 	buf       []*nats.Msg                // deliveries not yet taken, in arrival order
 	next      uint64                     // request counter, for reply subjects
@@ -136,16 +138,33 @@ func (ss *session) onMsg(m *nats.Msg) {
 		// overcount only opens the next one early.
 		ss.buf = append(ss.buf, m)
 		ss.delivered++
+		ended := false
 		if ss.tail != "" {
 			ss.lastSeen = time.Now()
 			if ss.tailLeft--; ss.tailLeft <= 0 {
-				ss.tail = ""
+				ss.tail, ended = "", true
 			}
+		}
+		if !ended && ss.delivered < ss.wakeAt {
+			// Nobody waits for this one: during a catch-up batch the
+			// Poll wakes once, at the batch's end, not per message.
+			ss.mu.Unlock()
+			return
 		}
 	}
 	close(ss.changed)
 	ss.changed = make(chan struct{})
+	ss.wakeAt = math.MaxUint64 // each waiter that goes on waiting says again what it waits for
 	ss.mu.Unlock()
+}
+
+// waitFor asks onMsg to close changed once n deliveries have been
+// received in all (statuses always close it). ss.mu must be held, and the
+// caller must take changed in the same critical section.
+func (ss *session) waitFor(n uint64) {
+	if n < ss.wakeAt {
+		ss.wakeAt = n
+	}
 }
 
 // take returns up to batch buffered deliveries, in arrival order. When
@@ -211,6 +230,11 @@ func (ss *session) take(ctx context.Context, c *conn, batch int) (fetchResult, e
 			ss.mu.Unlock()
 			return r, &st
 		}
+		if pendingElsewhere {
+			ss.waitFor(ss.delivered + 1)
+		} else {
+			ss.waitFor(start + uint64(batch))
+		}
 		changed := ss.changed
 		ss.mu.Unlock()
 		select {
@@ -255,6 +279,7 @@ func (ss *session) takeBuffered(ctx context.Context, c *conn, batch int) fetchRe
 			ss.mu.Unlock()
 			return r
 		}
+		ss.waitFor(ss.delivered + uint64(min(want, batch)-len(ss.buf)))
 		changed := ss.changed
 		ss.mu.Unlock()
 		if rctx == nil {
@@ -336,6 +361,7 @@ func (ss *session) trouble() string {
 func (ss *session) ready() (ok bool, changed <-chan struct{}) {
 	ss.mu.Lock()
 	r := len(ss.buf) > 0 || (ss.tailing && ss.tail == "") || ss.closed
+	ss.waitFor(ss.delivered + 1)
 	changed = ss.changed
 	ss.mu.Unlock()
 	return r || ss.trouble() != "", changed
