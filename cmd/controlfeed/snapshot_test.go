@@ -117,7 +117,7 @@ func TestSnapshotCLI_FileFeed(t *testing.T) {
 	}
 	// --ref, --json.
 	n3 := filepath.Join(dir, "n3.db")
-	out = expect(0, `"control_version": 5`, "snapshot", "restore", "--db", n3, "--ref", ref, "--json")
+	expect(0, `"control_version": 5`, "snapshot", "restore", "--db", n3, "--ref", ref, "--json")
 
 	// An older snapshot cannot become the latest.
 	old := filepath.Join(dir, "old.db")
