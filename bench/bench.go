@@ -258,6 +258,13 @@ func Run(ctx context.Context, cfg *Config) (Report, error) {
 	c.setDefaults()
 	rep := Report{Quick: c.Quick, GoVersion: runtime.Version(), Platform: runtime.GOOS + "/" + runtime.GOARCH,
 		NumCPU: runtime.NumCPU(), CPU: cpuModel(), Started: time.Now()}
+	// A wrong PostgreSQL URL fails the run before minutes of other
+	// measurements, not after them.
+	if c.PostgresURL != "" && selected(c.Only, "pgpump") {
+		if err := pingPostgres(ctx, c.PostgresURL); err != nil {
+			return rep, fmt.Errorf("bench: PostgreSQL (--postgres-url): %w; nothing was measured: fix the URL or leave it out", err)
+		}
+	}
 	root, err := os.MkdirTemp(c.Dir, "controlfeed-bench-")
 	if err != nil {
 		return rep, fmt.Errorf("bench: create temporary directory in %q: %w", c.Dir, err)

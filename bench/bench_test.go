@@ -108,3 +108,15 @@ func BenchmarkApply(b *testing.B) { benchOnly(b, "apply") }
 func BenchmarkE2E(b *testing.B)   { benchOnly(b, "e2e") }
 func BenchmarkFile(b *testing.B)  { benchOnly(b, "file") }
 func BenchmarkRSS(b *testing.B)   { benchOnly(b, "rss") }
+
+// A PostgreSQL URL that does not answer fails the run at once, before any
+// measurement.
+func TestRun_BadPostgresURLFailsFirst(t *testing.T) {
+	rep, err := bench.Run(context.Background(), &bench.Config{Quick: true, Dir: t.TempDir(), PostgresURL: "postgres://nobody@127.0.0.1:1/x?connect_timeout=2"})
+	if err == nil || !strings.Contains(err.Error(), "--postgres-url") {
+		t.Fatalf("Run = %v, want an error naming --postgres-url", err)
+	}
+	if len(rep.Results) != 0 {
+		t.Fatalf("Run measured %d results before failing on the URL", len(rep.Results))
+	}
+}

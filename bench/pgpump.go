@@ -15,6 +15,18 @@ import (
 	"github.com/controlfeed/controlfeed/outbox"
 )
 
+// pingPostgres checks that the server at url answers, within 10 s.
+func pingPostgres(ctx context.Context, url string) error {
+	db, err := sql.Open("pgx", url)
+	if err != nil {
+		return err
+	}
+	defer db.Close()
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	return db.PingContext(ctx)
+}
+
 // runPgPump measures the outbox pump on PostgreSQL (Config.PostgresURL):
 // pgpump/sync and pgpump/batch against raw publishes that write each
 // publish (or window) back with one UPDATE, on the same embedded NATS
