@@ -29,13 +29,7 @@ func StartWithAuthForTest(t testing.TB, user, password string) *Server {
 // streams. The new server is shut down when the test ends.
 func RestartForTest(t testing.TB, s *Server) *Server {
 	t.Helper()
-	opts := s.opts
-	opts.Listen = s.Addr()
-	if opts.ClusterListen != "" {
-		opts.ClusterListen = s.ClusterAddr()
-	}
-	s.Shutdown()
-	return startForTest(t, opts)
+	return StopForTest(t, s)()
 }
 
 // StartClusterForTest starts a cluster of n members on random local ports
