@@ -1,0 +1,146 @@
+package trust
+
+import (
+	"crypto/ed25519"
+	"encoding/base64"
+	"encoding/json"
+	"fmt"
+	"sort"
+	"strings"
+
+	"github.com/controlfeed/controlfeed/controlevent"
+)
+
+// Keyring is the set of public keys a node trusts. The zero Keyring trusts
+// nothing. A Keyring is not safe for concurrent mutation; Verify may be
+// called concurrently once it is built.
+type Keyring struct {
+	keys map[string]ed25519.PublicKey
+}
+
+// NewKeyring returns a keyring trusting keys. Two entries with the same id
+// are fine when they hold the same key (an id derives from its key, so they
+// always do once parsed by this package).
+func NewKeyring(keys ...PublicKey) (*Keyring, error) {
+	kr := &Keyring{keys: make(map[string]ed25519.PublicKey, len(keys))}
+	for _, k := range keys {
+		if len(k.Key) != ed25519.PublicKeySize || KeyID(k.Key) != k.ID {
+			return nil, fmt.Errorf("trust: keyring: key %.40q is not a %d-byte ed25519 key with that id", k.ID, ed25519.PublicKeySize)
+		}
+		kr.keys[k.ID] = k.Key
+	}
+	return kr, nil
+}
+
+// Len returns the number of trusted keys.
+func (kr *Keyring) Len() int { return len(kr.keys) }
+
+// IDs returns the trusted key ids, sorted.
+func (kr *Keyring) IDs() []string {
+	ids := make([]string, 0, len(kr.keys))
+	for id := range kr.keys {
+		ids = append(ids, id)
+	}
+	sort.Strings(ids)
+	return ids
+}
+
+// Verified is what Verify learned from a good signature.
+type Verified struct {
+	KeyID  string
+	Link   Link
+	Digest string // the event's chain digest
+}
+
+// Head returns the chain head after the verified event.
+func (v Verified) Head() Head { return Head{Seq: v.Link.Seq, Digest: v.Digest} }
+
+// Verify checks e's signature against the keyring: it must carry a
+// well-formed signature member, by a trusted key, that verifies over e's
+// canonical body. It does not check the chain (see Head.Check). Every
+// failure is a *SecurityError.
+func (kr *Keyring) Verify(e controlevent.Event) (Verified, error) {
+	extra, raw, err := splitExtra(e)
+	if err != nil {
+		return Verified{}, securityErr(ReasonMalformed, e.EventID, "extra members: %v", err)
+	}
+	if raw == nil {
+		return Verified{}, securityErr(ReasonUnsigned, e.EventID, "no %s member", SignatureMember)
+	}
+	ws, sig, err := parseWireSig(raw)
+	if err != nil {
+		return Verified{}, securityErr(ReasonMalformed, e.EventID, "%v", err)
+	}
+	pub, ok := kr.keys[ws.KeyID]
+	if !ok {
+		return Verified{}, securityErr(ReasonUnknownKey, e.EventID, "key %s; trusted: %s", ws.KeyID, strings.Join(kr.IDs(), ", "))
+	}
+	l := Link{Seq: ws.Seq, Prev: ws.Prev}
+	body := eventBody(e, extra, l)
+	if !ed25519.Verify(pub, signedMessage(EventPayloadType, body, ws.KeyID), sig) {
+		return Verified{}, securityErr(ReasonBadSignature, e.EventID, "key %s, seq %d: a field was altered after signing, or the signature was forged", ws.KeyID, ws.Seq)
+	}
+	return Verified{KeyID: ws.KeyID, Link: l, Digest: Digest(body)}, nil
+}
+
+func parseWireSig(raw json.RawMessage) (wireSig, []byte, error) {
+	var ws wireSig
+	dec := json.NewDecoder(strings.NewReader(string(raw)))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&ws); err != nil {
+		return ws, nil, fmt.Errorf("%s is not {v,kid,seq,prev,sig}: %v", SignatureMember, err)
+	}
+	if ws.V != 1 {
+		return ws, nil, fmt.Errorf("%s version %d; this build knows version 1 (upgrade the node?)", SignatureMember, ws.V)
+	}
+	if ws.Seq == 0 {
+		return ws, nil, fmt.Errorf("%s seq is 0; chains start at 1", SignatureMember)
+	}
+	if (ws.Seq == 1) != (ws.Prev == "") {
+		return ws, nil, fmt.Errorf("%s seq %d with prev %.80q: only seq 1 has an empty prev", SignatureMember, ws.Seq, ws.Prev)
+	}
+	if ws.Prev != "" && !validDigest(ws.Prev) {
+		return ws, nil, fmt.Errorf("%s prev %.80q is not sha256:<64 hex digits>", SignatureMember, ws.Prev)
+	}
+	sig, err := base64.StdEncoding.DecodeString(ws.Sig)
+	if err != nil || len(sig) != ed25519.SignatureSize {
+		return ws, nil, fmt.Errorf("%s sig is not base64 of %d bytes", SignatureMember, ed25519.SignatureSize)
+	}
+	return ws, sig, nil
+}
+
+func validDigest(s string) bool {
+	return controlevent.ParseChecksum(s) == nil // same form: sha256:<64 lowercase hex>
+}
+
+// Check returns nil when v is the event that follows h, and otherwise a
+// *SecurityError saying how it does not: ReasonChainGap when v's seq is
+// beyond h.Seq+1 (events were dropped, or are arriving out of order),
+// ReasonChainReplay when v's seq is at or below h.Seq, ReasonChainFork when
+// the seq is right but prev is not h's digest (an injected or altered
+// predecessor, or a second producer chain).
+//
+// A node that finds a replay of an event it has already applied (its
+// EventID is in applied_events) may treat it as the duplicate it is: the
+// event changes nothing. Check does not know that; the caller does.
+func (h Head) Check(eventID string, v Verified) error {
+	switch want := h.Seq + 1; {
+	case v.Link.Seq > want:
+		return securityErr(ReasonChainGap, eventID, "seq %d arrived after seq %d: %d event(s) missing (dropped, or reordered)", v.Link.Seq, h.Seq, v.Link.Seq-want)
+	case v.Link.Seq < want:
+		return securityErr(ReasonChainReplay, eventID, "seq %d arrived when the chain is at seq %d (replayed or reordered)", v.Link.Seq, h.Seq)
+	case v.Link.Prev != h.Digest:
+		return securityErr(ReasonChainFork, eventID, "seq %d names predecessor %s but the chain head is %s (injected or altered event)", v.Link.Seq, short(v.Link.Prev), short(h.Digest))
+	}
+	return nil
+}
+
+func short(d string) string {
+	if d == "" {
+		return "(start)"
+	}
+	if len(d) > len(digestPrefix)+12 {
+		return d[:len(digestPrefix)+12] + "…"
+	}
+	return d
+}
