@@ -16,6 +16,7 @@ import (
 	"github.com/controlfeed/controlfeed/feed"
 	"github.com/controlfeed/controlfeed/internal/backoff"
 	"github.com/controlfeed/controlfeed/internal/failpoint"
+	"github.com/controlfeed/controlfeed/trust"
 )
 
 // headEvery is the least time between two feed.HeadReporter calls.
@@ -73,6 +74,9 @@ type Applier struct {
 	// transaction need not read it (see advanceCursor); nil when unknown.
 	// Guarded by stepMu.
 	chain *chain
+	// trustHead is the trust chain head this applier last committed (nil:
+	// read it from the database first). Only used with Config.Keyring.
+	trustHead *trust.Head
 
 	// w is Run's dedicated write connection and checkpointer (see
 	// checkpoint.go); nil outside Run. Guarded by stepMu.
@@ -271,10 +275,11 @@ type item struct {
 	payload  []byte
 	outcome  string // set in the transaction: "applied", or the recorded outcome of a duplicate
 	dup      bool
-	idx      int    // position in the polled slice
-	fetch    bool   // payload still to be fetched
-	known    bool   // found in controlfeed_applied_events before the transaction
-	evDigest string // EventDigest(ev), once computed
+	idx      int        // position in the polled slice
+	fetch    bool       // payload still to be fetched
+	known    bool       // found in controlfeed_applied_events before the transaction
+	evDigest string     // EventDigest(ev), once computed
+	trust    trust.Head // the trust chain head after this item (with Config.Keyring)
 }
 
 // digest returns EventDigest(it.ev), computing it once.
@@ -412,6 +417,22 @@ func (a *Applier) apply(ctx context.Context, cursor uint64, evs []controlevent.E
 	if lerr != nil && ctx.Err() != nil {
 		return 0, ctx.Err()
 	}
+	var head trust.Head
+	var planned map[string]bool // EventIDs planned in this batch, for verify
+	if a.cfg.Keyring != nil {
+		planned = make(map[string]bool)
+		if a.trustHead == nil {
+			h, err := ReadTrustHead(ctx, a.db)
+			if err != nil {
+				if ctx.Err() != nil {
+					return 0, ctx.Err()
+				}
+				return 0, a.settle(ctx, &failure{evs[0], OpReadDB, err})
+			}
+			a.trustHead = &h
+		}
+		head = *a.trustHead
+	}
 	for i, ev := range evs {
 		if len(plan) >= a.cfg.MaxBatch {
 			break
@@ -436,6 +457,14 @@ func (a *Applier) apply(ctx context.Context, cursor uint64, evs []controlevent.E
 		}
 		prev = ev.ControlVersion
 		it := item{ev: ev, idx: i, known: known[ev.EventID]}
+		if a.cfg.Keyring != nil {
+			// Before anything else is done with the event.
+			if head, fail = a.verify(ev, it.known || planned[ev.EventID], lerr, head); fail != nil {
+				break
+			}
+			it.trust = head
+			planned[ev.EventID] = true
+		}
 		verr := ev.Validate()
 		if a.invalid != nil && a.invalid.ControlVersion == ev.ControlVersion {
 			verr = a.invalid
@@ -560,6 +589,38 @@ func (a *Applier) apply(ctx context.Context, cursor uint64, evs []controlevent.E
 	}
 
 	return n, a.settle(ctx, fail)
+}
+
+// verify runs the trust checks of Config.Keyring on ev, the event after
+// head: a valid signature by a trusted key, and the chain's next link. It
+// returns the head after ev, or the failure that stops the batch before it.
+//
+// An event already recorded in controlfeed_applied_events (known) changes
+// nothing, so it passes whatever the checks say: a signed event republished
+// after the broker's duplicate window (a replay of what the node applied),
+// or one an operator skipped with SkipSecurityHalt. The chain then moves to
+// it only if its signature is valid and it lies ahead of the head (the
+// operator accepted the events missing before it).
+func (a *Applier) verify(ev controlevent.Event, known bool, lerr error, head trust.Head) (trust.Head, *failure) {
+	v, verr := a.cfg.Keyring.Verify(ev)
+	err := verr
+	if err == nil {
+		if err = head.Check(ev.EventID, v); err == nil {
+			return v.Head(), nil
+		}
+	}
+	if lerr != nil {
+		return head, &failure{ev, OpReadDB, a.eventErr(ev, "look up", lerr)}
+	}
+	if !known {
+		return head, &failure{ev, opVerify, a.eventErr(ev, "verify", err)}
+	}
+	a.log.Warn("applier: an event that failed the trust checks is already recorded here; passing it as a duplicate, nothing applied",
+		"event_id", ev.EventID, "control_version", ev.ControlVersion, "security", securityReason(err), "err", err)
+	if verr == nil && v.Link.Seq > head.Seq {
+		return v.Head(), nil
+	}
+	return head, nil
 }
 
 // checkGap asks the feed, which promised dense positions, whether the
@@ -861,6 +922,12 @@ func (a *Applier) commitTx(ctx context.Context, plan []item, useSP bool) (n int,
 	if err := writeCheckpoints(ctx, tx, digest.marks, now); err != nil {
 		return 0, nil, err
 	}
+	if a.cfg.Keyring != nil {
+		h := plan[n-1].trust
+		if _, err := tx.ExecContext(ctx, `UPDATE controlfeed_cursor SET trust_seq = ?, trust_digest = ? WHERE id = 1`, int64(h.Seq), h.Digest); err != nil {
+			return 0, nil, fmt.Errorf("applier: advance trust chain head to seq %d: %w", h.Seq, err)
+		}
+	}
 	if _, err := tx.ExecContext(ctx, `DELETE FROM controlfeed_halt WHERE control_version <= ?`, last); err != nil {
 		return 0, nil, fmt.Errorf("applier: clear halt: %w", err)
 	}
@@ -872,6 +939,10 @@ func (a *Applier) commitTx(ctx context.Context, plan []item, useSP bool) (n int,
 	}
 	digest.marks = nil
 	a.chain = &digest
+	if a.cfg.Keyring != nil {
+		h := plan[n-1].trust
+		a.trustHead = &h
+	}
 	if a.w != nil {
 		a.w.committed()
 	}

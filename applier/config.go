@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"time"
 
+	"github.com/controlfeed/controlfeed/trust"
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/controlfeed/controlfeed/controlevent"
@@ -81,6 +82,15 @@ type Config struct {
 	// registered there already (one Applier per registry). nil records
 	// none. Observing costs a few atomic adds per committed transaction.
 	Registerer prometheus.Registerer
+	// Keyring, if set, is the set of producer keys this node trusts: every
+	// event must carry a valid signature by one of them and follow the
+	// chain head the node last committed (see package trust), checked
+	// before anything else is done with the event. An event that fails is
+	// never applied: the node stops in StateSecurityHalted, which a plain
+	// Skip refuses (see SkipSecurityHalt). nil (the default) checks
+	// nothing: anyone who can write to the feed can make the node apply
+	// their event (see docs/SECURITY.md).
+	Keyring *trust.Keyring
 }
 
 func (c *Config) setDefaults() {

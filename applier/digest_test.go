@@ -190,6 +190,9 @@ func TestMigrate_BackfillsStateDigest(t *testing.T) {
 		t.Fatalf("checkpoints %+v", wantMarks)
 	}
 	for _, q := range []string{
+		`ALTER TABLE controlfeed_cursor DROP COLUMN trust_seq`, // schema 4
+		`ALTER TABLE controlfeed_cursor DROP COLUMN trust_digest`,
+		`ALTER TABLE controlfeed_halt DROP COLUMN security`,
 		`ALTER TABLE controlfeed_cursor DROP COLUMN state_digest`,
 		`ALTER TABLE controlfeed_cursor DROP COLUMN state_digest_cv`,
 		`DROP TABLE controlfeed_digest_checkpoints`,

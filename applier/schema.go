@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"math"
 	"time"
+
+	"github.com/controlfeed/controlfeed/trust"
 )
 
 // migrations are applied in order; migrations[i] brings the schema to
@@ -61,6 +63,13 @@ var migrations = [][]string{
 			state_digest    TEXT    NOT NULL,
 			recorded_at     TEXT    NOT NULL
 		)`,
+	},
+	{
+		// The trust chain head (package trust) moves with the cursor;
+		// a security halt is a halt with its reason.
+		`ALTER TABLE controlfeed_cursor ADD COLUMN trust_seq INTEGER NOT NULL DEFAULT 0`,
+		`ALTER TABLE controlfeed_cursor ADD COLUMN trust_digest TEXT NOT NULL DEFAULT ''`,
+		`ALTER TABLE controlfeed_halt ADD COLUMN security TEXT NOT NULL DEFAULT ''`,
 	},
 }
 
@@ -188,4 +197,17 @@ func parseTime(s string) time.Time {
 		return time.Time{}
 	}
 	return t
+}
+
+// ReadTrustHead returns the chain head (package trust) of the last signed
+// event this node applied or skipped, stored with the cursor; the zero Head
+// when the node has applied no signed event (or runs without trusted keys).
+func ReadTrustHead(ctx context.Context, q Querier) (trust.Head, error) {
+	var h trust.Head
+	var seq int64
+	if err := q.QueryRowContext(ctx, `SELECT trust_seq, trust_digest FROM controlfeed_cursor WHERE id = 1`).Scan(&seq, &h.Digest); err != nil {
+		return h, fmt.Errorf("applier: read trust chain head: %w (has Migrate run?)", err)
+	}
+	h.Seq = uint64(seq)
+	return h, nil
 }

@@ -12,6 +12,7 @@ import (
 	"github.com/controlfeed/controlfeed/artifact"
 	"github.com/controlfeed/controlfeed/controlevent"
 	"github.com/controlfeed/controlfeed/feed"
+	"github.com/controlfeed/controlfeed/trust"
 )
 
 // State is what an Applier's latest round ended in, as Status.State reports
@@ -39,6 +40,12 @@ const (
 	// cursor (see Status.BehindRetention); the node must be
 	// re-bootstrapped.
 	StateBehindRetention
+	// StateSecurityHalted: an event failed the trust checks of
+	// Config.Keyring (unsigned, unknown key, bad signature, or not the
+	// successor of the chain head: see Status.Halted.Security). It is
+	// persisted like a halt and never applied; only SkipSecurityHalt, an
+	// explicit override, passes it.
+	StateSecurityHalted
 )
 
 // String returns the state's name as /v1/status shows it.
@@ -56,6 +63,8 @@ func (s State) String() string {
 		return "gap"
 	case StateBehindRetention:
 		return "behind_retention"
+	case StateSecurityHalted:
+		return "security_halted"
 	}
 	return fmt.Sprintf("State(%d)", uint8(s))
 }
@@ -79,6 +88,7 @@ const (
 const (
 	opValidate = "validate" // Validate, an invalid feed message, non-ascending positions
 	opHandler  = "handler"  // no handler for the type
+	opVerify   = "verify"   // the trust checks of Config.Keyring
 )
 
 // Unavailable describes infrastructure the applier cannot use at the moment.
@@ -137,6 +147,8 @@ type Gap struct {
 //   - read_db: unavailable.
 func classify(op string, err error) State {
 	switch {
+	case op == opVerify || errors.Is(err, trust.ErrSecurity):
+		return StateSecurityHalted
 	case errors.Is(err, ErrConflict):
 		return StateHalted
 	case errors.Is(err, feed.ErrGap):
@@ -269,6 +281,9 @@ func (a *Applier) settle(ctx context.Context, f *failure) error {
 	a.mu.Lock()
 	if to == StateApplying && a.st.Halted != nil {
 		to = StateHalted // outstanding, not a new attempt
+		if a.st.Halted.Security != "" {
+			to = StateSecurityHalted
+		}
 		f = nil
 	}
 	leftU, leftG, leftB := a.st.Unavailable, a.st.Gap, a.st.BehindRetention
@@ -283,7 +298,7 @@ func (a *Applier) settle(ctx context.Context, f *failure) error {
 	}
 	var h *Halt
 	switch {
-	case to == StateHalted && f != nil:
+	case (to == StateHalted || to == StateSecurityHalted) && f != nil:
 		h = a.st.Halted
 		if h == nil || h.EventID != f.ev.EventID || h.ControlVersion != f.ev.ControlVersion {
 			h = &Halt{EventID: f.ev.EventID, ControlVersion: f.ev.ControlVersion, Type: f.ev.Type, Since: now}
@@ -292,6 +307,10 @@ func (a *Applier) settle(ctx context.Context, f *failure) error {
 			h = &c
 		}
 		h.Error = f.err.Error()
+		h.Security = ""
+		if to == StateSecurityHalted {
+			h.Security = securityReason(f.err)
+		}
 		h.Attempts++
 		h.LastAttempt = now
 		a.st.Halted = h
@@ -354,7 +373,7 @@ func (a *Applier) settle(ctx context.Context, f *failure) error {
 	switch to {
 	case StateApplying:
 		return nil
-	case StateHalted:
+	case StateHalted, StateSecurityHalted:
 		if h == nil {
 			return nil // outstanding halt, nothing tried this round
 		}
@@ -393,16 +412,25 @@ func (a *Applier) settle(ctx context.Context, f *failure) error {
 func (a *Applier) persistHalt(ctx context.Context, h *Halt, f *failure) error {
 	a.recordConflict(ctx, f.err)
 	cv, _ := toInt64(h.ControlVersion)
-	if _, err := a.db.ExecContext(ctx, `INSERT INTO controlfeed_halt (id, event_id, control_version, type, error, attempts, since, last_attempt)
-		VALUES (1, ?, ?, ?, ?, ?, ?, ?)
+	if _, err := a.db.ExecContext(ctx, `INSERT INTO controlfeed_halt (id, event_id, control_version, type, error, attempts, since, last_attempt, security)
+		VALUES (1, ?, ?, ?, ?, ?, ?, ?, ?)
 		ON CONFLICT (id) DO UPDATE SET event_id = excluded.event_id, control_version = excluded.control_version,
 			type = excluded.type, error = excluded.error, attempts = excluded.attempts,
-			since = excluded.since, last_attempt = excluded.last_attempt`,
-		h.EventID, cv, h.Type, h.Error, h.Attempts, formatTime(h.Since), formatTime(h.LastAttempt)); err != nil && ctx.Err() == nil {
+			since = excluded.since, last_attempt = excluded.last_attempt, security = excluded.security`,
+		h.EventID, cv, h.Type, h.Error, h.Attempts, formatTime(h.Since), formatTime(h.LastAttempt), h.Security); err != nil && ctx.Err() == nil {
 		a.log.Error("applier: persist halt", "event_id", h.EventID, "err", err)
 	}
 	attrs := []any{"event_id", h.EventID, "control_version", h.ControlVersion, "type", h.Type,
 		"attempts", h.Attempts, "since", h.Since, "err", f.err}
+	if h.Security != "" {
+		attrs = append(attrs, "security", h.Security)
+		if h.Attempts == 1 {
+			a.log.Error("applier: SECURITY HALT: event failed verification and will not be applied; find out who wrote it (docs/SECURITY.md); a plain skip is refused", attrs...)
+		} else {
+			a.log.Warn("applier: still security-halted", attrs...)
+		}
+		return fmt.Errorf("%w at event %q (control version %d, %s): %w", ErrSecurityHalted, h.EventID, h.ControlVersion, h.Security, f.err)
+	}
 	if h.Attempts == 1 {
 		a.log.Error("applier: halted: event cannot be applied; retrying with backoff (operator may skip it)", attrs...)
 	} else {
@@ -425,4 +453,14 @@ func (a *Applier) attempts() int {
 		n = a.st.Halted.Attempts
 	}
 	return max(n, 1)
+}
+
+// securityReason returns the trust.Reason name of a verification failure,
+// or "verify" when err carries none.
+func securityReason(err error) string {
+	var se *trust.SecurityError
+	if errors.As(err, &se) {
+		return se.Reason.String()
+	}
+	return opVerify
 }

@@ -11,6 +11,10 @@ import (
 )
 
 var (
+	// ErrSecurityHalted is wrapped by Step's error when an event failed the
+	// trust checks (StateSecurityHalted), and by Skip's when it refuses to
+	// pass such an event without SkipSecurityHalt.
+	ErrSecurityHalted = errors.New("applier security-halted")
 	// ErrHalted is wrapped by Step's error when an event could not be
 	// applied and the applier is halted at it.
 	ErrHalted = errors.New("applier halted")
@@ -92,6 +96,11 @@ type Halt struct {
 	Attempts int
 	// Since is the first failure, LastAttempt the latest.
 	Since, LastAttempt time.Time
+	// Security is the trust.Reason name ("unsigned", "bad-signature",
+	// "chain-gap", ...) when the event failed the trust checks of
+	// Config.Keyring: a security halt, which Skip refuses. "" for an
+	// ordinary halt.
+	Security string
 }
 
 // Stored is the applier state as persisted in the database, readable from
@@ -171,8 +180,8 @@ func readHalt(ctx context.Context, q Querier) (*Halt, error) {
 	var h Halt
 	var cv int64
 	var since, last string
-	err := q.QueryRowContext(ctx, `SELECT event_id, control_version, type, error, attempts, since, last_attempt
-		FROM controlfeed_halt WHERE id = 1`).Scan(&h.EventID, &cv, &h.Type, &h.Error, &h.Attempts, &since, &last)
+	err := q.QueryRowContext(ctx, `SELECT event_id, control_version, type, error, attempts, since, last_attempt, security
+		FROM controlfeed_halt WHERE id = 1`).Scan(&h.EventID, &cv, &h.Type, &h.Error, &h.Attempts, &since, &last, &h.Security)
 	if errors.Is(err, sql.ErrNoRows) {
 		return nil, nil
 	}
@@ -201,7 +210,24 @@ func readHalt(ctx context.Context, q Querier) (*Halt, error) {
 // in them cannot be skipped), and an error if the event is already in
 // controlfeed_applied_events for another reason. Skipping diverges this node
 // from the others unless the event's effect is restored by other means.
-func Skip(ctx context.Context, db *sql.DB, eventID string) (err error) {
+func Skip(ctx context.Context, db *sql.DB, eventID string) error {
+	return skip(ctx, db, eventID, false)
+}
+
+// SkipSecurityHalt is Skip for an event the node refused on the trust
+// checks (Halt.Security is set): the explicit override an operator uses
+// after finding out who wrote the event and deciding it must be passed (for
+// example, the events missing before it are known lost). It records the
+// event as skipped, never applied. If the event's signature is valid, the
+// node's chain head moves to it when the applier passes it (the chain
+// restarts there); otherwise the chain head stays where it was, so the next
+// signed event must follow the last trusted one. Like Skip, it also passes
+// an ordinary halt.
+func SkipSecurityHalt(ctx context.Context, db *sql.DB, eventID string) error {
+	return skip(ctx, db, eventID, true)
+}
+
+func skip(ctx context.Context, db *sql.DB, eventID string, security bool) (err error) {
 	tx, err := db.BeginTx(ctx, nil)
 	if err != nil {
 		return fmt.Errorf("applier: skip %q: begin: %w", eventID, err)
@@ -221,6 +247,11 @@ func Skip(ctx context.Context, db *sql.DB, eventID string) (err error) {
 	}
 	if h.EventID != eventID {
 		return fmt.Errorf("applier: skip %q: the applier is halted at event %q (control version %d), not this one: %w", eventID, h.EventID, h.ControlVersion, ErrNotHalted)
+	}
+	if h.Security != "" && !security {
+		return fmt.Errorf("applier: skip %q: this is a security halt (%s): the event failed signature or chain verification and may be forged; "+
+			"find out who wrote it (docs/SECURITY.md), and only then pass it with the explicit override (controlfeed skip --security-override): %w",
+			eventID, h.Security, ErrSecurityHalted)
 	}
 	var outcome string
 	err = tx.QueryRowContext(ctx, `SELECT outcome FROM controlfeed_applied_events WHERE event_id = ?`, eventID).Scan(&outcome)

@@ -1,0 +1,232 @@
+package applier_test
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"testing"
+
+	"github.com/controlfeed/controlfeed/applier"
+	"github.com/controlfeed/controlfeed/controlevent"
+	"github.com/controlfeed/controlfeed/trust"
+)
+
+// signer signs events for the FakeSource the way the pump does: in order,
+// each chained to the one before.
+type signer struct {
+	t    *testing.T
+	key  *trust.PrivateKey
+	head trust.Head
+}
+
+func newSigner(t *testing.T, seed byte) *signer {
+	k, err := trust.NewPrivateKey(bytes.Repeat([]byte{seed}, 32))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &signer{t: t, key: k}
+}
+
+// sign signs the unpublished form of e after the signer's head and returns
+// it stamped with e's ControlVersion.
+func (s *signer) sign(e controlevent.Event) controlevent.Event {
+	cv := e.ControlVersion
+	e.ControlVersion = 0
+	out, next, err := trust.Sign(s.key, e, s.head)
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	s.head = next
+	out.ControlVersion = cv
+	return out
+}
+
+func (s *signer) keyring(t *testing.T) *trust.Keyring {
+	kr, err := trust.NewKeyring(s.key.Public())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return kr
+}
+
+func withKeyring(kr *trust.Keyring) func(*applier.Config) {
+	return func(c *applier.Config) { c.Keyring = kr }
+}
+
+func TestTrust_SignedChainApplies(t *testing.T) {
+	ctx := context.Background()
+	db, path := openDB(t)
+	s := newSigner(t, 1)
+	src := &FakeSource{}
+	for _, e := range evs(1, 50, typ) {
+		src.Add(s.sign(e))
+	}
+	h := newInsertHandler()
+	if err := drain(t, newApplier(t, db, src, nil, h, withKeyring(s.keyring(t)))); err != nil {
+		t.Fatal(err)
+	}
+	if got := cursorOf(t, db); got != 50 {
+		t.Fatalf("cursor %d, want 50", got)
+	}
+	head, err := applier.ReadTrustHead(ctx, db)
+	if err != nil || head != s.head {
+		t.Fatalf("stored chain head %+v (%v), want %+v", head, err, s.head)
+	}
+	// A restarted node continues from the stored head.
+	for _, e := range evs(51, 60, typ) {
+		src.Add(s.sign(e))
+	}
+	if err := drain(t, newApplier(t, openSecond(t, path), src, nil, h, withKeyring(s.keyring(t)))); err != nil {
+		t.Fatal(err)
+	}
+	if got := cursorOf(t, db); got != 60 {
+		t.Fatalf("cursor after restart %d, want 60", got)
+	}
+}
+
+// TestTrust_Refused runs every forged case: nothing is applied, the node is
+// security-halted with the case's own reason, a plain Skip is refused, and
+// the explicit override lets the fleet resume.
+func TestTrust_Refused(t *testing.T) {
+	other := newSigner(t, 2)
+	cases := map[string]struct {
+		// build returns the feed after the good events 1..3 and the
+		// event expected to halt.
+		build  func(s *signer, good []controlevent.Event) (feed []controlevent.Event, halt string)
+		reason string
+		// moves: after the override, whether the chain head moved to the
+		// skipped event (its signature is valid).
+		moves bool
+	}{
+		"Unsigned": {func(s *signer, good []controlevent.Event) ([]controlevent.Event, string) {
+			return append(good, ev(4, typ)), "evt-4"
+		}, "unsigned", false},
+		"UnknownKey": {func(s *signer, good []controlevent.Event) ([]controlevent.Event, string) {
+			other.head = s.head
+			return append(good, other.sign(ev(4, typ))), "evt-4"
+		}, "unknown-key", false},
+		"AlteredField": {func(s *signer, good []controlevent.Event) ([]controlevent.Event, string) {
+			e := s.sign(ev(4, typ))
+			e.Key = "tenants/evil"
+			s.head = trust.Head{} // the producer never signed this
+			return append(good, e), "evt-4"
+		}, "bad-signature", false},
+		"Dropped": {func(s *signer, good []controlevent.Event) ([]controlevent.Event, string) {
+			s.sign(ev(4, typ)) // signed, never delivered
+			e := s.sign(ev(5, typ))
+			e.ControlVersion = 4
+			return append(good, e), "evt-5"
+		}, "chain-gap", true},
+		"Swapped": {func(s *signer, good []controlevent.Event) ([]controlevent.Event, string) {
+			e4 := s.sign(ev(4, typ))
+			e5 := s.sign(ev(5, typ))
+			e4.ControlVersion, e5.ControlVersion = 5, 4
+			return append(good, e5, e4), "evt-5"
+		}, "chain-gap", true},
+		"ReplayUnrecorded": {func(s *signer, good []controlevent.Event) ([]controlevent.Event, string) {
+			// An old signed event under a new EventID is a bad
+			// signature; under its own id at a new position a replay.
+			// Here: the first event of another chain by the same key.
+			fresh := &signer{t: s.t, key: s.key}
+			e := fresh.sign(ev(4, typ))
+			return append(good, e), "evt-4"
+		}, "chain-replay", false},
+		"Injected": {func(s *signer, good []controlevent.Event) ([]controlevent.Event, string) {
+			forged := &signer{t: s.t, key: s.key, head: trust.Head{Seq: s.head.Seq, Digest: "sha256:" + fmt.Sprintf("%064d", 0)}}
+			return append(good, forged.sign(ev(4, typ))), "evt-4"
+		}, "chain-fork", true},
+	}
+	for name, c := range cases {
+		t.Run(name, func(t *testing.T) {
+			ctx := context.Background()
+			db, path := openDB(t)
+			op := openSecond(t, path)
+			s := newSigner(t, 1)
+			var good []controlevent.Event
+			for _, e := range evs(1, 3, typ) {
+				good = append(good, s.sign(e))
+			}
+			evts, haltID := c.build(s, good)
+			src := &FakeSource{Events: evts}
+			h := newInsertHandler()
+			a := newApplier(t, db, src, nil, h, withKeyring(newSigner(t, 1).keyring(t)))
+			err := drain(t, a)
+			if !errors.Is(err, applier.ErrSecurityHalted) || !errors.Is(err, trust.ErrSecurity) {
+				t.Fatalf("drain = %v, want a security halt", err)
+			}
+			st := a.Status()
+			if st.State != applier.StateSecurityHalted || st.Halted == nil || st.Halted.EventID != haltID || st.Halted.Security != c.reason {
+				t.Fatalf("status %v %+v, want security_halted at %s (%s)", st.State, st.Halted, haltID, c.reason)
+			}
+			if h.count(haltID) != 0 || cursorOf(t, db) != 3 {
+				t.Fatalf("handler ran %d times for %s; cursor %d", h.count(haltID), haltID, cursorOf(t, db))
+			}
+			stored, err := applier.ReadStatus(ctx, op)
+			if err != nil || stored.Halted == nil || stored.Halted.Security != c.reason {
+				t.Fatalf("stored halt %+v, %v", stored.Halted, err)
+			}
+			// Still halted on retry, a plain skip refused.
+			if _, err := a.Step(ctx); !errors.Is(err, applier.ErrSecurityHalted) {
+				t.Fatalf("retry: %v", err)
+			}
+			if err := applier.Skip(ctx, op, haltID); !errors.Is(err, applier.ErrSecurityHalted) {
+				t.Fatalf("plain Skip of a security halt = %v", err)
+			}
+			headBefore, _ := applier.ReadTrustHead(ctx, op)
+			if err := applier.SkipSecurityHalt(ctx, op, haltID); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := a.Step(ctx); err != nil && !errors.Is(err, applier.ErrSecurityHalted) {
+				t.Fatalf("after override: %v", err)
+			}
+			if h.count(haltID) != 0 {
+				t.Fatalf("the overridden event was applied")
+			}
+			headAfter, _ := applier.ReadTrustHead(ctx, op)
+			if moved := headAfter != headBefore; moved != c.moves {
+				t.Fatalf("chain head %+v -> %+v, moved=%v want %v", headBefore, headAfter, moved, c.moves)
+			}
+		})
+	}
+}
+
+// TestTrust_RepublishAfterDedupWindow: the pump republished an event the node
+// had applied, and the broker no longer deduplicated it, so it arrives again
+// at a new position. Its chain link is a replay, but it changes nothing: it
+// passes as a duplicate and the chain continues.
+func TestTrust_RepublishAfterDedupWindow(t *testing.T) {
+	db, _ := openDB(t)
+	s := newSigner(t, 1)
+	src := &FakeSource{}
+	for _, e := range evs(1, 3, typ) {
+		src.Add(s.sign(e))
+	}
+	again := src.Events[2]
+	again.ControlVersion = 4
+	src.Add(again)
+	next := s.sign(ev(5, typ))
+	src.Add(next)
+	h := newInsertHandler()
+	a := newApplier(t, db, src, nil, h, withKeyring(s.keyring(t)))
+	if err := drain(t, a); err != nil {
+		t.Fatal(err)
+	}
+	if cursorOf(t, db) != 5 || h.count("evt-3") != 1 || h.count("evt-5") != 1 {
+		t.Fatalf("cursor %d, evt-3 applied %d times, evt-5 %d", cursorOf(t, db), h.count("evt-3"), h.count("evt-5"))
+	}
+	if st := a.Status(); st.Duplicates != 1 || st.State != applier.StateApplying {
+		t.Fatalf("status %+v", st)
+	}
+}
+
+// TestTrust_NoKeyringIgnoresSignatures: a node without trusted keys applies
+// signed and unsigned events alike (the documented downgrade).
+func TestTrust_NoKeyringIgnoresSignatures(t *testing.T) {
+	db, _ := openDB(t)
+	s := newSigner(t, 1)
+	src := &FakeSource{Events: []controlevent.Event{s.sign(ev(1, typ)), ev(2, typ)}}
+	if err := drain(t, newApplier(t, db, src, nil, newInsertHandler(), nil)); err != nil || cursorOf(t, db) != 2 {
+		t.Fatalf("drain = %v, cursor %d", err, cursorOf(t, db))
+	}
+}
