@@ -5,6 +5,7 @@ import (
 	"log/slog"
 	"time"
 
+	"github.com/controlfeed/controlfeed/trust"
 	"github.com/prometheus/client_golang/prometheus"
 )
 
@@ -84,6 +85,15 @@ type Config struct {
 	// (MetricPublishDuration); NewPump fails if it is registered there
 	// already (one Pump per registry). nil records none.
 	Registerer prometheus.Registerer
+	// Signer, if set, signs every event the pump publishes (package
+	// trust): in outbox order, each chained to the one published before
+	// it, the chain head recorded in the outbox database in the same
+	// transaction as the write-back, so a restarted pump, or a standby
+	// that takes over, continues the chain (with its own key or the same).
+	// Signatures are deterministic: a republish after a crash gives the
+	// same bytes. A row whose extra members leave no room for the
+	// signature member is marked dead. nil publishes unsigned events.
+	Signer *trust.PrivateKey
 }
 
 func (c *Config) setDefaults() {

@@ -74,6 +74,16 @@ $$`,
 			`CREATE INDEX IF NOT EXISTS controlfeed_outbox_dead
 	ON controlfeed_outbox (id) WHERE dead_at IS NOT NULL`,
 		},
+		// 2: the trust chain head of the feed the pump signs.
+		{
+			`CREATE TABLE IF NOT EXISTS controlfeed_outbox_chain (
+	id         INTEGER     PRIMARY KEY CHECK (id = 1),
+	seq        BIGINT      NOT NULL,
+	digest     TEXT        NOT NULL,
+	key_id     TEXT        NOT NULL,
+	updated_at TIMESTAMPTZ NOT NULL
+)`,
+		},
 	},
 
 	selectPending: `SELECT id, event_id, payload_json FROM controlfeed_outbox
@@ -109,6 +119,10 @@ $$`,
 
 	listen:      true,
 	drainerLock: `SELECT pg_try_advisory_lock(1668247157, 'controlfeed_outbox'::regclass::oid::int4)`,
+
+	selectChain: `SELECT seq, digest FROM controlfeed_outbox_chain WHERE id = 1`,
+	upsertChain: `INSERT INTO controlfeed_outbox_chain (id, seq, digest, key_id, updated_at) VALUES (1, $1, $2, $3, $4)
+	ON CONFLICT (id) DO UPDATE SET seq = excluded.seq, digest = excluded.digest, key_id = excluded.key_id, updated_at = excluded.updated_at`,
 
 	timeValue: func(t time.Time) any { return t.UTC() },
 }

@@ -76,6 +76,12 @@ type dialect struct {
 	// one boolean, true when taken. Ending the session releases it.
 	drainerLock string
 
+	// selectChain reads the trust chain head of the last published signed
+	// event (no row: the chain's start). Columns: seq, digest.
+	selectChain string
+	// upsertChain records it. Args: seq, digest, key id, time.
+	upsertChain string
+
 	// timeValue encodes a time for a bind parameter.
 	timeValue func(time.Time) any
 }
@@ -125,6 +131,16 @@ var sqlite = dialect{
 			`CREATE INDEX IF NOT EXISTS controlfeed_outbox_dead
 	ON controlfeed_outbox (id) WHERE dead_at IS NOT NULL`,
 		},
+		// 2: the trust chain head of the feed the pump signs.
+		{
+			`CREATE TABLE IF NOT EXISTS controlfeed_outbox_chain (
+	id         INTEGER PRIMARY KEY CHECK (id = 1),
+	seq        INTEGER NOT NULL,
+	digest     TEXT    NOT NULL,
+	key_id     TEXT    NOT NULL,
+	updated_at TEXT    NOT NULL
+)`,
+		},
 	},
 
 	selectPending: `SELECT id, event_id, payload_json FROM controlfeed_outbox
@@ -160,6 +176,10 @@ var sqlite = dialect{
 
 	checkpoint: `PRAGMA wal_checkpoint(PASSIVE)`,
 	syncFiles:  true,
+
+	selectChain: `SELECT seq, digest FROM controlfeed_outbox_chain WHERE id = 1`,
+	upsertChain: `INSERT INTO controlfeed_outbox_chain (id, seq, digest, key_id, updated_at) VALUES (1, ?, ?, ?, ?)
+	ON CONFLICT (id) DO UPDATE SET seq = excluded.seq, digest = excluded.digest, key_id = excluded.key_id, updated_at = excluded.updated_at`,
 
 	timeValue: func(t time.Time) any { return t.UTC().Format(sqliteTimeLayout) },
 }

@@ -19,6 +19,7 @@ import (
 	"github.com/controlfeed/controlfeed/feed"
 	"github.com/controlfeed/controlfeed/internal/backoff"
 	"github.com/controlfeed/controlfeed/internal/failpoint"
+	"github.com/controlfeed/controlfeed/trust"
 )
 
 // ErrSinkContract is wrapped by publish errors when the Sink's answer breaks
@@ -438,6 +439,15 @@ func (p *Pump) pass(stop, work context.Context) (int, error) {
 		return total, err
 	}
 
+	var head trust.Head // the signing chain's head, with Config.Signer
+	if p.cfg.Signer != nil {
+		h, err := p.readChainHead(work)
+		if err != nil {
+			p.recordFailure(err)
+			return 0, err
+		}
+		head = h
+	}
 	c, err := p.readChunk(work, 0)
 	for {
 		if err != nil {
@@ -458,7 +468,7 @@ func (p *Pump) pass(stop, work context.Context) (int, error) {
 			w.jobs <- job
 			owesRecord, held = held != nil, nil
 		}
-		r := p.publishChunk(stop, work, c, &prevCV)
+		r := p.publishChunk(stop, work, c, &prevCV, &head)
 		if err := waitRecord(); err != nil {
 			// Chunk r was published, not recorded: it stays pending.
 			return total, err
@@ -600,13 +610,63 @@ type chunkResult struct {
 	stamped []controlevent.Event
 	pubErr  error
 	dead    []deadRow
+	head    *trust.Head // the trust chain head after stamped (with Config.Signer)
 }
 
 // publishChunk publishes a chunk's decodable rows in order.
-func (p *Pump) publishChunk(stop, work context.Context, c chunk, prevCV *uint64) chunkResult {
+func (p *Pump) publishChunk(stop, work context.Context, c chunk, prevCV *uint64, head *trust.Head) chunkResult {
 	r := chunkResult{live: c.live, dead: c.dead}
-	r.stamped, r.pubErr = p.publish(stop, work, c.live, c.events, prevCV)
+	events := c.events
+	var heads []trust.Head
+	if p.cfg.Signer != nil {
+		events, heads, r.pubErr = p.sign(c, &r, *head)
+		r.live = c.live[:len(events)]
+	}
+	var err error
+	r.stamped, err = p.publish(stop, work, r.live, events, prevCV)
+	if err != nil {
+		r.pubErr = err
+	}
+	if k := len(r.stamped); k > 0 && heads != nil {
+		*head = heads[k-1]
+		r.head = &heads[k-1]
+	}
 	return r
+}
+
+// sign signs c's events in order after head. A row whose event cannot take
+// the signature member is added to r's dead rows, and the chunk ends before
+// it with an error that stops the pass after the write-back (the next pass
+// continues after the dead row).
+func (p *Pump) sign(c chunk, r *chunkResult, head trust.Head) ([]controlevent.Event, []trust.Head, error) {
+	events := make([]controlevent.Event, 0, len(c.events))
+	heads := make([]trust.Head, 0, len(c.events))
+	for i, e := range c.events {
+		s, next, err := trust.Sign(p.cfg.Signer, e, head)
+		if err != nil {
+			row := c.live[i]
+			r.dead = append(r.dead, deadRow{row: row, reason: "cannot be signed: " + err.Error()})
+			return events, heads, fmt.Errorf("outbox: sign %q (outbox id %d): %w", row.eventID, row.id, err)
+		}
+		events, heads, head = append(events, s), append(heads, next), next
+	}
+	return events, heads, nil
+}
+
+// readChainHead returns the trust chain head recorded by the last
+// write-back of signed events (the zero Head before the first).
+func (p *Pump) readChainHead(ctx context.Context) (trust.Head, error) {
+	var h trust.Head
+	var seq int64
+	err := p.db.QueryRowContext(ctx, p.dia.selectChain).Scan(&seq, &h.Digest)
+	if errors.Is(err, sql.ErrNoRows) {
+		return trust.Head{}, nil
+	}
+	if err != nil {
+		return h, fmt.Errorf("outbox: read the signing chain head: %w", err)
+	}
+	h.Seq = uint64(seq)
+	return h, nil
 }
 
 // beforeRecord is the failure point between publish and write-back; it runs
@@ -630,7 +690,7 @@ func (p *Pump) record(work context.Context, c chunkResult) (int, error) {
 	if c.pubErr != nil && !errors.Is(c.pubErr, errStopped) && len(c.stamped) < len(c.live) {
 		failed = &c.live[len(c.stamped)]
 	}
-	if err := p.writeBack(work, c.live[:len(c.stamped)], c.stamped, failed, c.pubErr, c.dead); err != nil {
+	if err := p.writeBack(work, c.live[:len(c.stamped)], c.stamped, failed, c.pubErr, c.dead, c.head); err != nil {
 		p.recordFailure(err)
 		if c.pubErr != nil && !errors.Is(c.pubErr, errStopped) {
 			p.recordFailure(c.pubErr)
@@ -770,7 +830,7 @@ func (p *Pump) checkStamp(r pendingRow, got controlevent.Event, prevCV uint64) e
 }
 
 // writeBack records a chunk's outcome in one transaction.
-func (p *Pump) writeBack(ctx context.Context, published []pendingRow, stamped []controlevent.Event, failed *pendingRow, pubErr error, dead []deadRow) error {
+func (p *Pump) writeBack(ctx context.Context, published []pendingRow, stamped []controlevent.Event, failed *pendingRow, pubErr error, dead []deadRow, head *trust.Head) error {
 	if len(published) == 0 && failed == nil && len(dead) == 0 {
 		return nil
 	}
@@ -807,6 +867,11 @@ func (p *Pump) writeBack(ctx context.Context, published []pendingRow, stamped []
 	for _, d := range dead {
 		if _, err := tx.ExecContext(ctx, p.dia.markDead, d.reason, now, d.row.id); err != nil {
 			return fmt.Errorf("outbox: mark %q (outbox id %d) dead: %w", d.row.eventID, d.row.id, err)
+		}
+	}
+	if head != nil {
+		if _, err := tx.ExecContext(ctx, p.dia.upsertChain, int64(head.Seq), head.Digest, p.cfg.Signer.ID(), now); err != nil {
+			return fmt.Errorf("outbox: record the signing chain head at seq %d: %w", head.Seq, err)
 		}
 	}
 	if failed != nil {

@@ -13,7 +13,7 @@ const SchemaComponent = "outbox"
 
 // SchemaVersion is the outbox schema version this package creates and
 // understands.
-const SchemaVersion = 1
+const SchemaVersion = 2
 
 // Migrate creates or upgrades the outbox schema to SchemaVersion. It is
 // idempotent, and safe to call from several processes at start-up: the

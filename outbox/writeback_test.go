@@ -39,7 +39,7 @@ func TestWriteBack_Batch(t *testing.T) {
 			t.Fatal(err)
 		}
 		stamped := []controlevent.Event{{EventID: "a", ControlVersion: 7}, {EventID: "b", ControlVersion: 8}, {EventID: "c", ControlVersion: 1 << 40}}
-		if err := p.writeBack(ctx, rows[:3], stamped, nil, nil, nil); err != nil {
+		if err := p.writeBack(ctx, rows[:3], stamped, nil, nil, nil, nil); err != nil {
 			t.Fatal(err)
 		}
 		want := map[string]any{"a": int64(7), "b": int64(99), "c": int64(1 << 40), "d": nil}
@@ -123,7 +123,7 @@ func TestWriteBack_Runs(t *testing.T) {
 					}
 				}
 				p := &Pump{db: db, dia: dialectOf(db)}
-				if err := p.writeBack(ctx, pub, st, nil, nil, nil); err != nil {
+				if err := p.writeBack(ctx, pub, st, nil, nil, nil, nil); err != nil {
 					t.Fatal(err)
 				}
 				for i := 1; i <= 11; i++ {
