@@ -15,6 +15,7 @@ import (
 	"github.com/controlfeed/controlfeed/internal/failpoint"
 	"github.com/controlfeed/controlfeed/internal/node"
 	"github.com/controlfeed/controlfeed/kv"
+	"github.com/controlfeed/controlfeed/trust"
 )
 
 // envPrefix starts the name of every environment variable controlfeed reads.
@@ -50,6 +51,13 @@ type settings struct {
 	Force         bool   // prune, snapshot restore
 	Ref           string // snapshot publish, restore
 	Latest        bool   // snapshot restore
+
+	SigningKey       string   // serve: the producer's signing key file
+	TrustKeys        []string // serve: trusted public keys (files or ID=KEY)
+	SecurityOverride bool     // skip
+	KeyName          string   // keys generate
+	signer           *trust.PrivateKey
+	keyring          *trust.Keyring
 
 	Bootstrap           string // serve
 	BootstrapWhenBehind bool   // serve
@@ -245,6 +253,14 @@ var allSettings = []setting{
 		bind: func(fs *flag.FlagSet, s *settings, name, u string) {
 			fs.BoolVar(&s.BootstrapWhenBehind, name, false, u)
 		}},
+	strSetting("signing-key", "", "serve (producer): sign every published event with the private key `FILE` written by \"controlfeed keys generate\" (must not be readable by group or others)",
+		func(s *settings) *string { return &s.SigningKey }),
+	{flag: "trust-key", usage: "serve (node): trust events signed by this key and refuse all others: a public key `FILE` (.pub from \"controlfeed keys generate\") or ID=KEY; repeat the flag, or separate entries with commas in the variable",
+		bind: func(fs *flag.FlagSet, s *settings, name, u string) { fs.Var(trustKeysValue{s}, name, u) }},
+	{flag: "security-override", def: "false", usage: "skip: pass an event the node refused on signature or chain verification (a security halt); logged",
+		bind: func(fs *flag.FlagSet, s *settings, name, u string) { fs.BoolVar(&s.SecurityOverride, name, false, u) }},
+	strSetting("name", "controlfeed", "keys generate: base `NAME` of the key files (NAME.key, NAME.pub)",
+		func(s *settings) *string { return &s.KeyName }),
 	{flag: "follow", def: "true", usage: "keep waiting for new events (--follow=false: print what exists and exit)",
 		bind: func(fs *flag.FlagSet, s *settings, name, u string) { fs.BoolVar(&s.Follow, name, true, u) }},
 }
@@ -430,6 +446,8 @@ func (c *command) parse(m *Main, s *settings, args []string) ([]string, error) {
 	}
 	envDBs := s.DBs // a --db flag replaces CONTROLFEED_DB, as flags override their variable
 	s.DBs = nil
+	envTrust := s.TrustKeys // likewise --trust-key and CONTROLFEED_TRUST_KEY
+	s.TrustKeys = nil
 	var pos []string
 	for rest := args; len(rest) > 0; {
 		if err := fs.Parse(rest); err != nil {
@@ -452,6 +470,9 @@ func (c *command) parse(m *Main, s *settings, args []string) ([]string, error) {
 	}
 	if len(s.DBs) == 0 {
 		s.DBs = envDBs
+	}
+	if len(s.TrustKeys) == 0 {
+		s.TrustKeys = envTrust
 	}
 	s.set = map[string]bool{}
 	fs.Visit(func(f *flag.Flag) { s.set[f.Name] = true })

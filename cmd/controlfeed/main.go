@@ -111,10 +111,12 @@ func (m *Main) Run(ctx context.Context, args []string) error {
 		return m.runDemo(ctx, args[1:])
 	case "bench":
 		return m.runBench(ctx, args[1:])
+	case "keys":
+		return m.runKeys(ctx, args[1:])
 	case "snapshot":
 		return m.runSnapshot(ctx, args[1:])
 	default:
-		return usageErrorf("unknown command %q; commands: serve, kv, status, tail, skip, prune, snapshot, nats-server, demo, bench (see controlfeed --help)", args[0])
+		return usageErrorf("unknown command %q; commands: serve, kv, status, tail, skip, prune, snapshot, keys, nats-server, demo, bench (see controlfeed --help)", args[0])
 	}
 }
 
@@ -171,4 +173,4 @@ Example: a producer and one node sharing a directory feed
 
 // commands lists every subcommand, in help order.
 var commands = []*command{serveCmd, kvPutCmd, kvGetCmd, kvDeleteCmd, kvListCmd, statusCmd, tailCmd, skipCmd,
-	pruneCmd, snapshotCreateCmd, snapshotPublishCmd, snapshotListCmd, snapshotRestoreCmd, natsServerCmd, demoCmd, benchCmd}
+	pruneCmd, snapshotCreateCmd, snapshotPublishCmd, snapshotListCmd, snapshotRestoreCmd, keysGenerateCmd, keysShowCmd, natsServerCmd, demoCmd, benchCmd}

@@ -81,11 +81,19 @@ producer (--feed-sink jetstream), and unless --artifact-store is given, the
 artifact store is jetstream too. The log line "embedded NATS server ready"
 shows the flags other nodes use to join. On shutdown the node stops first,
 then the server.
+
+With --signing-key a producer signs every event it publishes, chained to
+the one before; with --trust-key (one or more) a node verifies every event
+before anything else and refuses an unsigned, altered, unknown-key,
+dropped, reordered, replayed or injected one: a security halt
+(controlfeed_security_halted), which only "skip --security-override"
+passes. A node without --trust-key applies whatever the feed holds. See
+docs/SECURITY.md.
 ` + bootstrapHelp,
 	example: `controlfeed serve --db node1.db --feed-source file --feed-dir /var/lib/cf/feed --artifact-dir /var/lib/cf/artifacts --listen 127.0.0.1:7480`,
 	settings: settingList([]string{"db", "feed-source", "feed-sink", "feed-dir", "artifact-store", "artifact-dir",
 		"listen"}, listenSettings, []string{"node-name"}, natsSettings, natsFeedSettings, []string{"nats-bucket", "embedded-nats", "nats-listen", "nats-store",
-		"max-artifact-bytes", "poll-interval", "unavailable-grace", "stall-threshold", "log-format", "log-level"}, bootstrapSettings),
+		"max-artifact-bytes", "poll-interval", "unavailable-grace", "stall-threshold", "signing-key", "trust-key", "log-format", "log-level"}, bootstrapSettings),
 	createDB: true,
 }
 
@@ -112,6 +120,9 @@ func (m *Main) runServe(ctx context.Context, args []string) error {
 		return err
 	}
 	if err := s.checkBootstrap(serveCmd); err != nil {
+		return err
+	}
+	if err := s.loadTrust(serveCmd); err != nil {
 		return err
 	}
 	if s.EmbeddedNATS {
@@ -240,6 +251,9 @@ func (s *settings) nodeConfig(log *slog.Logger) *node.Config {
 		ListenToken:       s.ListenToken,
 		ListenTLSCertFile: s.ListenTLSCert,
 		ListenTLSKeyFile:  s.ListenTLSKey,
+
+		SigningKey:  s.signer,
+		TrustedKeys: s.keyring,
 	}
 }
 

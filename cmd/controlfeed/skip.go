@@ -23,9 +23,14 @@ It refuses unless the node is halted on EVENT_ID, naming the event it is
 halted on, or saying that it is not halted. A node that is unavailable (its
 feed, artifact store or database failing) or faces a gap in the feed is not
 halted: nothing is wrong with an event, it retries by itself, and there is
-nothing to skip.`,
+nothing to skip.
+
+A security halt (the event failed signature or chain verification: status
+shows "security") is refused unless --security-override is given: the event
+may be forged, so find out who wrote it first (docs/SECURITY.md). The
+override is logged and records the event as skipped, never applied.`,
 	example:  `controlfeed skip --db node1.db 0190f5a2-6c1e-7b3a-9a51-2f7d4c8e9b10`,
-	settings: []string{"db", "log-format", "log-level"},
+	settings: []string{"db", "security-override", "log-format", "log-level"},
 	override: map[string]flagHelp{
 		"db": {usage: "SQLite database `FILE` of the halted node; must exist, and is written only to record the skip (never created or migrated)"},
 	},
@@ -57,7 +62,19 @@ func (m *Main) runSkip(ctx context.Context, args []string) error {
 		return err
 	}
 	defer db.Close()
-	if err := applier.Skip(ctx, db, id); err != nil {
+	if s.SecurityOverride {
+		log, err := s.logger(m.Stderr)
+		if err != nil {
+			return err
+		}
+		if h := before.Halted; h != nil && h.EventID == id && h.Security != "" {
+			log.Warn("security override: passing an event that failed verification; it is recorded as skipped, never applied",
+				"event_id", id, "control_version", h.ControlVersion, "security", h.Security, "db", s.DB)
+		}
+		if err := applier.SkipSecurityHalt(ctx, db, id); err != nil {
+			return err
+		}
+	} else if err := applier.Skip(ctx, db, id); err != nil {
 		return err
 	}
 	if h := before.Halted; h != nil && h.EventID == id {

@@ -57,6 +57,9 @@ func (m *Main) runStatus(ctx context.Context, args []string) error {
 	if h := st.Halted; h != nil {
 		fmt.Fprintf(w, "halted:          event %s (control_version %d, type %s) after %d attempts since %s\n",
 			h.EventID, h.ControlVersion, h.Type, h.Attempts, h.Since.Format(time.RFC3339))
+		if h.Security != "" {
+			fmt.Fprintf(w, "SECURITY HALT:   %s: the event failed verification and was not applied; find out who wrote it (docs/SECURITY.md); only skip --security-override passes it\n", h.Security)
+		}
 		fmt.Fprintf(w, "halt error:      %s\n", h.Error)
 		fmt.Fprintf(w, "                 %s\n", haltAdvice(h, s.DB))
 	} else {

@@ -68,6 +68,7 @@ import (
 	"github.com/controlfeed/controlfeed/internal/sqlitedb"
 	"github.com/controlfeed/controlfeed/kv"
 	"github.com/controlfeed/controlfeed/outbox"
+	"github.com/controlfeed/controlfeed/trust"
 )
 
 // Defaults of Config.
@@ -164,6 +165,14 @@ type Config struct {
 	// snapshot restore command, or why no snapshot can).
 	BehindRetentionAdvice string
 
+	// SigningKey, if set, makes the pump sign every event it publishes
+	// (outbox.Config.Signer). Only for a process with a FeedSink.
+	SigningKey *trust.PrivateKey
+	// TrustedKeys, if set, makes the applier verify every event before
+	// anything else and refuse what fails (applier.Config.Keyring). Only
+	// for a process with a FeedSource. nil trusts whatever the feed holds.
+	TrustedKeys *trust.Keyring
+
 	// Handlers applies events by type; nil = kv.Handlers().
 	Handlers map[string]applier.Handler
 
@@ -233,6 +242,12 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("node: config: feed source %q and feed sink %q on one database %s: a database is either a producer's "+
 			"(--feed-sink: its pump publishes its outbox) or a node's (--feed-source: its applier applies a feed), not both; "+
 			"run a producer and a node as two processes with two databases", src, sink, c.DB)
+	}
+	if c.SigningKey != nil && cmp.Or(c.FeedSink, DefaultFeed) == nop.Name {
+		return fmt.Errorf("node: config: a signing key (%s) is given but %s runs no pump (no --feed-sink): only a producer signs; a node takes --trust-key", c.SigningKey.ID(), c.DB)
+	}
+	if c.TrustedKeys != nil && cmp.Or(c.FeedSource, DefaultFeed) == nop.Name {
+		return fmt.Errorf("node: config: trusted keys are given but %s applies no feed (no --feed-source): only a node verifies; a producer takes --signing-key", c.DB)
 	}
 	return nil
 }
@@ -356,6 +371,7 @@ func Open(ctx context.Context, cfg *Config) (_ *Node, err error) {
 			Logger:       n.log, // the pump adds component=outbox.pump
 			PollInterval: c.PollInterval,
 			Registerer:   n.reg,
+			Signer:       c.SigningKey,
 		})
 		if err != nil {
 			return nil, fmt.Errorf("node: %w", err)
@@ -368,6 +384,7 @@ func Open(ctx context.Context, cfg *Config) (_ *Node, err error) {
 			PollInterval:    c.PollInterval,
 			MaxPayloadBytes: c.MaxArtifactBytes,
 			Registerer:      n.reg,
+			Keyring:         c.TrustedKeys,
 		})
 		if err != nil {
 			return nil, fmt.Errorf("node: %w", err)

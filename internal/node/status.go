@@ -40,7 +40,7 @@ type Status struct {
 	Conflicts int64 `json:"conflicts"`
 	// State is what the applier's latest round ended in (see
 	// applier.State): "starting", "applying", "halted", "unavailable",
-	// "gap" or "behind_retention". Read from the database alone it is
+	// "gap", "behind_retention" or "security_halted". Read from the database alone it is
 	// "halted" when a halt is persisted and omitted otherwise: the
 	// database cannot tell the other states (unavailability and gaps are
 	// never stored; a running node's /v1/status shows them).
@@ -119,6 +119,12 @@ type Halt struct {
 	Attempts       int       `json:"attempts"`
 	Since          time.Time `json:"since"`
 	LastAttempt    time.Time `json:"last_attempt"`
+	// Security is set when the event failed signature or chain
+	// verification (a security halt, applier.StateSecurityHalted): the
+	// reason ("unsigned", "unknown-key", "bad-signature", "chain-gap",
+	// "chain-replay", "chain-fork", "malformed-signature"). A plain skip
+	// refuses such an event.
+	Security string `json:"security,omitempty"`
 }
 
 // Unavailable describes infrastructure the applier cannot use: see
@@ -210,7 +216,7 @@ func haltFrom(h *applier.Halt) *Halt {
 		return nil
 	}
 	return &Halt{EventID: h.EventID, ControlVersion: h.ControlVersion, Type: h.Type, Error: h.Error,
-		Attempts: h.Attempts, Since: h.Since, LastAttempt: h.LastAttempt}
+		Attempts: h.Attempts, Since: h.Since, LastAttempt: h.LastAttempt, Security: h.Security}
 }
 
 // ReadStatus reads what the database alone says about a node: cursor, applied
@@ -249,7 +255,10 @@ func ReadStatus(ctx context.Context, db *sql.DB) (Status, error) {
 // stateFromDB is the only state the database can tell: halted or not
 // known.
 func stateFromDB(h *applier.Halt) string {
-	if h != nil {
+	switch {
+	case h != nil && h.Security != "":
+		return applier.StateSecurityHalted.String()
+	case h != nil:
 		return applier.StateHalted.String()
 	}
 	return ""
@@ -375,7 +384,11 @@ func (s *Status) Health(t Thresholds) []string {
 	unavailableGrace := cmp.Or(t.UnavailableGrace, DefaultUnavailableGrace)
 	stall := cmp.Or(t.Stall, DefaultStallThreshold)
 	var reasons []string
-	if s.Halted != nil {
+	switch {
+	case s.Halted != nil && s.Halted.Security != "":
+		reasons = append(reasons, fmt.Sprintf("SECURITY HALT at event %s (control_version %d, type %s): %s: the event failed verification and was not applied: %s",
+			s.Halted.EventID, s.Halted.ControlVersion, s.Halted.Type, s.Halted.Security, s.Halted.Error))
+	case s.Halted != nil:
 		reasons = append(reasons, fmt.Sprintf("applier halted at event %s (control_version %d, type %s): the event cannot be applied: %s",
 			s.Halted.EventID, s.Halted.ControlVersion, s.Halted.Type, s.Halted.Error))
 	}
