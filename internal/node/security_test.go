@@ -325,3 +325,72 @@ func TestNode_HostileFeed(t *testing.T) {
 		})
 	}
 }
+
+// TestNode_KeyRotation is the configuration rotation of docs/SECURITY.md:
+// the nodes trust the old and the new key, the producer restarts with the
+// new one, and the chain goes on across the change with no halt; then the
+// nodes drop the old key.
+func TestNode_KeyRotation(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	fcfg := feed.SourceConfig{FileDir: filepath.Join(dir, "feed")}
+	art := artifactDir(filepath.Join(dir, "art"))
+	oldKey, _ := trust.GenerateKey(rand.Reader)
+	newKey, _ := trust.GenerateKey(rand.Reader)
+	both, _ := trust.NewKeyring(oldKey.Public(), newKey.Public())
+	onlyNew, _ := trust.NewKeyring(newKey.Public())
+	producer := func(k *trust.PrivateKey) (*node.Node, func()) {
+		rctx, cancel := context.WithCancel(ctx)
+		p, err := node.Open(rctx, &node.Config{DB: filepath.Join(dir, "p.db"), FeedSink: "file", Feed: fcfg, Artifact: art, SigningKey: k})
+		if err != nil {
+			t.Fatal(err)
+		}
+		done := make(chan error, 1)
+		go func() { done <- p.Run(rctx) }()
+		return p, func() { cancel(); <-done; p.Close() }
+	}
+	puts := func(p *node.Node, from, to int) {
+		for i := from; i <= to; i++ {
+			if _, err := kv.Put(ctx, p.DB(), p.Store(), fmt.Sprintf("k%d", i), []byte("v")); err != nil {
+				t.Fatal(err)
+			}
+		}
+		p.Pump().Notify()
+	}
+	nodeAt := func(kr *trust.Keyring) (*node.Node, func()) {
+		rctx, cancel := context.WithCancel(ctx)
+		n, err := node.Open(rctx, &node.Config{DB: filepath.Join(dir, "n.db"), FeedSource: "file", Feed: fcfg, Artifact: art,
+			NodeName: "n", PollInterval: 10 * time.Millisecond, TrustedKeys: kr})
+		if err != nil {
+			t.Fatal(err)
+		}
+		done := make(chan error, 1)
+		go func() { done <- n.Run(rctx) }()
+		return n, func() { cancel(); <-done; n.Close() }
+	}
+	p, stop := producer(oldKey)
+	n, stopNode := nodeAt(both)
+	puts(p, 1, 5)
+	waitFor(t, "5 events under the old key", func() bool { return status(t, n).Cursor == 5 })
+	stop()
+	p, stop = producer(newKey)
+	puts(p, 6, 10)
+	waitFor(t, "10 events across the rotation", func() bool { return status(t, n).Cursor == 10 })
+	if st := status(t, n); st.Halted != nil || st.Applied != 10 {
+		t.Fatalf("status across the rotation: %+v", st)
+	}
+	stopNode()
+	n, stopNode = nodeAt(onlyNew) // the old key is dropped from the nodes
+	defer stopNode()
+	puts(p, 11, 12)
+	waitFor(t, "12 events with the old key dropped", func() bool { return status(t, n).Cursor == 12 })
+	stop()
+	// The retired key can no longer sign for the fleet.
+	p, stop = producer(oldKey)
+	defer stop()
+	puts(p, 13, 13)
+	waitFor(t, "a security halt on the retired key", func() bool {
+		st := status(t, n)
+		return st.Halted != nil && st.Halted.Security == "unknown-key"
+	})
+}
