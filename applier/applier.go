@@ -419,8 +419,16 @@ func (a *Applier) apply(ctx context.Context, cursor uint64, evs []controlevent.E
 	}
 	var head trust.Head
 	var planned map[string]bool // EventIDs planned in this batch, for verify
+	var checked []trust.Result  // the signature checks of evs[first:]
+	first := 0
 	if a.cfg.Keyring != nil {
 		planned = make(map[string]bool)
+		for first < len(evs) && evs[first].ControlVersion <= cursor {
+			first++
+		}
+		// One batch check: an unbroken chain costs one signature
+		// verification (trust.Keyring.VerifyAll).
+		checked = a.cfg.Keyring.VerifyAll(evs[first:min(len(evs), first+a.cfg.MaxBatch)])
 		if a.trustHead == nil {
 			h, err := ReadTrustHead(ctx, a.db)
 			if err != nil {
@@ -459,7 +467,13 @@ func (a *Applier) apply(ctx context.Context, cursor uint64, evs []controlevent.E
 		it := item{ev: ev, idx: i, known: known[ev.EventID]}
 		if a.cfg.Keyring != nil {
 			// Before anything else is done with the event.
-			if head, fail = a.verify(ev, it.known || planned[ev.EventID], lerr, head); fail != nil {
+			var r trust.Result
+			if k := i - first; k >= 0 && k < len(checked) {
+				r = checked[k]
+			} else {
+				r.Verified, r.Err = a.cfg.Keyring.Verify(ev)
+			}
+			if head, fail = a.verify(ev, r, it.known || planned[ev.EventID], lerr, head); fail != nil {
 				break
 			}
 			it.trust = head
@@ -592,7 +606,7 @@ func (a *Applier) apply(ctx context.Context, cursor uint64, evs []controlevent.E
 }
 
 // verify runs the trust checks of Config.Keyring on ev, the event after
-// head: a valid signature by a trusted key, and the chain's next link. It
+// head: r, the outcome of its signature check, and the chain's next link. It
 // returns the head after ev, or the failure that stops the batch before it.
 //
 // An event already recorded in controlfeed_applied_events (known) changes
@@ -601,8 +615,8 @@ func (a *Applier) apply(ctx context.Context, cursor uint64, evs []controlevent.E
 // or one an operator skipped with SkipSecurityHalt. The chain then moves to
 // it only if its signature is valid and it lies ahead of the head (the
 // operator accepted the events missing before it).
-func (a *Applier) verify(ev controlevent.Event, known bool, lerr error, head trust.Head) (trust.Head, *failure) {
-	v, verr := a.cfg.Keyring.Verify(ev)
+func (a *Applier) verify(ev controlevent.Event, r trust.Result, known bool, lerr error, head trust.Head) (trust.Head, *failure) {
+	v, verr := r.Verified, r.Err
 	err := verr
 	if err == nil {
 		if err = head.Check(ev.EventID, v); err == nil {

@@ -373,3 +373,17 @@ func kindOf(c byte) string {
 	}
 	return "a number"
 }
+
+// CanonicalExtra returns the canonical form of an Extra text x (see the
+// package documentation): x itself, without allocating, when it is
+// canonical already (always so for an Event from Decode), "" for "" and an
+// empty object. The error wraps ErrInvalid when x is not what Validate
+// accepts. It is for code that works on Extra's text, such as a signature
+// over it.
+func CanonicalExtra(x string) (string, error) {
+	c, err := canonicalExtra(x)
+	if err != nil {
+		return "", fmt.Errorf("controlevent: extra members: %v: %w", err, ErrInvalid)
+	}
+	return c, nil
+}

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"strconv"
+	"strings"
 
 	"github.com/controlfeed/controlfeed/controlevent"
 )
@@ -106,21 +107,114 @@ type wireSig struct {
 }
 
 // splitExtra returns e's canonical Extra without the signature member, and
-// the signature member's raw JSON (nil when absent).
+// the signature member's raw JSON (nil when absent). The common case (a
+// canonical Extra, as every decoded event has) is a scan of the text; the
+// rest goes through encoding/json.
 func splitExtra(e controlevent.Event) (rest string, sig json.RawMessage, err error) {
+	x, err := controlevent.CanonicalExtra(e.Extra)
+	if err != nil {
+		return "", nil, fmt.Errorf("trust: event %.80q: %w", e.EventID, err)
+	}
+	if rest, sig, ok := cutMember(x, SignatureMember); ok {
+		return rest, sig, nil
+	}
 	m, err := e.ExtraFields()
 	if err != nil {
 		return "", nil, fmt.Errorf("trust: event %.80q: %w", e.EventID, err)
 	}
 	sig, ok := m[SignatureMember]
 	if !ok {
-		// e.Extra is canonical or "" once ExtraFields succeeded on it,
-		// but it may have been written non-canonically: rebuild it.
-		return canonical(m)
+		return x, nil, nil
 	}
 	delete(m, SignatureMember)
 	rest, _, err = canonical(m)
 	return rest, sig, err
+}
+
+// cutMember finds the top-level member name of the canonical JSON object x
+// and returns x without it and the member's value. ok is false when x is
+// not an object the scan understands; callers then take the slow path. x
+// without a member of that name is returned whole with a nil value.
+func cutMember(x, name string) (rest string, val json.RawMessage, ok bool) {
+	if x == "" {
+		return "", nil, true
+	}
+	if x[0] != '{' || x[len(x)-1] != '}' {
+		return "", nil, false
+	}
+	key := `"` + name + `":`
+	depth, inStr := 0, false
+	for i := 0; i < len(x); i++ {
+		c := x[i]
+		if inStr {
+			switch c {
+			case '\\':
+				i++
+			case '"':
+				inStr = false
+			}
+			continue
+		}
+		switch c {
+		case '"':
+			if depth == 1 && (x[i-1] == '{' || x[i-1] == ',') && strings.HasPrefix(x[i:], key) {
+				vs := i + len(key)
+				ve, good := valueEnd(x, vs)
+				if !good {
+					return "", nil, false
+				}
+				val = json.RawMessage(x[vs:ve])
+				switch {
+				case x[i-1] == '{' && x[ve] == '}':
+					return "", val, true // the only member
+				case x[i-1] == '{':
+					return x[:i] + x[ve+1:], val, true // first: drop the comma after it
+				default:
+					return x[:i-1] + x[ve:], val, true // later: drop the comma before it
+				}
+			}
+			inStr = true
+		case '{', '[':
+			depth++
+		case '}', ']':
+			depth--
+		}
+	}
+	return x, nil, true
+}
+
+// valueEnd returns the index just past the JSON value starting at i in x,
+// which must be followed by ',' or '}'.
+func valueEnd(x string, i int) (int, bool) {
+	depth, inStr := 0, false
+	for j := i; j < len(x); j++ {
+		c := x[j]
+		if inStr {
+			switch c {
+			case '\\':
+				j++
+			case '"':
+				inStr = false
+			}
+			continue
+		}
+		switch c {
+		case '"':
+			inStr = true
+		case '{', '[':
+			depth++
+		case '}', ']':
+			if depth == 0 {
+				return j, j > i
+			}
+			depth--
+		case ',':
+			if depth == 0 {
+				return j, j > i
+			}
+		}
+	}
+	return 0, false
 }
 
 func canonical(m map[string]json.RawMessage) (string, json.RawMessage, error) {

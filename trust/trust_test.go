@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"flag"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -417,3 +418,110 @@ func TestGoldenVectors(t *testing.T) {
 }
 
 func itoa(n int) string { b, _ := json.Marshal(n); return string(b) }
+
+func BenchmarkSign(b *testing.B) {
+	k := fixedKey(b, 1)
+	e := sampleEvent("e1")
+	for b.Loop() {
+		if _, _, err := trust.Sign(k, e, trust.Head{}); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+func BenchmarkVerify(b *testing.B) {
+	k := fixedKey(b, 1)
+	kr := keyring(b, k)
+	s, _, _ := trust.Sign(k, sampleEvent("e1"), trust.Head{})
+	for b.Loop() {
+		if _, err := kr.Verify(s); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// TestVerifyAll agrees with Verify on every event of a batch in which one
+// event at a time is broken in each way, and accepts an unbroken chain.
+func TestVerifyAll(t *testing.T) {
+	k, other := fixedKey(t, 1), fixedKey(t, 2)
+	kr := keyring(t, k)
+	var good []controlevent.Event
+	h := trust.Head{}
+	for i := range 6 {
+		s, next, _ := trust.Sign(k, sampleEvent(fmt.Sprintf("e%d", i)), h)
+		good, h = append(good, s), next
+	}
+	for i, r := range kr.VerifyAll(good) {
+		if r.Err != nil {
+			t.Fatalf("event %d of a good chain: %v", i, r.Err)
+		}
+		want, _ := kr.Verify(good[i])
+		if r.Verified != want {
+			t.Fatalf("event %d: %+v, Verify says %+v", i, r.Verified, want)
+		}
+	}
+	breaks := map[string]struct {
+		f    func(e controlevent.Event) controlevent.Event
+		want error
+	}{
+		"Unsigned": {func(e controlevent.Event) controlevent.Event { u, _ := trust.Unsigned(e); return u }, trust.ErrUnsigned},
+		"Altered":  {func(e controlevent.Event) controlevent.Event { e.Key = "evil"; return e }, trust.ErrBadSignature},
+		"OtherKey": {func(e controlevent.Event) controlevent.Event {
+			u, _ := trust.Unsigned(e)
+			s, _, _ := trust.Sign(other, u, trust.Head{})
+			return s
+		}, trust.ErrUnknownKey},
+		"Malformed": {func(e controlevent.Event) controlevent.Event { e.Extra = `{"controlfeed_sig":1}`; return e }, trust.ErrMalformed},
+	}
+	for name, b := range breaks {
+		for at := range good {
+			t.Run(fmt.Sprintf("%s/%d", name, at), func(t *testing.T) {
+				batch := append([]controlevent.Event(nil), good...)
+				batch[at] = b.f(batch[at])
+				for i, r := range kr.VerifyAll(batch) {
+					_, single := kr.Verify(batch[i])
+					if i == at && name == "OtherKey" && at == 0 {
+						// Re-signed by another key at its own place: the
+						// same body, which event 1 vouches for.
+						if r.Err != nil {
+							t.Fatalf("vouched event: %v", r.Err)
+						}
+						continue
+					}
+					if i == at {
+						if !errors.Is(r.Err, b.want) || !errors.Is(single, b.want) {
+							t.Fatalf("broken event %d: VerifyAll %v, Verify %v; want %v", i, r.Err, single, b.want)
+						}
+						continue
+					}
+					if r.Err != nil || single != nil {
+						t.Fatalf("intact event %d: VerifyAll %v, Verify %v", i, r.Err, single)
+					}
+				}
+			})
+		}
+	}
+	// Swapped events: each still verifies by itself (the chain check
+	// against the head finds the order).
+	swapped := append([]controlevent.Event(nil), good...)
+	swapped[2], swapped[3] = swapped[3], swapped[2]
+	for i, r := range kr.VerifyAll(swapped) {
+		if r.Err != nil {
+			t.Fatalf("swapped batch, event %d: %v", i, r.Err)
+		}
+	}
+}
+
+func BenchmarkVerifyAll100(b *testing.B) {
+	k := fixedKey(b, 1)
+	kr := keyring(b, k)
+	var batch []controlevent.Event
+	h := trust.Head{}
+	for i := range 100 {
+		s, next, _ := trust.Sign(k, sampleEvent(fmt.Sprintf("e%d", i)), h)
+		batch, h = append(batch, s), next
+	}
+	for b.Loop() {
+		kr.VerifyAll(batch)
+	}
+}
