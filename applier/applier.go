@@ -77,6 +77,9 @@ type Applier struct {
 	// trustHead is the trust chain head this applier last committed (nil:
 	// read it from the database first). Only used with Config.Keyring.
 	trustHead *trust.Head
+	// ring is Config.Keyring with the keys the feed added and revoked
+	// (nil: read them from the database first).
+	ring *trust.Keyring
 
 	// w is Run's dedicated write connection and checkpointer (see
 	// checkpoint.go); nil outside Run. Guarded by stepMu.
@@ -420,26 +423,23 @@ func (a *Applier) apply(ctx context.Context, cursor uint64, evs []controlevent.E
 	var head trust.Head
 	var planned map[string]bool // EventIDs planned in this batch, for verify
 	var checked []trust.Result  // the signature checks of evs[first:]
+	var ring *trust.Keyring     // the keys trusted in this round
 	first := 0
 	if a.cfg.Keyring != nil {
 		planned = make(map[string]bool)
+		var err error
+		if head, ring, err = a.trustState(ctx); err != nil {
+			if ctx.Err() != nil {
+				return 0, ctx.Err()
+			}
+			return 0, a.settle(ctx, &failure{evs[0], OpReadDB, err})
+		}
 		for first < len(evs) && evs[first].ControlVersion <= cursor {
 			first++
 		}
 		// One batch check: an unbroken chain costs one signature
 		// verification (trust.Keyring.VerifyAll).
-		checked = a.cfg.Keyring.VerifyAll(evs[first:min(len(evs), first+a.cfg.MaxBatch)])
-		if a.trustHead == nil {
-			h, err := ReadTrustHead(ctx, a.db)
-			if err != nil {
-				if ctx.Err() != nil {
-					return 0, ctx.Err()
-				}
-				return 0, a.settle(ctx, &failure{evs[0], OpReadDB, err})
-			}
-			a.trustHead = &h
-		}
-		head = *a.trustHead
+		checked = ring.VerifyAll(evs[first:min(len(evs), first+a.cfg.MaxBatch)])
 	}
 	for i, ev := range evs {
 		if len(plan) >= a.cfg.MaxBatch {
@@ -471,7 +471,7 @@ func (a *Applier) apply(ctx context.Context, cursor uint64, evs []controlevent.E
 			if k := i - first; k >= 0 && k < len(checked) {
 				r = checked[k]
 			} else {
-				r.Verified, r.Err = a.cfg.Keyring.Verify(ev)
+				r.Verified, r.Err = ring.Verify(ev)
 			}
 			if head, fail = a.verify(ev, r, it.known || planned[ev.EventID], lerr, head); fail != nil {
 				break
@@ -483,7 +483,7 @@ func (a *Applier) apply(ctx context.Context, cursor uint64, evs []controlevent.E
 		if a.invalid != nil && a.invalid.ControlVersion == ev.ControlVersion {
 			verr = a.invalid
 		}
-		h := a.cfg.Handlers[ev.Type]
+		h := a.handler(ev.Type)
 		if verr != nil || h == nil || ev.ArtifactRef != "" {
 			// Only these cases need to know, before the transaction,
 			// whether the event is already recorded.
@@ -506,6 +506,9 @@ func (a *Applier) apply(ctx context.Context, cursor uint64, evs []controlevent.E
 		}
 		it.fetch = ev.ArtifactRef != ""
 		plan = append(plan, it)
+		if trust.IsKeyEvent(ev.Type) && a.cfg.Keyring != nil {
+			break // the events after it are verified with the keys it changes
+		}
 	}
 	if a.next != nil {
 		a.next.take(plan)
@@ -956,6 +959,11 @@ func (a *Applier) commitTx(ctx context.Context, plan []item, useSP bool) (n int,
 	if a.cfg.Keyring != nil {
 		h := plan[n-1].trust
 		a.trustHead = &h
+		for _, it := range plan[:n] {
+			if trust.IsKeyEvent(it.ev.Type) {
+				a.ring = nil // read the changed keys again
+			}
+		}
 	}
 	if a.w != nil {
 		a.w.committed()
@@ -993,7 +1001,7 @@ func (a *Applier) applyOne(ctx context.Context, tx *sql.Tx, ins *sql.Stmt, it *i
 // already written.
 func (a *Applier) runHandler(ctx context.Context, tx *sql.Tx, it *item) error {
 	ev := it.ev
-	h := a.cfg.Handlers[ev.Type]
+	h := a.handler(ev.Type)
 	if h == nil {
 		return a.eventErr(ev, "apply", fmt.Errorf("no handler for event type %q", ev.Type))
 	}

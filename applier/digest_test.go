@@ -193,6 +193,7 @@ func TestMigrate_BackfillsStateDigest(t *testing.T) {
 		`ALTER TABLE controlfeed_cursor DROP COLUMN trust_seq`, // schema 4
 		`ALTER TABLE controlfeed_cursor DROP COLUMN trust_digest`,
 		`ALTER TABLE controlfeed_halt DROP COLUMN security`,
+		`DROP TABLE controlfeed_trust_keys`,
 		`ALTER TABLE controlfeed_cursor DROP COLUMN state_digest`,
 		`ALTER TABLE controlfeed_cursor DROP COLUMN state_digest_cv`,
 		`DROP TABLE controlfeed_digest_checkpoints`,

@@ -70,6 +70,12 @@ var migrations = [][]string{
 		`ALTER TABLE controlfeed_cursor ADD COLUMN trust_seq INTEGER NOT NULL DEFAULT 0`,
 		`ALTER TABLE controlfeed_cursor ADD COLUMN trust_digest TEXT NOT NULL DEFAULT ''`,
 		`ALTER TABLE controlfeed_halt ADD COLUMN security TEXT NOT NULL DEFAULT ''`,
+		`CREATE TABLE controlfeed_trust_keys (
+			kid        TEXT    PRIMARY KEY,
+			public_key TEXT    NOT NULL,
+			added_cv   INTEGER NOT NULL,
+			revoked_cv INTEGER NOT NULL DEFAULT 0
+		)`,
 	},
 }
 

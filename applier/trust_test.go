@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"testing"
+	"time"
 
 	"github.com/controlfeed/controlfeed/applier"
 	"github.com/controlfeed/controlfeed/controlevent"
@@ -228,5 +229,78 @@ func TestTrust_NoKeyringIgnoresSignatures(t *testing.T) {
 	src := &FakeSource{Events: []controlevent.Event{s.sign(ev(1, typ)), ev(2, typ)}}
 	if err := drain(t, newApplier(t, db, src, nil, newInsertHandler(), nil)); err != nil || cursorOf(t, db) != 2 {
 		t.Fatalf("drain = %v, cursor %d", err, cursorOf(t, db))
+	}
+}
+
+// TestTrust_KeyEvents rotates the producer's key through the feed: an
+// add-key event signed with the old key, then events by the new key in the
+// same batch, then a revoke of the old key; an event by the old key after
+// that halts, and a node without trusted keys learns nothing.
+func TestTrust_KeyEvents(t *testing.T) {
+	ctx := context.Background()
+	oldKey, newKey := newSigner(t, 1), newSigner(t, 2)
+	now := time.Unix(1700000000, 0)
+	var feedEvents []controlevent.Event
+	cv := uint64(0)
+	add := func(s *signer, e controlevent.Event) {
+		cv++
+		e.ControlVersion = cv
+		feedEvents = append(feedEvents, s.sign(e))
+		oldKey.head, newKey.head = s.head, s.head
+	}
+	add(oldKey, ev(1, typ))
+	addEv, err := trust.AddKeyEvent(newKey.key.Public(), now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	add(oldKey, addEv)
+	add(newKey, ev(3, typ))
+	add(newKey, ev(4, typ))
+	revoke, _ := trust.RevokeKeyEvent(oldKey.key.ID(), now)
+	add(newKey, revoke)
+	add(newKey, ev(6, typ))
+
+	db, _ := openDB(t)
+	h := newInsertHandler()
+	a := newApplier(t, db, &FakeSource{Events: feedEvents}, nil, h, withKeyring(oldKey.keyring(t)))
+	if err := drain(t, a); err != nil {
+		t.Fatalf("rotation through the feed: %v", err)
+	}
+	if got := cursorOf(t, db); got != 6 {
+		t.Fatalf("cursor %d, want 6", got)
+	}
+	keys, err := applier.ReadTrustedKeys(ctx, db)
+	if err != nil || len(keys) != 2 {
+		t.Fatalf("trusted keys %+v, %v", keys, err)
+	}
+	// The retired key can no longer sign.
+	src := &FakeSource{Events: feedEvents}
+	oldKey.head = newKey.head
+	src.Add(oldKey.sign(ev(7, typ)))
+	a = newApplier(t, db, src, nil, h, withKeyring(oldKey.keyring(t)))
+	if err := drain(t, a); !errors.Is(err, applier.ErrSecurityHalted) || a.Status().Halted.Security != "unknown-key" {
+		t.Fatalf("event by the revoked key: %v", err)
+	}
+
+	// A node that does not verify records the key events and learns nothing.
+	plain, _ := openDB(t)
+	if err := drain(t, newApplier(t, plain, &FakeSource{Events: feedEvents}, nil, newInsertHandler(), nil)); err != nil {
+		t.Fatal(err)
+	}
+	if keys, _ := applier.ReadTrustedKeys(ctx, plain); len(keys) != 0 || cursorOf(t, plain) != 6 {
+		t.Fatalf("a node without trusted keys learned %+v", keys)
+	}
+
+	// An add-key event by an untrusted key is refused like any event.
+	forged := newSigner(t, 3)
+	fe, _ := trust.AddKeyEvent(forged.key.Public(), now)
+	fe.ControlVersion = 1
+	victim, _ := openDB(t)
+	a = newApplier(t, victim, &FakeSource{Events: []controlevent.Event{forged.sign(fe)}}, nil, newInsertHandler(), withKeyring(oldKey.keyring(t)))
+	if err := drain(t, a); !errors.Is(err, applier.ErrSecurityHalted) {
+		t.Fatalf("forged add-key event: %v", err)
+	}
+	if keys, _ := applier.ReadTrustedKeys(ctx, victim); len(keys) != 0 {
+		t.Fatalf("a forged add-key event was applied: %+v", keys)
 	}
 }

@@ -11,7 +11,11 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"time"
 
+	"github.com/controlfeed/controlfeed/controlevent"
+	"github.com/controlfeed/controlfeed/internal/node"
+	"github.com/controlfeed/controlfeed/outbox"
 	"github.com/controlfeed/controlfeed/trust"
 )
 
@@ -47,6 +51,44 @@ key). --json prints them as JSON.`,
 	settings: []string{"json"},
 }
 
+var keysAnnounceCmd = &command{
+	name:    "keys announce",
+	args:    "FILE|ID=KEY",
+	summary: "tell the fleet, through the feed, to trust a new signing key",
+	details: `Queues in the producer database --db an event that adds the public key
+FILE (a .pub file) or ID=KEY to the keys every verifying node trusts. The
+producer's pump signs it with its current key, so nodes that trust that key
+apply it and from then on also accept events signed by the new one (the key
+is stored in the node's database). Restart the producer with
+--signing-key NEW.key once the nodes have applied it ("controlfeed status"
+shows each node's cursor; the command prints the event id).
+
+A node that does not verify (no --trust-key) records the event and learns
+nothing. See docs/SECURITY.md for the runbook.`,
+	example:  `controlfeed keys announce --db producer.db /etc/controlfeed/keys/producer-2027.pub`,
+	settings: []string{"db", "log-format", "log-level"},
+	override: map[string]flagHelp{
+		"db": {usage: "the producer's SQLite database `FILE`; must exist"},
+	},
+}
+
+var keysRevokeCmd = &command{
+	name:    "keys revoke",
+	args:    "KEY_ID",
+	summary: "tell the fleet, through the feed, to stop trusting a key",
+	details: `Queues in the producer database --db an event that revokes the key KEY_ID
+(configured with --trust-key or added by "keys announce") on every verifying
+node from the event's position on: a later event signed by it is a security
+halt (unknown-key). The pump signs the event with its current key, which
+must be another trusted key if the revoked one is compromised (restart the
+producer with the new key first). See docs/SECURITY.md.`,
+	example:  `controlfeed keys revoke --db producer.db ed25519:83f6ed4738d593fd`,
+	settings: []string{"db", "log-format", "log-level"},
+	override: map[string]flagHelp{
+		"db": {usage: "the producer's SQLite database `FILE`; must exist"},
+	},
+}
+
 // keyInfo is what keys generate and keys show print.
 type keyInfo struct {
 	KeyID      string `json:"kid"`
@@ -57,21 +99,25 @@ type keyInfo struct {
 
 func (m *Main) runKeys(ctx context.Context, args []string) error {
 	if len(args) == 0 {
-		return usageErrorf("controlfeed keys: missing subcommand: generate or show")
+		return usageErrorf("controlfeed keys: missing subcommand: generate, show, announce or revoke")
 	}
 	switch args[0] {
 	case "generate":
 		return m.runKeysGenerate(ctx, args[1:])
 	case "show":
 		return m.runKeysShow(ctx, args[1:])
+	case "announce":
+		return m.runKeysEvent(ctx, keysAnnounceCmd, args[1:])
+	case "revoke":
+		return m.runKeysEvent(ctx, keysRevokeCmd, args[1:])
 	case "-h", "-help", "--help":
-		for _, c := range []*command{keysGenerateCmd, keysShowCmd} {
+		for _, c := range keysCmds {
 			fmt.Fprintf(m.Stdout, "  controlfeed %-17s %s\n", c.name, c.summary)
 		}
 		fmt.Fprintf(m.Stdout, "\nRun \"controlfeed keys SUBCOMMAND --help\" for its flags.\n")
 		return nil
 	default:
-		return usageErrorf("controlfeed keys: unknown subcommand %q: want generate or show", args[0])
+		return usageErrorf("controlfeed keys: unknown subcommand %q: want generate, show, announce or revoke", args[0])
 	}
 }
 
@@ -260,4 +306,51 @@ func readTrustEntry(e string) (trust.PublicKey, error) {
 		return trust.PublicKey{}, fmt.Errorf("%s: %w", e, err)
 	}
 	return k, nil
+}
+
+// keysCmds are the keys subcommands, in help order.
+var keysCmds = []*command{keysGenerateCmd, keysShowCmd, keysAnnounceCmd, keysRevokeCmd}
+
+// runKeysEvent queues a key announcement or revocation in the producer's
+// outbox and prints its event id.
+func (m *Main) runKeysEvent(ctx context.Context, cmd *command, args []string) error {
+	var s settings
+	pos, err := m.parseDBArgs(cmd, &s, args, 1, 1)
+	if err != nil {
+		return helpOK(err)
+	}
+	var ev controlevent.Event
+	if cmd == keysAnnounceCmd {
+		k, err := readTrustEntry(pos[0])
+		if err != nil {
+			return fmt.Errorf("controlfeed %s: %w", cmd.name, err)
+		}
+		ev, err = trust.AddKeyEvent(k, time.Now())
+		if err != nil {
+			return err
+		}
+	} else if ev, err = trust.RevokeKeyEvent(pos[0], time.Now()); err != nil {
+		return usageErrorf("controlfeed %s: %v", cmd.name, err)
+	}
+	if err := refuseNodeDB(ctx, cmd, s.DB); err != nil {
+		return err
+	}
+	db, err := node.OpenDB(ctx, s.DB)
+	if err != nil {
+		return err
+	}
+	defer db.Close()
+	tx, err := db.BeginTx(ctx, nil)
+	if err != nil {
+		return fmt.Errorf("controlfeed %s: %s: %w", cmd.name, s.DB, err)
+	}
+	defer tx.Rollback()
+	if err := outbox.Append(ctx, tx, ev); err != nil {
+		return fmt.Errorf("controlfeed %s: %s: %w", cmd.name, s.DB, err)
+	}
+	if err := tx.Commit(); err != nil {
+		return fmt.Errorf("controlfeed %s: %s: commit: %w", cmd.name, s.DB, err)
+	}
+	fmt.Fprintln(m.Stdout, ev.EventID)
+	return nil
 }

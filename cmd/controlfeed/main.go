@@ -173,4 +173,4 @@ Example: a producer and one node sharing a directory feed
 
 // commands lists every subcommand, in help order.
 var commands = []*command{serveCmd, kvPutCmd, kvGetCmd, kvDeleteCmd, kvListCmd, statusCmd, tailCmd, skipCmd,
-	pruneCmd, snapshotCreateCmd, snapshotPublishCmd, snapshotListCmd, snapshotRestoreCmd, keysGenerateCmd, keysShowCmd, natsServerCmd, demoCmd, benchCmd}
+	pruneCmd, snapshotCreateCmd, snapshotPublishCmd, snapshotListCmd, snapshotRestoreCmd, keysGenerateCmd, keysShowCmd, keysAnnounceCmd, keysRevokeCmd, natsServerCmd, demoCmd, benchCmd}

@@ -20,6 +20,7 @@ import (
 	"github.com/controlfeed/controlfeed/internal/natsembed"
 	"github.com/controlfeed/controlfeed/internal/node"
 	"github.com/controlfeed/controlfeed/kv"
+	"github.com/controlfeed/controlfeed/outbox"
 	"github.com/controlfeed/controlfeed/trust"
 )
 
@@ -393,4 +394,52 @@ func TestNode_KeyRotation(t *testing.T) {
 		st := status(t, n)
 		return st.Halted != nil && st.Halted.Security == "unknown-key"
 	})
+}
+
+// TestNode_KeyRotationThroughFeed: the nodes trust only the old key; the
+// producer announces the new one through the feed ("keys announce"), then
+// signs with it; the nodes follow without a halt and without a restart.
+func TestNode_KeyRotationThroughFeed(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	fcfg := feed.SourceConfig{FileDir: filepath.Join(dir, "feed")}
+	art := artifactDir(filepath.Join(dir, "art"))
+	oldKey, _ := trust.GenerateKey(rand.Reader)
+	newKey, _ := trust.GenerateKey(rand.Reader)
+	onlyOld, _ := trust.NewKeyring(oldKey.Public())
+	producer := func(k *trust.PrivateKey) (*node.Node, func()) {
+		rctx, cancel := context.WithCancel(ctx)
+		p, err := node.Open(rctx, &node.Config{DB: filepath.Join(dir, "p.db"), FeedSink: "file", Feed: fcfg, Artifact: art, SigningKey: k})
+		if err != nil {
+			t.Fatal(err)
+		}
+		done := make(chan error, 1)
+		go func() { done <- p.Run(rctx) }()
+		return p, func() { cancel(); <-done; p.Close() }
+	}
+	p, stop := producer(oldKey)
+	n := start(t, &node.Config{DB: filepath.Join(dir, "n.db"), FeedSource: "file", Feed: fcfg, Artifact: art,
+		NodeName: "n", PollInterval: 10 * time.Millisecond, TrustedKeys: onlyOld})
+	if _, err := kv.Put(ctx, p.DB(), p.Store(), "a", []byte("1")); err != nil {
+		t.Fatal(err)
+	}
+	announce, _ := trust.AddKeyEvent(newKey.Public(), time.Now())
+	tx, _ := p.DB().BeginTx(ctx, nil)
+	if err := outbox.Append(ctx, tx, announce); err != nil {
+		t.Fatal(err)
+	}
+	tx.Commit()
+	p.Pump().Notify()
+	waitFor(t, "the announcement applied", func() bool { return status(t, n).Cursor == 2 })
+	stop()
+	p, stop = producer(newKey)
+	defer stop()
+	if _, err := kv.Put(ctx, p.DB(), p.Store(), "b", []byte("2")); err != nil {
+		t.Fatal(err)
+	}
+	p.Pump().Notify()
+	waitFor(t, "the event by the new key applied", func() bool { return status(t, n).Cursor == 3 })
+	if st := status(t, n); st.Halted != nil {
+		t.Fatalf("halted across the rotation: %+v", st.Halted)
+	}
 }
