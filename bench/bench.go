@@ -57,7 +57,7 @@ type Config struct {
 	Dir string
 	// Only, when not empty, runs only the measurements whose name starts
 	// with one of these prefixes ("pump", "pgpump", "apply", "e2e", "file",
-	// "rss").
+	// "rss", "sign").
 	Only []string
 	// PumpSyncEvents, PumpBatchEvents and ApplyEvents are the events per
 	// throughput measurement. Defaults 20k, 100k, 100k (quick: 5k, 20k,
@@ -240,6 +240,7 @@ var measurements = []measurement{
 	{"e2e", runE2E},
 	{"file", runFile},
 	{"rss", runRSS},
+	{"sign", runSign},
 }
 
 // Run performs the measurements selected by cfg, one after another (never

@@ -108,6 +108,7 @@ func BenchmarkApply(b *testing.B) { benchOnly(b, "apply") }
 func BenchmarkE2E(b *testing.B)   { benchOnly(b, "e2e") }
 func BenchmarkFile(b *testing.B)  { benchOnly(b, "file") }
 func BenchmarkRSS(b *testing.B)   { benchOnly(b, "rss") }
+func BenchmarkSign(b *testing.B)  { benchOnly(b, "sign") }
 
 // A PostgreSQL URL that does not answer fails the run at once, before any
 // measurement.

@@ -20,6 +20,7 @@ import (
 	"github.com/controlfeed/controlfeed/internal/sqlitedb"
 	"github.com/controlfeed/controlfeed/kv"
 	"github.com/controlfeed/controlfeed/outbox"
+	"github.com/controlfeed/controlfeed/trust"
 )
 
 // poolSize is the number of distinct payloads events cycle through: every
@@ -130,6 +131,13 @@ func openDB(ctx context.Context, path string) (*sql.DB, error) {
 
 // fillStream publishes events 1..n with the jetstream Sink's AppendBatch.
 func fillStream(ctx context.Context, cfg feed.NATSConfig, p *pool, n int) error {
+	return fillStreamWith(ctx, cfg, p, n, nil)
+}
+
+// fillStreamWith is fillStream with every event signed by k (in one chain),
+// as a signing pump publishes them; k nil signs nothing.
+func fillStreamWith(ctx context.Context, cfg feed.NATSConfig, p *pool, n int, k *trust.PrivateKey) error {
+	var head trust.Head
 	sink, err := natsfeed.NewSink(ctx, cfg, nil)
 	if err != nil {
 		return err
@@ -141,7 +149,14 @@ func fillStream(ctx context.Context, cfg feed.NATSConfig, p *pool, n int) error 
 	for i := 1; i <= n; i += chunk {
 		evs = evs[:0]
 		for j := i; j < i+chunk && j <= n; j++ {
-			evs = append(evs, p.event(j, now))
+			e := p.event(j, now)
+			if k != nil {
+				var err error
+				if e, head, err = trust.Sign(k, e, head); err != nil {
+					return err
+				}
+			}
+			evs = append(evs, e)
 		}
 		if _, err := sink.AppendBatch(ctx, evs); err != nil {
 			return fmt.Errorf("fill stream %s: %w", cfg.Stream, err)
@@ -155,13 +170,19 @@ func fillStream(ctx context.Context, cfg feed.NATSConfig, p *pool, n int) error 
 // reaches n. It returns the time from its start until the cursor reached n:
 // Run's shutdown after that (a last checkpoint of the WAL) is not counted.
 func catchUp(ctx context.Context, db *sql.DB, cfg feed.NATSConfig, store artifact.Store, n int) (time.Duration, error) {
+	return catchUpWith(ctx, db, cfg, store, n, nil)
+}
+
+// catchUpWith is catchUp with the applier verifying every event against kr
+// (nil: no verification).
+func catchUpWith(ctx context.Context, db *sql.DB, cfg feed.NATSConfig, store artifact.Store, n int, kr *trust.Keyring) (time.Duration, error) {
 	start := time.Now()
 	src, err := natsfeed.NewSource(ctx, cfg, nil)
 	if err != nil {
 		return 0, err
 	}
 	defer src.Close()
-	a, err := applier.New(db, src, store, &applier.Config{Handlers: kv.Handlers()})
+	a, err := applier.New(db, src, store, &applier.Config{Handlers: kv.Handlers(), Keyring: kr})
 	if err != nil {
 		return 0, err
 	}

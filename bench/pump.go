@@ -72,6 +72,11 @@ func pumpPass(ctx context.Context, e *env, srv *server, p *pool, stream string, 
 // timePass fills db's empty outbox with n rows and times one Pass draining
 // it into stream.
 func timePass(ctx context.Context, srv *server, p *pool, db *sql.DB, stream string, n int, batch bool) (float64, error) {
+	return timePassWith(ctx, srv, p, db, stream, n, batch, nil)
+}
+
+// timePassWith is timePass with the pump configured by cfg (nil: defaults).
+func timePassWith(ctx context.Context, srv *server, p *pool, db *sql.DB, stream string, n int, batch bool, cfg *outbox.Config) (float64, error) {
 	if err := fillOutbox(ctx, db, p, n); err != nil {
 		return 0, err
 	}
@@ -84,7 +89,7 @@ func timePass(ctx context.Context, srv *server, p *pool, db *sql.DB, stream stri
 	if !batch {
 		s = appendOnly{sink}
 	}
-	pump, err := outbox.NewPump(db, s, nil)
+	pump, err := outbox.NewPump(db, s, cfg)
 	if err != nil {
 		return 0, err
 	}

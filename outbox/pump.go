@@ -639,16 +639,11 @@ func (p *Pump) publishChunk(stop, work context.Context, c chunk, prevCV *uint64,
 // it with an error that stops the pass after the write-back (the next pass
 // continues after the dead row).
 func (p *Pump) sign(c chunk, r *chunkResult, head trust.Head) ([]controlevent.Event, []trust.Head, error) {
-	events := make([]controlevent.Event, 0, len(c.events))
-	heads := make([]trust.Head, 0, len(c.events))
-	for i, e := range c.events {
-		s, next, err := trust.Sign(p.cfg.Signer, e, head)
-		if err != nil {
-			row := c.live[i]
-			r.dead = append(r.dead, deadRow{row: row, reason: "cannot be signed: " + err.Error()})
-			return events, heads, fmt.Errorf("outbox: sign %q (outbox id %d): %w", row.eventID, row.id, err)
-		}
-		events, heads, head = append(events, s), append(heads, next), next
+	events, heads, err := trust.SignBatch(p.cfg.Signer, c.events, head)
+	if err != nil {
+		row := c.live[len(events)]
+		r.dead = append(r.dead, deadRow{row: row, reason: "cannot be signed: " + err.Error()})
+		return events, heads, fmt.Errorf("outbox: sign %q (outbox id %d): %w", row.eventID, row.id, err)
 	}
 	return events, heads, nil
 }

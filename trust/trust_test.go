@@ -525,3 +525,32 @@ func BenchmarkVerifyAll100(b *testing.B) {
 		kr.VerifyAll(batch)
 	}
 }
+
+// TestSignBatch gives what Sign gives one event at a time, and stops at an
+// event that cannot be signed.
+func TestSignBatch(t *testing.T) {
+	k := fixedKey(t, 1)
+	var in []controlevent.Event
+	for i := range 37 {
+		in = append(in, sampleEvent(fmt.Sprintf("e%d", i)))
+	}
+	start := trust.Head{Seq: 9, Digest: trust.Digest([]byte("start"))}
+	got, heads, err := trust.SignBatch(k, in, start)
+	if err != nil || len(got) != len(in) || len(heads) != len(in) {
+		t.Fatalf("SignBatch = %d, %d, %v", len(got), len(heads), err)
+	}
+	h := start
+	for i, e := range in {
+		want, next, _ := trust.Sign(k, e, h)
+		if got[i].Extra != want.Extra || heads[i] != next {
+			t.Fatalf("event %d differs from Sign", i)
+		}
+		h = next
+	}
+	bad := append([]controlevent.Event(nil), in[:5]...)
+	bad[3].Extra = `{"x":` // malformed
+	got, heads, err = trust.SignBatch(k, bad, start)
+	if err == nil || len(got) != 3 || len(heads) != 3 {
+		t.Fatalf("SignBatch with a bad event 3 = %d, %d, %v", len(got), len(heads), err)
+	}
+}

@@ -26,6 +26,9 @@ directly on the same server and disk, with their ratio and the target:
   file/poll       file feed Poll on a 100k-event history vs a 1k one
   rss/catch-up    peak RSS of a child process (this binary re-executed as
                   "controlfeed bench child ...") catching up on 1M events
+  sign/pump       the batch pump signing every event vs not signing
+  sign/catch-up   catch-up verifying every event's signature and chain vs
+                  the same events unsigned (target: at most 10% slower)
 
 With --postgres-url, also the outbox on that PostgreSQL server:
 
