@@ -341,14 +341,7 @@ func TestNode_KeyRotation(t *testing.T) {
 	both, _ := trust.NewKeyring(oldKey.Public(), newKey.Public())
 	onlyNew, _ := trust.NewKeyring(newKey.Public())
 	producer := func(k *trust.PrivateKey) (*node.Node, func()) {
-		rctx, cancel := context.WithCancel(ctx)
-		p, err := node.Open(rctx, &node.Config{DB: filepath.Join(dir, "p.db"), FeedSink: "file", Feed: fcfg, Artifact: art, SigningKey: k})
-		if err != nil {
-			t.Fatal(err)
-		}
-		done := make(chan error, 1)
-		go func() { done <- p.Run(rctx) }()
-		return p, func() { cancel(); <-done; p.Close() }
+		return startStoppable(t, &node.Config{DB: filepath.Join(dir, "p.db"), FeedSink: "file", Feed: fcfg, Artifact: art, SigningKey: k})
 	}
 	puts := func(p *node.Node, from, to int) {
 		for i := from; i <= to; i++ {
@@ -359,15 +352,8 @@ func TestNode_KeyRotation(t *testing.T) {
 		p.Pump().Notify()
 	}
 	nodeAt := func(kr *trust.Keyring) (*node.Node, func()) {
-		rctx, cancel := context.WithCancel(ctx)
-		n, err := node.Open(rctx, &node.Config{DB: filepath.Join(dir, "n.db"), FeedSource: "file", Feed: fcfg, Artifact: art,
+		return startStoppable(t, &node.Config{DB: filepath.Join(dir, "n.db"), FeedSource: "file", Feed: fcfg, Artifact: art,
 			NodeName: "n", PollInterval: 10 * time.Millisecond, TrustedKeys: kr})
-		if err != nil {
-			t.Fatal(err)
-		}
-		done := make(chan error, 1)
-		go func() { done <- n.Run(rctx) }()
-		return n, func() { cancel(); <-done; n.Close() }
 	}
 	p, stop := producer(oldKey)
 	n, stopNode := nodeAt(both)
@@ -408,14 +394,7 @@ func TestNode_KeyRotationThroughFeed(t *testing.T) {
 	newKey, _ := trust.GenerateKey(rand.Reader)
 	onlyOld, _ := trust.NewKeyring(oldKey.Public())
 	producer := func(k *trust.PrivateKey) (*node.Node, func()) {
-		rctx, cancel := context.WithCancel(ctx)
-		p, err := node.Open(rctx, &node.Config{DB: filepath.Join(dir, "p.db"), FeedSink: "file", Feed: fcfg, Artifact: art, SigningKey: k})
-		if err != nil {
-			t.Fatal(err)
-		}
-		done := make(chan error, 1)
-		go func() { done <- p.Run(rctx) }()
-		return p, func() { cancel(); <-done; p.Close() }
+		return startStoppable(t, &node.Config{DB: filepath.Join(dir, "p.db"), FeedSink: "file", Feed: fcfg, Artifact: art, SigningKey: k})
 	}
 	p, stop := producer(oldKey)
 	n := start(t, &node.Config{DB: filepath.Join(dir, "n.db"), FeedSource: "file", Feed: fcfg, Artifact: art,
@@ -442,4 +421,20 @@ func TestNode_KeyRotationThroughFeed(t *testing.T) {
 	if st := status(t, n); st.Halted != nil {
 		t.Fatalf("halted across the rotation: %+v", st.Halted)
 	}
+}
+
+// startStoppable opens and runs a node like start, and returns the function
+// that stops and closes it (for tests that restart a node with other
+// settings).
+func startStoppable(t *testing.T, cfg *node.Config) (*node.Node, func()) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	n, err := node.Open(ctx, cfg)
+	if err != nil {
+		cancel()
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- n.Run(ctx) }()
+	return n, func() { cancel(); <-done; n.Close() }
 }
