@@ -22,6 +22,8 @@ import (
 	// This is the only file that imports backends; add new ones here.
 	_ "github.com/controlfeed/controlfeed/artifact/filestore"
 	_ "github.com/controlfeed/controlfeed/feed/nop"
+	_ "github.com/controlfeed/controlfeed/fleet/filefleet"
+	_ "github.com/controlfeed/controlfeed/fleet/natsfleet"
 	_ "github.com/controlfeed/controlfeed/snapshot/filecatalog"
 	_ "github.com/controlfeed/controlfeed/snapshot/natscatalog"
 )

@@ -12,6 +12,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/controlfeed/controlfeed/fleet"
 	"github.com/controlfeed/controlfeed/internal/failpoint"
 	"github.com/controlfeed/controlfeed/internal/node"
 	"github.com/controlfeed/controlfeed/kv"
@@ -89,6 +90,15 @@ type settings struct {
 	ClusterListen       string // nats-server
 	Routes              string // nats-server
 	ServerName          string // nats-server
+
+	FleetHeartbeat    time.Duration // serve
+	AppDigestInterval time.Duration // serve
+	StaleAfter        time.Duration // fleet
+	LaggingAfter      time.Duration // fleet
+	Event             string        // fleet wait
+	CV                uint64        // fleet wait
+	Timeout           time.Duration // fleet wait
+	IncludeStale      bool          // fleet wait
 
 	Nodes    int
 	Events   int
@@ -261,6 +271,28 @@ var allSettings = []setting{
 		bind: func(fs *flag.FlagSet, s *settings, name, u string) { fs.BoolVar(&s.SecurityOverride, name, false, u) }},
 	strSetting("name", "controlfeed", "keys generate: base `NAME` of the key files (NAME.key, NAME.pub)",
 		func(s *settings) *string { return &s.KeyName }),
+	{flag: "fleet-heartbeat", def: fleet.DefaultHeartbeat.String(), usage: "serve: a node writes its fleet report (see controlfeed fleet) on change, at most every second, and at least every `DURATION`; 0 = the default",
+		bind: func(fs *flag.FlagSet, s *settings, name, u string) { fs.DurationVar(&s.FleetHeartbeat, name, 0, u) }},
+	{flag: "app-digest-interval", def: node.DefaultAppDigestInterval.String(), usage: "serve: least time between two computations of the application's digest (kv: a read of its whole table) for /v1/status and the fleet report (`DURATION`); 0 = the default",
+		bind: func(fs *flag.FlagSet, s *settings, name, u string) { fs.DurationVar(&s.AppDigestInterval, name, 0, u) }},
+	{flag: "stale-after", def: fleet.DefaultStaleAfter.String(), usage: "fleet: a node whose last report is older than `DURATION` is stale (give at least 3 times the nodes' --fleet-heartbeat)",
+		bind: func(fs *flag.FlagSet, s *settings, name, u string) {
+			fs.DurationVar(&s.StaleAfter, name, fleet.DefaultStaleAfter, u)
+		}},
+	{flag: "lagging-after", def: fleet.DefaultLaggingAfter.String(), usage: "fleet: a node behind the head is lagging (not applying) once the oldest event it has not applied is older than `DURATION`",
+		bind: func(fs *flag.FlagSet, s *settings, name, u string) {
+			fs.DurationVar(&s.LaggingAfter, name, fleet.DefaultLaggingAfter, u)
+		}},
+	strSetting("event", "", "fleet wait: the event `ID` to wait for (as kv put prints it)",
+		func(s *settings) *string { return &s.Event }),
+	{flag: "cv", usage: "fleet wait, fleet event: the event's ControlVersion `N` (its position in the feed)",
+		bind: func(fs *flag.FlagSet, s *settings, name, u string) { fs.Uint64Var(&s.CV, name, 0, u) }},
+	{flag: "timeout", def: "5m", usage: "fleet wait: give up after `DURATION` and name the nodes that have not applied the event",
+		bind: func(fs *flag.FlagSet, s *settings, name, u string) {
+			fs.DurationVar(&s.Timeout, name, 5*time.Minute, u)
+		}},
+	{flag: "include-stale", def: "false", usage: "fleet wait: also wait for stale nodes (by default a node silent for --stale-after is left out, and named)",
+		bind: func(fs *flag.FlagSet, s *settings, name, u string) { fs.BoolVar(&s.IncludeStale, name, false, u) }},
 	{flag: "follow", def: "true", usage: "keep waiting for new events (--follow=false: print what exists and exit)",
 		bind: func(fs *flag.FlagSet, s *settings, name, u string) { fs.BoolVar(&s.Follow, name, true, u) }},
 }

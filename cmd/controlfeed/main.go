@@ -115,8 +115,10 @@ func (m *Main) Run(ctx context.Context, args []string) error {
 		return m.runKeys(ctx, args[1:])
 	case "snapshot":
 		return m.runSnapshot(ctx, args[1:])
+	case "fleet":
+		return m.runFleet(ctx, args[1:])
 	default:
-		return usageErrorf("unknown command %q; commands: serve, kv, status, tail, skip, prune, snapshot, keys, nats-server, demo, bench (see controlfeed --help)", args[0])
+		return usageErrorf("unknown command %q; commands: serve, kv, status, fleet, tail, skip, prune, snapshot, keys, nats-server, demo, bench (see controlfeed --help)", args[0])
 	}
 }
 
@@ -172,5 +174,5 @@ Example: a producer and one node sharing a directory feed
 }
 
 // commands lists every subcommand, in help order.
-var commands = []*command{serveCmd, kvPutCmd, kvGetCmd, kvDeleteCmd, kvListCmd, statusCmd, tailCmd, skipCmd,
+var commands = []*command{serveCmd, kvPutCmd, kvGetCmd, kvDeleteCmd, kvListCmd, statusCmd, fleetCmd, fleetEventCmd, fleetWaitCmd, fleetForgetCmd, tailCmd, skipCmd,
 	pruneCmd, snapshotCreateCmd, snapshotPublishCmd, snapshotListCmd, snapshotRestoreCmd, keysGenerateCmd, keysShowCmd, keysAnnounceCmd, keysRevokeCmd, natsServerCmd, demoCmd, benchCmd}

@@ -61,6 +61,15 @@ otherwise); /healthz stays open for probes but gives its reasons only with
 the token. --listen-tls-cert and --listen-tls-key (PEM) serve HTTPS;
 restart to rotate them.
 
+A node (--feed-source file or jetstream) writes its fleet report, which
+"controlfeed fleet" reads: its cursor, state, halt, state digest and
+application digest, on change (at most every second) and at least every
+--fleet-heartbeat. On the file feed it is FEED_DIR/.nodes/NODE.json; on
+jetstream a key of the bucket <stream>_NODES, which the producer creates
+(with --nats-replicas) as it does the stream. The node name (--node-name)
+must then be 1-128 characters of A-Z a-z 0-9 _ . - (otherwise serve logs a
+warning and writes no report).
+
 A halted node retries the event and can be passed over with "controlfeed
 skip"; an unavailable node or one facing a gap retries by itself and cannot
 be skipped (see the README's runbooks).
@@ -93,7 +102,8 @@ docs/SECURITY.md.
 	example: `controlfeed serve --db node1.db --feed-source file --feed-dir /var/lib/cf/feed --artifact-dir /var/lib/cf/artifacts --listen 127.0.0.1:7480`,
 	settings: settingList([]string{"db", "feed-source", "feed-sink", "feed-dir", "artifact-store", "artifact-dir",
 		"listen"}, listenSettings, []string{"node-name"}, natsSettings, natsFeedSettings, []string{"nats-bucket", "embedded-nats", "nats-listen", "nats-store",
-		"max-artifact-bytes", "poll-interval", "unavailable-grace", "stall-threshold", "signing-key", "trust-key", "log-format", "log-level"}, bootstrapSettings),
+		"max-artifact-bytes", "poll-interval", "unavailable-grace", "stall-threshold", "signing-key", "trust-key", "fleet-heartbeat",
+		"app-digest-interval", "log-format", "log-level"}, bootstrapSettings),
 	createDB: true,
 }
 
@@ -147,6 +157,10 @@ func (m *Main) runServe(ctx context.Context, args []string) error {
 		return err
 	}
 	if err := s.createSnapshotCatalog(ctx, log); err != nil {
+		n.Close()
+		return err
+	}
+	if err := s.createFleetStore(ctx, log); err != nil {
 		n.Close()
 		return err
 	}
@@ -247,6 +261,11 @@ func (s *settings) nodeConfig(log *slog.Logger) *node.Config {
 		StallThreshold:   s.StallThreshold,
 
 		BehindRetentionAdvice: s.behindAdvice,
+
+		FleetReports:      true,
+		FleetHeartbeat:    s.FleetHeartbeat,
+		Version:           controlfeedVersion(),
+		AppDigestInterval: s.AppDigestInterval,
 
 		ListenToken:       s.ListenToken,
 		ListenTLSCertFile: s.ListenTLSCert,

@@ -65,6 +65,7 @@ import (
 	"github.com/controlfeed/controlfeed/dbrole"
 	"github.com/controlfeed/controlfeed/feed"
 	"github.com/controlfeed/controlfeed/feed/nop"
+	"github.com/controlfeed/controlfeed/fleet"
 	"github.com/controlfeed/controlfeed/internal/sqlitedb"
 	"github.com/controlfeed/controlfeed/kv"
 	"github.com/controlfeed/controlfeed/outbox"
@@ -184,6 +185,20 @@ type Config struct {
 	// AppDigest by Status; 0 = DefaultAppDigestInterval.
 	AppDigestInterval time.Duration
 
+	// FleetReports makes a node (a process with a feed source) write its
+	// fleet report (see package fleet) to the report store of its feed
+	// backend, opened with fleet.Open(FeedSource, ...): on change, at
+	// most every FleetDebounce, and every FleetHeartbeat. A store that
+	// cannot be opened (no backend registered for the feed) is logged and
+	// the node runs without reports; a failing write is logged and
+	// retried, never stops the node.
+	FleetReports bool
+	// FleetHeartbeat and FleetDebounce are the Reporter's intervals; 0 =
+	// fleet.DefaultHeartbeat and fleet.DefaultDebounce.
+	FleetHeartbeat, FleetDebounce time.Duration
+	// Version is the controlfeed version the fleet report names.
+	Version string
+
 	// WrapSource, if set, wraps the opened feed source (not nop) before the
 	// applier uses it: for instrumentation such as the demo's latency
 	// measurement. The wrapper must forward the optional interfaces the
@@ -277,7 +292,11 @@ type Node struct {
 	applier *applier.Applier
 	ln      net.Listener
 	lock    *pumpLock // held by a producer from Open to Close
-	reg     *prometheus.Registry
+	// reports and reporter write the fleet report (nil without
+	// Config.FleetReports or when the store could not be opened).
+	reports  fleet.Store
+	reporter *fleet.Reporter
+	reg      *prometheus.Registry
 
 	mu      sync.Mutex
 	pumpErr error // fatal error of pump.Run, for health
@@ -287,6 +306,8 @@ type Node struct {
 	appMu    sync.Mutex
 	app      *AppDigest
 	appTried time.Time // the latest computation, failed or not
+	// fleet holds what FleetReport keeps between reports.
+	fleet fleetCounts
 	// behind tracks how long the cursor has stayed put while the feed
 	// holds events after it (see Status.StalledSince).
 	behind struct {
@@ -389,6 +410,9 @@ func Open(ctx context.Context, cfg *Config) (_ *Node, err error) {
 		if err != nil {
 			return nil, fmt.Errorf("node: %w", err)
 		}
+	}
+	if c.FleetReports && n.applier != nil {
+		n.openReporter(ctx)
 	}
 	if c.Listen != "" {
 		if err := n.listen(ctx); err != nil {
@@ -526,6 +550,9 @@ func (n *Node) Run(ctx context.Context) error {
 			}
 		})
 	}
+	if n.reporter != nil {
+		wg.Go(func() { n.reporter.Run(ctx) })
+	}
 	if n.ln != nil {
 		srv := &http.Server{Handler: n.Handler(), ReadHeaderTimeout: 10 * time.Second}
 		wg.Go(func() {
@@ -559,6 +586,9 @@ func (n *Node) Close() error {
 			errs = append(errs, err)
 		}
 	}
+	if n.reports != nil {
+		errs = append(errs, closeQuietly(n.reports))
+	}
 	if n.source != nil {
 		errs = append(errs, closeQuietly(n.source))
 	}
@@ -586,4 +616,27 @@ func closeQuietly(v any) error {
 		return c.Close()
 	}
 	return nil
+}
+
+// openReporter opens the fleet report store of the node's feed and its
+// Reporter; a failure is logged and leaves the node without reports.
+func (n *Node) openReporter(ctx context.Context) {
+	if err := fleet.ValidateNodeName(n.cfg.NodeName); err != nil {
+		n.log.Warn("node: no fleet reports: the node name cannot name a report", "err", err)
+		return
+	}
+	st, err := fleet.Open(ctx, n.cfg.FeedSource, fleet.Config{Feed: n.cfg.Feed, Logger: n.log})
+	if err != nil {
+		n.log.Warn("node: no fleet reports: cannot open the report store", "feed_source", n.cfg.FeedSource, "err", err)
+		return
+	}
+	rep, err := fleet.NewReporter(st, func(ctx context.Context) (fleet.Report, error) {
+		return n.FleetReport(ctx, n.cfg.Version)
+	}, &fleet.ReporterConfig{Debounce: n.cfg.FleetDebounce, Heartbeat: n.cfg.FleetHeartbeat, Logger: n.log})
+	if err != nil {
+		closeQuietly(st)
+		n.log.Warn("node: no fleet reports", "err", err)
+		return
+	}
+	n.reports, n.reporter = st, rep
 }
