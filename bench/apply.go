@@ -48,8 +48,12 @@ func runApply(ctx context.Context, e *env) ([]Result, error) {
 	if err != nil {
 		return nil, err
 	}
+	rep, err := reportsResult(ctx, e, srv, filepath.Join(e.dir, "artifacts"), n)
+	if err != nil {
+		return nil, fmt.Errorf("catch-up with fleet reports: %w", err)
+	}
 	return []Result{ratioResult("apply/catch-up", "events/s", rate, raw, 0.5,
-		fmt.Sprintf("%d kv.put events from JetStream vs the same rows inserted raw, 100/tx", n))}, nil
+		fmt.Sprintf("%d kv.put events from JetStream vs the same rows inserted raw, 100/tx", n)), rep}, nil
 }
 
 // rawInsert100 inserts the kv rows of events 1..n, 100 per transaction,

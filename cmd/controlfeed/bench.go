@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"strings"
 
 	"github.com/controlfeed/controlfeed/bench"
 )
@@ -44,7 +45,7 @@ the RSS line) and takes under a minute. A missed target is reported, not an
 error: the exit status is 0 unless a measurement could not run. Run it on an
 otherwise idle machine; other load skews the ratios.`,
 	example:  `controlfeed bench --quick --out bench.json`,
-	settings: []string{"quick", "json", "out", "postgres-url", "log-format", "log-level"},
+	settings: []string{"quick", "only", "json", "out", "postgres-url", "log-format", "log-level"},
 }
 
 func (m *Main) runBench(ctx context.Context, args []string) error {
@@ -70,6 +71,7 @@ func (m *Main) runBench(ctx context.Context, args []string) error {
 	}
 	cfg := &bench.Config{
 		Quick:       s.Quick,
+		Only:        onlyList(s.Only),
 		PostgresURL: s.PostgresURL,
 		Logger:      log,
 		Exec: func(ctx context.Context, args []string) *exec.Cmd {
@@ -111,4 +113,15 @@ func writeReportFile(path string, rep bench.Report) error {
 		return fmt.Errorf("controlfeed bench: --out %s: %w", path, err)
 	}
 	return nil
+}
+
+// onlyList splits --only.
+func onlyList(v string) []string {
+	var out []string
+	for p := range strings.SplitSeq(v, ",") {
+		if p = strings.TrimSpace(p); p != "" {
+			out = append(out, p)
+		}
+	}
+	return out
 }

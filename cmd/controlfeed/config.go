@@ -48,6 +48,7 @@ type settings struct {
 	Quick         bool   // bench
 	PostgresURL   string // bench
 	Out           string // bench
+	Only          string // bench
 	Through       uint64 // prune
 	Force         bool   // prune, snapshot restore
 	Ref           string // snapshot publish, restore
@@ -245,6 +246,8 @@ var allSettings = []setting{
 		bind: func(fs *flag.FlagSet, s *settings, name, u string) { fs.Float64Var(&s.Rate, name, 0, u) }},
 	{flag: "quick", def: "false", usage: "bench: smaller sizes (100k-event RSS catch-up), under a minute",
 		bind: func(fs *flag.FlagSet, s *settings, name, u string) { fs.BoolVar(&s.Quick, name, false, u) }},
+	strSetting("only", "", "bench: run only the measurements whose names start with one of these comma-separated `PREFIXES` (pump, pgpump, apply, e2e, file, rss)",
+		func(s *settings) *string { return &s.Only }),
 	strSetting("out", "", "bench: also write the report as JSON to `FILE`",
 		func(s *settings) *string { return &s.Out }),
 	strSetting("postgres-url", "", "bench: also measure the pump on the PostgreSQL server at `URL` (postgres://user@host/db; schemas are created there and dropped)",
