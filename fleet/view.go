@@ -4,6 +4,7 @@ import (
 	"cmp"
 	"fmt"
 	"slices"
+	"strings"
 	"time"
 )
 
@@ -113,19 +114,27 @@ const (
 // point" when it could be compared with no node, "alone" when it is the
 // only node.
 type Agreement struct {
-	Status      string   `json:"status"`
-	AgreesWith  []string `json:"agrees_with,omitempty"`
+	Status string `json:"status"`
+	// Agrees and Differs count the nodes that agree and differ with
+	// this one (Agrees includes partial agreements).
+	Agrees  int `json:"agrees"`
+	Differs int `json:"differs"`
+	// DiffersFrom names the nodes that differ, at most MaxNamed.
 	DiffersFrom []string `json:"differs_from,omitempty"`
-	// Details say where each difference is, e.g. "state digest at cursor
-	// 101 differs from node-b".
+	// Details say where the differences are, e.g. "state digest at
+	// cursor 101 differs from node-b", at most MaxNamed.
 	Details []string `json:"details,omitempty"`
 }
+
+// MaxNamed bounds the names and details of an Agreement, so the view of a
+// large fleet that disagrees with one node stays small.
+const MaxNamed = 16
 
 // String is the table's wording: "agrees", "DIFFERS (vs N nodes)", "no
 // common point" or "alone".
 func (a Agreement) String() string {
 	if a.Status == AgreementDiffers {
-		n := len(a.DiffersFrom)
+		n := a.Differs
 		return fmt.Sprintf("DIFFERS (vs %d node%s)", n, plural(n))
 	}
 	return a.Status
@@ -191,71 +200,130 @@ func View(entries []Entry, cfg ViewConfig) []Row {
 	return rows
 }
 
-// agree fills every row's Agreement.
+// agree fills every row's Agreement. Nodes whose digests are identical
+// (state digest, checkpoints, application digest) form one group and are
+// compared once, so a fleet mostly at one position costs about as much as
+// a few nodes, not n².
 func agree(rows []Row) {
-	points := make([]map[uint64]string, len(rows))
+	type group struct {
+		rep     *Report
+		points  []Digest // descending cursors
+		members []int
+	}
+	var groups []*group
+	byKey := map[string]*group{}
+	of := make([]*group, len(rows))
 	for i := range rows {
 		r := &rows[i].Report
-		m := make(map[uint64]string, len(r.DigestCheckpoints)+1)
-		for _, c := range r.DigestCheckpoints {
-			m[c.Cursor] = c.Digest
+		key := digestKey(r)
+		g := byKey[key]
+		if g == nil {
+			g = &group{rep: r, points: digestPoints(r)}
+			byKey[key] = g
+			groups = append(groups, g)
 		}
-		m[r.StateDigest.Cursor] = r.StateDigest.Digest
-		points[i] = m
+		g.members = append(g.members, i)
+		of[i] = g
 	}
-	for i := range rows {
-		a := &rows[i].Digest
-		if len(rows) == 1 {
-			a.Status = AgreementAlone
-			continue
-		}
-		fullAgree := 0
-		for j := range rows {
-			if i == j {
+	type verdict struct {
+		comparable, full, equal bool
+		detail                  string
+	}
+	vs := make([]verdict, len(groups))
+	for _, gi := range groups {
+		for j, gj := range groups {
+			if gi == gj {
+				vs[j] = verdict{comparable: true, full: true, equal: true}
 				continue
 			}
-			comparable, full, equal, detail := comparePair(&rows[i].Report, &rows[j].Report, points[i], points[j])
-			switch {
-			case !comparable:
-			case equal:
-				a.AgreesWith = append(a.AgreesWith, rows[j].Node)
-				if full {
-					fullAgree++
+			c, f, e, d := comparePair(gi.rep, gj.rep, gi.points, gj.points)
+			vs[j] = verdict{c, f, e, d}
+		}
+		for _, i := range gi.members {
+			a := &rows[i].Digest
+			if len(rows) == 1 {
+				a.Status = AgreementAlone
+				continue
+			}
+			fullAgree := 0
+			for j, gj := range groups {
+				v := vs[j]
+				n := len(gj.members)
+				if gj == gi {
+					n-- // not itself
 				}
+				switch {
+				case n == 0 || !v.comparable:
+				case v.equal:
+					a.Agrees += n
+					if v.full {
+						fullAgree += n
+					}
+				default:
+					a.Differs += n
+					for _, k := range gj.members {
+						if len(a.DiffersFrom) == MaxNamed {
+							break
+						}
+						a.DiffersFrom = append(a.DiffersFrom, rows[k].Node)
+						a.Details = append(a.Details, v.detail+" differs from "+rows[k].Node)
+					}
+				}
+			}
+			switch {
+			case a.Agrees+a.Differs == 0:
+				a.Status = AgreementNoCommonPoint
+			case a.Differs > fullAgree:
+				a.Status = AgreementDiffers
 			default:
-				a.DiffersFrom = append(a.DiffersFrom, rows[j].Node)
-				a.Details = append(a.Details, detail+" differs from "+rows[j].Node)
+				a.Status = AgreementAgrees
 			}
 		}
-		n := len(a.AgreesWith) + len(a.DiffersFrom)
-		switch {
-		case n == 0:
-			a.Status = AgreementNoCommonPoint
-		case len(a.DiffersFrom) > fullAgree:
-			a.Status = AgreementDiffers
-		default:
-			a.Status = AgreementAgrees
-		}
 	}
+}
+
+// digestPoints returns a report's state digests by descending cursor,
+// one per cursor.
+func digestPoints(r *Report) []Digest {
+	ps := append([]Digest{r.StateDigest}, r.DigestCheckpoints...)
+	slices.SortFunc(ps, func(a, b Digest) int { return cmp.Compare(b.Cursor, a.Cursor) })
+	return slices.CompactFunc(ps, func(a, b Digest) bool { return a.Cursor == b.Cursor })
+}
+
+// digestKey identifies a report's digests.
+func digestKey(r *Report) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "%d=%s", r.StateDigest.Cursor, r.StateDigest.Digest)
+	for _, c := range r.DigestCheckpoints {
+		fmt.Fprintf(&b, ",%d=%s", c.Cursor, c.Digest)
+	}
+	if a := r.AppDigest; a != nil {
+		fmt.Fprintf(&b, ";%d=%s", a.Cursor, a.Digest)
+	}
+	return b.String()
 }
 
 // comparePair compares two reports' digests (see Agreement). full is
 // false when both have an application digest but they could not be
 // compared; detail names the first difference.
-func comparePair(a, b *Report, pa, pb map[uint64]string) (comparable, full, equal bool, detail string) {
+func comparePair(a, b *Report, pa, pb []Digest) (comparable, full, equal bool, detail string) {
 	equal, full = true, true
-	var common uint64
-	found := false
-	for c := range pa {
-		if _, ok := pb[c]; ok && (!found || c > common) {
-			common, found = c, true
-		}
-	}
-	if found && common > 0 {
-		comparable = true
-		if pa[common] != pb[common] {
-			equal = false
-			detail = fmt.Sprintf("state digest at cursor %d", common)
+	// The highest cursor in both (pa and pb descend).
+	for i, j := 0, 0; i < len(pa) && j < len(pb); {
+		switch {
+		case pa[i].Cursor > pb[j].Cursor:
+			i++
+		case pa[i].Cursor < pb[j].Cursor:
+			j++
+		default:
+			if pa[i].Cursor > 0 {
+				comparable = true
+				if pa[i].Digest != pb[j].Digest {
+					equal = false
+					detail = fmt.Sprintf("state digest at cursor %d", pa[i].Cursor)
+				}
+			}
+			i = len(pa)
 		}
 	}
 	if a.AppDigest != nil && b.AppDigest != nil {

@@ -1,6 +1,7 @@
 package fleet_test
 
 import (
+	"strconv"
 	"testing"
 	"time"
 
@@ -127,5 +128,26 @@ func TestDecode(t *testing.T) {
 	r, err := fleet.Decode([]byte(`{"format":1,"node":"edge-7.eu","cursor":4,"future_field":true}`))
 	if err != nil || r.Node != "edge-7.eu" || r.Cursor != 4 {
 		t.Errorf("Decode with an unknown key = %+v, %v", r, err)
+	}
+}
+
+// BenchmarkView_1000Distinct is the worst case of View: 1,000 nodes at
+// 1,000 different cursors, so no two share their digests.
+func BenchmarkView_1000Distinct(b *testing.B) {
+	now := time.Now()
+	var es []fleet.Entry
+	for i := range 1000 {
+		cur := uint64(5000 + i)
+		cps := map[uint64]string{}
+		for k := range uint64(16) {
+			c := (cur/100-k)*100 + 1
+			cps[c] = "c" + strconv.FormatUint(c, 10)
+		}
+		r := rep("node-"+strconv.Itoa(i), cur, "d"+strconv.Itoa(i), cps)
+		r.AppDigest = &fleet.AppDigest{Cursor: cur, Digest: "a"}
+		es = append(es, fleet.Entry{Report: r, SeenAt: now})
+	}
+	for b.Loop() {
+		fleet.View(es, fleet.ViewConfig{Now: now})
 	}
 }

@@ -204,6 +204,9 @@ func (m *Main) openFleet(ctx context.Context, cmd *command, s *settings) (*fleet
 	}
 	s.logDefaultNATSURL(cmd, log)
 	st, err := fleet.Open(ctx, s.FeedSource, fleet.Config{Feed: s.feedConfig(), Logger: log})
+	if err != nil && brokerUnavailable(err) {
+		return nil, fmt.Errorf("controlfeed %s: %w; check --nats-url (or %s) and that the broker runs", cmd.name, err, cmd.envName("nats-url"))
+	}
 	if err != nil {
 		return nil, s.natsTimeoutHint(cmd, fmt.Errorf("controlfeed %s: %w", cmd.name, err))
 	}

@@ -37,7 +37,7 @@ func (s *syncBuffer) String() string {
 
 // waitFor polls cond until it returns true, failing the test after a
 // generous deadline. This waits for progress; it asserts nothing about speed.
-func waitFor(t *testing.T, deadline time.Duration, what string, cond func() bool) {
+func waitFor(t testing.TB, deadline time.Duration, what string, cond func() bool) {
 	t.Helper()
 	end := time.Now().Add(deadline)
 	for !cond() {
