@@ -129,9 +129,6 @@ Stop the node first.`,
 	},
 }
 
-// fleetCmds are the fleet subcommands, in help order.
-var fleetCmds = []*command{fleetCmd, fleetEventCmd, fleetWaitCmd, fleetForgetCmd}
-
 func (m *Main) runFleet(ctx context.Context, args []string) error {
 	if len(args) > 0 {
 		switch args[0] {
