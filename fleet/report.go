@@ -92,6 +92,9 @@ type Halt struct {
 	Error          string    `json:"error"`
 	Attempts       int       `json:"attempts"`
 	Since          time.Time `json:"since"`
+	// Security is set when the event failed the node's trust checks (a
+	// security halt, which only an explicit override passes): why.
+	Security string `json:"security,omitempty"`
 }
 
 // Unavailable is the infrastructure a node cannot use (the feed, the

@@ -75,7 +75,7 @@ func (n *Node) FleetReport(ctx context.Context, version string) (fleet.Report, e
 	}
 	if h := as.Halted; h != nil {
 		r.Halted = &fleet.Halt{EventID: h.EventID, ControlVersion: h.ControlVersion, Type: h.Type, Error: h.Error,
-			Attempts: h.Attempts, Since: h.Since.UTC()}
+			Attempts: h.Attempts, Since: h.Since.UTC(), Security: h.Security}
 	}
 	if u := as.Unavailable; u != nil {
 		r.Unavailable = &fleet.Unavailable{Op: u.Op, EventID: u.EventID, ControlVersion: u.ControlVersion, Error: u.Error, Since: u.Since.UTC()}
