@@ -327,7 +327,11 @@ func (m *Main) printFleet(v fleetView) error {
 func rowProblem(r fleet.Row) string {
 	var parts []string
 	if h := r.Halted; h != nil {
-		parts = append(parts, fmt.Sprintf("event %s (cv %d): %s", h.EventID, h.ControlVersion, oneLine(h.Error)))
+		sec := ""
+		if h.Security != "" {
+			sec = "SECURITY HALT (" + oneLine(h.Security) + ") "
+		}
+		parts = append(parts, fmt.Sprintf("%sevent %s (cv %d): %s", sec, h.EventID, h.ControlVersion, oneLine(h.Error)))
 	}
 	if u := r.Unavailable; u != nil {
 		parts = append(parts, fmt.Sprintf("%s: %s", u.Op, oneLine(u.Error)))
