@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/rand"
 	"fmt"
+	"io"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -102,5 +103,91 @@ func TestNewRefusesNegativeDeadlines(t *testing.T) {
 		if _, err := natsobject.New(t.Context(), tc.cfg, &tc.opts); err == nil || !strings.Contains(err.Error(), "negative") {
 			t.Errorf("%s: New = %v, want a negative-value error", name, err)
 		}
+	}
+}
+
+// A Get whose caller's deadline is far away still ends within the store's
+// own bound for the object (RequestTimeout plus its size at TransferRate)
+// when the broker stops answering as the transfer starts: on a cluster a
+// download whose chunk delivery was lost in a leader change otherwise
+// waited for the caller's deadline (the applier's one-minute CallTimeout)
+// while the cluster had long recovered.
+func TestGetStalledBrokerEndsWithinDeadline(t *testing.T) {
+	srv := natsembed.StartForTest(t)
+	proxy, err := netproxy.Listen("127.0.0.1:0", srv.Addr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { proxy.Close() })
+	ctx := context.Background()
+	h := newHarness(ctx, t, srv)
+	cfg := h.cfg
+	cfg.URLs = []string{"nats://" + proxy.Addr()}
+	s, err := natsobject.New(ctx, cfg, &natsobject.Options{SpoolDir: h.spool, RequestTimeout: time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	data := make([]byte, 1<<20)
+	rand.Read(data)
+	ref, err := s.Put(ctx, bytes.NewReader(data))
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	// Stall the proxy when the Get asks the server for the consumer that
+	// delivers the chunks.
+	watch, err := nats.Connect(srv.ClientURL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(watch.Close)
+	var stalled atomic.Bool
+	stall := func(*nats.Msg) {
+		if stalled.CompareAndSwap(false, true) {
+			proxy.Pause(netproxy.Both)
+		}
+	}
+	for _, subj := range []string{"$JS.API.CONSUMER.CREATE.OBJ_" + cfg.Bucket, "$JS.API.CONSUMER.CREATE.OBJ_" + cfg.Bucket + ".>"} {
+		if _, err := watch.Subscribe(subj, stall); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := watch.Flush(); err != nil {
+		t.Fatal(err)
+	}
+
+	gctx, cancel := context.WithTimeout(ctx, 10*time.Minute) // the caller's deadline: far away
+	defer cancel()
+	done := make(chan error, 1)
+	go func() {
+		rc, err := s.Get(gctx, ref)
+		if err == nil {
+			_, err = io.ReadAll(rc)
+			rc.Close()
+		}
+		done <- err
+	}()
+	select {
+	case err := <-done:
+		if err == nil {
+			t.Fatal("Get read the object through a stalled broker")
+		}
+		t.Logf("Get: %v", err)
+	case <-time.After(time.Minute):
+		t.Fatal("Get still blocked a minute after the broker stalled; its bound is 2s (RequestTimeout 1s + 1 MiB at 1 MiB/s)")
+	}
+	if !stalled.Load() {
+		t.Fatal("the stall never happened: no consumer was requested")
+	}
+	proxy.Resume(netproxy.Both)
+	rc, err := s.Get(ctx, ref)
+	if err != nil {
+		t.Fatalf("Get after the stall: %v", err)
+	}
+	got, err := io.ReadAll(rc)
+	rc.Close()
+	if err != nil || !bytes.Equal(got, data) {
+		t.Fatalf("Get after the stall: %d bytes, %v", len(got), err)
 	}
 }

@@ -112,7 +112,7 @@ const (
 	DefaultReplicas       = 1
 	DefaultRequestTimeout = 5 * time.Second
 	// DefaultTransferRate is the slowest transfer, in bytes per second,
-	// that a Put or Get without a caller deadline tolerates: its deadline
+	// that a Put or Get tolerates: its deadline
 	// is RequestTimeout plus its size at this rate (1 MiB/s: 45 s for a
 	// 40 MiB object).
 	DefaultTransferRate = 1 << 20
@@ -149,15 +149,16 @@ type Options struct {
 	// transfer's deadline. Default 5s.
 	RequestTimeout time.Duration
 	// TransferRate is the slowest transfer, in bytes per second, that a
-	// Put's upload or a Get's whole read tolerates when ctx has no
-	// deadline: the transfer fails (with context.DeadlineExceeded, and
-	// Put removes what it left) after RequestTimeout + size/TransferRate,
-	// so a broker that stops answering mid-upload cannot hold the caller.
-	// Default DefaultTransferRate (1 MiB/s).
+	// Put's upload or a Get's whole read tolerates: the transfer fails
+	// (with context.DeadlineExceeded, and Put removes what it left) after
+	// RequestTimeout + size/TransferRate, or at ctx's deadline if that is
+	// earlier (a later one does not extend it), so a broker that stops
+	// answering mid-transfer cannot hold the caller. Default
+	// DefaultTransferRate (1 MiB/s).
 	TransferRate int64
 	// TransferTimeout, if set, replaces the size-scaled deadline of a
-	// transfer without a caller deadline with this fixed one. Zero (the
-	// default) scales the deadline to the object's size.
+	// transfer with this fixed one (ctx's earlier deadline still wins).
+	// Zero (the default) scales the deadline to the object's size.
 	TransferTimeout time.Duration
 }
 
@@ -176,8 +177,8 @@ func (o *Options) setDefaults() {
 	}
 }
 
-// transferDeadline returns the bound of a transfer of size bytes when the
-// caller's ctx has none: TransferTimeout if set, else RequestTimeout plus
+// transferDeadline returns the store's bound of a transfer of size bytes:
+// TransferTimeout if set, else RequestTimeout plus
 // size at TransferRate.
 func (o *Options) transferDeadline(size uint64) time.Duration {
 	if o.TransferTimeout > 0 {
@@ -186,12 +187,12 @@ func (o *Options) transferDeadline(size uint64) time.Duration {
 	return o.RequestTimeout + time.Duration(float64(size)/float64(o.TransferRate)*float64(time.Second))
 }
 
-// transferCtx bounds ctx by the transfer deadline of size bytes unless ctx
-// already has a deadline.
+// transferCtx bounds ctx by the transfer deadline of size bytes; a caller's
+// earlier deadline stays. A later one does not replace the store's bound:
+// the applier's CallTimeout (a minute) only catches hangs, and a transfer
+// whose chunk delivery was lost (a leader change on a cluster) must fail
+// within the object's own bound and be retried, not wait for it.
 func (s *Store) transferCtx(ctx context.Context, size uint64) (context.Context, context.CancelFunc) {
-	if _, ok := ctx.Deadline(); ok {
-		return ctx, func() {}
-	}
 	return context.WithTimeout(ctx, s.opts.transferDeadline(size))
 }
 
@@ -356,9 +357,10 @@ func (s *Store) Get(ctx context.Context, ref string) (io.ReadCloser, error) {
 	if err != nil {
 		return nil, err
 	}
-	// Bound the whole transfer even when the caller's ctx has no deadline:
-	// a request whose reply is lost (the server restarted mid-request)
-	// would otherwise wait forever (see Options.TransferRate).
+	// Bound the whole transfer, whatever the caller's deadline: a request
+	// whose reply is lost (the server restarted mid-request, a leader
+	// change lost the chunk delivery) would otherwise wait for it, or
+	// forever (see Options.TransferRate).
 	ctx, cancel := s.transferCtx(ctx, info.Size)
 	res, err := s.obs.Get(ctx, ref)
 	if err != nil {
@@ -405,8 +407,12 @@ type digestReader struct {
 
 func (d digestReader) Read(p []byte) (int, error) {
 	n, err := d.r.Read(p)
-	if err != nil && errors.Is(err, jetstream.ErrDigestMismatch) {
+	switch {
+	case err == nil || err == io.EOF:
+	case errors.Is(err, jetstream.ErrDigestMismatch):
 		err = fmt.Errorf("natsobject: get %s: %w: %w", d.ref, artifact.ErrCorrupt, err)
+	default:
+		err = fmt.Errorf("natsobject: get %s: read the chunks (the broker did not deliver them within the transfer's deadline, or failed; retry the Get): %w", d.ref, err)
 	}
 	return n, err
 }

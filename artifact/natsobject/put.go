@@ -73,8 +73,8 @@ func (s *Store) Put(ctx context.Context, r io.Reader) (string, error) {
 	case objDamaged:
 		s.opts.Logger.Warn("natsobject: put: replacing a damaged object", "ref", ref, "bucket", s.bucket, "problem", in.problem)
 	}
-	// Without a caller deadline the upload is bounded by its size (see
-	// Options.TransferRate): jetstream's Put waits for every chunk's ack
+	// The upload is bounded by its size (see Options.TransferRate), or by
+	// ctx if it ends earlier: jetstream's Put waits for every chunk's ack
 	// with no bound of its own when ctx has none.
 	uctx, cancel := s.transferCtx(ctx, size)
 	defer cancel()
