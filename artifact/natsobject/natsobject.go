@@ -354,6 +354,9 @@ func (s *Store) Get(ctx context.Context, ref string) (io.ReadCloser, error) {
 		return nil, fmt.Errorf("natsobject: get %s: %w", ref, err)
 	}
 	info, err := s.readable(ctx, ref)
+	if errors.Is(err, artifact.ErrNotFound) {
+		info, err = s.confirmAbsent(ctx, ref, err)
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -363,6 +366,16 @@ func (s *Store) Get(ctx context.Context, ref string) (io.ReadCloser, error) {
 	// forever (see Options.TransferRate).
 	ctx, cancel := s.transferCtx(ctx, info.Size)
 	res, err := s.obs.Get(ctx, ref)
+	for end := time.Now().Add(min(lagPatience, s.opts.RequestTimeout)); errors.Is(err, jetstream.ErrObjectNotFound) && time.Now().Before(end) && ctx.Err() == nil; {
+		// readable has just seen it complete: another replica that lags
+		// answered this read (see confirmAbsent).
+		time.Sleep(50 * time.Millisecond)
+		res, err = s.obs.Get(ctx, ref)
+	}
+	if errors.Is(err, jetstream.ErrObjectNotFound) {
+		cancel()
+		return nil, fmt.Errorf("natsobject: get %s from bucket %q: found complete, then missing: the replicas that answered lag (retry the Get)", ref, s.bucket)
+	}
 	if err != nil {
 		cancel()
 		return nil, s.getErr(ref, err)

@@ -228,3 +228,92 @@ func (s *Store) dropIncomplete(ctx context.Context, ref string) {
 	}
 	log.Info("natsobject: put: removed the metadata a failed upload left", "nuid", nuid, "chunks_present", have)
 }
+
+// A bucket's stream allows direct gets: any replica answers a metadata
+// read, and a replica that is behind (restarted, or catching up after a
+// leader change) reports an object missing that the producer stored and
+// published moments ago. A node must not halt on that: Get confirms every
+// "missing" with the stream's leader, which alone answers the plain
+// message-get API, and waits for the replicas while the leader holds the
+// object.
+
+// lagPatience is how long Get re-reads an object that the bucket's leader
+// holds and the replica that answered did not, before it reports the lag
+// as a transient error (at most RequestTimeout).
+const lagPatience = 2 * time.Second
+
+// leaderHas reports whether the bucket stream's leader holds live
+// metadata for ref (not a deletion marker), bounded by RequestTimeout.
+func (s *Store) leaderHas(ctx context.Context, ref string) (bool, error) {
+	rctx, cancel := context.WithTimeout(ctx, s.opts.RequestTimeout)
+	defer cancel()
+	req, err := json.Marshal(map[string]string{"last_by_subj": metaSubject(s.bucket, ref)})
+	if err != nil {
+		return false, err
+	}
+	subj := "$JS.API.STREAM.MSG.GET." + streamName(s.bucket)
+	msg, err := s.nc.RequestWithContext(rctx, subj, req)
+	if err != nil {
+		return false, fmt.Errorf("ask the leader of %s for %s: %w", streamName(s.bucket), ref, err)
+	}
+	var resp struct {
+		Error *struct {
+			ErrCode     int    `json:"err_code"`
+			Description string `json:"description"`
+		} `json:"error"`
+		Message *struct {
+			Data []byte `json:"data"`
+		} `json:"message"`
+	}
+	if err := json.Unmarshal(msg.Data, &resp); err != nil {
+		return false, fmt.Errorf("ask the leader of %s for %s: unreadable answer: %w", streamName(s.bucket), ref, err)
+	}
+	switch {
+	case resp.Error != nil && resp.Error.ErrCode == int(jetstream.JSErrCodeMessageNotFound):
+		return false, nil
+	case resp.Error != nil:
+		return false, fmt.Errorf("ask the leader of %s for %s: %s (error %d)", streamName(s.bucket), ref, resp.Error.Description, resp.Error.ErrCode)
+	case resp.Message == nil:
+		return false, fmt.Errorf("ask the leader of %s for %s: an answer without a message", streamName(s.bucket), ref)
+	}
+	var info jetstream.ObjectInfo
+	if err := json.Unmarshal(resp.Message.Data, &info); err != nil {
+		return true, nil // metadata that is there but unreadable: inspect reports it
+	}
+	return !info.Deleted, nil
+}
+
+// confirmAbsent is called when readable found nothing under ref (notFound
+// is its error): it returns notFound if the bucket's leader holds nothing
+// either; if the leader holds the object it reads again for up to
+// lagPatience and returns what readable returns then, or a transient
+// error (never artifact.ErrNotFound) if the replicas still lag; if the
+// leader does not answer, a transient error too: absence is not confirmed.
+func (s *Store) confirmAbsent(ctx context.Context, ref string, notFound error) (*jetstream.ObjectInfo, error) {
+	has, err := s.leaderHas(ctx, ref)
+	if err != nil {
+		return nil, fmt.Errorf("natsobject: get %s from bucket %q: a replica reported it missing and the leader could not confirm it (%s; retry the Get): %w",
+			ref, s.bucket, s.brokerState(), err)
+	}
+	if !has {
+		return nil, notFound
+	}
+	end := time.Now().Add(min(lagPatience, s.opts.RequestTimeout))
+	for {
+		t := time.NewTimer(50 * time.Millisecond)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return nil, fmt.Errorf("natsobject: get %s from bucket %q: waiting for a lagging replica: %w", ref, s.bucket, ctx.Err())
+		case <-t.C:
+		}
+		info, err := s.readable(ctx, ref)
+		if !errors.Is(err, artifact.ErrNotFound) {
+			return info, err
+		}
+		if time.Now().After(end) {
+			return nil, fmt.Errorf("natsobject: get %s from bucket %q: the bucket's leader holds it, the replicas that answered do not yet "+
+				"(replication lag after a restart or a leader change; retry the Get)", ref, s.bucket)
+		}
+	}
+}
