@@ -7,6 +7,7 @@
 //	go build -o /tmp/controlfeed ./cmd/controlfeed
 //	go build -o /tmp/controlfeed-chaos ./cmd/controlfeed-chaos
 //	/tmp/controlfeed-chaos -binary /tmp/controlfeed -duration 2h -events 2000000
+//	/tmp/controlfeed-chaos -binary /tmp/controlfeed -brokers 3 -duration 30m -events 30000
 //
 // The same binary is the harness's child processes (the broker and the
 // writer): the harness re-executes it with CHAOS_CHILD set.
@@ -49,6 +50,7 @@ func run() error {
 	fs.Uint64Var(&cfg.Seed, "seed", 0, "`SEED` of the harness's choices (0 = from the clock)")
 	fs.StringVar(&cfg.Feed, "feed", chaos.FeedJetStream, "feed backend under test (`NAME`): jetstream (a broker with its restarts, cuts, duplicates, bad inputs and duplicate node names) or file (a feed directory with held feed locks)")
 	fs.StringVar(&cfg.Artifacts, "artifacts", chaos.ArtifactsFile, "artifact store under test (`NAME`): file (the file store, filled through a tmpfs) or jetstream (the broker's Object Store, filled to its byte limit; jetstream feed only)")
+	fs.IntVar(&cfg.Brokers, "brokers", 1, "broker processes (`N`): 1, or 3 for a NATS cluster of controlfeed nats-server processes with an R3 stream and bucket, leader kills and quorum losses (jetstream feed and artifact store; -artifacts is set to jetstream)")
 	diskFull := fs.Bool("disk-full", true, "run the disk-full episode on the last node (tmpfs if mountable, else a failure point)")
 	fs.Usage = func() {
 		fmt.Fprint(fs.Output(), `Usage: controlfeed-chaos -binary CONTROLFEED [flags]
@@ -65,6 +67,15 @@ Flags:
 		fs.PrintDefaults()
 	}
 	fs.Parse(os.Args[1:])
+	if cfg.Brokers != 1 && cfg.Brokers != 3 {
+		return fmt.Errorf("-brokers %d: want 1 or 3", cfg.Brokers)
+	}
+	if cfg.Brokers == 3 {
+		if cfg.Feed != chaos.FeedJetStream {
+			return fmt.Errorf("-brokers 3 with -feed %s: a cluster run uses the jetstream feed", cfg.Feed)
+		}
+		cfg.Artifacts = chaos.ArtifactsJetStream
+	}
 	if cfg.Feed != chaos.FeedJetStream && cfg.Feed != chaos.FeedFile {
 		return fmt.Errorf("-feed %q: want %s or %s", cfg.Feed, chaos.FeedJetStream, chaos.FeedFile)
 	}
@@ -94,6 +105,10 @@ Flags:
 	cfg.PowerLosses = max(int(3*scale), 1)
 	cfg.StoreFulls = max(int(3*scale), 1)
 	cfg.FeedLocks = max(int(8*scale), 1)
+	if cfg.Brokers == 3 {
+		cfg.Cluster = chaos.ScaledClusterConfig(cfg.Duration)
+		cfg.DiskFull = false
+	}
 	cfg.Log = os.Stderr
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()

@@ -163,7 +163,7 @@ const objectsPatience = 1500 * time.Millisecond
 // the broker is down, as a producer application would.
 func openObjects(ctx context.Context, url string) (*natsobject.Store, error) {
 	for end := time.Now().Add(30 * time.Second); ; {
-		s, err := natsobject.New(ctx, artifact.NATSConfig{URLs: []string{url}, Create: true}, nil)
+		s, err := natsobject.New(ctx, artifact.NATSConfig{URLs: strings.Split(url, ","), Create: true, Replicas: writerReplicas()}, nil)
 		if err == nil {
 			return s, nil
 		}
@@ -184,7 +184,7 @@ const uploadRetryLine = "chaos: writer: put failed; retrying"
 func putRetry(ctx context.Context, db *sql.DB, store artifact.Store, key string, val []byte, objects bool) error {
 	end := time.Now().Add(objectsPatience)
 	for {
-		_, err := kv.Put(ctx, db, store, key, val)
+		err := timedPut(ctx, db, store, key, val)
 		if err == nil || !objects || time.Now().After(end) || ctx.Err() != nil {
 			return err
 		}

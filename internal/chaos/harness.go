@@ -87,6 +87,11 @@ type Config struct {
 	// DiskFull runs the disk-full episode on the last node (a real tmpfs
 	// when it can be mounted, else the applier.before-commit=enospc point).
 	DiskFull bool
+	// Brokers is the number of broker processes: 1 (the default) or 3, a
+	// NATS cluster with an R3 stream and bucket and its own faults, sized
+	// by Cluster (jetstream feed and artifact store; see cluster.go).
+	Brokers int
+	Cluster ClusterConfig
 	// Seed seeds the harness's choices; 0 picks one from the clock.
 	Seed uint64
 	// Log receives progress lines; nil discards them.
@@ -213,6 +218,7 @@ type harness struct {
 	fsrc      *filesource.Source // the harness's reader of it
 	pumpFP    string             // extra failure point of the pump's next start (a power-loss image)
 	pdbMu     sync.RWMutex       // guards pdb, replaced at a power loss
+	cl        *cluster           // the members of a cluster run (Brokers > 1), or nil
 }
 
 func (h *harness) intn(n int) int {
@@ -227,9 +233,15 @@ func (h *harness) intn(n int) int {
 // node against the producer. The returned Report holds the counts and the
 // problems found; err is for a run that could not be performed at all.
 func Run(ctx context.Context, cfg Config) (*Report, error) {
+	if cfg.Brokers > 1 && cfg.Artifacts == "" {
+		cfg.Artifacts = ArtifactsJetStream
+	}
 	cfg.setDefaults()
 	if cfg.Binary == "" || len(cfg.Self) == 0 || cfg.Dir == "" {
 		return nil, fmt.Errorf("chaos: run: Binary, Self and Dir are required")
+	}
+	if cfg.Brokers > 1 {
+		return runCluster(ctx, cfg)
 	}
 	if cfg.Feed != FeedJetStream && cfg.Feed != FeedFile {
 		return nil, fmt.Errorf("chaos: run: Feed %q: want %q or %q", cfg.Feed, FeedJetStream, FeedFile)

@@ -86,6 +86,9 @@ type Report struct {
 	// HaltsWithoutBadInput those at an event that is no injected bad input
 	// (a halt for a transient cause: a violation).
 	HaltsLogged, HaltsWithoutBadInput int
+	// Cluster holds the counts of a cluster run (Config.Brokers > 1), or
+	// nil.
+	Cluster *ClusterCounts
 	// DiskFull describes the disk-full episode ("" if not run).
 	DiskFull string
 	// Lost, DoubleApplied, OutOfOrder, CursorOff and StateDiffs count
@@ -186,6 +189,9 @@ func (r *Report) String() string {
 	b.WriteString("\n")
 	fmt.Fprintf(&b, "  health: %d stuck periods past the stall threshold (%v + grace %v) reported unhealthy, %d answered 200 (violations)\n",
 		r.StuckReported, nodeStallThreshold, nodeUnavailGrace, r.HealthyWhileStuck)
+	if r.Cluster != nil {
+		b.WriteString(r.Cluster.String())
+	}
 	if r.DiskFull != "" {
 		fmt.Fprintf(&b, "  disk full: %s\n", r.DiskFull)
 	}
@@ -202,7 +208,11 @@ func (r *Report) String() string {
 		fmt.Fprintf(&b, "  PROBLEM: %s\n", p)
 	}
 	if r.OK() {
-		fmt.Fprintf(&b, "VERDICT: PASS: 0 lost, 0 applied twice, 0 out of order, 0 duplicate-name deliveries, 0 halts without a bad input, %d nodes identical to the producer, every injected fault detected\n", r.Nodes)
+		fmt.Fprintf(&b, "VERDICT: PASS: 0 lost, 0 applied twice, 0 out of order, 0 duplicate-name deliveries, 0 halts without a bad input, %d nodes identical to the producer, every injected fault detected", r.Nodes)
+		if r.Cluster != nil {
+			b.WriteString(", 0 client calls past their deadline, 0 false halts")
+		}
+		b.WriteString("\n")
 	} else {
 		fmt.Fprintf(&b, "VERDICT: FAIL: %d problems\n", len(r.Problems))
 	}
