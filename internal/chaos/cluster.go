@@ -198,7 +198,7 @@ func (c *ClusterCounts) String() string {
 	b.WriteString("\n")
 	fmt.Fprintf(&b, "  cluster whole again after each member fault: longest wait %v, %v in all\n", c.LongestRecovery.Round(100*time.Millisecond), c.Recoveries.Round(time.Second))
 	fmt.Fprintf(&b, "  longest client call: writer kv.Put %v (deadline %v + %v); kv put command %v (deadline %v + %v), %d commands, %d exited non-zero; %d past their deadline (violations)\n",
-		c.LongestWriterCall.Round(time.Millisecond), clusterCallTimeout, callSlack, c.LongestCLICall.Round(time.Millisecond), c.LongestCLIAllowed, cliSlack,
+		c.LongestWriterCall.Round(time.Millisecond), clusterCallTimeout, callSlack, c.LongestCLICall.Round(time.Millisecond), c.LongestCLIAllowed.Round(time.Millisecond), cliSlack,
 		c.CLICalls, c.CLIFailures, c.CallsPastDeadline)
 	fmt.Fprintf(&b, "  false halts: %d (of %d status polls, %d reported unavailable)\n", c.FalseHalts, c.StatusPolls, c.UnavailableSeen)
 	return b.String()
