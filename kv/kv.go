@@ -67,7 +67,6 @@ import (
 	"github.com/controlfeed/controlfeed/applier"
 	"github.com/controlfeed/controlfeed/artifact"
 	"github.com/controlfeed/controlfeed/controlevent"
-	"github.com/controlfeed/controlfeed/dbrole"
 	"github.com/controlfeed/controlfeed/internal/failpoint"
 	"github.com/controlfeed/controlfeed/outbox"
 )
@@ -119,6 +118,7 @@ var migrations = [][]string{
 // controlfeed_kv_schema. A producer also needs outbox.Migrate, a node
 // applier.Migrate.
 func Migrate(ctx context.Context, db *sql.DB) (err error) {
+	pg := outbox.IsPostgres(db)
 	tx, err := db.BeginTx(ctx, nil)
 	if err != nil {
 		return fmt.Errorf("kv: migrate: begin: %w", err)
@@ -128,6 +128,13 @@ func Migrate(ctx context.Context, db *sql.DB) (err error) {
 			tx.Rollback()
 		}
 	}()
+	if pg {
+		// Concurrent CREATE TABLE IF NOT EXISTS can fail on PostgreSQL:
+		// migrations queue on a transaction-scoped advisory lock.
+		if _, err := tx.ExecContext(ctx, pgMigrationLock); err != nil {
+			return fmt.Errorf("kv: migrate: lock: %w", err)
+		}
+	}
 	if _, err := tx.ExecContext(ctx, `CREATE TABLE IF NOT EXISTS controlfeed_kv_schema (
 		id      INTEGER PRIMARY KEY CHECK (id = 1),
 		version INTEGER NOT NULL
@@ -142,14 +149,18 @@ func Migrate(ctx context.Context, db *sql.DB) (err error) {
 	if cur > len(migrations) {
 		return fmt.Errorf("kv: migrate: database schema version %d is newer than this program's %d; upgrade the program", cur, len(migrations))
 	}
-	for v := cur; v < len(migrations); v++ {
-		for _, stmt := range migrations[v] {
+	steps := migrations
+	if pg {
+		steps = pgMigrations
+	}
+	for v := cur; v < len(steps); v++ {
+		for _, stmt := range steps[v] {
 			if _, err := tx.ExecContext(ctx, stmt); err != nil {
 				return fmt.Errorf("kv: migrate to schema version %d: %w", v+1, err)
 			}
 		}
 	}
-	if _, err := tx.ExecContext(ctx, `INSERT INTO controlfeed_kv_schema (id, version) VALUES (1, ?)
+	if _, err := tx.ExecContext(ctx, `INSERT INTO controlfeed_kv_schema (id, version) VALUES (1, $1)
 		ON CONFLICT (id) DO UPDATE SET version = excluded.version`, len(migrations)); err != nil {
 		return fmt.Errorf("kv: migrate: record schema version: %w", err)
 	}
@@ -258,7 +269,9 @@ func CheckValueSize(size, limit int64) error {
 // if and only if the row changed. It returns the event as appended
 // (ControlVersion 0). db needs Migrate and outbox.Migrate. On error nothing
 // changed in db (the artifact may remain; it is harmless). Concurrent Puts of
-// one key are serialised by SQLite's write lock; each gets its own version.
+// one key are serialised by SQLite's write lock, or on PostgreSQL by the
+// row's lock (one upsert reads and bumps the version); each gets its own
+// version, and their events are appended in version order.
 // On a node's database it stores nothing and returns an error wrapping
 // dbrole.ErrNodeDatabase (see Roles in the package documentation).
 func PutLimit(ctx context.Context, db *sql.DB, store artifact.Store, key string, value []byte, limit int64) (controlevent.Event, error) {
@@ -271,7 +284,8 @@ func PutLimit(ctx context.Context, db *sql.DB, store artifact.Store, key string,
 	if store == nil {
 		return controlevent.Event{}, fmt.Errorf("kv: put %q: nil artifact store", key)
 	}
-	if err := dbrole.CheckLocalWrite(ctx, db); err != nil {
+	pg := outbox.IsPostgres(db)
+	if err := checkLocalWrite(ctx, pg, db); err != nil {
 		return controlevent.Event{}, fmt.Errorf("kv: put %q: %w", key, err)
 	}
 	ref, err := artifact.PutBytes(ctx, store, value)
@@ -283,25 +297,41 @@ func PutLimit(ctx context.Context, db *sql.DB, store artifact.Store, key string,
 	err = inTx(ctx, db, func(tx *sql.Tx) error {
 		// Again under the write lock: a serve may have made it a node's
 		// database since the check above.
-		if err := dbrole.CheckLocalWrite(ctx, tx); err != nil {
+		if err := checkLocalWrite(ctx, pg, tx); err != nil {
 			return err
 		}
-		base, _, err := currentVersion(ctx, tx, key)
-		if err != nil {
-			return err
+		if value == nil {
+			value = []byte{}
+		}
+		var base int64
+		if pg {
+			// One statement reads and bumps the version under the row's
+			// lock, so concurrent Puts of a key get successive versions
+			// and append their events in that order (see the outbox's
+			// commit-order contract).
+			v, err := pgWriteRow(ctx, tx, key, value, now)
+			if err != nil {
+				return err
+			}
+			base = v - 1
+		} else {
+			v, _, err := currentVersion(ctx, tx, key)
+			if err != nil {
+				return err
+			}
+			base = v
 		}
 		ev = controlevent.Event{
 			EventID: controlevent.NewEventID(), Type: TypePut, Key: key,
 			Version: base + 1, BaseVersion: base,
 			ArtifactRef: ref, Checksum: ref, CreatedAt: now,
 		}
-		if value == nil {
-			value = []byte{}
-		}
-		if _, err := tx.ExecContext(ctx, `INSERT INTO controlfeed_kv (key, value, version, updated_at) VALUES (?, ?, ?, ?)
+		if !pg {
+			if _, err := tx.ExecContext(ctx, `INSERT INTO controlfeed_kv (key, value, version, updated_at) VALUES (?, ?, ?, ?)
 			ON CONFLICT (key) DO UPDATE SET value = excluded.value, version = excluded.version, updated_at = excluded.updated_at`,
-			key, value, ev.Version, formatTime(now)); err != nil {
-			return fmt.Errorf("write row: %w", err)
+				key, value, ev.Version, formatTime(now)); err != nil {
+				return fmt.Errorf("write row: %w", err)
+			}
 		}
 		if err := outbox.Append(ctx, tx, ev); err != nil {
 			return err
@@ -327,16 +357,28 @@ func Delete(ctx context.Context, db *sql.DB, key string) (ev controlevent.Event,
 	if err := ValidateKey(key); err != nil {
 		return ev, false, fmt.Errorf("kv: delete: %w", err)
 	}
+	pg := outbox.IsPostgres(db)
 	err = inTx(ctx, db, func(tx *sql.Tx) error {
-		if err := dbrole.CheckLocalWrite(ctx, tx); err != nil {
+		if err := checkLocalWrite(ctx, pg, tx); err != nil {
 			return err
 		}
-		base, ok, err := currentVersion(ctx, tx, key)
+		var (
+			base int64
+			ok   bool
+			err  error
+		)
+		if pg {
+			base, ok, err = pgDeleteRow(ctx, tx, key)
+		} else {
+			base, ok, err = currentVersion(ctx, tx, key)
+			if err == nil && ok {
+				if _, err := tx.ExecContext(ctx, `DELETE FROM controlfeed_kv WHERE key = ?`, key); err != nil {
+					return fmt.Errorf("delete row: %w", err)
+				}
+			}
+		}
 		if err != nil || !ok {
 			return err
-		}
-		if _, err := tx.ExecContext(ctx, `DELETE FROM controlfeed_kv WHERE key = ?`, key); err != nil {
-			return fmt.Errorf("delete row: %w", err)
 		}
 		existed = true
 		ev = controlevent.Event{
@@ -358,7 +400,7 @@ func Delete(ctx context.Context, db *sql.DB, key string) (ev controlevent.Event,
 func Get(ctx context.Context, db *sql.DB, key string) (Entry, bool, error) {
 	var e Entry
 	var at string
-	err := db.QueryRowContext(ctx, `SELECT key, value, version, updated_at FROM controlfeed_kv WHERE key = ?`, key).
+	err := db.QueryRowContext(ctx, `SELECT key, value, version, updated_at FROM controlfeed_kv WHERE key = $1`, key).
 		Scan(&e.Key, &e.Value, &e.Version, &at)
 	if errors.Is(err, sql.ErrNoRows) {
 		return Entry{}, false, nil
@@ -375,7 +417,11 @@ func Get(ctx context.Context, db *sql.DB, key string) (Entry, bool, error) {
 
 // List returns every entry, sorted by key (byte order).
 func List(ctx context.Context, db *sql.DB) ([]Entry, error) {
-	rows, err := db.QueryContext(ctx, `SELECT key, value, version, updated_at FROM controlfeed_kv ORDER BY key`)
+	q := `SELECT key, value, version, updated_at FROM controlfeed_kv ORDER BY key`
+	if outbox.IsPostgres(db) {
+		q = pgListQuery
+	}
+	rows, err := db.QueryContext(ctx, q)
 	if err != nil {
 		return nil, fmt.Errorf("kv: list: %w", err)
 	}
@@ -404,6 +450,9 @@ func List(ctx context.Context, db *sql.DB) ([]Entry, error) {
 // digests hold identical tables (UpdatedAt is not included). It reads the
 // table in one pass without holding it in memory.
 func Digest(ctx context.Context, db *sql.DB) (string, error) {
+	if outbox.IsPostgres(db) {
+		return digestQuery(ctx, db, pgDigestQuery)
+	}
 	return digest(ctx, db)
 }
 
@@ -416,10 +465,19 @@ func TableDigest(ctx context.Context, tx *sql.Tx) (string, error) {
 }
 
 // digest is Digest through q (*sql.DB or *sql.Tx).
-func digest(ctx context.Context, q interface {
+func digest(ctx context.Context, q querier) (string, error) {
+	return digestQuery(ctx, q, `SELECT key, value, version FROM controlfeed_kv ORDER BY key`)
+}
+
+// querier is *sql.DB or *sql.Tx.
+type querier interface {
 	QueryContext(ctx context.Context, query string, args ...any) (*sql.Rows, error)
-}) (string, error) {
-	rows, err := q.QueryContext(ctx, `SELECT key, value, version FROM controlfeed_kv ORDER BY key`)
+}
+
+// digestQuery is digest with the dialect's query: (key, value, version) in
+// byte order of key.
+func digestQuery(ctx context.Context, q querier, query string) (string, error) {
+	rows, err := q.QueryContext(ctx, query)
 	if err != nil {
 		return "", fmt.Errorf("kv: digest: %w", err)
 	}

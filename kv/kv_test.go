@@ -240,9 +240,13 @@ func TestDelete(t *testing.T) {
 
 // TestReplication publishes a producer's outbox to a node through an applier
 // and checks that the node's table is identical.
-func TestReplication(t *testing.T) {
+func TestReplication(t *testing.T) { testReplication(t, openProducer(t)) }
+
+// testReplication replays a history of Puts and Deletes on prod to a SQLite
+// node and checks that the node's table equals the producer's.
+func testReplication(t *testing.T, prod *sql.DB) {
 	ctx := context.Background()
-	prod, st := openProducer(t), newStore(t)
+	st := newStore(t)
 	ops := []struct {
 		del   bool
 		key   string
