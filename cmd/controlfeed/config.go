@@ -151,7 +151,7 @@ func (v dbValue) Set(path string) error {
 }
 
 var allSettings = []setting{
-	{flag: "db", usage: "SQLite database `FILE` of this node or producer (created if missing)",
+	{flag: "db", usage: "SQLite database `FILE` of this node or producer (created if missing), or a producer's PostgreSQL URL (postgres://...; see --help)",
 		bind: func(fs *flag.FlagSet, s *settings, name, u string) { fs.Var(dbValue{s}, name, u) }},
 	strSetting("feed-source", "nop", "feed backend this node applies events from (`NAME`; nop = none)",
 		func(s *settings) *string { return &s.FeedSource }),
@@ -567,7 +567,7 @@ func (s *settings) quietLogger(stderr io.Writer, log *slog.Logger) *slog.Logger 
 
 // artifactDir resolves the documented default of --artifact-dir.
 func (s *settings) artifactDir() string {
-	if s.ArtifactDir == "" && s.DB != "" {
+	if s.ArtifactDir == "" && s.DB != "" && !node.IsPostgresURL(s.DB) {
 		return s.DB + ".artifacts"
 	}
 	return s.ArtifactDir
@@ -652,7 +652,10 @@ func (m *Main) parseDBArgs(cmd *command, s *settings, args []string, minArgs, ma
 	if _, err := s.logger(m.Stderr); err != nil {
 		return nil, err
 	}
-	if !cmd.createDB {
+	if err := s.checkPostgresDB(cmd); err != nil {
+		return nil, err
+	}
+	if !cmd.createDB && !node.IsPostgresURL(s.DB) {
 		if _, err := os.Stat(s.DB); err != nil {
 			return nil, fmt.Errorf("controlfeed %s: database %s: %w", cmd.name, s.DB, err)
 		}

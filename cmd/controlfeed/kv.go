@@ -36,7 +36,7 @@ A value larger than --max-artifact-bytes is refused before anything is
 stored or committed (exit status 1): nodes halt at an artifact larger than
 their own --max-artifact-bytes, so give the producer and every node the
 same limit. From standard input, at most that many bytes (plus one) are
-read.`,
+read.` + postgresHelp,
 	example:  `controlfeed kv put --db producer.db --artifact-dir /var/lib/cf/artifacts tenant/42/plan pro`,
 	settings: kvWriteSettings,
 	createDB: true,
@@ -53,7 +53,7 @@ var kvGetCmd = &command{
 	summary: "print a key's value (exit status 1 if it does not exist)",
 	details: `Prints the value of KEY from the kv table of --db, followed by a newline
 unless the value already ends with one. A missing key is an error (exit
-status 1).`,
+status 1).` + postgresHelp,
 	example:  `controlfeed kv get --db node1.db tenant/42/plan`,
 	settings: []string{"db", "log-format", "log-level"},
 	override: readOnlyDB,
@@ -68,7 +68,7 @@ an outbox event, whose id is printed. Deleting a key that does not exist
 changes nothing, publishes nothing and succeeds. A node's database is
 refused, as by "kv put". A delete stores no
 artifact: it accepts kv put's artifact and NATS flags (and their variables)
-so that one set serves both, and does not use them.`,
+so that one set serves both, and does not use them.` + postgresHelp,
 	example:  `controlfeed kv delete --db producer.db tenant/42/plan`,
 	settings: kvWriteSettings,
 }
@@ -79,7 +79,7 @@ var kvListCmd = &command{
 	details: `Prints the kv table of --db sorted by key, one "KEY<TAB>VALUE" line each. A
 value that is not printable on one line (newline, tab, other control
 characters, invalid UTF-8) is printed as a double-quoted Go string. With
---json, prints one JSON array of {"key","value","version","updated_at"}.`,
+--json, prints one JSON array of {"key","value","version","updated_at"}.` + postgresHelp,
 	example:  `controlfeed kv list --db node1.db --json`,
 	settings: []string{"db", "json", "log-format", "log-level"},
 	override: readOnlyDB,
@@ -138,7 +138,7 @@ func (m *Main) runKVPut(ctx context.Context, args []string) error {
 	if err := refuseNodeDB(ctx, kvPutCmd, s.DB); err != nil {
 		return err
 	}
-	db, err := node.OpenDB(ctx, s.DB)
+	db, err := s.openProducerDB(ctx)
 	if err != nil {
 		return err
 	}
@@ -249,7 +249,7 @@ func (m *Main) runKVGet(ctx context.Context, args []string) error {
 		return err
 	}
 	if !ok {
-		return fmt.Errorf("controlfeed kv get %q: no such key in %s", pos[0], s.DB)
+		return fmt.Errorf("controlfeed kv get %q: no such key in %s", pos[0], node.RedactDB(s.DB))
 	}
 	m.Stdout.Write(e.Value)
 	if len(e.Value) == 0 || e.Value[len(e.Value)-1] != '\n' {
@@ -270,7 +270,7 @@ func (m *Main) runKVDelete(ctx context.Context, args []string) error {
 	if err := refuseNodeDB(ctx, kvDeleteCmd, s.DB); err != nil {
 		return err
 	}
-	db, err := node.OpenDB(ctx, s.DB)
+	db, err := s.openProducerDB(ctx)
 	if err != nil {
 		return err
 	}

@@ -9,7 +9,7 @@ import (
 
 // readOnlyDB is the help of --db for the commands that only read it.
 var readOnlyDB = map[string]flagHelp{
-	"db": {usage: "SQLite database `FILE` of a node or producer; must exist, and is only read (never created, migrated or changed)"},
+	"db": {usage: "SQLite database `FILE` of a node or producer, or a producer's PostgreSQL URL; must exist, and is only read (never created, migrated or changed)"},
 }
 
 // openReadOnlyArgs is parseDBArgs followed by opening --db read-only with
@@ -21,7 +21,11 @@ func (m *Main) openReadOnlyArgs(ctx context.Context, cmd *command, s *settings, 
 	if err != nil {
 		return nil, nil, err
 	}
-	db, err := node.OpenDBReadOnly(ctx, s.DB)
+	open := node.OpenDBReadOnly
+	if node.IsPostgresURL(s.DB) {
+		open = node.OpenPostgresReadOnly
+	}
+	db, err := open(ctx, s.DB)
 	if err != nil {
 		return nil, nil, err
 	}

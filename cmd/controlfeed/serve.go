@@ -98,7 +98,7 @@ dropped, reordered, replayed or injected one: a security halt
 (controlfeed_security_halted), which only "skip --security-override"
 passes. A node without --trust-key applies whatever the feed holds. See
 docs/SECURITY.md.
-` + bootstrapHelp,
+` + postgresHelp + "\n" + bootstrapHelp,
 	example: `controlfeed serve --db node1.db --feed-source file --feed-dir /var/lib/cf/feed --artifact-dir /var/lib/cf/artifacts --listen 127.0.0.1:7480`,
 	settings: settingList([]string{"db", "feed-source", "feed-sink", "feed-dir", "artifact-store", "artifact-dir",
 		"listen"}, listenSettings, []string{"node-name"}, natsSettings, natsFeedSettings, []string{"nats-bucket", "embedded-nats", "nats-listen", "nats-store",
@@ -118,6 +118,9 @@ func (m *Main) runServe(ctx context.Context, args []string) error {
 	}
 	if s.DB == "" {
 		return usageErrorf("controlfeed serve: --db is required (or CONTROLFEED_DB)")
+	}
+	if err := s.checkPostgresDB(serveCmd); err != nil {
+		return err
 	}
 	log, err := s.logger(m.Stderr)
 	if err != nil {
@@ -178,16 +181,24 @@ const (
 // answers, or it is restarting and requests time out: see
 // brokerUnavailable), so that a node or a producer started before its
 // broker, or during a broker restart, waits for it instead of exiting. Any
-// other error is returned at once; ctx ends the wait.
+// other error is returned at once; ctx ends the wait. The same holds for a
+// PostgreSQL --db whose server does not answer (node.ErrPostgresUnavailable):
+// a producer started before its database, or during its restart, waits.
 func openNode(ctx context.Context, log *slog.Logger, cfg *node.Config) (*node.Node, error) {
 	backoff := openMinBackoff
 	for {
 		n, err := node.Open(ctx, cfg)
-		if err == nil || !brokerUnavailable(err) || ctx.Err() != nil {
+		pgDown := errors.Is(err, node.ErrPostgresUnavailable)
+		if err == nil || !(pgDown || brokerUnavailable(err)) || ctx.Err() != nil {
 			return n, err
 		}
-		log.Warn("the NATS server does not answer or is not ready; retrying (check --nats-url and that the broker runs)",
-			"nats_url", natsconn.RedactURLs(cfg.Feed.NATS.URLs), "retry_in", backoff, "err", err)
+		if pgDown {
+			log.Warn("the PostgreSQL server does not answer; retrying (check --db and that the server runs)",
+				"db", node.RedactDB(cfg.DB), "retry_in", backoff, "err", err)
+		} else {
+			log.Warn("the NATS server does not answer or is not ready; retrying (check --nats-url and that the broker runs)",
+				"nats_url", natsconn.RedactURLs(cfg.Feed.NATS.URLs), "retry_in", backoff, "err", err)
+		}
 		t := time.NewTimer(backoff)
 		select {
 		case <-ctx.Done():
@@ -229,6 +240,9 @@ func (s *settings) startEmbeddedNATS(m *Main, log *slog.Logger) (*natsembed.Serv
 		s.ArtifactStore = jetstreamStore
 	}
 	listen := cmp.Or(s.NATSListen, defaultNATSListen)
+	if node.IsPostgresURL(s.DB) && s.NATSStore == "" {
+		return nil, usageErrorf("controlfeed serve: --embedded-nats with a PostgreSQL --db needs --nats-store DIR (its default is beside a SQLite --db)")
+	}
 	store := cmp.Or(s.NATSStore, s.DB+".nats")
 	srv, err := natsembed.Start(natsembed.Options{Listen: listen, StoreDir: store,
 		Logger: s.quietLogger(m.Stderr, log), ServerName: "controlfeed-" + s.nodeName()})

@@ -27,7 +27,12 @@ node that is unavailable (its feed, artifact store or database failing) or
 faces a gap in the feed stores nothing: those states, with their own keys
 state, unavailable and gap, are in the running node's GET /v1/status. The
 exit status is 0 whatever the node's state; use serve's /healthz for
-alerting.`,
+alerting.
+
+On a PostgreSQL producer database (--db postgres://...) it prints the
+outbox counts and which serve process holds the drainer lock and publishes
+(JSON key pump_holder: its server pid, application_name, client address and
+since when); the others stand by.` + postgresHelp,
 	example:  `controlfeed status --db node1.db --json`,
 	settings: []string{"db", "json", "log-format", "log-level"},
 	override: readOnlyDB,
@@ -50,6 +55,10 @@ func (m *Main) runStatus(ctx context.Context, args []string) error {
 		return enc.Encode(st)
 	}
 	w := m.Stdout
+	if node.IsPostgresURL(s.DB) {
+		printPostgresStatus(w, st)
+		return nil
+	}
 	fmt.Fprintf(w, "cursor:          %d\n", st.Cursor)
 	fmt.Fprintf(w, "applied:         %d\n", st.Applied)
 	fmt.Fprintf(w, "skipped:         %d\n", st.Skipped)

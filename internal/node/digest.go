@@ -13,7 +13,7 @@ import (
 // leaves the digest out (the previous one, if any, is kept): the status
 // and health of the node do not depend on it.
 func (n *Node) appDigest(ctx context.Context) *AppDigest {
-	if n.cfg.AppDigest == nil {
+	if n.cfg.AppDigest == nil || IsPostgresURL(n.cfg.DB) { // a producer on PostgreSQL has no applier tables
 		return nil
 	}
 	n.appMu.Lock()

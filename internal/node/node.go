@@ -217,7 +217,7 @@ func (c *Config) setDefaults() {
 	c.FeedSource = cmp.Or(c.FeedSource, DefaultFeed)
 	c.FeedSink = cmp.Or(c.FeedSink, DefaultFeed)
 	c.ArtifactStore = cmp.Or(c.ArtifactStore, DefaultArtifactStore)
-	if c.Artifact.Dir == "" && c.DB != "" {
+	if c.Artifact.Dir == "" && c.DB != "" && !IsPostgresURL(c.DB) {
 		c.Artifact.Dir = c.DB + ArtifactDirSuffix
 	}
 	if c.Handlers == nil {
@@ -256,7 +256,10 @@ func (c *Config) Validate() error {
 	if src, sink := cmp.Or(c.FeedSource, DefaultFeed), cmp.Or(c.FeedSink, DefaultFeed); src != nop.Name && sink != nop.Name {
 		return fmt.Errorf("node: config: feed source %q and feed sink %q on one database %s: a database is either a producer's "+
 			"(--feed-sink: its pump publishes its outbox) or a node's (--feed-source: its applier applies a feed), not both; "+
-			"run a producer and a node as two processes with two databases", src, sink, c.DB)
+			"run a producer and a node as two processes with two databases", src, sink, RedactDB(c.DB))
+	}
+	if IsPostgresURL(c.DB) {
+		return c.validatePostgres()
 	}
 	if c.SigningKey != nil && cmp.Or(c.FeedSink, DefaultFeed) == nop.Name {
 		return fmt.Errorf("node: config: a signing key (%s) is given but %s runs no pump (no --feed-sink): only a producer signs; a node takes --trust-key", c.SigningKey.ID(), c.DB)
@@ -344,7 +347,9 @@ func Open(ctx context.Context, cfg *Config) (_ *Node, err error) {
 	// file or a migration changes anything; a new one is created only once
 	// the backends have opened.
 	role := c.role()
-	if _, statErr := os.Stat(c.DB); statErr == nil {
+	if IsPostgresURL(c.DB) {
+		role = dbrole.None // recorded on SQLite only: PostgreSQL is always a producer's
+	} else if _, statErr := os.Stat(c.DB); statErr == nil {
 		if err := n.openDB(ctx, role); err != nil {
 			return nil, err
 		}
@@ -379,13 +384,19 @@ func Open(ctx context.Context, cfg *Config) (_ *Node, err error) {
 	if n.store, err = artifact.Open(c.ArtifactStore, c.Artifact); err != nil {
 		return nil, fmt.Errorf("node: %w", err)
 	}
-	if n.db == nil {
-		if err := n.openDB(ctx, role); err != nil {
+	if IsPostgresURL(c.DB) {
+		if n.db, err = OpenPostgres(ctx, c.DB, c.NodeName); err != nil {
 			return nil, err
 		}
-	}
-	if err = migrate(ctx, n.db, c.DB); err != nil {
-		return nil, err
+	} else {
+		if n.db == nil {
+			if err := n.openDB(ctx, role); err != nil {
+				return nil, err
+			}
+		}
+		if err = migrate(ctx, n.db, c.DB); err != nil {
+			return nil, err
+		}
 	}
 	if n.sink != nil {
 		n.pump, err = outbox.NewPump(n.db, n.sink, &outbox.Config{
@@ -525,7 +536,7 @@ func (n *Node) Run(ctx context.Context) error {
 		cancel(err)
 	}
 	n.log.Info("controlfeed node starting",
-		"db", n.cfg.DB, "feed_source", n.cfg.FeedSource, "feed_sink", n.cfg.FeedSink,
+		"db", RedactDB(n.cfg.DB), "feed_source", n.cfg.FeedSource, "feed_sink", n.cfg.FeedSink,
 		"artifact_store", n.cfg.ArtifactStore, "artifact_dir", n.cfg.Artifact.Dir, "listen", n.listenAddr())
 	if n.pump == nil && n.applier == nil {
 		n.log.Info("feed source and sink are both nop: single-node mode, local writes are not published and nothing is applied; set --feed-sink on a producer or --feed-source on a node")

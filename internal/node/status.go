@@ -88,10 +88,27 @@ type Status struct {
 	OutboxDead    int64 `json:"outbox_dead"`
 	// OutboxOldestPending is when the oldest pending row was appended.
 	OutboxOldestPending *time.Time `json:"outbox_oldest_pending,omitempty"`
+	// PumpHolder is, on a PostgreSQL producer database, the session
+	// holding the outbox's drainer lock: the one pump that publishes
+	// (see outbox.ReadDrainer). Null when none holds it (no serve runs,
+	// or a takeover is under way) and always on SQLite, whose one pump
+	// is named in its lock file (DB + PumpLockSuffix).
+	PumpHolder *PumpHolder `json:"pump_holder,omitempty"`
 
 	// Process holds this process's counters since it started; omitted when
 	// read from the database alone.
 	Process *ProcessStatus `json:"process,omitempty"`
+}
+
+// PumpHolder names the pump that publishes a PostgreSQL outbox: its lock
+// session's server pid (for pg_terminate_backend), application_name
+// ("controlfeed NODE pid PID" for controlfeed serve), client address and
+// since when the session exists.
+type PumpHolder struct {
+	BackendPID      int64     `json:"backend_pid"`
+	ApplicationName string    `json:"application_name,omitempty"`
+	ClientAddr      string    `json:"client_addr,omitempty"`
+	Since           time.Time `json:"since"`
 }
 
 // Digest is a digest as of a cursor: it covers every event at a
@@ -191,8 +208,15 @@ type ProcessStatus struct {
 	// at its status reads). Unset when the node is caught up.
 	StalledSince *time.Time `json:"stalled_since,omitempty"`
 	// HasPump is true when this process runs a pump, so the age of its
-	// outbox's oldest pending row is its to answer for.
+	// outbox's oldest pending row is its to answer for (unless it stands
+	// by).
 	HasPump bool `json:"has_pump"`
+	// PumpStandby is true while this process's pump waits for the
+	// PostgreSQL outbox's drainer lock, which another serve holds: it
+	// publishes nothing, and takes over when the holder dies.
+	// PumpTakeovers counts the times it took the lock.
+	PumpStandby   bool   `json:"pump_standby,omitempty"`
+	PumpTakeovers uint64 `json:"pump_takeovers,omitempty"`
 }
 
 // DefaultStallThreshold is the StallThreshold when Config.StallThreshold
@@ -223,6 +247,9 @@ func haltFrom(h *applier.Halt) *Halt {
 // and skipped counts, the persisted halt, and the outbox counts. Any process
 // may call it while another runs the node.
 func ReadStatus(ctx context.Context, db *sql.DB) (Status, error) {
+	if outbox.IsPostgres(db) {
+		return readProducerStatus(ctx, db)
+	}
 	st, err := applier.ReadStatus(ctx, db)
 	if err != nil {
 		return Status{}, fmt.Errorf("node: read status: %w", err)
@@ -334,6 +361,7 @@ func (n *Node) Status(ctx context.Context) (Status, error) {
 		p.PumpRetrying, p.PumpLastError = ps.Retrying, ps.LastError
 		p.PumpWaiting, p.PumpWaitingSince = ps.Waiting, timePtr(ps.WaitingSince)
 		p.LastPublishAt = timePtr(ps.LastPublishAt)
+		p.PumpStandby, p.PumpTakeovers = ps.Standby, ps.Takeovers
 	}
 	n.mu.Lock()
 	if n.pumpErr != nil {
@@ -430,7 +458,7 @@ func (s *Status) stalls(stall time.Duration) []string {
 	if old(p.PumpWaitingSince) {
 		reasons = append(reasons, fmt.Sprintf("pump stuck for %s: %s has not returned (over the %v stall threshold)", ago(p.PumpWaitingSince), p.PumpWaiting, stall))
 	}
-	if p.HasPump && s.OutboxPending > 0 && old(s.OutboxOldestPending) {
+	if p.HasPump && !p.PumpStandby && s.OutboxPending > 0 && old(s.OutboxOldestPending) {
 		reasons = append(reasons, fmt.Sprintf("pump not keeping up: %d outbox rows pending, the oldest appended %s ago (over the %v stall threshold)", s.OutboxPending, ago(s.OutboxOldestPending), stall))
 	}
 	if old(p.ApplierWaitingSince) {
