@@ -65,6 +65,9 @@ start_test_postgres() {
     -o "-c listen_addresses='' -c unix_socket_directories='$PG_TEST_DIR' -p $port -c fsync=off -c max_connections=300" start >/dev/null ||
     { cat "$PG_TEST_DIR/server.log" >&2; return 1; }
   export CONTROLFEED_TEST_POSTGRES_URL="postgres://controlfeed@/postgres?host=$PG_TEST_DIR&port=$port&sslmode=disable"
+  # An abrupt restart (as after a crash) for the PostgreSQL chaos run:
+  # pg_ctl reuses the server's options from postmaster.opts.
+  export CONTROLFEED_TEST_POSTGRES_RESTART="${run[*]} $bindir/pg_ctl -D $PG_TEST_DIR/data -l $PG_TEST_DIR/server.log -m immediate -w -t 60 restart"
   echo "== test PostgreSQL ($("$bindir/postgres" --version)) at $CONTROLFEED_TEST_POSTGRES_URL"
 }
 

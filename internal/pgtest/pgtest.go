@@ -18,8 +18,10 @@ import (
 	"crypto/rand"
 	"database/sql"
 	"encoding/hex"
+	"fmt"
 	"net/url"
 	"os"
+	"os/exec"
 	"testing"
 	"time"
 
@@ -28,6 +30,32 @@ import (
 
 // EnvURL names the environment variable holding the test server's URL.
 const EnvURL = "CONTROLFEED_TEST_POSTGRES_URL"
+
+// EnvRestart names the environment variable holding a shell command that
+// restarts the test server abruptly (pg_ctl restart -m immediate) and
+// returns once it accepts connections; .ci/postgres.sh sets it.
+const EnvRestart = "CONTROLFEED_TEST_POSTGRES_RESTART"
+
+// Restarter returns a function that restarts the test server with the
+// command in EnvRestart, or nil when it is not set (a server the tests do
+// not own). It fails t under CI=true without one.
+func Restarter(t testing.TB) func() error {
+	t.Helper()
+	c := os.Getenv(EnvRestart)
+	if c == "" {
+		if os.Getenv("CI") == "true" {
+			t.Fatal("pgtest: " + EnvRestart + " is not set; CI must provide it (.ci/postgres.sh sets it)")
+		}
+		return nil
+	}
+	return func() error {
+		out, err := exec.Command("sh", "-c", c).CombinedOutput()
+		if err != nil {
+			return fmt.Errorf("pgtest: restart the server (%s): %w: %s", c, err, out)
+		}
+		return nil
+	}
+}
 
 // URL returns the test server's URL. Without one it skips t, or fails it
 // when CI=true.
