@@ -2,6 +2,7 @@ package bench_test
 
 import (
 	"context"
+	"github.com/controlfeed/controlfeed/internal/pgtest"
 	"log/slog"
 	"os"
 	"os/exec"
@@ -119,5 +120,29 @@ func TestRun_BadPostgresURLFailsFirst(t *testing.T) {
 	}
 	if len(rep.Results) != 0 {
 		t.Fatalf("Run measured %d results before failing on the URL", len(rep.Results))
+	}
+}
+
+// The pgpump lines run end to end on a real PostgreSQL at a tiny size (a
+// check of the code, not a measurement): three lines, the ratios from the
+// medians of the alternating passes named in their notes.
+func TestRun_PgPumpSmall(t *testing.T) {
+	u := pgtest.URL(t)
+	rep, err := bench.Run(context.Background(), &bench.Config{Quick: true, Dir: t.TempDir(), PostgresURL: u,
+		Only: []string{"pgpump"}, PumpSyncEvents: 60, PumpBatchEvents: 600})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	for _, r := range rep.Results {
+		names = append(names, r.Name)
+		if strings.HasPrefix(r.Name, "pgpump/sync") || strings.HasPrefix(r.Name, "pgpump/batch") {
+			if r.Value <= 0 || r.Baseline <= 0 || !strings.Contains(r.Note, "medians of 3 alternating passes") {
+				t.Errorf("%s = %+v", r.Name, r)
+			}
+		}
+	}
+	if strings.Join(names, ",") != "pgpump/sync,pgpump/batch,pgpump/takeover" {
+		t.Errorf("results %v", names)
 	}
 }
