@@ -44,3 +44,23 @@ func FuzzCutMember(f *testing.F) {
 		}
 	})
 }
+
+// FuzzScanWireSig compares the fast parser of the signature member with
+// encoding/json: whatever it accepts, encoding/json reads the same.
+func FuzzScanWireSig(f *testing.F) {
+	f.Add(`{"v":1,"kid":"ed25519:0011223344556677","seq":42,"prev":"sha256:00","sig":"AAAA"}`)
+	f.Add(`{"v":1,"kid":"","seq":0,"prev":"","sig":""}`)
+	f.Fuzz(func(t *testing.T, s string) {
+		ws, ok := scanWireSig(s)
+		if !ok {
+			return
+		}
+		var want wireSig
+		if err := json.Unmarshal([]byte(s), &want); err != nil {
+			t.Fatalf("scan accepted %q that encoding/json refuses: %v", s, err)
+		}
+		if ws != want {
+			t.Fatalf("%q: scan %+v, encoding/json %+v", s, ws, want)
+		}
+	})
+}

@@ -84,11 +84,13 @@ func (kr *Keyring) Verify(e controlevent.Event) (Verified, error) {
 }
 
 func parseWireSig(raw json.RawMessage) (wireSig, []byte, error) {
-	var ws wireSig
-	dec := json.NewDecoder(strings.NewReader(string(raw)))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(&ws); err != nil {
-		return ws, nil, fmt.Errorf("%s is not {v,kid,seq,prev,sig}: %v", SignatureMember, err)
+	ws, ok := scanWireSig(string(raw))
+	if !ok {
+		dec := json.NewDecoder(strings.NewReader(string(raw)))
+		dec.DisallowUnknownFields()
+		if err := dec.Decode(&ws); err != nil {
+			return ws, nil, fmt.Errorf("%s is not {v,kid,seq,prev,sig}: %v", SignatureMember, err)
+		}
 	}
 	if ws.V != 1 {
 		return ws, nil, fmt.Errorf("%s version %d; this build knows version 1 (upgrade the node?)", SignatureMember, ws.V)
@@ -222,4 +224,71 @@ func (kr *Keyring) VerifyAll(events []controlevent.Event) []Result {
 		vouched = ok && i > 0 && ps[i-1] != nil && p.l.Seq == ps[i-1].l.Seq+1 && p.l.Prev == ps[i-1].digest
 	}
 	return res
+}
+
+// scanWireSig parses the signature member in the exact form Sign writes it
+// (json.Marshal of wireSig: members in declaration order, no escapes in
+// the values), without encoding/json. ok is false for any other text, which
+// parseWireSig then reads with encoding/json.
+func scanWireSig(s string) (ws wireSig, ok bool) {
+	rest, ok := strings.CutPrefix(s, `{"v":`)
+	if !ok {
+		return ws, false
+	}
+	var n uint64
+	if n, rest, ok = scanUint(rest); !ok || n > 1<<31 {
+		return ws, false
+	}
+	ws.V = int(n)
+	if ws.KeyID, rest, ok = scanField(rest, `,"kid":"`); !ok {
+		return ws, false
+	}
+	if rest, ok = strings.CutPrefix(rest, `,"seq":`); !ok {
+		return ws, false
+	}
+	if ws.Seq, rest, ok = scanUint(rest); !ok {
+		return ws, false
+	}
+	if ws.Prev, rest, ok = scanField(rest, `,"prev":"`); !ok {
+		return ws, false
+	}
+	if ws.Sig, rest, ok = scanField(rest, `,"sig":"`); !ok {
+		return ws, false
+	}
+	return ws, rest == "}"
+}
+
+// scanUint reads a JSON number without sign, fraction or leading zeros.
+func scanUint(s string) (uint64, string, bool) {
+	i := 0
+	var v uint64
+	for i < len(s) && '0' <= s[i] && s[i] <= '9' {
+		if v > (1<<64-1)/10 {
+			return 0, s, false
+		}
+		v = v*10 + uint64(s[i]-'0')
+		i++
+	}
+	if i == 0 || i > 1 && s[0] == '0' {
+		return 0, s, false
+	}
+	return v, s[i:], true
+}
+
+// scanField reads prefix and a string value up to its closing quote; a
+// value with an escape or a control character is left to encoding/json.
+func scanField(s, prefix string) (string, string, bool) {
+	rest, ok := strings.CutPrefix(s, prefix)
+	if !ok {
+		return "", s, false
+	}
+	for i := 0; i < len(rest); i++ {
+		switch c := rest[i]; {
+		case c == '"':
+			return rest[:i], rest[i+1:], true
+		case c == '\\' || c < 0x20 || c >= 0x80:
+			return "", s, false
+		}
+	}
+	return "", s, false
 }
