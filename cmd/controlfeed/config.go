@@ -16,6 +16,7 @@ import (
 	"github.com/controlfeed/controlfeed/internal/failpoint"
 	"github.com/controlfeed/controlfeed/internal/node"
 	"github.com/controlfeed/controlfeed/kv"
+	"github.com/controlfeed/controlfeed/snapshot"
 	"github.com/controlfeed/controlfeed/trust"
 )
 
@@ -64,6 +65,10 @@ type settings struct {
 	Bootstrap           string // serve
 	BootstrapWhenBehind bool   // serve
 	behindAdvice        string // serve: set by bootstrap, shown with a behind-retention report
+
+	SnapshotEvery    uint64        // serve
+	SnapshotInterval time.Duration // serve
+	SnapshotKeep     int           // serve
 
 	MaxArtifactBytes int64 // serve, kv put
 
@@ -296,6 +301,14 @@ var allSettings = []setting{
 		}},
 	{flag: "include-stale", def: "false", usage: "fleet wait: also wait for stale nodes (by default a node silent for --stale-after is left out, and named)",
 		bind: func(fs *flag.FlagSet, s *settings, name, u string) { fs.BoolVar(&s.IncludeStale, name, false, u) }},
+	{flag: "snapshot-every", def: "0 (off)", usage: "serve: a node takes and publishes a snapshot of its database once it is `N` events past the feed's latest published snapshot",
+		bind: func(fs *flag.FlagSet, s *settings, name, u string) { fs.Uint64Var(&s.SnapshotEvery, name, 0, u) }},
+	{flag: "snapshot-interval", def: "0 (off)", usage: "serve: a node takes and publishes a snapshot once the feed's latest published one is `DURATION` old and it has applied events since",
+		bind: func(fs *flag.FlagSet, s *settings, name, u string) { fs.DurationVar(&s.SnapshotInterval, name, 0, u) }},
+	{flag: "snapshot-keep", def: "3", usage: "serve: with --snapshot-every/--snapshot-interval, keep the newest `N` published snapshots and delete older ones (catalog entries and artifacts; never the latest; 0 keeps all)",
+		bind: func(fs *flag.FlagSet, s *settings, name, u string) {
+			fs.IntVar(&s.SnapshotKeep, name, snapshot.DefaultKeep, u)
+		}},
 	{flag: "follow", def: "true", usage: "keep waiting for new events (--follow=false: print what exists and exit)",
 		bind: func(fs *flag.FlagSet, s *settings, name, u string) { fs.BoolVar(&s.Follow, name, true, u) }},
 }

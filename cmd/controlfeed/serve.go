@@ -98,12 +98,12 @@ dropped, reordered, replayed or injected one: a security halt
 (controlfeed_security_halted), which only "skip --security-override"
 passes. A node without --trust-key applies whatever the feed holds. See
 docs/SECURITY.md.
-` + postgresHelp + "\n" + bootstrapHelp,
+` + postgresHelp + "\n" + bootstrapHelp + periodicHelp,
 	example: `controlfeed serve --db node1.db --feed-source file --feed-dir /var/lib/cf/feed --artifact-dir /var/lib/cf/artifacts --listen 127.0.0.1:7480`,
 	settings: settingList([]string{"db", "feed-source", "feed-sink", "feed-dir", "artifact-store", "artifact-dir",
 		"listen"}, listenSettings, []string{"node-name"}, natsSettings, natsFeedSettings, []string{"nats-bucket", "embedded-nats", "nats-listen", "nats-store",
 		"max-artifact-bytes", "poll-interval", "unavailable-grace", "stall-threshold", "signing-key", "trust-key", "fleet-heartbeat",
-		"app-digest-interval", "log-format", "log-level"}, bootstrapSettings),
+		"app-digest-interval", "log-format", "log-level"}, bootstrapSettings, snapshotSettings),
 	createDB: true,
 }
 
@@ -138,6 +138,9 @@ func (m *Main) runServe(ctx context.Context, args []string) error {
 	if err := s.loadTrust(serveCmd); err != nil {
 		return err
 	}
+	if err := s.checkSnapshots(serveCmd); err != nil {
+		return err
+	}
 	if s.EmbeddedNATS {
 		srv, err := s.startEmbeddedNATS(m, log)
 		if err != nil {
@@ -152,6 +155,7 @@ func (m *Main) runServe(ctx context.Context, args []string) error {
 		}
 		return err
 	}
+	s.warnSnapshotCadence(ctx, log)
 	n, err := openNode(ctx, log, s.nodeConfig(log))
 	if err != nil {
 		if ctx.Err() != nil {
@@ -275,6 +279,7 @@ func (s *settings) nodeConfig(log *slog.Logger) *node.Config {
 		StallThreshold:   s.StallThreshold,
 
 		BehindRetentionAdvice: s.behindAdvice,
+		Snapshots:             s.snapshotConfig(log),
 
 		FleetReports:      true,
 		FleetHeartbeat:    s.FleetHeartbeat,

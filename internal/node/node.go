@@ -69,6 +69,7 @@ import (
 	"github.com/controlfeed/controlfeed/internal/sqlitedb"
 	"github.com/controlfeed/controlfeed/kv"
 	"github.com/controlfeed/controlfeed/outbox"
+	"github.com/controlfeed/controlfeed/snapshot"
 	"github.com/controlfeed/controlfeed/trust"
 )
 
@@ -173,6 +174,13 @@ type Config struct {
 	// anything else and refuse what fails (applier.Config.Keyring). Only
 	// for a process with a FeedSource. nil trusts whatever the feed holds.
 	TrustedKeys *trust.Keyring
+	// Snapshots, if set on a node (a FeedSource other than nop), makes Run
+	// take, publish and garbage-collect snapshots of the database on its
+	// cadence (see snapshot.Periodic); Open fills in DB, Store, Catalog
+	// (the feed's, snapshot.OpenCatalog), Logger and Registerer. Its
+	// state shows in Status.Snapshots and as controlfeed_snapshot_*
+	// metrics.
+	Snapshots *snapshot.PeriodicConfig
 
 	// Handlers applies events by type; nil = kv.Handlers().
 	Handlers map[string]applier.Handler
@@ -293,6 +301,8 @@ type Node struct {
 	sink    feed.Sink   // nil when FeedSink is nop
 	pump    *outbox.Pump
 	applier *applier.Applier
+	snaps   *snapshot.Periodic // nil without Config.Snapshots
+	catalog snapshot.Catalog   // the snapshotter's, closed by Close
 	ln      net.Listener
 	lock    *pumpLock // held by a producer from Open to Close
 	// reports and reporter write the fleet report (nil without
@@ -425,6 +435,11 @@ func Open(ctx context.Context, cfg *Config) (_ *Node, err error) {
 	if c.FleetReports && n.applier != nil {
 		n.openReporter(ctx)
 	}
+	if c.Snapshots != nil && n.applier != nil {
+		if err := n.openSnapshots(ctx); err != nil {
+			return nil, err
+		}
+	}
 	if c.Listen != "" {
 		if err := n.listen(ctx); err != nil {
 			return nil, err
@@ -436,6 +451,26 @@ func Open(ctx context.Context, cfg *Config) (_ *Node, err error) {
 		}
 	}
 	return n, nil
+}
+
+// openSnapshots opens the feed's snapshot catalog and the periodic
+// snapshotter of Config.Snapshots.
+func (n *Node) openSnapshots(ctx context.Context) error {
+	cat, err := snapshot.OpenCatalog(ctx, n.cfg.FeedSource, snapshot.CatalogConfig{Feed: n.cfg.Feed, Logger: n.log})
+	if err != nil {
+		return fmt.Errorf("node: periodic snapshots: %w", err)
+	}
+	n.catalog = cat
+	pc := *n.cfg.Snapshots
+	pc.DB, pc.Store, pc.Catalog, pc.Registerer = n.db, n.store, cat, n.reg
+	pc.Logger = n.log.With("component", "snapshot")
+	if pc.Create.Node == "" {
+		pc.Create.Node = n.cfg.NodeName
+	}
+	if n.snaps, err = snapshot.NewPeriodic(&pc); err != nil {
+		return fmt.Errorf("node: %w", err)
+	}
+	return nil
 }
 
 // OpenDB opens the SQLite database at path with sqlitedb.Open and migrates
@@ -564,6 +599,9 @@ func (n *Node) Run(ctx context.Context) error {
 	if n.reporter != nil {
 		wg.Go(func() { n.reporter.Run(ctx) })
 	}
+	if n.snaps != nil {
+		wg.Go(func() { n.snaps.Run(ctx) })
+	}
 	if n.ln != nil {
 		srv := &http.Server{Handler: n.Handler(), ReadHeaderTimeout: 10 * time.Second}
 		wg.Go(func() {
@@ -602,6 +640,9 @@ func (n *Node) Close() error {
 	}
 	if n.source != nil {
 		errs = append(errs, closeQuietly(n.source))
+	}
+	if n.catalog != nil {
+		errs = append(errs, closeQuietly(n.catalog))
 	}
 	if n.sink != nil {
 		errs = append(errs, closeQuietly(n.sink))

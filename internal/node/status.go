@@ -12,6 +12,7 @@ import (
 
 	"github.com/controlfeed/controlfeed/applier"
 	"github.com/controlfeed/controlfeed/outbox"
+	"github.com/controlfeed/controlfeed/snapshot"
 )
 
 // Status is a node's state as /v1/status and "controlfeed status --json"
@@ -98,6 +99,12 @@ type Status struct {
 	// Process holds this process's counters since it started; omitted when
 	// read from the database alone.
 	Process *ProcessStatus `json:"process,omitempty"`
+
+	// Snapshots is the periodic snapshotter's state (Config.Snapshots):
+	// the latest published snapshot, this process's counts, and whether
+	// any published snapshot still covers the feed's retention. Omitted
+	// without one.
+	Snapshots *snapshot.PeriodicStatus `json:"snapshots,omitempty"`
 }
 
 // PumpHolder names the pump that publishes a PostgreSQL outbox: its lock
@@ -317,6 +324,10 @@ func (n *Node) Status(ctx context.Context) (Status, error) {
 	s.Node = n.cfg.NodeName
 	s.FeedSource, s.FeedSink = n.cfg.FeedSource, n.cfg.FeedSink
 	s.AppDigest = n.appDigest(ctx)
+	if n.snaps != nil {
+		st := n.snaps.Status()
+		s.Snapshots = &st
+	}
 	p := &ProcessStatus{StartedAt: n.started}
 	if n.applier != nil {
 		as := n.applier.Status()

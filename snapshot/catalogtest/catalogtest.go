@@ -115,4 +115,36 @@ func Run(t *testing.T, open Open) {
 			t.Fatalf("latest after concurrent publishes = %d, %v; want 107", got.ControlVersion, err)
 		}
 	})
+	t.Run("Forget", func(t *testing.T) {
+		c := open(t)
+		f, ok := c.(snapshot.Forgetter)
+		if !ok {
+			t.Skip("the catalog does not implement snapshot.Forgetter")
+		}
+		a, b, l := record(10, "a"), record(20, "b"), record(30, "c")
+		if err := f.Forget(ctx, a); err != nil {
+			t.Fatalf("Forget on an empty catalog = %v, want nil", err)
+		}
+		for _, r := range []snapshot.Record{a, b, l} {
+			if err := c.Publish(ctx, r); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if err := f.Forget(ctx, l); !errors.Is(err, snapshot.ErrLatest) {
+			t.Fatalf("Forget(latest) = %v, want ErrLatest", err)
+		}
+		if err := f.Forget(ctx, a); err != nil {
+			t.Fatal(err)
+		}
+		if err := f.Forget(ctx, a); err != nil {
+			t.Fatalf("Forget of a forgotten record = %v, want nil", err)
+		}
+		rs, err := c.List(ctx)
+		if err != nil || len(rs) != 2 || rs[0] != l || rs[1] != b {
+			t.Fatalf("List after Forget = %+v, %v; want [%v %v]", rs, err, l.ControlVersion, b.ControlVersion)
+		}
+		if got, err := c.Latest(ctx); err != nil || got != l {
+			t.Fatalf("Latest after Forget = %+v, %v; want %+v", got, err, l)
+		}
+	})
 }

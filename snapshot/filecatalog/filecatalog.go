@@ -20,7 +20,8 @@
 // lock on the lock file while it compares and replaces latest.json, so
 // concurrent publishers (several processes sharing the directory) never
 // move the latest backwards. History keeps the newest HistoryLength
-// records; older history files are removed by Publish.
+// records; older history files are removed by Publish, and Forget
+// removes one (never the latest's).
 //
 // The feed directory must exist (the file feed's Sink creates it); Publish
 // creates .snapshots in it.
@@ -183,9 +184,7 @@ func (c *Catalog) Publish(ctx context.Context, r snapshot.Record) error {
 		return fmt.Errorf("filecatalog: publish %s: %w", r.Manifest, err)
 	}
 	b = append(b, '\n')
-	hex := strings.TrimPrefix(r.Manifest, "sha256:")
-	name := fmt.Sprintf("%020d-%s.json", r.ControlVersion, hex[:min(16, len(hex))])
-	if err := writeAtomic(hist, name, b); err != nil {
+	if err := writeAtomic(hist, historyName(r), b); err != nil {
 		return fmt.Errorf("filecatalog: publish %s: %w", r.Manifest, err)
 	}
 	if err := writeAtomic(c.dir, "latest.json", b); err != nil {
@@ -289,4 +288,40 @@ func writeAtomic(dir, name string, b []byte) error {
 	}
 	defer d.Close()
 	return d.Sync()
+}
+
+var _ snapshot.Forgetter = (*Catalog)(nil)
+
+// Forget removes r's history file under the catalog's lock. It refuses the
+// latest record (latest.json is never removed); an absent record is not an
+// error.
+func (c *Catalog) Forget(ctx context.Context, r snapshot.Record) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	if _, err := os.Stat(c.dir); errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
+	unlock, err := c.lock()
+	if err != nil {
+		return err
+	}
+	defer unlock()
+	latest, err := c.Latest(ctx)
+	if err != nil && !errors.Is(err, snapshot.ErrNoSnapshot) {
+		return fmt.Errorf("filecatalog: forget %s: %w", r.Manifest, err)
+	}
+	if err == nil && latest.Manifest == r.Manifest {
+		return fmt.Errorf("filecatalog: forget %s: %w", r.Manifest, snapshot.ErrLatest)
+	}
+	if err := os.Remove(filepath.Join(c.dir, "history", historyName(r))); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("filecatalog: forget %s: %w", r.Manifest, err)
+	}
+	return nil
+}
+
+// historyName is r's history file name.
+func historyName(r snapshot.Record) string {
+	hex := strings.TrimPrefix(r.Manifest, "sha256:")
+	return fmt.Sprintf("%020d-%s.json", r.ControlVersion, hex[:min(16, len(hex))])
 }

@@ -333,3 +333,53 @@ func (c *Catalog) Close() error {
 	}
 	return nil
 }
+
+var _ snapshot.Forgetter = (*Catalog)(nil)
+
+// Forget purges the key's revisions up to and including the newest one
+// holding r from the bucket's stream (a KV stream refuses single message
+// deletes): records published before r go with it, which Prune, the
+// caller, forgets anyway (records are published in cursor order). It
+// refuses the latest revision (snapshot.ErrLatest); a record not in the
+// history is not an error.
+func (c *Catalog) Forget(ctx context.Context, r snapshot.Record) error {
+	ctx, cancel := context.WithTimeout(ctx, c.timeout)
+	defer cancel()
+	kv, err := c.ready(ctx)
+	if err != nil {
+		return err
+	}
+	es, err := kv.History(ctx, key)
+	if errors.Is(err, jetstream.ErrKeyNotFound) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("natscatalog: forget %s: history of bucket %q: %w", r.Manifest, c.bucket, err)
+	}
+	var rev uint64
+	for i, e := range es {
+		if e.Operation() != jetstream.KeyValuePut {
+			continue
+		}
+		got, err := decode(e.Value(), c.bucket, e.Revision())
+		if err != nil || got.Manifest != r.Manifest {
+			continue
+		}
+		if i == len(es)-1 {
+			return fmt.Errorf("natscatalog: forget %s in bucket %q: %w", r.Manifest, c.bucket, snapshot.ErrLatest)
+		}
+		rev = e.Revision()
+	}
+	if rev == 0 {
+		return nil
+	}
+	st, err := c.js.Stream(ctx, "KV_"+c.bucket)
+	if err != nil {
+		return fmt.Errorf("natscatalog: forget %s: stream of bucket %q: %w", r.Manifest, c.bucket, err)
+	}
+	subject := "$KV." + c.bucket + "." + key
+	if err := st.Purge(ctx, jetstream.WithPurgeSubject(subject), jetstream.WithPurgeSequence(rev+1)); err != nil {
+		return fmt.Errorf("natscatalog: forget %s: purge revisions through %d of bucket %q: %w", r.Manifest, rev, c.bucket, err)
+	}
+	return nil
+}
