@@ -5,11 +5,14 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"io"
 	"net/url"
 	"os"
 
 	"github.com/controlfeed/controlfeed/applier"
 	"github.com/controlfeed/controlfeed/feed/filesource"
+	"github.com/controlfeed/controlfeed/snapshot"
+	"github.com/controlfeed/controlfeed/snapshot/filecatalog"
 )
 
 // pruneProgressFrom is the number of files to delete from which prune
@@ -31,8 +34,15 @@ the lock in chunks, reporting progress on stderr when there are many.
 How it decides that pruning is safe: it opens each node database given with
 --db (repeat the flag, one per node) read-only, reads the node's cursor (the
 last position it applied or skipped) and refuses if --through is above the
-lowest cursor. It writes nothing to those databases. Without --db it sees no
-node and refuses. --force prunes anyway.
+lowest cursor. It writes nothing to those databases. It also reads the
+feed's latest published snapshot (.snapshots/latest.json, see "controlfeed
+snapshot publish") and refuses unless that snapshot's cursor is at or after
+--through: otherwise a new node, which starts from the latest snapshot or
+from position 1, would find the events it needs deleted and could never
+join. Without --db it sees no node: it refuses, unless such a snapshot
+exists; it then prunes and warns that nodes below --through must restore
+the snapshot (serve --bootstrap-when-behind does it). --force prunes
+anyway.
 
 It also refuses, changing nothing, when --feed-dir is not a directory,
 --through is 0 or above the feed's highest position, the prune marker is
@@ -70,7 +80,7 @@ func (m *Main) runPrune(ctx context.Context, args []string) error {
 	} else if !info.IsDir() {
 		return fmt.Errorf("controlfeed prune: feed directory %s is not a directory", s.FeedDir)
 	}
-	if err := checkNodesApplied(ctx, s.DBs, s.Through, s.Force); err != nil {
+	if err := checkPruneSafe(ctx, m.Stderr, s.FeedDir, s.DBs, s.Through, s.Force); err != nil {
 		return err
 	}
 	opts := &filesource.PruneOptions{Logger: log, Progress: func(done, total int) {
@@ -92,16 +102,55 @@ func (m *Main) runPrune(ctx context.Context, args []string) error {
 	return nil
 }
 
-// checkNodesApplied refuses a prune through a position some node of dbs has
-// not applied yet, or when no node database is given, unless force.
-func checkNodesApplied(ctx context.Context, dbs []string, through uint64, force bool) error {
+// checkPruneSafe refuses, unless force, a prune through a position that
+// the feed's latest published snapshot does not cover (a new node could
+// not join) or that some node of dbs has not applied yet; without dbs it
+// refuses unless the snapshot covers, and then warns on stderr.
+func checkPruneSafe(ctx context.Context, stderr io.Writer, feedDir string, dbs []string, through uint64, force bool) error {
 	if force {
 		return nil
 	}
+	covered, have := snapshotCovers(ctx, feedDir, through)
 	if len(dbs) == 0 {
-		return usageErrorf("controlfeed prune: no node database given, so prune cannot tell whether every node has applied the events through %d; "+
-			"give each node's database with --db (repeat the flag), or use --force", through)
+		if !covered {
+			return usageErrorf("controlfeed prune: no node database given, so prune cannot tell whether every node has applied the events through %d, and %s; "+
+				"give each node's database with --db (repeat the flag), publish a snapshot at %d or later, or use --force", through, have, through)
+		}
+		fmt.Fprintf(stderr, "controlfeed prune: warning: no node database given (--db): a node whose cursor is below %d will be behind the feed's retention "+
+			"and must restore the latest snapshot (%s): serve --bootstrap-when-behind does it at start-up\n", through, have)
+		return nil
 	}
+	if err := checkNodesApplied(ctx, dbs, through); err != nil {
+		return err
+	}
+	if !covered {
+		return fmt.Errorf("controlfeed prune: %s, so after pruning through %d a new node could not join (it would replay from the start and find events deleted): "+
+			"publish a snapshot of an up-to-date node first (controlfeed snapshot publish --db NODE.db --feed-dir %s), or use --force", have, through, feedDir)
+	}
+	return nil
+}
+
+// snapshotCovers reports whether the file feed's latest published snapshot
+// is at through or later, and describes it.
+func snapshotCovers(ctx context.Context, feedDir string, through uint64) (bool, string) {
+	cat, err := filecatalog.New(feedDir)
+	if err != nil {
+		return false, fmt.Sprintf("the feed's snapshot catalog cannot be read (%v)", err)
+	}
+	rec, err := cat.Latest(ctx)
+	if errors.Is(err, snapshot.ErrNoSnapshot) {
+		return false, "no snapshot is published for the feed"
+	}
+	if err != nil {
+		return false, fmt.Sprintf("the feed's latest snapshot cannot be read (%v)", err)
+	}
+	desc := fmt.Sprintf("the latest published snapshot %s is at cursor %d", rec.Manifest, rec.ControlVersion)
+	return rec.ControlVersion >= through, desc
+}
+
+// checkNodesApplied refuses a prune through a position some node of dbs has
+// not applied yet.
+func checkNodesApplied(ctx context.Context, dbs []string, through uint64) error {
 	for _, path := range dbs {
 		cursor, err := readNodeCursor(ctx, path)
 		if err != nil {

@@ -13,9 +13,12 @@ import (
 	"time"
 
 	"github.com/controlfeed/controlfeed/applier"
+	"github.com/controlfeed/controlfeed/artifact"
 	"github.com/controlfeed/controlfeed/controlevent"
 	"github.com/controlfeed/controlfeed/feed"
 	"github.com/controlfeed/controlfeed/feed/filesource"
+	"github.com/controlfeed/controlfeed/snapshot"
+	"github.com/controlfeed/controlfeed/snapshot/filecatalog"
 )
 
 // nodeDBAt creates a node database at path whose cursor is cursor, and
@@ -145,6 +148,32 @@ func TestPrune_CLI(t *testing.T) {
 		t.Errorf("prune changed the schema of a database that is not a node's: %q", got)
 	}
 
+	// Every given node has applied through 3, but no snapshot covers 3: a
+	// new node could not join after the prune.
+	_, _, err = run(t, nil, "", "prune", "--feed-dir", feedDir, "--through", "3", "--db", n1)
+	if err == nil || !strings.Contains(err.Error(), "no snapshot is published") || !strings.Contains(err.Error(), "a new node could not join") {
+		t.Fatalf("prune without a snapshot = %v; want a refusal naming the missing snapshot", err)
+	}
+	cat, err := filecatalog.New(feedDir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rec := snapshot.Record{Manifest: artifact.RefOf([]byte("m2")), ControlVersion: 2, Size: 1, CreatedAt: time.Now(), PublishedAt: time.Now()}
+	if err := cat.Publish(ctx, rec); err != nil {
+		t.Fatal(err)
+	}
+	_, _, err = run(t, nil, "", "prune", "--feed-dir", feedDir, "--through", "3", "--db", n1)
+	if err == nil || !strings.Contains(err.Error(), "is at cursor 2") {
+		t.Fatalf("prune through 3 with a snapshot at 2 = %v; want a refusal", err)
+	}
+	rec.Manifest, rec.ControlVersion = artifact.RefOf([]byte("m3")), 3
+	if err := cat.Publish(ctx, rec); err != nil {
+		t.Fatal(err)
+	}
+	if got := feedFiles(t, feedDir); len(got) != 5 {
+		t.Fatalf("refused prunes deleted files: %q left", got)
+	}
+
 	// A --db flag replaces CONTROLFEED_DB (n2, at 3, would refuse).
 	out := mustRun(t, []string{"CONTROLFEED_DB=" + n2}, "", "prune", "--feed-dir", feedDir, "--through", "3", "--db", n1)
 	if want := fmt.Sprintf("pruned %s through 3: deleted 3 event files; new events get positions above 5\n", feedDir); out != want {
@@ -165,11 +194,16 @@ func TestPrune_CLI(t *testing.T) {
 	if !strings.Contains(out, "already pruned through 3") {
 		t.Errorf("second prune printed %q", out)
 	}
+	// Without --db, a covering snapshot lets it prune, with a warning.
+	stdout, stderr, err := run(t, nil, "", "prune", "--feed-dir", feedDir, "--through", "3")
+	if err != nil || !strings.Contains(stdout, "already pruned through 3") || !strings.Contains(stderr, "warning: no node database given") {
+		t.Fatalf("prune without --db, snapshot at 3 = %v, %q, %q; want it done with a warning", err, stdout, stderr)
+	}
 
 	// --force prunes everything, with progress on stderr; positions go on.
 	defer func(old int) { pruneProgressFrom = old }(pruneProgressFrom)
 	pruneProgressFrom = 1
-	stdout, stderr, err := run(t, nil, "", "prune", "--feed-dir", feedDir, "--through", "5", "--force")
+	stdout, stderr, err = run(t, nil, "", "prune", "--feed-dir", feedDir, "--through", "5", "--force")
 	if err != nil {
 		t.Fatalf("prune --force: %v\n%s", err, stderr)
 	}
