@@ -13,6 +13,7 @@ import (
 
 	"github.com/controlfeed/controlfeed/artifact"
 	"github.com/controlfeed/controlfeed/controlevent"
+	"github.com/controlfeed/controlfeed/internal/failpoint"
 )
 
 // CreateOptions configures Create. The zero value (or nil) uses the
@@ -131,9 +132,15 @@ func Create(ctx context.Context, db *sql.DB, store artifact.Store, opts *CreateO
 	if err != nil {
 		return Manifest{}, fmt.Errorf("snapshot: create: %w", err)
 	}
+	if err := failpoint.Inject(failpoint.SnapshotCreateAfterCopy); err != nil {
+		return Manifest{}, fmt.Errorf("snapshot: create: %w", err)
+	}
 	m.Node, m.CreatedAt = o.Node, createdAt
 	if m.Database, err = putFile(ctx, store, path, o.Progress); err != nil {
 		return Manifest{}, fmt.Errorf("snapshot: create: store the database copy: %w", err)
+	}
+	if err := failpoint.Inject(failpoint.SnapshotCreateBeforeManifest); err != nil {
+		return Manifest{}, fmt.Errorf("snapshot: create: store the manifest (database %s is stored): %w", m.Database.Ref, err)
 	}
 	b, err := m.Encode()
 	if err != nil {
@@ -220,6 +227,11 @@ type countingHash struct {
 }
 
 func (c *countingHash) Write(p []byte) (int, error) {
+	if c.n == 0 && len(p) > 0 {
+		if err := failpoint.Inject(failpoint.SnapshotCreateMidStore); err != nil {
+			return 0, err
+		}
+	}
 	c.h.Write(p)
 	c.n += int64(len(p))
 	if c.progress != nil {

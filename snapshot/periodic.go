@@ -12,6 +12,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/controlfeed/controlfeed/artifact"
+	"github.com/controlfeed/controlfeed/internal/failpoint"
 )
 
 // DefaultKeep is PeriodicConfig.Keep's default: the snapshots kept by the
@@ -273,6 +274,9 @@ func (p *Periodic) snapshot(ctx context.Context) error {
 	m, err := Create(ctx, p.c.DB, p.c.Store, &p.c.Create)
 	if err != nil {
 		return fmt.Errorf("snapshot: periodic: %w", err)
+	}
+	if err := failpoint.Inject(failpoint.SnapshotPublishBeforeCatalog); err != nil {
+		return fmt.Errorf("snapshot: periodic: publish %s: %w", m.Ref, err)
 	}
 	rec := RecordOf(m, p.c.Now())
 	if err := p.c.Catalog.Publish(ctx, rec); errors.Is(err, ErrOlder) {

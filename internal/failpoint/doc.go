@@ -75,6 +75,21 @@
 //     target and the directory fsynced. A kill must leave the complete new
 //     database; an error is a lost reply (the restore is done, the caller
 //     sees a failure; running Restore again is safe).
+//   - snapshot.create-after-copy: snapshot.Create's VACUUM INTO copy of the
+//     live database is complete in its temporary directory; nothing is
+//     stored. A kill must leave the node database valid and unchanged and
+//     nothing in the store or the catalog (a leftover temporary directory);
+//     an error fails Create and removes the directory.
+//   - snapshot.create-mid-store: Create has fed the first chunk of the copy
+//     to the artifact store's Put. A kill must leave no object under the
+//     copy's ref; an error fails the Put and Create.
+//   - snapshot.create-before-manifest: the database copy is stored, its
+//     manifest is not. A kill or an error leaves an unreferenced artifact
+//     and no manifest.
+//   - snapshot.publish-before-catalog: the periodic snapshotter's Create
+//     returned (manifest stored) and the catalog is not yet written. A kill
+//     must leave the catalog's previous latest (or none); an error is
+//     retried by the next attempt.
 //
 // # Spec grammar
 //

@@ -66,7 +66,7 @@ func TestEnable_Spec(t *testing.T) {
 func TestEnable_Errors(t *testing.T) {
 	enable(t, "kv.after-commit=error")
 	for _, tc := range []struct{ spec, want string }{
-		{"nosuch.point=error", `unknown point "nosuch.point"; known points: applier.after-commit-before-ack, applier.before-commit, applier.mid-batch, filestore.mid-write, kv.after-artifact-before-commit, kv.after-commit, outbox.after-publish-before-writeback, outbox.after-sync, outbox.before-publish, snapshot.restore-after-rename, snapshot.restore-before-rename, snapshot.restore-mid-write`},
+		{"nosuch.point=error", `unknown point "nosuch.point"; known points: applier.after-commit-before-ack, applier.before-commit, applier.mid-batch, filestore.mid-write, kv.after-artifact-before-commit, kv.after-commit, outbox.after-publish-before-writeback, outbox.after-sync, outbox.before-publish, snapshot.create-after-copy, snapshot.create-before-manifest, snapshot.create-mid-store, snapshot.publish-before-catalog, snapshot.restore-after-rename, snapshot.restore-before-rename, snapshot.restore-mid-write`},
 		{"outbox.after-sync=image()", "image action"},
 		{"outbox.after-sync=image(/tmp/x", "image action"},
 		{"kv.after-commit", "want name=action"},
@@ -98,8 +98,8 @@ func TestEnable_Errors(t *testing.T) {
 
 func TestNames(t *testing.T) {
 	names := failpoint.Names()
-	if len(names) != 12 {
-		t.Fatalf("Names() = %v, want the 12 points", names)
+	if len(names) != 16 {
+		t.Fatalf("Names() = %v, want the 16 points", names)
 	}
 	for _, n := range names {
 		if err := failpoint.Enable(n + "=error"); err != nil {

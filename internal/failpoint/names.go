@@ -42,6 +42,18 @@ const (
 	// was renamed over the target and the directory fsynced; Restore has
 	// not returned.
 	SnapshotRestoreAfterRename = "snapshot.restore-after-rename"
+	// SnapshotCreateAfterCopy is in snapshot.Create: the copy of the live
+	// database is complete in the temporary directory, nothing stored.
+	SnapshotCreateAfterCopy = "snapshot.create-after-copy"
+	// SnapshotCreateMidStore is in snapshot.Create: the first chunk of the
+	// copy was fed to the artifact store's Put.
+	SnapshotCreateMidStore = "snapshot.create-mid-store"
+	// SnapshotCreateBeforeManifest is in snapshot.Create: the database
+	// copy is stored, its manifest is not.
+	SnapshotCreateBeforeManifest = "snapshot.create-before-manifest"
+	// SnapshotPublishBeforeCatalog is in the periodic snapshotter
+	// (snapshot.Periodic): Create returned, the catalog is not written.
+	SnapshotPublishBeforeCatalog = "snapshot.publish-before-catalog"
 )
 
 // known is the set Enable accepts; keep it in step with the constants.
@@ -58,4 +70,8 @@ var known = []string{
 	SnapshotRestoreMidWrite,
 	SnapshotRestoreBeforeRename,
 	SnapshotRestoreAfterRename,
+	SnapshotCreateAfterCopy,
+	SnapshotCreateMidStore,
+	SnapshotCreateBeforeManifest,
+	SnapshotPublishBeforeCatalog,
 }
