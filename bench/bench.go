@@ -57,7 +57,7 @@ type Config struct {
 	Dir string
 	// Only, when not empty, runs only the measurements whose name starts
 	// with one of these prefixes ("pump", "pgpump", "apply", "e2e", "file",
-	// "rss", "sign").
+	// "rss", "sign", "join").
 	Only []string
 	// PumpSyncEvents, PumpBatchEvents and ApplyEvents are the events per
 	// throughput measurement. Defaults 20k, 100k, 100k (quick: 5k, 20k,
@@ -79,6 +79,10 @@ type Config struct {
 	// RSSEvents is the size of the catch-up whose peak memory is measured.
 	// Default 1M (quick: 100k).
 	RSSEvents int
+	// JoinEvents and JoinKeys size the join measurement (a new node by
+	// snapshot vs by replay). Defaults 1M events over 100k keys (quick:
+	// 100k over 10k).
+	JoinEvents, JoinKeys int
 	// Exec returns the command that runs ChildMain with args in a new
 	// process (a re-exec of the current binary). Nil skips the RSS
 	// measurement.
@@ -109,6 +113,8 @@ func (c *Config) setDefaults() {
 	def(&c.FileAppends, 500, 200)
 	def(&c.FileHistory, 100_000, 100_000)
 	def(&c.RSSEvents, 1_000_000, 100_000)
+	def(&c.JoinEvents, 1_000_000, 100_000)
+	def(&c.JoinKeys, 100_000, 10_000)
 	if c.E2EDuration == 0 {
 		c.E2EDuration = 5 * time.Second
 		if c.Quick {
@@ -123,7 +129,8 @@ func (c *Config) setDefaults() {
 // Validate rejects negative sizes and durations.
 func (c *Config) Validate() error {
 	for name, v := range map[string]int{"PumpSyncEvents": c.PumpSyncEvents, "PumpBatchEvents": c.PumpBatchEvents,
-		"ApplyEvents": c.ApplyEvents, "E2ERate": c.E2ERate, "E2ENodes": c.E2ENodes, "FileAppends": c.FileAppends, "FileHistory": c.FileHistory, "RSSEvents": c.RSSEvents} {
+		"ApplyEvents": c.ApplyEvents, "E2ERate": c.E2ERate, "E2ENodes": c.E2ENodes, "FileAppends": c.FileAppends, "FileHistory": c.FileHistory, "RSSEvents": c.RSSEvents,
+		"JoinEvents": c.JoinEvents, "JoinKeys": c.JoinKeys} {
 		if v < 0 {
 			return fmt.Errorf("bench: config: %s %d is negative", name, v)
 		}
@@ -241,6 +248,7 @@ var measurements = []measurement{
 	{"file", runFile},
 	{"rss", runRSS},
 	{"sign", runSign},
+	{"join", runJoin},
 }
 
 // Run performs the measurements selected by cfg, one after another (never

@@ -44,7 +44,7 @@ func TestRun_Tiny(t *testing.T) {
 	rep, err := bench.Run(ctx, &bench.Config{
 		Dir: t.TempDir(), PumpSyncEvents: 200, PumpBatchEvents: 600, ApplyEvents: 700,
 		E2ERate: 200, E2EDuration: 500 * time.Millisecond, E2ENodes: 2,
-		FileAppends: 10, FileHistory: 2000, RSSEvents: 1500, Exec: reexec,
+		FileAppends: 10, FileHistory: 2000, RSSEvents: 1500, JoinEvents: 1500, JoinKeys: 100, Exec: reexec,
 		Logger: slog.New(slog.DiscardHandler),
 	})
 	if err != nil {
@@ -55,14 +55,14 @@ func TestRun_Tiny(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Log("\n" + sb.String())
-	want := map[string]int{"pump/sync": 1, "pump/batch": 1, "apply/catch-up": 1, "e2e/latency": 4, "file/append": 1, "file/poll": 1, "rss/catch-up": 2}
+	want := map[string]int{"pump/sync": 1, "pump/batch": 1, "apply/catch-up": 1, "e2e/latency": 4, "file/append": 1, "file/poll": 1, "rss/catch-up": 2, "join/replay": 2, "join/snapshot": 2}
 	got := map[string]int{}
 	for _, r := range rep.Results {
 		got[r.Name]++
 		if r.Value <= 0 {
 			t.Errorf("%s %s: value %v, want > 0", r.Name, r.Metric, r.Value)
 		}
-		if r.Name != "rss/catch-up" && r.Baseline <= 0 {
+		if r.Name != "rss/catch-up" && r.Name != "join/replay" && r.Baseline <= 0 {
 			t.Errorf("%s %s: baseline %v, want > 0", r.Name, r.Metric, r.Baseline)
 		}
 	}
@@ -110,6 +110,7 @@ func BenchmarkE2E(b *testing.B)   { benchOnly(b, "e2e") }
 func BenchmarkFile(b *testing.B)  { benchOnly(b, "file") }
 func BenchmarkRSS(b *testing.B)   { benchOnly(b, "rss") }
 func BenchmarkSign(b *testing.B)  { benchOnly(b, "sign") }
+func BenchmarkJoin(b *testing.B)  { benchOnly(b, "join") }
 
 // A PostgreSQL URL that does not answer fails the run at once, before any
 // measurement.

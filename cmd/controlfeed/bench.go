@@ -45,7 +45,7 @@ the RSS line) and takes under a minute. A missed target is reported, not an
 error: the exit status is 0 unless a measurement could not run. Run it on an
 otherwise idle machine; other load skews the ratios.`,
 	example:  `controlfeed bench --quick --out bench.json`,
-	settings: []string{"quick", "only", "json", "out", "postgres-url", "log-format", "log-level"},
+	settings: []string{"quick", "only", "json", "out", "postgres-url", "join-events", "join-keys", "log-format", "log-level"},
 }
 
 func (m *Main) runBench(ctx context.Context, args []string) error {
@@ -73,6 +73,8 @@ func (m *Main) runBench(ctx context.Context, args []string) error {
 		Quick:       s.Quick,
 		Only:        onlyList(s.Only),
 		PostgresURL: s.PostgresURL,
+		JoinEvents:  s.JoinEvents,
+		JoinKeys:    s.JoinKeys,
 		Logger:      log,
 		Exec: func(ctx context.Context, args []string) *exec.Cmd {
 			return exec.CommandContext(ctx, exe, append([]string{"bench", "child"}, args...)...)

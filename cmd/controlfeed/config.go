@@ -48,6 +48,8 @@ type settings struct {
 	Follow        bool
 	Quick         bool   // bench
 	PostgresURL   string // bench
+	JoinEvents    int    // bench
+	JoinKeys      int    // bench
 	Out           string // bench
 	Only          string // bench
 	Through       uint64 // prune
@@ -251,7 +253,11 @@ var allSettings = []setting{
 		bind: func(fs *flag.FlagSet, s *settings, name, u string) { fs.Float64Var(&s.Rate, name, 0, u) }},
 	{flag: "quick", def: "false", usage: "bench: smaller sizes (100k-event RSS catch-up), under a minute",
 		bind: func(fs *flag.FlagSet, s *settings, name, u string) { fs.BoolVar(&s.Quick, name, false, u) }},
-	strSetting("only", "", "bench: run only the measurements whose names start with one of these comma-separated `PREFIXES` (pump, pgpump, apply, e2e, file, rss)",
+	{flag: "join-events", def: "1000000 (quick: 100000)", usage: "bench: events `N` of the join measurement (a new node by snapshot vs by replay)",
+		bind: func(fs *flag.FlagSet, s *settings, name, u string) { fs.IntVar(&s.JoinEvents, name, 0, u) }},
+	{flag: "join-keys", def: "100000 (quick: 10000)", usage: "bench: keys `N` the join measurement's events cycle over",
+		bind: func(fs *flag.FlagSet, s *settings, name, u string) { fs.IntVar(&s.JoinKeys, name, 0, u) }},
+	strSetting("only", "", "bench: run only the measurements whose names start with one of these comma-separated `PREFIXES` (pump, pgpump, apply, e2e, file, rss, sign, join)",
 		func(s *settings) *string { return &s.Only }),
 	strSetting("out", "", "bench: also write the report as JSON to `FILE`",
 		func(s *settings) *string { return &s.Out }),
