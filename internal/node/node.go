@@ -55,6 +55,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"path/filepath"
 	"sync"
 	"time"
 
@@ -466,6 +467,9 @@ func (n *Node) openSnapshots(ctx context.Context) error {
 	pc.Logger = n.log.With("component", "snapshot")
 	if pc.Create.Node == "" {
 		pc.Create.Node = n.cfg.NodeName
+	}
+	if pc.Create.TempDir == "" {
+		pc.Create.TempDir = filepath.Dir(n.cfg.DB) // room for a copy beside the database, not in a small /tmp
 	}
 	if n.snaps, err = snapshot.NewPeriodic(&pc); err != nil {
 		return fmt.Errorf("node: %w", err)
