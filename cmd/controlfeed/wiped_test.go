@@ -44,7 +44,9 @@ func TestBootstrap_WipedNodeRejoinsFromPeriodicSnapshot(t *testing.T) {
 	f := newJoinFleet(t, retain, 200)
 	a, b := filepath.Join(f.dir, "a.db"), filepath.Join(f.dir, "b.db")
 	addr := freeAddr(t)
-	f.serve("a", a, "--snapshot-every", "300", "--snapshot-keep", "2", "--listen", addr)
+	// By count while events flow; by time (1s) to catch up with the head
+	// once they stop.
+	f.serve("a", a, "--snapshot-every", "300", "--snapshot-interval", "1s", "--snapshot-keep", "2", "--listen", addr)
 	f.serve("b", b)
 	f.publishPaced(1000, 100, "a", a)
 	f.waitCursor("b", b, uint64(f.n))
@@ -65,18 +67,18 @@ func TestBootstrap_WipedNodeRejoinsFromPeriodicSnapshot(t *testing.T) {
 		}
 		return s
 	}
+	defer func() {
+		if t.Failed() {
+			t.Logf("status of a: %s\nlog of a:\n%s\nlog of b:\n%s", st, f.logs["a"], f.logs["b"])
+		}
+	}()
 	for range 3 { // three snapshots, each a new latest: the oldest is collected
 		f.publishPaced(every, 100, "a", a)
-		waitFor(t, 30*time.Second, "a snapshot at the head", func() bool {
+		waitFor(t, time.Minute, "a snapshot at the head", func() bool {
 			s := status()
 			return s.Snapshots != nil && s.Snapshots.Latest != nil && s.Snapshots.Latest.ControlVersion == uint64(f.n)
 		})
 	}
-	defer func() {
-		if t.Failed() {
-			t.Logf("status of a: %s\nlog of b:\n%s", st, f.logs["b"])
-		}
-	}()
 	if s := status(); s.Snapshots.Uncovered {
 		t.Fatalf("snapshotter status %+v: want covered", s.Snapshots)
 	}
