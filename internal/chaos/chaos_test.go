@@ -62,6 +62,9 @@ func runConfig(t *testing.T) chaos.Config {
 	if v, err := strconv.Atoi(os.Getenv("CONTROLFEED_CHAOS_EVENTS")); err == nil && v > 0 {
 		cfg.Events = v
 	}
+	if v, err := strconv.Atoi(os.Getenv("CONTROLFEED_CHAOS_WIPES")); err == nil && v > 0 {
+		cfg.Wipes = v // "node wiped" faults (wipe.go)
+	}
 	return cfg
 }
 

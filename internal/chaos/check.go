@@ -171,7 +171,7 @@ func (h *harness) check(ctx context.Context) error {
 	conflictsInjected := r.BadInputs[BadConflict]
 	h.checkHalts()
 
-	for i, db := range h.ndb {
+	for i, db := range h.nodeDBList() {
 		name := fmt.Sprintf("node%d", i+1)
 		rows, err := db.QueryContext(ctx, `SELECT event_id, control_version, outcome FROM controlfeed_applied_events ORDER BY rowid`)
 		if err != nil {

@@ -84,6 +84,12 @@ type Config struct {
 	// at its size limit during the writer's uploads (see storefull.go).
 	// Default 3.
 	StoreFulls int
+	// Wipes is the number of "node wiped" faults (see wipe.go): a node's
+	// database is deleted while it is stopped and it must rejoin from the
+	// snapshot node1 publishes periodically. Default 0: none (the test
+	// enables them with CONTROLFEED_CHAOS_WIPES=N until a CI run has
+	// validated them).
+	Wipes int
 	// DiskFull runs the disk-full episode on the last node (a real tmpfs
 	// when it can be mounted, else the applier.before-commit=enospc point).
 	DiskFull bool
@@ -219,6 +225,7 @@ type harness struct {
 	pumpFP    string             // extra failure point of the pump's next start (a power-loss image)
 	pdbMu     sync.RWMutex       // guards pdb, replaced at a power loss
 	cl        *cluster           // the members of a cluster run (Brokers > 1), or nil
+	wipe      wipeState          // the "node wiped" faults (wipe.go); guards ndb
 }
 
 func (h *harness) intn(n int) int {
@@ -305,6 +312,7 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 		inj.Go(func() { h.feedLocks(fctx, faultsDone) })
 	}
 	inj.Go(func() { h.powerLosses(fctx, faultsDone) })
+	inj.Go(func() { h.wipes(fctx, faultsDone) })
 	inj.Go(func() { h.storeFulls(fctx, faultsDone) })
 	inj.Go(func() { h.healthWatch(fctx, faultsDone) })
 	if cfg.DiskFull {
@@ -494,6 +502,7 @@ func (h *harness) setup(ctx context.Context) error {
 				return append(base, failpoint.EnvSpec+"="+h.spec(nodePoints, extra))
 			}})
 	}
+	h.setupWipes()
 	return nil
 }
 
@@ -576,9 +585,10 @@ func (h *harness) teardown() {
 	if h.fsrc != nil {
 		h.fsrc.Close()
 	}
-	for _, db := range h.ndb {
+	for _, db := range h.nodeDBList() {
 		db.Close()
 	}
+	h.closeStaleDBs()
 	if h.pdb != nil {
 		h.pdb.Close()
 	}
@@ -598,7 +608,7 @@ func (h *harness) progress() {
 	n, _ := outboxCount(ctx, h.producer())
 	ps, _ := node.ReadStatus(ctx, h.producer())
 	var cur []string
-	for _, db := range h.ndb {
+	for _, db := range h.nodeDBList() {
 		st, err := node.ReadStatus(ctx, db)
 		if err != nil {
 			cur = append(cur, "err")
@@ -749,7 +759,7 @@ func (h *harness) converged(ctx context.Context) (bool, string) {
 	}
 	state := fmt.Sprintf("outbox pending %d dead %d, head %d", ps.OutboxPending, ps.OutboxDead, hd)
 	ok := ps.OutboxPending == 0
-	for i, db := range h.ndb {
+	for i, db := range h.nodeDBList() {
 		st, err := node.ReadStatus(ctx, db)
 		if err != nil {
 			return false, err.Error()

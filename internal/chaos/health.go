@@ -48,7 +48,7 @@ func (h *harness) healthWatch(ctx context.Context, done <-chan struct{}) {
 		}
 		now := time.Now()
 		for i := range h.nodes {
-			c, err := applier.ReadCursor(ctx, h.ndb[i])
+			c, err := applier.ReadCursor(ctx, h.nodeDB(i))
 			if err != nil {
 				continue
 			}

@@ -225,8 +225,10 @@ func (h *harness) badInputs(ctx context.Context, done <-chan struct{}) {
 		}
 		t0 := time.Now()
 		kind := badKinds[i%len(badKinds)]
+		h.wipe.inject.Lock() // no node wiped while a bad input is resolved
 		inj, err := h.injectBad(ctx, kind, i)
 		if err != nil {
+			h.wipe.inject.Unlock()
 			if ctx.Err() == nil {
 				h.logf("inject %s: %v", kind, err)
 			}
@@ -237,6 +239,7 @@ func (h *harness) badInputs(ctx context.Context, done <-chan struct{}) {
 		h.injected[fmt.Sprintf("%s@%d", inj.id, inj.cv)] = inj
 		h.mu.Unlock()
 		h.resolve(ctx, inj)
+		h.wipe.inject.Unlock()
 		if left := h.cfg.BadInputs - h.rep.badTotal(); left > 0 {
 			sleepCtx(ctx, time.Until(deadline)/time.Duration(left)-time.Since(t0))
 		}
@@ -322,7 +325,7 @@ func haltOf(ctx context.Context, db *sql.DB) (cursor uint64, id string, cv uint6
 // resolve waits until every node halted at inj (counting detections) and
 // resolves it; a node that moves past inj without halting is a problem.
 func (h *harness) resolve(ctx context.Context, inj injection) {
-	n := len(h.ndb)
+	n := len(h.nodeDBList())
 	detected := make([]bool, n)
 	settled := make([]bool, n)
 	skipped := make([]bool, n)
@@ -330,7 +333,7 @@ func (h *harness) resolve(ctx context.Context, inj injection) {
 	var repairErr error
 	for time.Now().Before(deadline) && ctx.Err() == nil {
 		all := true
-		for i, db := range h.ndb {
+		for i, db := range h.nodeDBList() {
 			if settled[i] {
 				continue
 			}
@@ -475,7 +478,7 @@ func (h *harness) diskFull(ctx context.Context) {
 		h.mu.Unlock()
 		p.signal(syscall.SIGKILL)
 	}
-	before, _ := applier.ReadCursor(ctx, h.ndb[i])
+	before, _ := applier.ReadCursor(ctx, h.nodeDB(i))
 	// No harness kill or stall while waiting for the node to say it.
 	h.mu.Lock()
 	h.protect[i]++
@@ -494,7 +497,7 @@ func (h *harness) diskFull(ctx context.Context) {
 		p.signal(syscall.SIGKILL) // the point is read at start: restart without it
 	}
 	resumed := waitFor(ctx, 90*time.Second, func() bool {
-		c, err := applier.ReadCursor(ctx, h.ndb[i])
+		c, err := applier.ReadCursor(ctx, h.nodeDB(i))
 		return err == nil && c > before && h.healthz(i) == 200
 	})
 	h.mu.Lock()

@@ -57,6 +57,10 @@ type Report struct {
 	// database during a window in which the real node's process ran
 	// throughout (a violation: the name was in use).
 	DupNameDeliveries int
+	// Wipes counts the "node wiped" faults (a stopped node's database
+	// deleted); WipesRestored those after which the node bootstrapped from
+	// a published snapshot (the others are problems).
+	Wipes, WipesRestored int
 	// PowerLosses counts the producer power losses simulated; RolledBack
 	// the outbox rows they took away (committed, never published).
 	PowerLosses, RolledBack int
@@ -181,6 +185,7 @@ func (r *Report) String() string {
 		r.Stalls["broker"], r.Stalls["node"], r.Stalls["pump"], r.StallTime.Round(time.Second), r.Cuts, r.CutsWithBacklog, cutBacklog)
 	fmt.Fprintf(&b, "  duplicate node name: %d episodes, %d stood by (name in use), %d windows void (node died at a failure point), %d took over after the node's kill\n",
 		r.DupNameEpisodes, r.DupNameStandby, r.DupNameVoid, r.DupNameTakeovers)
+	fmt.Fprintf(&b, "  node wiped: %d (database deleted while stopped), %d rejoined from a published snapshot\n", r.Wipes, r.WipesRestored)
 	fmt.Fprintf(&b, "  producer power losses: %d (restored to the image after the pump's last fsync), %d committed outbox rows rolled back\n", r.PowerLosses, r.RolledBack)
 	fmt.Fprintf(&b, "  artifact store full: %d episodes of %v, %d writer runs ended on a failed upload", r.StoreFulls, storeFullEpisode, r.StoreFullFailures)
 	if r.Artifacts == ArtifactsJetStream {
