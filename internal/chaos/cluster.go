@@ -762,7 +762,7 @@ func (h *harness) quorumLoss(ctx context.Context, e int) {
 		return err == nil
 	})
 	if waitFor(ctx, clusterRecover, func() bool {
-		for _, db := range h.ndb {
+		for _, db := range h.nodeDBList() {
 			st, err := node.ReadStatus(ctx, db)
 			if err != nil || st.Cursor < hd {
 				return false
