@@ -136,7 +136,7 @@ func TestFailpoint_KillDuringCreate(t *testing.T) {
 			rctx, cancel := context.WithCancel(ctx)
 			done := make(chan struct{})
 			go func() { defer close(done); p.Run(rctx) }()
-			waitFor(t, func() bool { return p.Status().Created == 1 })
+			waitFor(t, func() bool { st := p.Status(); return st.Created == 1 && st.Pruned == 1 }) // published, then the previous one collected
 			cancel()
 			<-done
 			latest, err = cat.Latest(ctx)
