@@ -61,6 +61,8 @@ func TestPeriodic_EveryAndKeep(t *testing.T) {
 		st := p.Status()
 		return st.Latest != nil && cursor(t, f.node)-st.Latest.ControlVersion < 50
 	})
+	// The collection runs after each publish: wait for the last one's.
+	waitFor(t, func() bool { st := p.Status(); return st.Created >= 4 && st.Pruned >= st.Created-2 })
 	st := p.Status()
 	if st.Created < 4 || st.Failures != 0 || st.Every != 50 {
 		t.Fatalf("status after 300 events at every 50 = %+v; want at least 4 snapshots, no failure", st)
