@@ -9,6 +9,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/controlfeed/controlfeed/internal/node"
 	"io"
 	"os"
 	"os/signal"
@@ -36,7 +37,7 @@ func exitCode(err error, stderr io.Writer) int {
 	if err == nil {
 		return 0
 	}
-	msg := strings.TrimPrefix(err.Error(), "controlfeed: ")
+	msg := strings.TrimPrefix(node.RedactText(err.Error()), "controlfeed: ")
 	if !strings.HasPrefix(msg, "controlfeed ") { // "controlfeed serve: ..." names itself
 		msg = "controlfeed: " + msg
 	}

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"database/sql"
 	"encoding/json"
@@ -317,4 +318,46 @@ func migrateProducer(ctx context.Context, db *sql.DB) error {
 		}
 	}
 	return nil
+}
+
+// TestPostgres_PasswordNotEchoed: a PostgreSQL URL given where it does not
+// belong (another flag, a node command) is never printed with its password,
+// whichever message quotes it. No server needed.
+func TestPostgres_PasswordNotEchoed(t *testing.T) {
+	const pw = "echo-s3cret-Pa55"
+	u := "postgres://controlfeed:" + pw + "@/postgres?host=/tmp/none&port=5"
+	p := "postgres://cf@/db?host=/tmp/none&password=" + pw
+	dir := t.TempDir()
+	for _, args := range [][]string{
+		{"serve", "--db", filepath.Join(dir, "n.db"), "--feed-source", u},
+		{"serve", "--db", filepath.Join(dir, "n.db"), "--feed-sink", p},
+		{"snapshot", "publish", "--db", u, "--feed-dir", dir, "--artifact-dir", dir},
+		{"prune", "--feed-dir", dir, "--through", "3", "--db", u},
+		{"fleet", "--feed-dir", u},
+		{"tail", "--feed-source", "file", "--feed-dir", p, "--follow=false"},
+	} {
+		_, stderr, err := run(t, nil, "", args...)
+		var out bytes.Buffer
+		exitCode(err, &out)
+		if err == nil {
+			t.Errorf("%v succeeded", args)
+		}
+		if strings.Contains(out.String(), pw) || strings.Contains(stderr, pw) {
+			t.Errorf("%v shows the password:\n%s%s", args, out.String(), stderr)
+		}
+	}
+}
+
+func TestRedactText(t *testing.T) {
+	for in, want := range map[string]string{
+		`open "postgres://u:pw@h/db": no`:         `open "postgres://u:xxxxx@h/db": no`,
+		`postgresql://u:p%40w@h/db and more`:      `postgresql://u:xxxxx@h/db and more`,
+		`postgres://u@h/db?sslmode=x&password=pw`: `postgres://u@h/db?sslmode=x&password=xxxxx`,
+		`host=h password=pw user=u`:               `host=h password=xxxxx user=u`,
+		`postgres://u@h/db`:                       `postgres://u@h/db`,
+	} {
+		if got := node.RedactText(in); got != want {
+			t.Errorf("RedactText(%q) = %q, want %q", in, got, want)
+		}
+	}
 }

@@ -11,6 +11,7 @@ import (
 
 	"github.com/controlfeed/controlfeed/applier"
 	"github.com/controlfeed/controlfeed/feed/filesource"
+	"github.com/controlfeed/controlfeed/internal/node"
 	"github.com/controlfeed/controlfeed/snapshot"
 	"github.com/controlfeed/controlfeed/snapshot/filecatalog"
 )
@@ -79,6 +80,11 @@ func (m *Main) runPrune(ctx context.Context, args []string) error {
 		return fmt.Errorf("controlfeed prune: feed directory: %w", err)
 	} else if !info.IsDir() {
 		return fmt.Errorf("controlfeed prune: feed directory %s is not a directory", s.FeedDir)
+	}
+	for _, db := range s.DBs {
+		if node.IsPostgresURL(db) {
+			return usageErrorf("controlfeed prune: --db %s is a PostgreSQL URL: prune checks nodes' SQLite database files (a producer's database is not a node's)", node.RedactDB(db))
+		}
 	}
 	if err := checkPruneSafe(ctx, m.Stderr, s.FeedDir, s.DBs, s.Through, s.Force); err != nil {
 		return err

@@ -315,6 +315,9 @@ func (m *Main) runSnapshotPublish(ctx context.Context, args []string) error {
 	if s.Ref == "" && s.DB == "" {
 		return usageErrorf("controlfeed snapshot publish: give --db (the node database to snapshot) or --ref (a stored snapshot)\n%s", snapshotPublishCmd.usageLine())
 	}
+	if err := s.checkPostgresDB(snapshotPublishCmd); err != nil {
+		return err
+	}
 	if s.Ref != "" && s.set["db"] {
 		return usageErrorf("controlfeed snapshot publish: --db and --ref conflict: --ref publishes a stored snapshot, --db takes a new one")
 	}

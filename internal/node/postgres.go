@@ -1,6 +1,7 @@
 package node
 
 import (
+	"regexp"
 	"cmp"
 	"context"
 	"database/sql"
@@ -184,4 +185,21 @@ func readProducerStatus(ctx context.Context, db *sql.DB) (Status, error) {
 		s.PumpHolder = &PumpHolder{BackendPID: d.PID, ApplicationName: d.ApplicationName, ClientAddr: d.ClientAddr, Since: d.Since}
 	}
 	return s, nil
+}
+
+// secretInText matches a password in a PostgreSQL URL ("postgres://user:PW@")
+// and in a "password=" parameter, wherever they stand in a text.
+var secretInText = regexp.MustCompile(`((?:postgres|postgresql)://[^:/@\s"']*:)[^@\s"']*@|((?:[?&\s]|^)password=)[^&\s"']*`)
+
+// RedactText returns s with every PostgreSQL password in it replaced by
+// xxxxx: the last line of defence for messages that quote user input (a
+// URL given to the wrong flag) on their way to the terminal or a log.
+func RedactText(s string) string {
+	return secretInText.ReplaceAllStringFunc(s, func(m string) string {
+		sub := secretInText.FindStringSubmatch(m)
+		if sub[1] != "" {
+			return sub[1] + "xxxxx@"
+		}
+		return sub[2] + "xxxxx"
+	})
 }
