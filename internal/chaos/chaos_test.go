@@ -114,6 +114,9 @@ func TestChaos_FileFeed(t *testing.T) {
 	cfg := runConfig(t)
 	if cfg.Duration == 0 {
 		cfg.Duration, cfg.Events, cfg.PowerLosses, cfg.StoreFulls, cfg.Stalls, cfg.FeedLocks = time.Minute, 5000, 1, 1, 4, 4
+		if cfg.Wipes == 0 {
+			cfg.Wipes = 2 // "node wiped": the node must rejoin from node1's periodic snapshot
+		}
 	} else {
 		cfg.FeedLocks = max(int(8*float64(cfg.Duration)/float64(4*time.Minute)), 1)
 	}

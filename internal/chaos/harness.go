@@ -86,9 +86,9 @@ type Config struct {
 	StoreFulls int
 	// Wipes is the number of "node wiped" faults (see wipe.go): a node's
 	// database is deleted while it is stopped and it must rejoin from the
-	// snapshot node1 publishes periodically. Default 0: none (the test
-	// enables them with CONTROLFEED_CHAOS_WIPES=N until a CI run has
-	// validated them).
+	// snapshot node1 publishes periodically. Default 0: none
+	// (TestChaos_FileFeed runs 2; CONTROLFEED_CHAOS_WIPES=N sets it for
+	// every run).
 	Wipes int
 	// DiskFull runs the disk-full episode on the last node (a real tmpfs
 	// when it can be mounted, else the applier.before-commit=enospc point).

@@ -102,7 +102,9 @@ func (h *harness) latestSnapshot(ctx context.Context) (snapshot.Record, error) {
 	return cat.Latest(ctx)
 }
 
-// wipeEpisode wipes one node other than node1: stop it (no other harness
+// wipeEpisode wipes one node other than node1 (and other than the
+// disk-full episode's node, whose check would see a node restoring instead
+// of a full disk): stop it (no other harness
 // fault touches it meanwhile), delete its database, restart it, and wait
 // until it has restored a snapshot and answers healthy.
 func (h *harness) wipeEpisode(ctx context.Context, e int) {
@@ -111,7 +113,11 @@ func (h *harness) wipeEpisode(ctx context.Context, e int) {
 		h.logf("node wiped %d: no published snapshot yet (%v); skipped", e, err)
 		return
 	}
-	i := 1 + h.intn(len(h.nodes)-1)
+	candidates := len(h.nodes) - 1 // not node1, the snapshot publisher
+	if h.cfg.DiskFull && candidates > 1 {
+		candidates-- // nor the last node, whose database sits on the disk-full episode's tmpfs
+	}
+	i := 1 + h.intn(candidates)
 	p := h.nodes[i]
 	h.mu.Lock()
 	busy := h.protect[i] > 0 || h.stopped[i]

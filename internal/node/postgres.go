@@ -1,7 +1,6 @@
 package node
 
 import (
-	"regexp"
 	"cmp"
 	"context"
 	"database/sql"
@@ -9,6 +8,7 @@ import (
 	"fmt"
 	"net/url"
 	"os"
+	"regexp"
 	"strings"
 	"time"
 
