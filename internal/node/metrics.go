@@ -62,6 +62,8 @@ var statusMetrics = []statusMetric{
 		always(func(s *Status, _ *ProcessStatus) float64 { return float64(s.Conflicts) })),
 	newStatusMetric("controlfeed_halted", "1 when the applier is halted at an event that cannot be applied (fix the cause or skip the event).", prometheus.GaugeValue,
 		always(func(s *Status, _ *ProcessStatus) float64 { return flag(s.Halted != nil) })),
+	newStatusMetric("controlfeed_database_unreadable", "1 while the process cannot read its database (a PostgreSQL server that is down): the metrics read from it keep their last values.", prometheus.GaugeValue,
+		always(func(s *Status, _ *ProcessStatus) float64 { return flag(s.DatabaseError != "") })),
 	newStatusMetric("controlfeed_security_halted", "1 when the applier refused an event that failed signature or chain verification (a security halt: find out who wrote it; see docs/SECURITY.md). controlfeed_halted is 1 too.", prometheus.GaugeValue,
 		always(func(s *Status, _ *ProcessStatus) float64 { return flag(s.Halted != nil && s.Halted.Security != "") })),
 	newStatusMetric("controlfeed_unavailable", "1 while the feed, the artifact store or the local database cannot serve the applier (it retries; nothing to skip).", prometheus.GaugeValue,

@@ -314,6 +314,9 @@ type Node struct {
 
 	mu      sync.Mutex
 	pumpErr error // fatal error of pump.Run, for health
+	// lastDBStatus is the last status read from the database, shown with
+	// Status.DatabaseError while the database cannot be read.
+	lastDBStatus Status
 	started time.Time
 	// appMu serialises the application digest's computations; app is
 	// the latest that succeeded (nil before the first).

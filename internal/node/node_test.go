@@ -341,3 +341,32 @@ func TestNode_Digests(t *testing.T) {
 		t.Errorf("a local edit changed the state digest: %+v", got.StateDigest)
 	}
 }
+
+// A process whose database cannot be read (here: closed under it; in
+// production a PostgreSQL server that is down) still answers /v1/status and
+// /metrics, with the database's part as last read, and /healthz says why.
+func TestNode_DatabaseUnreadable(t *testing.T) {
+	dir := t.TempDir()
+	fcfg := feed.SourceConfig{FileDir: filepath.Join(dir, "feed")}
+	prod := start(t, &node.Config{DB: filepath.Join(dir, "p.db"), FeedSink: "file", Feed: fcfg,
+		Artifact: artifactDir(filepath.Join(dir, "art")), Listen: "127.0.0.1:0"})
+	if _, err := kv.Put(context.Background(), prod.DB(), prod.Store(), "a", []byte("1")); err != nil {
+		t.Fatal(err)
+	}
+	prod.Pump().Notify()
+	waitFor(t, "the event published", func() bool { return prod.Pump().Stats().Published == 1 })
+	if code, body := get(t, prod, "/v1/status"); code != 200 || strings.Contains(body, "database_error") {
+		t.Fatalf("/v1/status = %d %s", code, body)
+	}
+	prod.DB().Close()
+	code, body := get(t, prod, "/v1/status")
+	if code != 200 || !strings.Contains(body, `"database_error"`) {
+		t.Fatalf("/v1/status with the database unreadable = %d %s", code, body)
+	}
+	if code, body := get(t, prod, "/metrics"); code != 200 || !strings.Contains(body, "\ncontrolfeed_database_unreadable 1\n") {
+		t.Fatalf("/metrics with the database unreadable = %d\n%s", code, body)
+	}
+	if code, body := get(t, prod, "/healthz"); code != 503 || !strings.Contains(body, "the database cannot be read") {
+		t.Fatalf("/healthz = %d %s", code, body)
+	}
+}

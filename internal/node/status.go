@@ -46,6 +46,11 @@ type Status struct {
 	// database cannot tell the other states (unavailability and gaps are
 	// never stored; a running node's /v1/status shows them).
 	State string `json:"state,omitempty"`
+	// DatabaseError is set by a running process whose database could not
+	// be read for this status (a PostgreSQL server that is down): the
+	// fields read from the database (counts, cursor, outbox) are then as
+	// last read, and /healthz reports it. Omitted otherwise.
+	DatabaseError string `json:"database_error,omitempty"`
 	// Halted is the event the applier is stuck on because it cannot be
 	// applied (persisted; an operator may skip it), or null.
 	Halted *Halt `json:"halted"`
@@ -318,8 +323,22 @@ func gapFrom(g *applier.Gap) *Gap {
 // applier.
 func (n *Node) Status(ctx context.Context) (Status, error) {
 	s, err := ReadStatus(ctx, n.db)
-	if err != nil {
+	switch {
+	case err != nil && ctx.Err() != nil:
 		return s, err
+	case err != nil:
+		// The database cannot be read (a PostgreSQL server that is down):
+		// the process still describes itself, with the database's part
+		// as last read, so /v1/status and /metrics keep answering and
+		// /healthz names the cause.
+		n.mu.Lock()
+		s = n.lastDBStatus
+		n.mu.Unlock()
+		s.DatabaseError = err.Error()
+	default:
+		n.mu.Lock()
+		n.lastDBStatus = s
+		n.mu.Unlock()
 	}
 	s.Node = n.cfg.NodeName
 	s.FeedSource, s.FeedSink = n.cfg.FeedSource, n.cfg.FeedSink
@@ -423,6 +442,9 @@ func (s *Status) Health(t Thresholds) []string {
 	unavailableGrace := cmp.Or(t.UnavailableGrace, DefaultUnavailableGrace)
 	stall := cmp.Or(t.Stall, DefaultStallThreshold)
 	var reasons []string
+	if s.DatabaseError != "" {
+		reasons = append(reasons, "the database cannot be read: "+s.DatabaseError)
+	}
 	switch {
 	case s.Halted != nil && s.Halted.Security != "":
 		reasons = append(reasons, fmt.Sprintf("SECURITY HALT at event %s (control_version %d, type %s): %s: the event failed verification and was not applied: %s",
