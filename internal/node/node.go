@@ -317,7 +317,7 @@ type Node struct {
 	// lastDBStatus is the last status read from the database, shown with
 	// Status.DatabaseError while the database cannot be read.
 	lastDBStatus Status
-	started time.Time
+	started      time.Time
 	// appMu serialises the application digest's computations; app is
 	// the latest that succeeded (nil before the first).
 	appMu    sync.Mutex
