@@ -53,7 +53,13 @@ with it (logged) and resumes.`
 // checkBootstrap rejects an unknown --bootstrap mode.
 func (s *settings) checkBootstrap(cmd *command) error {
 	switch s.Bootstrap {
-	case bootstrapAuto, bootstrapOff:
+	case bootstrapOff:
+		if s.BootstrapWhenBehind {
+			return usageErrorf("controlfeed %s: --bootstrap-when-behind with --bootstrap off: the node would never restore a snapshot; "+
+				"drop --bootstrap off (the default is auto) to let it restore when behind the feed's retention\n%s", cmd.name, cmd.usageLine())
+		}
+		return nil
+	case bootstrapAuto:
 		return nil
 	}
 	return usageErrorf("controlfeed %s: --bootstrap %q (or %s): want auto or off\n%s", cmd.name, s.Bootstrap, cmd.envName("bootstrap"), cmd.usageLine())

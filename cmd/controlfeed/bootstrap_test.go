@@ -342,3 +342,12 @@ func copyDB(t *testing.T, src, dst string) {
 		t.Fatal(err)
 	}
 }
+
+func TestServe_BootstrapOffWhenBehindRefused(t *testing.T) {
+	dir := t.TempDir()
+	_, _, err := run(t, nil, "", "serve", "--db", filepath.Join(dir, "n.db"), "--feed-source", "file", "--feed-dir", dir,
+		"--bootstrap", "off", "--bootstrap-when-behind")
+	if !isUsage(err) || !strings.Contains(err.Error(), "would never restore") {
+		t.Fatalf("serve --bootstrap off --bootstrap-when-behind = %v, want a usage error", err)
+	}
+}
