@@ -23,7 +23,7 @@ const DefaultKeep = 3
 const DefaultCheckInterval = time.Second
 
 // DefaultCoverCheckInterval is PeriodicConfig.CoverCheckInterval's default.
-const DefaultCoverCheckInterval = time.Minute
+const DefaultCoverCheckInterval = 10 * time.Second
 
 // PeriodicConfig configures a Periodic snapshotter. DB, Store, Catalog and
 // one of Every or Interval are required.
@@ -53,7 +53,10 @@ type PeriodicConfig struct {
 	// cursor (behind = false), or the oldest event it holds: Periodic asks
 	// it about the latest published snapshot after each publish and every
 	// CoverCheckInterval, and reports Uncovered when a joining node could
-	// not catch up from that snapshot. An error leaves the state as it was.
+	// not catch up from that snapshot; while Uncovered, a snapshot is due
+	// as soon as the node's cursor is past the latest's (whatever Every and
+	// Interval say), so the node repairs the fleet's coverage itself. An
+	// error leaves the state as it was.
 	Covers func(ctx context.Context, cursor uint64) (firstAvailable uint64, behind bool, err error)
 	// CoverCheckInterval is the period of the Covers check; 0 means
 	// DefaultCoverCheckInterval.
@@ -233,7 +236,7 @@ func (p *Periodic) tick(ctx context.Context) error {
 // due reports whether the cadence calls for a snapshot at cursor.
 func (p *Periodic) due(cursor uint64) bool {
 	p.mu.Lock()
-	latest := p.st.Latest
+	latest, uncovered := p.st.Latest, p.st.Uncovered
 	p.mu.Unlock()
 	if cursor == 0 {
 		return false
@@ -243,6 +246,9 @@ func (p *Periodic) due(cursor uint64) bool {
 	}
 	if cursor <= latest.ControlVersion {
 		return false
+	}
+	if uncovered {
+		return true // the feed no longer holds what follows the latest: a newer one is needed now
 	}
 	if p.c.Every > 0 && cursor-latest.ControlVersion >= p.c.Every {
 		return true

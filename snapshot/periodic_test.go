@@ -107,6 +107,11 @@ func TestPeriodic_EveryAndKeep(t *testing.T) {
 	if st := p.Status(); st.FirstAvailable != 1000 {
 		t.Errorf("FirstAvailable = %d, want 1000", st.FirstAvailable)
 	}
+	// Uncovered, the node publishes at its next event, before Every.
+	before := p.Status().Created
+	f.publish(1)
+	f.catchUp()
+	waitFor(t, func() bool { st := p.Status(); return st.Created > before && st.Latest.ControlVersion == cursor(t, f.node) })
 	if err := testutil.GatherAndCompare(reg, strings.NewReader(`
 # HELP controlfeed_snapshot_uncovered 1 when the feed no longer holds the event after the latest snapshot's cursor: joining or lagging nodes cannot bootstrap until a newer one is published.
 # TYPE controlfeed_snapshot_uncovered gauge
