@@ -111,7 +111,10 @@ func TestPeriodic_EveryAndKeep(t *testing.T) {
 	before := p.Status().Created
 	f.publish(1)
 	f.catchUp()
-	waitFor(t, func() bool { st := p.Status(); return st.Created > before && st.Latest.ControlVersion == cursor(t, f.node) })
+	waitFor(t, func() bool {
+		st := p.Status()
+		return st.Created > before && st.Latest.ControlVersion == cursor(t, f.node)
+	})
 	if err := testutil.GatherAndCompare(reg, strings.NewReader(`
 # HELP controlfeed_snapshot_uncovered 1 when the feed no longer holds the event after the latest snapshot's cursor: joining or lagging nodes cannot bootstrap until a newer one is published.
 # TYPE controlfeed_snapshot_uncovered gauge
