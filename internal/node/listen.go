@@ -89,15 +89,27 @@ func (n *Node) listen(ctx context.Context) error {
 }
 
 // authorized reports whether r carries the listener's bearer token, or no
-// token is configured. The comparison takes the same time whatever the
-// presented value (digests of equal length, crypto/subtle).
+// token is configured. A browser may send the token as the password of
+// HTTP Basic authentication instead (any user name): it prompts for it
+// once and then sends it with every request of the console, its event
+// stream included, which cannot carry a bearer header. The comparison
+// takes the same time whatever the presented value (digests of equal
+// length, crypto/subtle).
 func (n *Node) authorized(r *http.Request) bool {
 	want := n.cfg.ListenToken
 	if want == "" {
 		return true
 	}
 	scheme, got, ok := strings.Cut(r.Header.Get("Authorization"), " ")
-	if !ok || !strings.EqualFold(scheme, "Bearer") {
+	switch {
+	case ok && strings.EqualFold(scheme, "Bearer"):
+	case ok && strings.EqualFold(scheme, "Basic"):
+		_, pw, bok := r.BasicAuth()
+		if !bok {
+			return false
+		}
+		got = pw
+	default:
 		return false
 	}
 	g, w := sha256.Sum256([]byte(strings.TrimSpace(got))), sha256.Sum256([]byte(want))
@@ -109,7 +121,8 @@ func (n *Node) requireToken(h http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if !n.authorized(r) {
 			w.Header().Set("WWW-Authenticate", `Bearer realm="controlfeed"`)
-			http.Error(w, "unauthorized: this listener requires the header \"Authorization: Bearer <token>\" with the node's --listen-token", http.StatusUnauthorized)
+			w.Header().Add("WWW-Authenticate", `Basic realm="controlfeed (password: the listener's --listen-token)"`)
+			http.Error(w, "unauthorized: this listener requires the header \"Authorization: Bearer <token>\" with the node's --listen-token (a browser: any user name, the token as password)", http.StatusUnauthorized)
 			return
 		}
 		h.ServeHTTP(w, r)

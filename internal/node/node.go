@@ -67,6 +67,7 @@ import (
 	"github.com/controlfeed/controlfeed/feed"
 	"github.com/controlfeed/controlfeed/feed/nop"
 	"github.com/controlfeed/controlfeed/fleet"
+	"github.com/controlfeed/controlfeed/internal/console"
 	"github.com/controlfeed/controlfeed/internal/sqlitedb"
 	"github.com/controlfeed/controlfeed/kv"
 	"github.com/controlfeed/controlfeed/outbox"
@@ -310,6 +311,11 @@ type Node struct {
 	// Config.FleetReports or when the store could not be opened).
 	reports  fleet.Store
 	reporter *fleet.Reporter
+	// cons is what the console (Handler's "/") opened for itself.
+	cons consoleReader
+	// console is built by Handler's first call.
+	console     *console.Console
+	consoleOnce sync.Once
 	reg      *prometheus.Registry
 
 	mu      sync.Mutex
@@ -642,6 +648,7 @@ func (n *Node) Close() error {
 			errs = append(errs, err)
 		}
 	}
+	errs = append(errs, n.closeConsole()...)
 	if n.reports != nil {
 		errs = append(errs, closeQuietly(n.reports))
 	}

@@ -508,11 +508,17 @@ func (s *Status) stalls(stall time.Duration) []string {
 //	GET /healthz    200 "ok", or 503 with one reason per line
 //	GET /v1/status  Status as JSON
 //	GET /metrics    Prometheus exposition (see Registry)
+//	GET /           the live console (see package internal/console), with
+//	                /v1/console/events and /console/assets/
 //
 // With Config.ListenToken every path but /healthz requires the token (401
 // otherwise), and /healthz gives its reasons only to a request carrying it.
+// The console reads the fleet reports and the feed only while someone
+// looks at it, at most once a second.
 func (n *Node) Handler() http.Handler {
 	mux := http.NewServeMux()
+	n.consoleOnce.Do(func() { n.console = n.newConsole() })
+	n.console.Register(mux, n.requireToken)
 	mux.HandleFunc("GET /healthz", n.serveHealth)
 	mux.Handle("GET /v1/status", n.requireToken(http.HandlerFunc(n.serveStatus)))
 	mux.Handle("GET /metrics", n.requireToken(n.metricsHandler()))
