@@ -123,7 +123,7 @@ var funcs = template.FuncMap{
 		}
 		return s[:n] + "…"
 	},
-	"ms":    func(d time.Duration) int64 { return d.Milliseconds() },
+	"ms":     func(d time.Duration) int64 { return d.Milliseconds() },
 	"chartW": func() float64 { return chartW },
 	"chartH": func() float64 { return chartH },
 }

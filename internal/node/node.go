@@ -316,7 +316,7 @@ type Node struct {
 	// console is built by Handler's first call.
 	console     *console.Console
 	consoleOnce sync.Once
-	reg      *prometheus.Registry
+	reg         *prometheus.Registry
 
 	mu      sync.Mutex
 	pumpErr error // fatal error of pump.Run, for health
