@@ -87,7 +87,7 @@ func TestConsole_Browser(t *testing.T) {
 
 	// The browser sends the token as HTTP Basic credentials, as a person
 	// answering its prompt would; the event stream then carries it too.
-	bctx, cancelB := context.WithTimeout(bctx, 15*time.Second)
+	bctx, cancelB := context.WithTimeout(bctx, 45*time.Second) // a bound for a loaded machine, not a timing
 	defer cancelB()
 	page := "http://u:" + token + "@" + addr + "/"
 	rows := `Array.from(document.querySelectorAll("#nodes tbody tr[data-node]")).map(r => r.dataset.node + "=" + r.dataset.state).sort().join(" ")`
