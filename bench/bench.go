@@ -57,7 +57,7 @@ type Config struct {
 	Dir string
 	// Only, when not empty, runs only the measurements whose name starts
 	// with one of these prefixes ("pump", "pgpump", "apply", "e2e", "file",
-	// "rss", "sign", "join").
+	// "rss", "sign", "join", "fanout").
 	Only []string
 	// PumpSyncEvents, PumpBatchEvents and ApplyEvents are the events per
 	// throughput measurement. Defaults 20k, 100k, 100k (quick: 5k, 20k,
@@ -69,6 +69,10 @@ type Config struct {
 	E2EDuration time.Duration
 	// E2ENodes is the number of nodes. Default 3.
 	E2ENodes int
+	// FanoutNodes is the number of nodes of the fan-out measurement, which
+	// runs the e2e measurement with E2ENodes and with FanoutNodes nodes on
+	// one embedded server, side by side. Default 100 (quick: 30).
+	FanoutNodes int
 	// FileAppends is the number of durable file-backend appends. Default 500
 	// (quick: 200).
 	FileAppends int
@@ -110,6 +114,7 @@ func (c *Config) setDefaults() {
 	def(&c.ApplyEvents, 100_000, 20_000)
 	def(&c.E2ERate, 1000, 1000)
 	def(&c.E2ENodes, 3, 3)
+	def(&c.FanoutNodes, 100, 30)
 	def(&c.FileAppends, 500, 200)
 	def(&c.FileHistory, 100_000, 100_000)
 	def(&c.RSSEvents, 1_000_000, 100_000)
@@ -248,6 +253,7 @@ var measurements = []measurement{
 	{"file", runFile},
 	{"rss", runRSS},
 	{"sign", runSign},
+	{"fanout", runFanout},
 	{"join", runJoin},
 }
 

@@ -43,7 +43,7 @@ func TestRun_Tiny(t *testing.T) {
 	defer cancel()
 	rep, err := bench.Run(ctx, &bench.Config{
 		Dir: t.TempDir(), PumpSyncEvents: 200, PumpBatchEvents: 600, ApplyEvents: 700,
-		E2ERate: 200, E2EDuration: 500 * time.Millisecond, E2ENodes: 2,
+		E2ERate: 200, E2EDuration: 500 * time.Millisecond, E2ENodes: 2, FanoutNodes: 4,
 		FileAppends: 10, FileHistory: 2000, RSSEvents: 1500, JoinEvents: 1500, JoinKeys: 100, Exec: reexec,
 		Logger: slog.New(slog.DiscardHandler),
 	})
@@ -55,7 +55,7 @@ func TestRun_Tiny(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Log("\n" + sb.String())
-	want := map[string]int{"pump/sync": 1, "pump/batch": 1, "apply/catch-up": 1, "e2e/latency": 4, "file/append": 1, "file/poll": 1, "rss/catch-up": 2, "join/replay": 2, "join/snapshot": 2}
+	want := map[string]int{"pump/sync": 1, "pump/batch": 1, "apply/catch-up": 1, "e2e/latency": 4, "file/append": 1, "file/poll": 1, "rss/catch-up": 2, "join/replay": 2, "join/snapshot": 2, "fanout/latency": 4, "sign/pump": 1, "sign/catch-up": 1}
 	got := map[string]int{}
 	for _, r := range rep.Results {
 		got[r.Name]++
@@ -104,13 +104,14 @@ func benchOnly(b *testing.B, only string) {
 	}
 }
 
-func BenchmarkPump(b *testing.B)  { benchOnly(b, "pump") }
-func BenchmarkApply(b *testing.B) { benchOnly(b, "apply") }
-func BenchmarkE2E(b *testing.B)   { benchOnly(b, "e2e") }
-func BenchmarkFile(b *testing.B)  { benchOnly(b, "file") }
-func BenchmarkRSS(b *testing.B)   { benchOnly(b, "rss") }
-func BenchmarkSign(b *testing.B)  { benchOnly(b, "sign") }
-func BenchmarkJoin(b *testing.B)  { benchOnly(b, "join") }
+func BenchmarkPump(b *testing.B)   { benchOnly(b, "pump") }
+func BenchmarkApply(b *testing.B)  { benchOnly(b, "apply") }
+func BenchmarkE2E(b *testing.B)    { benchOnly(b, "e2e") }
+func BenchmarkFile(b *testing.B)   { benchOnly(b, "file") }
+func BenchmarkRSS(b *testing.B)    { benchOnly(b, "rss") }
+func BenchmarkSign(b *testing.B)   { benchOnly(b, "sign") }
+func BenchmarkFanout(b *testing.B) { benchOnly(b, "fanout") }
+func BenchmarkJoin(b *testing.B)   { benchOnly(b, "join") }
 
 // A PostgreSQL URL that does not answer fails the run at once, before any
 // measurement.

@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"os"
 	"path/filepath"
 	"slices"
 	"strconv"
@@ -398,4 +399,48 @@ func commitOne(ctx context.Context, db *sql.DB, key string, value []byte, at str
 		return err
 	}
 	return tx.Commit()
+}
+
+// runFanout measures the end-to-end latency of the e2e measurement with
+// E2ENodes nodes and with FanoutNodes nodes (each an applier on its own
+// SQLite file and its own durable consumer), each on a fresh embedded
+// server, in the same run: what one server and this machine's cores bound.
+func runFanout(ctx context.Context, e *env) ([]Result, error) {
+	n := int(float64(e.cfg.E2ERate) * e.cfg.E2EDuration.Seconds())
+	measure := func(nodes int) ([4]float64, error) {
+		dir := filepath.Join(e.dir, fmt.Sprintf("nodes-%d", nodes))
+		if err := os.MkdirAll(dir, 0o755); err != nil {
+			return [4]float64{}, err
+		}
+		srv, err := startServer(dir)
+		if err != nil {
+			return [4]float64{}, err
+		}
+		defer srv.close()
+		p, err := newPool(ctx, filepath.Join(dir, "artifacts"))
+		if err != nil {
+			return [4]float64{}, err
+		}
+		return e2eControlfeed(ctx, &env{cfg: e.cfg, dir: dir, log: e.log}, srv, p, n, nodes)
+	}
+	few, err := measure(e.cfg.E2ENodes)
+	if err != nil {
+		return nil, err
+	}
+	many, err := measure(e.cfg.FanoutNodes)
+	if err != nil {
+		return nil, err
+	}
+	var out []Result
+	for i, name := range []string{"p50 ms", "p99 ms", "p99.9 ms", "max ms"} {
+		r := Result{Name: "fanout/latency", Metric: name, Value: many[i], Baseline: few[i], OK: true}
+		if few[i] > 0 {
+			r.Ratio = many[i] / few[i]
+		}
+		if i == 0 {
+			r.Note = fmt.Sprintf("%d events at %d/s; %d nodes vs %d nodes (baseline), each run on its own embedded server", n, e.cfg.E2ERate, e.cfg.FanoutNodes, e.cfg.E2ENodes)
+		}
+		out = append(out, r)
+	}
+	return out, nil
 }

@@ -30,6 +30,8 @@ directly on the same server and disk, with their ratio and the target:
   sign/pump       the batch pump signing every event vs not signing
   sign/catch-up   catch-up verifying every event's signature and chain vs
                   the same events unsigned (target: at most 10% slower)
+  fanout/latency  e2e/latency with 100 nodes (each its own SQLite file and
+                  consumer) vs 3 nodes, each on its own embedded server
 
 With --postgres-url, also the outbox on that PostgreSQL server:
 
