@@ -412,7 +412,12 @@ func (r *reader) Close() error {
 	return r.c.Close()
 }
 
-// digestReader maps the Object Store's digest mismatch to ErrCorrupt.
+// digestReader names the failing Get in read errors. The Object Store's own
+// digest mismatch is not ErrCorrupt: in a cluster a read after a leader
+// change can assemble chunks a replica had not caught up on, and a retry
+// reads them whole (the content is still checked against its reference,
+// which is ErrCorrupt). A mismatch that persists shows as a Get that keeps
+// failing, never as a halt for a transient cause.
 type digestReader struct {
 	r   io.Reader
 	ref string
@@ -423,7 +428,7 @@ func (d digestReader) Read(p []byte) (int, error) {
 	switch {
 	case err == nil || err == io.EOF:
 	case errors.Is(err, jetstream.ErrDigestMismatch):
-		err = fmt.Errorf("natsobject: get %s: %w: %w", d.ref, artifact.ErrCorrupt, err)
+		err = fmt.Errorf("natsobject: get %s: the chunks read do not match the object's digest (a replica behind after a leader change, or a damaged bucket; retry the Get, Put the content again if it persists): %w", d.ref, err)
 	default:
 		err = fmt.Errorf("natsobject: get %s: read the chunks (the broker did not deliver them within the transfer's deadline, or failed; retry the Get): %w", d.ref, err)
 	}

@@ -106,10 +106,12 @@ func TestBootstrap_WipedNodeRejoinsFromPeriodicSnapshot(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer cat.Close()
-	rs, err := cat.List(context.Background())
-	if err != nil || len(rs) != 2 {
-		t.Fatalf("catalog history = %d records, %v; want 2 (--snapshot-keep)", len(rs), err)
-	}
+	// The collection runs just after each publish: wait for the last one's.
+	var rs []snapshot.Record
+	waitFor(t, 30*time.Second, "the publisher's collection down to --snapshot-keep 2", func() bool {
+		rs, err = cat.List(context.Background())
+		return err == nil && len(rs) == 2
+	})
 	if !rs[0].Covers(head - retain + 1) {
 		t.Errorf("latest snapshot at %d does not cover the retention (head %d, retain %d)", rs[0].ControlVersion, head, retain)
 	}
