@@ -43,6 +43,11 @@ func (s *settings) checkPostgresDB(cmd *command) error {
 			"(its cursor and applied events live there); PostgreSQL holds producers only: run the node with --db /path/node.db, "+
 			"and the producer (--feed-sink) on PostgreSQL", s.FeedSource, node.RedactDB(s.DB))
 	}
+	if cmd == kvPutCmd && (s.ArtifactStore == "" || s.ArtifactStore == "file") && s.ArtifactDir == "" {
+		return usageErrorf("controlfeed kv put: the file artifact store has no default directory with the PostgreSQL database %s "+
+			"(the default is next to a SQLite --db file): give --artifact-dir, the directory the nodes read artifacts from, "+
+			"or --artifact-store jetstream", node.RedactDB(s.DB))
+	}
 	return nil
 }
 

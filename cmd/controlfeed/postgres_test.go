@@ -70,8 +70,19 @@ func TestPostgres_KV(t *testing.T) {
 		t.Errorf("status:\n%s", out)
 	}
 	// The file store has no default directory beside a URL.
-	if _, _, err := run(t, []string{"CONTROLFEED_DB=" + u}, "", "kv", "put", "c", "x"); err == nil {
-		t.Error("kv put on PostgreSQL without --artifact-dir succeeded")
+	if _, _, err := run(t, []string{"CONTROLFEED_DB=" + u}, "", "kv", "put", "c", "x"); err == nil || !isUsage(err) || !strings.Contains(err.Error(), "--artifact-dir") {
+		t.Errorf("kv put on PostgreSQL without --artifact-dir: %v, want a usage error naming --artifact-dir", err)
+	}
+}
+
+// TestPostgres_StatusOnEmptyDatabase: status on a PostgreSQL database no
+// producer has run on says so, instead of only PostgreSQL's "relation does
+// not exist".
+func TestPostgres_StatusOnEmptyDatabase(t *testing.T) {
+	u := pgtest.NewSchema(t)
+	_, _, err := run(t, nil, "", "status", "--db", u)
+	if err == nil || !strings.Contains(err.Error(), "no producer has run on it") {
+		t.Fatalf("status on an empty PostgreSQL database: %v, want it to say no producer has run on it", err)
 	}
 }
 

@@ -165,11 +165,18 @@ func (c *Config) validatePostgres() error {
 	return nil
 }
 
+// pgUndefinedTable is PostgreSQL's SQLSTATE for a table that does not exist.
+const pgUndefinedTable = "42P01"
+
 // readProducerStatus is ReadStatus on a PostgreSQL producer database: the
 // outbox counts and the drainer lock's holder (it has no applier tables).
 func readProducerStatus(ctx context.Context, db *sql.DB) (Status, error) {
 	oc, err := outbox.ReadCounts(ctx, db)
 	if err != nil {
+		if pgErr := (*pgconn.PgError)(nil); errors.As(err, &pgErr) && pgErr.Code == pgUndefinedTable {
+			return Status{}, fmt.Errorf("node: read status: %w: this PostgreSQL database has no controlfeed outbox yet: "+
+				"no producer has run on it (serve --feed-sink or kv put creates the tables); check that --db names the right database", err)
+		}
 		return Status{}, fmt.Errorf("node: read status: %w", err)
 	}
 	s := Status{OutboxPending: oc.Pending, OutboxDead: oc.Dead}
