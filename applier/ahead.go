@@ -6,6 +6,7 @@ import (
 	"sync"
 
 	"github.com/controlfeed/controlfeed/controlevent"
+	"github.com/controlfeed/controlfeed/trust"
 )
 
 // aheadBudget bounds the payload bytes fetched ahead for the next batch,
@@ -104,12 +105,20 @@ type pollAhead struct {
 	evs  []controlevent.Event
 	err  error
 	next *ahead // payloads of evs' first batch, being fetched
+	// checked holds the signature checks of evs' first batch made with
+	// ring (trust.Keyring.VerifyAll), when ring is not nil.
+	checked []trust.Result
+	ring    *trust.Keyring
 }
 
 // startPollAhead polls the Source after the control version after in the
-// background and starts fetching the first batch's payloads.
-func (a *Applier) startPollAhead(ctx context.Context, after uint64) *pollAhead {
-	pa := &pollAhead{after: after, done: make(chan struct{})}
+// background and starts fetching the first batch's payloads. With a
+// keyring (signed feeds) it also checks the first batch's signatures and
+// chain links, which depend on the events and the keys only, so that this
+// CPU work overlaps the commit of the batch before; apply uses the checks
+// only if the keyring of its round is still ring.
+func (a *Applier) startPollAhead(ctx context.Context, after uint64, ring *trust.Keyring) *pollAhead {
+	pa := &pollAhead{after: after, done: make(chan struct{}), ring: ring}
 	go func() {
 		defer close(pa.done)
 		pa.err = a.call(ctx, func() string { return fmt.Sprintf("poll of feed %s after %d", a.src.Name(), after) }, func(ctx context.Context) (err error) {
@@ -118,6 +127,9 @@ func (a *Applier) startPollAhead(ctx context.Context, after uint64) *pollAhead {
 		})
 		if pa.err == nil && len(pa.evs) > 0 {
 			pa.next = a.startAhead(ctx, pa.evs)
+			if ring != nil {
+				pa.checked = ring.VerifyAll(pa.evs[:min(len(pa.evs), a.cfg.MaxBatch)])
+			}
 		}
 	}()
 	return pa

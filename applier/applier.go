@@ -67,6 +67,14 @@ type Applier struct {
 	// lastPollFull reports that the last Poll returned at least MaxBatch
 	// events: a backlog, so apply polls ahead (see pollAhead).
 	lastPollFull bool
+	// restChecked holds the signature checks of rest's first events, made
+	// with the keyring restRing by the poll ahead that fetched rest; nil
+	// when none was made. checkedAhead is restChecked handed from poll to
+	// the apply of the same Step (nil otherwise).
+	restChecked  []trust.Result
+	restRing     *trust.Keyring
+	checkedAhead []trust.Result
+	checkedRing  *trust.Keyring
 
 	// m holds the histograms of Config.Registerer (nil without one).
 	m *metrics
@@ -355,9 +363,11 @@ func (a *Applier) Step(ctx context.Context) (int, error) {
 // is where that batch ended (no Skip or SetCursor moved it since), else
 // polls the Source.
 func (a *Applier) poll(ctx context.Context, cursor uint64) ([]controlevent.Event, error) {
-	rest := a.rest
-	a.rest = nil
+	rest, checked, ring := a.rest, a.restChecked, a.restRing
+	a.rest, a.restChecked, a.restRing = nil, nil, nil
+	a.checkedAhead, a.checkedRing = nil, nil
 	if len(rest) > 0 && cursor == a.restAfter {
+		a.checkedAhead, a.checkedRing = checked, ring
 		return rest, nil
 	}
 	a.next = nil // its payloads were for rest
@@ -438,8 +448,15 @@ func (a *Applier) apply(ctx context.Context, cursor uint64, evs []controlevent.E
 			first++
 		}
 		// One batch check: an unbroken chain costs one signature
-		// verification (trust.Keyring.VerifyAll).
-		checked = ring.VerifyAll(evs[first:min(len(evs), first+a.cfg.MaxBatch)])
+		// verification (trust.Keyring.VerifyAll). A poll ahead may have
+		// made it already, while the previous batch committed, with the
+		// same keys (a key event in that batch makes a new keyring).
+		batch := evs[first:min(len(evs), first+a.cfg.MaxBatch)]
+		if first == 0 && a.checkedRing == ring && len(a.checkedAhead) == len(batch) {
+			checked = a.checkedAhead
+		} else {
+			checked = ring.VerifyAll(batch)
+		}
 	}
 	for i, ev := range evs {
 		if len(plan) >= a.cfg.MaxBatch {
@@ -534,7 +551,7 @@ func (a *Applier) apply(ctx context.Context, cursor uint64, evs []controlevent.E
 	// commits, and fetch that batch's payloads too.
 	var pa *pollAhead
 	if fail == nil && len(plan) > 0 && plan[len(plan)-1].idx+1 == len(evs) && a.lastPollFull && a.invalid == nil {
-		pa = a.startPollAhead(ctx, plan[len(plan)-1].ev.ControlVersion)
+		pa = a.startPollAhead(ctx, plan[len(plan)-1].ev.ControlVersion, ring)
 		defer pa.wait() // the Source is called by one goroutine at a time
 	}
 
@@ -601,6 +618,7 @@ func (a *Applier) apply(ctx context.Context, cursor uint64, evs []controlevent.E
 			a.next = nextFetch
 		} else if pa != nil && pa.err == nil && len(pa.evs) > 0 {
 			a.rest, a.restAfter, a.next = pa.evs, pa.after, pa.next
+			a.restChecked, a.restRing = pa.checked, pa.ring
 			a.lastPollFull = len(pa.evs) >= a.cfg.MaxBatch
 		}
 	}

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"testing"
 	"time"
 
@@ -303,4 +304,90 @@ func TestTrust_KeyEvents(t *testing.T) {
 	if keys, _ := applier.ReadTrustedKeys(ctx, victim); len(keys) != 0 {
 		t.Fatalf("a forged add-key event was applied: %+v", keys)
 	}
+}
+
+// TestTrust_PollAheadChecks: on a backlog the signature checks of the next
+// batch are made while the batch before commits (pollAhead). They must
+// still stop a forged event at its exact position, and checks made with
+// the keys of before a key event must not be used after it: a rotation in
+// the backlog applies without a halt, and the revoked key is refused at
+// once.
+func TestTrust_PollAheadChecks(t *testing.T) {
+	mod := func(kr *trust.Keyring) func(*applier.Config) {
+		return func(c *applier.Config) { c.Keyring, c.MaxBatch = kr, 8 }
+	}
+
+	t.Run("forged event in a polled-ahead batch", func(t *testing.T) {
+		s := newSigner(t, 1)
+		src := newSerialSource(8)
+		for _, e := range evs(1, 40, typ) {
+			e = s.sign(e)
+			if e.ControlVersion == 27 {
+				e.Key = "tenants/evil" // altered after signing
+			}
+			src.Add(e)
+		}
+		db, _ := openDB(t)
+		h := newInsertHandler()
+		a := newApplier(t, db, src, nil, h, mod(s.keyring(t)))
+		if err := drain(t, a); !errors.Is(err, applier.ErrSecurityHalted) {
+			t.Fatalf("drain = %v, want a security halt", err)
+		}
+		if got := a.Status().Halted; got == nil || got.Security != "bad-signature" || got.EventID != "evt-27" {
+			t.Fatalf("halted %+v, want bad-signature at evt-27", got)
+		}
+		if c := cursorOf(t, db); c != 26 {
+			t.Errorf("cursor %d, want 26 (everything before the forged event)", c)
+		}
+		if h.count("evt-27") != 0 {
+			t.Error("the forged event was applied")
+		}
+		if got, want := src.polledAfter()[:3], []uint64{0, 8, 16}; !slices.Equal(got, want) {
+			t.Errorf("polled after %v, want %v...: the backlog was not polled ahead, so the test does not reach the checks made ahead", got, want)
+		}
+	})
+
+	t.Run("rotation in a polled-ahead backlog", func(t *testing.T) {
+		oldKey, newKey := newSigner(t, 1), newSigner(t, 2)
+		now := time.Unix(1700000000, 0)
+		src := newSerialSource(8)
+		sign := func(s *signer, e controlevent.Event) {
+			src.Add(s.sign(e))
+			oldKey.head, newKey.head = s.head, s.head
+		}
+		for cv := uint64(1); cv <= 7; cv++ {
+			sign(oldKey, ev(cv, typ))
+		}
+		add, err := trust.AddKeyEvent(newKey.key.Public(), now)
+		if err != nil {
+			t.Fatal(err)
+		}
+		add.ControlVersion = 8 // ends a full batch: 9..16 is polled ahead with the old keys
+		sign(oldKey, add)
+		for cv := uint64(9); cv <= 11; cv++ {
+			sign(newKey, ev(cv, typ))
+		}
+		revoke, err := trust.RevokeKeyEvent(oldKey.key.ID(), now)
+		if err != nil {
+			t.Fatal(err)
+		}
+		revoke.ControlVersion = 12
+		sign(newKey, revoke)
+		for cv := uint64(13); cv <= 30; cv++ {
+			sign(newKey, ev(cv, typ))
+		}
+		db, _ := openDB(t)
+		a := newApplier(t, db, src, nil, newInsertHandler(), mod(oldKey.keyring(t)))
+		if err := drain(t, a); err != nil {
+			t.Fatalf("rotation in the backlog: %v (checks made with the keys before the key event were used after it?)", err)
+		}
+		if c := cursorOf(t, db); c != 30 {
+			t.Fatalf("cursor %d, want 30", c)
+		}
+		// The revoked key signs the next event: refused.
+		src.Add(oldKey.sign(ev(31, typ)))
+		if err := drain(t, a); !errors.Is(err, applier.ErrSecurityHalted) || a.Status().Halted.Security != "unknown-key" {
+			t.Fatalf("event by the revoked key: %v", err)
+		}
+	})
 }
