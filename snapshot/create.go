@@ -14,6 +14,7 @@ import (
 	"github.com/controlfeed/controlfeed/artifact"
 	"github.com/controlfeed/controlfeed/controlevent"
 	"github.com/controlfeed/controlfeed/internal/failpoint"
+	"github.com/controlfeed/controlfeed/trust"
 )
 
 // CreateOptions configures Create. The zero value (or nil) uses the
@@ -32,6 +33,13 @@ type CreateOptions struct {
 	// an estimate) and PhaseStore (the upload; total exact), with bytes
 	// done so far. It must return quickly.
 	Progress ProgressFunc
+	// SigningKey, if set, signs the manifest: Create stores it as a DSSE
+	// envelope (payload type trust.ManifestPayloadType) whose payload is
+	// the manifest's JSON, signed by this key, and sets the result's
+	// SignedBy. Nodes that verify (RestoreOptions.TrustedKeys) restore only
+	// snapshots signed by a key they trust. nil stores the manifest
+	// unsigned, as before signing existed.
+	SigningKey *trust.PrivateKey
 }
 
 // ProgressFunc reports done of total bytes of a phase of Create or
@@ -142,7 +150,7 @@ func Create(ctx context.Context, db *sql.DB, store artifact.Store, opts *CreateO
 	if err := failpoint.Inject(failpoint.SnapshotCreateBeforeManifest); err != nil {
 		return Manifest{}, fmt.Errorf("snapshot: create: store the manifest (database %s is stored): %w", m.Database.Ref, err)
 	}
-	b, err := m.Encode()
+	b, err := m.stored(o.SigningKey)
 	if err != nil {
 		return Manifest{}, err
 	}
@@ -153,7 +161,7 @@ func Create(ctx context.Context, db *sql.DB, store artifact.Store, opts *CreateO
 }
 
 // describe reads the manifest's database-derived fields from the copy at
-// path: schema versions, cursor and applied-event count.
+// path: schema versions, cursor, applied-event count and chain head.
 func describe(ctx context.Context, path string) (Manifest, error) {
 	db, err := openReadOnly(path)
 	if err != nil {
@@ -167,6 +175,11 @@ func describe(ctx context.Context, path string) (Manifest, error) {
 	if m.ControlVersion, m.AppliedEvents, err = readPosition(ctx, db); err != nil {
 		return Manifest{}, fmt.Errorf("copy %s: %w", path, err)
 	}
+	h, err := readChainHead(ctx, db)
+	if err != nil {
+		return Manifest{}, fmt.Errorf("copy %s: %w", path, err)
+	}
+	m.Chain = chainOf(h)
 	return m, nil
 }
 

@@ -44,6 +44,18 @@
 // RestoreOptions.Force (ErrPopulated otherwise), and a snapshot older than
 // the target's cursor is a downgrade (ErrDowngrade, also only with Force).
 //
+// # Signatures
+//
+// The manifest records the trust chain head of the copy's cursor row
+// (Manifest.Chain, absent when zero). With CreateOptions.SigningKey the
+// manifest is stored as a DSSE envelope (trust.ManifestPayloadType) over
+// its JSON; Decode reads both forms. With RestoreOptions.TrustedKeys,
+// Restore verifies the signature before it fetches the database
+// (Manifest.Verify) and compares the downloaded database's chain head with
+// the signed one before it touches the target; every refusal is a
+// *SignatureError (ErrUntrusted). docs/SECURITY.md has the format and the
+// threat model.
+//
 // # Concurrency
 //
 // Create may run concurrently with the node's applier and with other

@@ -16,6 +16,7 @@ import (
 	"github.com/controlfeed/controlfeed/internal/sqlitedb"
 	"github.com/controlfeed/controlfeed/kv"
 	"github.com/controlfeed/controlfeed/outbox"
+	"github.com/controlfeed/controlfeed/trust"
 )
 
 // fakeSource serves the events published so far, densely numbered.
@@ -60,6 +61,8 @@ type fleet struct {
 	nodeDir string
 	app     *applier.Applier
 	seq     int
+	key     *trust.PrivateKey // signs published events when set (newSignedFleet)
+	head    trust.Head        // the producer's chain head
 }
 
 func newStore(t testing.TB) artifact.Store {
@@ -137,7 +140,13 @@ func (f *fleet) publish(n int) {
 	}
 	var evs []controlevent.Event
 	for _, r := range rows {
-		evs = append(evs, r.Event)
+		e := r.Event
+		if f.key != nil {
+			if e, f.head, err = trust.Sign(f.key, e, f.head); err != nil {
+				f.t.Fatal(err)
+			}
+		}
+		evs = append(evs, e)
 	}
 	// Mark them published so the next publish does not repeat them.
 	if _, err := f.prod.ExecContext(ctx, `UPDATE controlfeed_outbox SET published_control_version = id, published_at = 'x' WHERE published_control_version IS NULL`); err != nil {

@@ -12,6 +12,7 @@ import (
 
 	"github.com/controlfeed/controlfeed/artifact"
 	"github.com/controlfeed/controlfeed/controlevent"
+	"github.com/controlfeed/controlfeed/trust"
 )
 
 // Kind is the value of Manifest.Kind for every controlfeed snapshot.
@@ -52,6 +53,21 @@ type Manifest struct {
 	Node string `json:"node,omitempty"`
 	// CreatedAt is when the copy was taken (UTC).
 	CreatedAt time.Time `json:"created_at"`
+	// Chain is the trust chain head (package trust) stored with the
+	// cursor in the copy: the seq and chain digest of the last signed event
+	// the node applied or skipped up to ControlVersion. It is nil (and the
+	// member absent, so that programs predating it still read the
+	// manifest) when that head is zero: the node verified no signed event.
+	// Restore compares it with the restored database's cursor row.
+	Chain *ChainHead `json:"chain,omitempty"`
+
+	// SignedBy is the key id the manifest's envelope names when it was
+	// stored signed (see CreateOptions.SigningKey), "" when unsigned. It is
+	// a claim, not a verification: Verify checks it. Not encoded.
+	SignedBy string `json:"-"`
+	// envelope is the signed form Decode read, nil for an unsigned
+	// manifest; Verify checks it.
+	envelope *trust.Envelope
 
 	// Ref is the manifest's own artifact reference. It is not part of the
 	// encoded manifest (a content address cannot contain itself): Create
@@ -82,10 +98,62 @@ func (m Manifest) Encode() ([]byte, error) {
 	return append(b, '\n'), nil
 }
 
-// Decode parses a manifest stored by Create and checks that this program
-// can restore it (see Check). ref, the manifest's artifact reference, is
-// set as the result's Ref and named in errors.
+// ChainHead is a trust chain head as a manifest records it (trust.Head).
+type ChainHead struct {
+	// Seq is the chain sequence number of the last signed event.
+	Seq uint64 `json:"seq"`
+	// Digest is its chain digest, "sha256:<hex>".
+	Digest string `json:"digest"`
+}
+
+// chainHead returns m's chain head as a trust.Head, the zero Head when
+// m records none.
+func (m Manifest) chainHead() trust.Head {
+	if m.Chain == nil {
+		return trust.Head{}
+	}
+	return trust.Head{Seq: m.Chain.Seq, Digest: m.Chain.Digest}
+}
+
+// Decode parses a manifest stored by Create, unsigned (the manifest's
+// JSON) or signed (a DSSE envelope whose payload is that JSON, see
+// CreateOptions.SigningKey), and checks that this program can restore it
+// (see Check). It does not verify a signature: Verify does, and Restore
+// calls it when given trusted keys. ref, the manifest's artifact
+// reference, is set as the result's Ref and named in errors.
 func Decode(b []byte, ref string) (Manifest, error) {
+	var probe struct {
+		PayloadType *string `json:"payloadType"`
+	}
+	if json.Unmarshal(b, &probe) == nil && probe.PayloadType != nil {
+		return decodeSigned(b, ref)
+	}
+	return decodePlain(b, ref)
+}
+
+// decodeSigned decodes a manifest stored as a DSSE envelope.
+func decodeSigned(b []byte, ref string) (Manifest, error) {
+	env, err := trust.ParseEnvelope(b)
+	if err != nil {
+		return Manifest{}, fmt.Errorf("snapshot: manifest %s: signed envelope: %v: %w", ref, err, ErrCorrupt)
+	}
+	if env.PayloadType != trust.ManifestPayloadType {
+		return Manifest{}, &IncompatibleError{Manifest: ref, What: "signed payload type", Got: strconv.Quote(env.PayloadType),
+			Supported: strconv.Quote(trust.ManifestPayloadType), Hint: "it is not a snapshot manifest, or one of a newer controlfeed; upgrade this one to restore it"}
+	}
+	m, err := decodePlain(env.Payload, ref)
+	if err != nil {
+		return Manifest{}, err
+	}
+	m.envelope = &env
+	if len(env.Signatures) > 0 {
+		m.SignedBy = env.Signatures[0].KeyID
+	}
+	return m, nil
+}
+
+// decodePlain decodes the manifest's JSON.
+func decodePlain(b []byte, ref string) (Manifest, error) {
 	var head struct {
 		Kind   string `json:"kind"`
 		Format int    `json:"format"`
@@ -139,6 +207,9 @@ func (m Manifest) Check() error {
 	}
 	if err := controlevent.ParseChecksum(m.Database.SHA256); err != nil || m.Database.SHA256 != m.Database.Ref {
 		return fmt.Errorf("snapshot: manifest %s: database sha256 %q does not equal its ref %s: %w", m.Ref, m.Database.SHA256, m.Database.Ref, ErrCorrupt)
+	}
+	if m.Chain != nil && (m.Chain.Seq == 0 || controlevent.ParseChecksum(m.Chain.Digest) != nil) {
+		return fmt.Errorf("snapshot: manifest %s: chain head seq %d digest %.80q: want seq > 0 and a sha256:<hex> digest: %w", m.Ref, m.Chain.Seq, m.Chain.Digest, ErrCorrupt)
 	}
 	if m.Database.Size <= 0 || m.AppliedEvents < 0 {
 		return fmt.Errorf("snapshot: manifest %s: database size %d, applied events %d: %w", m.Ref, m.Database.Size, m.AppliedEvents, ErrCorrupt)

@@ -18,6 +18,7 @@ import (
 	"github.com/controlfeed/controlfeed/artifact"
 	"github.com/controlfeed/controlfeed/controlevent"
 	"github.com/controlfeed/controlfeed/internal/failpoint"
+	"github.com/controlfeed/controlfeed/trust"
 )
 
 // TempSuffix is appended to the target path to name the temporary file
@@ -46,12 +47,23 @@ type RestoreOptions struct {
 	// PhaseFetch (bytes downloaded of the manifest's size) and PhaseCheck.
 	// It must return quickly.
 	Progress ProgressFunc
+	// TrustedKeys, if set and not empty, makes Restore refuse, before it
+	// fetches the database, a snapshot whose manifest is not signed by one
+	// of these keys with a signature that verifies (Manifest.Verify), and,
+	// once the database is downloaded and before the target is touched,
+	// one whose database's trust chain head is not the manifest's signed
+	// Chain. Each refusal is a *SignatureError (ErrUntrusted). A node that
+	// verifies its feed's signatures passes the keys it trusts; nil
+	// restores signed and unsigned snapshots alike (a signed manifest's
+	// chain head is still compared with its database, as ErrCorrupt).
+	TrustedKeys *trust.Keyring
 }
 
 // Restore replaces (or creates) the database at target with the snapshot m
 // describes, fetched from store. It never changes the target in place:
 //
-//  1. m is checked (Manifest.Check) and the target inspected: a populated
+//  1. m is checked (Manifest.Check), and with opts.TrustedKeys its
+//     signature verified (Manifest.Verify); the target is inspected: a populated
 //     one is refused unless opts.Force (ErrPopulated; ErrDowngrade too
 //     when the snapshot's cursor is below the target's).
 //  2. The database artifact is streamed into target+TempSuffix (a leftover
@@ -59,8 +71,10 @@ type RestoreOptions struct {
 //     compared with the manifest, and the file fsynced.
 //  3. The file is opened read-only and checked: PRAGMA quick_check (or
 //     integrity_check), controlfeed's node tables present, and its schema
-//     versions, cursor and applied-event count equal to the manifest's.
-//     Any difference wraps ErrCorrupt.
+//     versions, cursor, applied-event count and trust chain head equal
+//     to the manifest's. Any difference wraps ErrCorrupt, except a chain
+//     head other than the signed one with opts.TrustedKeys, which is a
+//     *SignatureError (ErrChainMismatch).
 //  4. The old target, if a SQLite database, is inspected again and its
 //     WAL checkpointed into the main file (wal_checkpoint(TRUNCATE));
 //     if another connection prevents that, or another process holds the
@@ -101,6 +115,15 @@ func Restore(ctx context.Context, store artifact.Store, m Manifest, target strin
 	if err := m.Check(); err != nil {
 		return err
 	}
+	verifying := o.TrustedKeys != nil && o.TrustedKeys.Len() > 0
+	signer := ""
+	if verifying {
+		kid, err := m.Verify(o.TrustedKeys)
+		if err != nil {
+			return err
+		}
+		signer = kid
+	}
 	if _, err := inspectTarget(ctx, target, m, o, false); err != nil {
 		return err
 	}
@@ -120,8 +143,18 @@ func Restore(ctx context.Context, store artifact.Store, m Manifest, target strin
 	if o.Progress != nil {
 		o.Progress(PhaseCheck, 0, m.Database.Size)
 	}
-	if err := verify(ctx, tmp, m, o.FullCheck); err != nil {
+	head, err := verify(ctx, tmp, m, o.FullCheck)
+	if err != nil {
 		return fmt.Errorf("snapshot: restore %s from %s: %w", target, describeRef(m), err)
+	}
+	if want := m.chainHead(); head != want {
+		detail := fmt.Sprintf("the database's cursor row holds chain head seq %d digest %s, the manifest says seq %d digest %s", head.Seq, head.Digest, want.Seq, want.Digest)
+		if verifying {
+			return &SignatureError{Manifest: m.Ref, Reason: ReasonChainMismatch, KeyID: signer, Trusted: o.TrustedKeys.IDs(), Detail: detail}
+		}
+		if m.Chain != nil {
+			return fmt.Errorf("snapshot: restore %s from %s: %s: %w", target, describeRef(m), detail, ErrCorrupt)
+		}
 	}
 	if o.Progress != nil {
 		o.Progress(PhaseCheck, m.Database.Size, m.Database.Size)
@@ -246,11 +279,12 @@ func download(ctx context.Context, store artifact.Store, m Manifest, path string
 }
 
 // verify opens the downloaded database at path read-only and checks it
-// against m.
-func verify(ctx context.Context, path string, m Manifest, full bool) error {
+// against m; it returns the trust chain head of its cursor row, which the
+// caller compares with m's.
+func verify(ctx context.Context, path string, m Manifest, full bool) (trust.Head, error) {
 	db, err := openReadOnly(path)
 	if err != nil {
-		return err
+		return trust.Head{}, err
 	}
 	defer db.Close()
 	pragma := "quick_check"
@@ -259,36 +293,40 @@ func verify(ctx context.Context, path string, m Manifest, full bool) error {
 	}
 	var res string
 	if err := db.QueryRowContext(ctx, "PRAGMA "+pragma).Scan(&res); err != nil {
-		return fmt.Errorf("check the database (PRAGMA %s): %v: %w", pragma, err, ErrCorrupt)
+		return trust.Head{}, fmt.Errorf("check the database (PRAGMA %s): %v: %w", pragma, err, ErrCorrupt)
 	}
 	if res != "ok" {
-		return fmt.Errorf("check the database (PRAGMA %s): %s: %w", pragma, res, ErrCorrupt)
+		return trust.Head{}, fmt.Errorf("check the database (PRAGMA %s): %s: %w", pragma, res, ErrCorrupt)
 	}
 	for _, t := range nodeTables {
 		ok, err := hasTable(ctx, db, t)
 		if err != nil {
-			return fmt.Errorf("%v: %w", err, ErrCorrupt)
+			return trust.Head{}, fmt.Errorf("%v: %w", err, ErrCorrupt)
 		}
 		if !ok {
-			return fmt.Errorf("the database has no table %s (not a node snapshot): %w", t, ErrCorrupt)
+			return trust.Head{}, fmt.Errorf("the database has no table %s (not a node snapshot): %w", t, ErrCorrupt)
 		}
 	}
 	schemas, err := readSchemas(ctx, db)
 	if err != nil {
-		return fmt.Errorf("%v: %w", err, ErrCorrupt)
+		return trust.Head{}, fmt.Errorf("%v: %w", err, ErrCorrupt)
 	}
 	if !maps.Equal(schemas, m.Schemas) {
-		return fmt.Errorf("the database has schema versions %v, the manifest says %v: %w", schemas, m.Schemas, ErrCorrupt)
+		return trust.Head{}, fmt.Errorf("the database has schema versions %v, the manifest says %v: %w", schemas, m.Schemas, ErrCorrupt)
 	}
 	cursor, applied, err := readPosition(ctx, db)
 	if err != nil {
-		return fmt.Errorf("%v: %w", err, ErrCorrupt)
+		return trust.Head{}, fmt.Errorf("%v: %w", err, ErrCorrupt)
 	}
 	if cursor != m.ControlVersion || applied != m.AppliedEvents {
-		return fmt.Errorf("the database's cursor is %d with %d applied events, the manifest says %d with %d: %w",
+		return trust.Head{}, fmt.Errorf("the database's cursor is %d with %d applied events, the manifest says %d with %d: %w",
 			cursor, applied, m.ControlVersion, m.AppliedEvents, ErrCorrupt)
 	}
-	return nil
+	head, err := readChainHead(ctx, db)
+	if err != nil {
+		return trust.Head{}, fmt.Errorf("%v: %w", err, ErrCorrupt)
+	}
+	return head, nil
 }
 
 // targetKind classifies what is at the target path.

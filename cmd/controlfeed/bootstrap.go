@@ -174,7 +174,13 @@ func (s *settings) restoreSnapshot(ctx context.Context, log *slog.Logger, rec sn
 	}
 	defer closeStore(store)
 	start := time.Now()
-	m, err := snapshot.RestoreRef(ctx, store, rec.Manifest, s.DB, &snapshot.RestoreOptions{Force: force, Logger: log})
+	m, err := snapshot.RestoreRef(ctx, store, rec.Manifest, s.DB, &snapshot.RestoreOptions{Force: force, Logger: log, TrustedKeys: s.keyring})
+	if errors.Is(err, snapshot.ErrUntrusted) {
+		return fmt.Errorf("controlfeed serve: bootstrap from snapshot %s (cursor %d): %w; nothing was changed: publish a snapshot signed by a trusted key "+
+			"(serve --snapshot-signing-key, or snapshot publish --snapshot-signing-key, on an up-to-date node), restore an older signed one (controlfeed snapshot list, then %s with --ref), "+
+			"or start with --bootstrap=off to replay the feed instead",
+			rec.Manifest, rec.ControlVersion, err, strings.Replace(s.restoreCommand(), " --latest", "", 1))
+	}
 	if err != nil {
 		return fmt.Errorf("controlfeed serve: bootstrap from snapshot %s (cursor %d): %w; fix it (see controlfeed snapshot list), or start with --bootstrap=off to replay the feed instead",
 			rec.Manifest, rec.ControlVersion, err)
@@ -243,6 +249,9 @@ func (s *settings) restoreAdvice() string {
 // restoreCommand is the snapshot restore command line for this node.
 func (s *settings) restoreCommand() string {
 	parts := []string{"controlfeed snapshot restore --db", s.DB, "--latest --force", s.feedFlags(), "--artifact-store", s.ArtifactStore}
+	for _, k := range s.TrustKeys {
+		parts = append(parts, "--trust-key", k)
+	}
 	if s.ArtifactStore != jetstreamStore {
 		parts = append(parts, "--artifact-dir", s.artifactDir())
 	} else if s.NATSBucket != "" {

@@ -58,10 +58,12 @@ type settings struct {
 	Latest        bool   // snapshot restore
 
 	SigningKey       string   // serve: the producer's signing key file
+	SnapSigningKey   string   // serve, snapshot create/publish: the key signing snapshot manifests
 	TrustKeys        []string // serve: trusted public keys (files or ID=KEY)
 	SecurityOverride bool     // skip
 	KeyName          string   // keys generate
 	signer           *trust.PrivateKey
+	snapSigner       *trust.PrivateKey
 	keyring          *trust.Keyring
 
 	Bootstrap           string // serve
@@ -279,6 +281,8 @@ var allSettings = []setting{
 		}},
 	strSetting("signing-key", "", "serve (producer): sign every published event with the private key `FILE` written by \"controlfeed keys generate\" (must not be readable by group or others)",
 		func(s *settings) *string { return &s.SigningKey }),
+	strSetting("snapshot-signing-key", "", "serve (node with --snapshot-every/--snapshot-interval), snapshot create/publish: sign each snapshot's manifest with the private key `FILE` (\"controlfeed keys generate\"); nodes with --trust-key restore only snapshots signed by a key they trust",
+		func(s *settings) *string { return &s.SnapSigningKey }),
 	{flag: "trust-key", usage: "serve (node): trust events signed by this key and refuse all others: a public key `FILE` (.pub from \"controlfeed keys generate\") or ID=KEY; repeat the flag, or separate entries with commas in the variable",
 		bind: func(fs *flag.FlagSet, s *settings, name, u string) { fs.Var(trustKeysValue{s}, name, u) }},
 	{flag: "security-override", def: "false", usage: "skip: pass an event the node refused on signature or chain verification (a security halt); logged",

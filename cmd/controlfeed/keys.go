@@ -236,8 +236,8 @@ func (v trustKeysValue) Set(val string) error {
 	return nil
 }
 
-// loadTrust reads --signing-key and --trust-key into s.signer and
-// s.keyring. A signing key file readable by group or others is refused, as
+// loadTrust reads --signing-key, --snapshot-signing-key and --trust-key
+// into s.signer, s.snapSigner and s.keyring. A signing key file readable by group or others is refused, as
 // OpenSSH refuses an unprotected private key. Errors never contain key
 // material.
 func (s *settings) loadTrust(cmd *command) error {
@@ -247,6 +247,13 @@ func (s *settings) loadTrust(cmd *command) error {
 			return fmt.Errorf("controlfeed %s: --signing-key: %w", cmd.name, err)
 		}
 		s.signer = k
+	}
+	if s.SnapSigningKey != "" {
+		k, err := readSigningKey(s.SnapSigningKey)
+		if err != nil {
+			return fmt.Errorf("controlfeed %s: --snapshot-signing-key: %w", cmd.name, err)
+		}
+		s.snapSigner = k
 	}
 	if len(s.TrustKeys) == 0 {
 		return nil

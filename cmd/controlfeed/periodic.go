@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -16,7 +17,7 @@ import (
 )
 
 // snapshotSettings are serve's flags of the periodic snapshots.
-var snapshotSettings = []string{"snapshot-every", "snapshot-interval", "snapshot-keep"}
+var snapshotSettings = []string{"snapshot-every", "snapshot-interval", "snapshot-keep", "snapshot-signing-key"}
 
 // periodicHelp is the part of serve's help on periodic snapshots.
 const periodicHelp = `
@@ -33,7 +34,13 @@ the cadence with the stream's retention (--nats-max-age, the duplicate
 window) and warns about combinations that leave joining or lagging nodes
 without a usable snapshot; the node's status ("snapshots") and the metric
 controlfeed_snapshot_uncovered show when the feed no longer holds the
-events after the latest snapshot.`
+events after the latest snapshot.
+
+With --snapshot-signing-key FILE each snapshot's manifest is signed (with
+the chain head it covers). A node with --trust-key publishing snapshots
+must have one, and the key must be among the --trust-key keys: the nodes
+that verify restore only snapshots signed by a key they trust, so an
+unsigned one would be useless to them (see docs/SECURITY.md).`
 
 // checkSnapshots rejects periodic snapshot flags that cannot work.
 func (s *settings) checkSnapshots(cmd *command) error {
@@ -43,10 +50,34 @@ func (s *settings) checkSnapshots(cmd *command) error {
 	if s.SnapshotInterval < 0 {
 		return usageErrorf("controlfeed %s: --snapshot-interval %s: want a positive duration", cmd.name, s.SnapshotInterval)
 	}
+	if err := s.checkSnapshotKey(cmd); err != nil {
+		return err
+	}
 	if s.FeedSource == "" || s.FeedSource == nop.Name {
 		return usageErrorf("controlfeed %s: --snapshot-every/--snapshot-interval need a node (--feed-source file or jetstream): a snapshot is of the state a node applied from the feed", cmd.name)
 	}
 	return nil
+}
+
+// checkSnapshotKey refuses a verifying node (--trust-key) that would
+// publish snapshots no verifying node can restore: unsigned ones, or ones
+// signed by a key outside its trusted set (the fleet's, as a rule). It
+// runs after loadTrust.
+func (s *settings) checkSnapshotKey(cmd *command) error {
+	if s.keyring == nil {
+		return nil
+	}
+	if s.snapSigner == nil {
+		return usageErrorf("controlfeed %s: --snapshot-every/--snapshot-interval with --trust-key but no --snapshot-signing-key: nodes that verify restore only signed snapshots, "+
+			"so this node's would be refused by every one of them; give --snapshot-signing-key FILE (controlfeed keys generate) and add its .pub to the fleet's --trust-key (see docs/SECURITY.md)", cmd.name)
+	}
+	for _, id := range s.keyring.IDs() {
+		if id == s.snapSigner.ID() {
+			return nil
+		}
+	}
+	return usageErrorf("controlfeed %s: --snapshot-signing-key %s is key %s, which is not among this node's --trust-key keys (%s): nodes that verify would refuse its snapshots; "+
+		"add its .pub to the --trust-key of every node (this one included)", cmd.name, s.SnapSigningKey, s.snapSigner.ID(), strings.Join(s.keyring.IDs(), ", "))
 }
 
 // snapshotConfig is node.Config.Snapshots, nil without periodic snapshots.
@@ -60,6 +91,7 @@ func (s *settings) snapshotConfig(log *slog.Logger) *snapshot.PeriodicConfig {
 	}
 	return &snapshot.PeriodicConfig{
 		Every: s.SnapshotEvery, Interval: s.SnapshotInterval, Keep: keep,
+		Create: snapshot.CreateOptions{SigningKey: s.snapSigner},
 		Covers: func(ctx context.Context, cursor uint64) (uint64, bool, error) {
 			first, behind := s.probeRetention(ctx, log, cursor)
 			return first, behind, nil

@@ -41,7 +41,8 @@ VACUUM INTO, while "serve" may keep applying to it), stores it in the
 artifact store (--artifact-store, --artifact-dir or the NATS flags: the
 store the node reads its events' payloads from) under its content address,
 then stores its manifest (format, schema versions, the cursor it covers,
-node, time, size, sha256), and prints the manifest's reference: the
+node, time, size, sha256, the trust chain head), signed with
+--snapshot-signing-key when given, and prints the manifest's reference: the
 snapshot's name for "snapshot restore --ref" and "snapshot publish --ref".
 Nothing in --db changes.
 
@@ -53,7 +54,7 @@ It refuses a producer's database: a snapshot is a node's state and
 position in the feed. Progress is printed on stderr for long copies. With
 --json it prints the manifest, with its reference as "ref".`,
 	example: `controlfeed snapshot create --db node1.db --artifact-dir /var/lib/cf/artifacts`,
-	settings: settingList([]string{"db", "out", "json", "node-name"}, snapshotStoreSettings,
+	settings: settingList([]string{"db", "out", "json", "node-name", "snapshot-signing-key"}, snapshotStoreSettings,
 		[]string{"log-format", "log-level"}),
 	override: map[string]flagHelp{
 		"db":  {usage: "node database `FILE` to snapshot; must exist, and is only read"},
@@ -84,7 +85,7 @@ latest published one is refused. Run it on an up-to-date, healthy node,
 for example from cron. Progress is printed on stderr; --json prints the
 published record.`,
 	example: `controlfeed snapshot publish --db node1.db --feed-source jetstream --nats-url nats://nats1:4222 --artifact-store jetstream`,
-	settings: settingList([]string{"db", "ref", "json", "node-name"}, snapshotFeedSettings, snapshotStoreSettings,
+	settings: settingList([]string{"db", "ref", "json", "node-name", "snapshot-signing-key"}, snapshotFeedSettings, snapshotStoreSettings,
 		[]string{"log-format", "log-level"}),
 	override: mergeHelp(snapshotFeedHelp, map[string]flagHelp{
 		"db":  {usage: "node database `FILE` to snapshot; must exist, and is only read"},
@@ -124,14 +125,20 @@ never. A snapshot that this program cannot read (another format, a newer
 schema) or that does not match its manifest is refused, changing nothing.
 
 Then start the node on --db with its usual flags and its own --node-name:
-it resumes after the snapshot's cursor. --json prints the manifest.`,
+it resumes after the snapshot's cursor. --json prints the manifest.
+
+With --trust-key (give the node's own) only a snapshot whose manifest is
+signed by one of those keys, and whose database holds the chain head the
+signature covers, is restored; an unsigned, unknown-key, altered or
+mismatched one is refused, changing nothing. Without it any snapshot is.`,
 	example: `controlfeed snapshot restore --db node4.db --latest --feed-source file --feed-dir /var/lib/cf/feed --artifact-dir /var/lib/cf/artifacts`,
-	settings: settingList([]string{"db", "ref", "latest", "force", "json"}, snapshotFeedSettings, snapshotStoreSettings,
+	settings: settingList([]string{"db", "ref", "latest", "force", "json", "trust-key"}, snapshotFeedSettings, snapshotStoreSettings,
 		[]string{"log-format", "log-level"}),
 	override: mergeHelp(snapshotFeedHelp, map[string]flagHelp{
-		"db":    {usage: "node database `FILE` to create or replace"},
-		"force": {usage: "replace a populated node database (its state is lost; logged)"},
-		"ref":   {usage: "restore the snapshot whose manifest reference is `REF` (see snapshot list)"},
+		"db":        {usage: "node database `FILE` to create or replace"},
+		"force":     {usage: "replace a populated node database (its state is lost; logged)"},
+		"trust-key": {usage: "restore only a snapshot whose manifest is signed by this key (the node's --trust-key set): a public key `FILE` or ID=KEY; repeat the flag"},
+		"ref":       {usage: "restore the snapshot whose manifest reference is `REF` (see snapshot list)"},
 	}),
 	createDB: true,
 }
@@ -253,8 +260,14 @@ func (m *Main) runSnapshotCreate(ctx context.Context, args []string) error {
 	}
 	defer db.Close()
 	p := newProgress(m.Stderr, snapshotCreateCmd)
-	opts := &snapshot.CreateOptions{Node: s.nodeName(), Progress: p.report}
+	if err := s.loadTrust(snapshotCreateCmd); err != nil {
+		return err
+	}
+	opts := &snapshot.CreateOptions{Node: s.nodeName(), Progress: p.report, SigningKey: s.snapSigner}
 	if s.Out != "" {
+		if s.snapSigner != nil {
+			return usageErrorf("controlfeed snapshot create: --snapshot-signing-key with --out: a file snapshot is not signed; store it in the artifact store (drop --out)")
+		}
 		man, err := snapshot.Export(ctx, db, s.Out, opts)
 		if err != nil {
 			return fmt.Errorf("controlfeed snapshot create: %w", err)
@@ -324,6 +337,12 @@ func (m *Main) runSnapshotPublish(ctx context.Context, args []string) error {
 	if err := s.checkBackends(snapshotPublishCmd); err != nil {
 		return err
 	}
+	if s.Ref != "" && s.SnapSigningKey != "" {
+		return usageErrorf("controlfeed snapshot publish: --snapshot-signing-key with --ref: a stored snapshot is published as it was created; take a new, signed one with --db instead")
+	}
+	if err := s.loadTrust(snapshotPublishCmd); err != nil {
+		return err
+	}
 	if _, err := s.logger(m.Stderr); err != nil {
 		return err
 	}
@@ -349,7 +368,7 @@ func (m *Main) runSnapshotPublish(ctx context.Context, args []string) error {
 		}
 		defer db.Close()
 		p := newProgress(m.Stderr, snapshotPublishCmd)
-		if man, err = snapshot.Create(ctx, db, store, &snapshot.CreateOptions{Node: s.nodeName(), Progress: p.report}); err != nil {
+		if man, err = snapshot.Create(ctx, db, store, &snapshot.CreateOptions{Node: s.nodeName(), Progress: p.report, SigningKey: s.snapSigner}); err != nil {
 			return s.natsTimeoutHint(snapshotPublishCmd, fmt.Errorf("controlfeed snapshot publish: %w", err))
 		}
 	}
@@ -430,6 +449,9 @@ func (m *Main) runSnapshotRestore(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
+	if err := s.loadTrust(snapshotRestoreCmd); err != nil {
+		return err
+	}
 	if err := refuseProducerTarget(ctx, snapshotRestoreCmd, s.DB); err != nil {
 		return err
 	}
@@ -452,7 +474,7 @@ func (m *Main) runSnapshotRestore(ctx context.Context, args []string) error {
 	}
 	defer closeStore(store)
 	p := newProgress(m.Stderr, snapshotRestoreCmd)
-	man, err := snapshot.RestoreRef(ctx, store, ref, s.DB, &snapshot.RestoreOptions{Force: s.Force, Logger: log, Progress: p.report})
+	man, err := snapshot.RestoreRef(ctx, store, ref, s.DB, &snapshot.RestoreOptions{Force: s.Force, Logger: log, Progress: p.report, TrustedKeys: s.keyring})
 	if err != nil {
 		return s.natsTimeoutHint(snapshotRestoreCmd, restoreError(snapshotRestoreCmd, s.DB, err))
 	}
@@ -486,6 +508,9 @@ func refuseProducerTarget(ctx context.Context, cmd *command, path string) error 
 func restoreError(cmd *command, db string, err error) error {
 	var hint string
 	switch {
+	case errors.Is(err, snapshot.ErrUntrusted):
+		hint = "nothing was changed: restore a snapshot signed by a key in --trust-key (controlfeed snapshot list; publish one with snapshot publish --snapshot-signing-key), " +
+			"or, if the signing key is yours and trusted by the fleet, add its .pub with --trust-key; never drop --trust-key to get past this (docs/SECURITY.md)"
 	case errors.Is(err, snapshot.ErrInUse):
 		hint = "stop the node using " + db + " (serve), then retry"
 	case errors.Is(err, snapshot.ErrPopulated):
