@@ -45,6 +45,10 @@ var wantHalt = map[string]string{
 	BadPoison:   "control character",
 	BadMissing:  "not found",
 	BadCorrupt:  "corrupt",
+	// A security halt's error ends with its reason in parentheses.
+	ForgedUnsigned:   "(" + ForgedUnsigned + ")",
+	ForgedUnknownKey: "(" + ForgedUnknownKey + ")",
+	ForgedAltered:    "(" + ForgedAltered + ")",
 }
 
 // injection is one bad input the harness published.
@@ -224,7 +228,11 @@ func (h *harness) badInputs(ctx context.Context, done <-chan struct{}) {
 			continue
 		}
 		t0 := time.Now()
-		kind := badKinds[i%len(badKinds)]
+		kinds := badKinds
+		if h.cfg.Signed {
+			kinds = forgedKinds
+		}
+		kind := kinds[i%len(kinds)]
 		h.wipe.inject.Lock() // no node wiped while a bad input is resolved
 		inj, err := h.injectBad(ctx, kind, i)
 		if err != nil {
@@ -247,6 +255,9 @@ func (h *harness) badInputs(ctx context.Context, done <-chan struct{}) {
 }
 
 func (h *harness) injectBad(ctx context.Context, kind string, i int) (injection, error) {
+	if isForged(kind) {
+		return h.injectForged(ctx, kind, i)
+	}
 	now := time.Now().UTC()
 	e := controlevent.Event{EventID: uuid.Must(uuid.NewV7()).String(), Type: kv.TypePut, Version: 1, CreatedAt: now}
 	inj := injection{kind: kind}
@@ -352,6 +363,23 @@ func (h *harness) resolve(ctx context.Context, inj injection) {
 				}
 				h.mu.Unlock()
 			}
+			if inj.kind == ForgedReplay {
+				if id == inj.id && cv == inj.cv {
+					h.mu.Lock()
+					h.rep.problem("node%d halted at a replay of applied event %s@%d: %q (want it passed as a duplicate)", i+1, inj.id, inj.cv, msg)
+					h.mu.Unlock()
+					applier.SkipSecurityHalt(ctx, db, inj.id) // keep the run going
+				}
+				if cursor >= inj.cv {
+					settled[i] = true
+					h.mu.Lock()
+					h.rep.Detected[inj.kind]++ // passed, nothing applied: the checker's first-copy rule
+					h.mu.Unlock()
+					continue
+				}
+				all = false
+				continue
+			}
 			if cursor >= inj.cv {
 				if !detected[i] {
 					h.mu.Lock()
@@ -366,7 +394,9 @@ func (h *harness) resolve(ctx context.Context, inj injection) {
 				// Skip kinds: the operator skips on each node as it halts;
 				// every fifth injection uses the controlfeed binary.
 				var err error
-				if inj.cv%5 == 0 {
+				if isForged(inj.kind) {
+					err = h.overrideSecurity(ctx, i, db, inj)
+				} else if inj.cv%5 == 0 {
 					cmd := exec.CommandContext(ctx, h.cfg.Binary, "skip", "--db", h.nodeDBs[i], inj.id)
 					cmd.Env = []string{"PATH=" + os.Getenv("PATH")}
 					out, xerr := cmd.CombinedOutput()
