@@ -72,24 +72,44 @@ func (h *harness) setupSigning() (pumpArgs, nodeArgs []string, err error) {
 	return []string{"--signing-key", priv}, []string{"--trust-key", pub}, nil
 }
 
-// signedOld returns a producer event as the pump signed it: the stream's
-// first copy of a random outbox row published at or before maxCV.
-func (h *harness) signedOld(ctx context.Context, maxCV uint64) (controlevent.Event, uint64, error) {
-	var id string
-	var cv int64
-	err := h.producer().QueryRowContext(ctx, `SELECT event_id, published_control_version FROM controlfeed_outbox
-		WHERE published_control_version IS NOT NULL AND published_control_version <= ? ORDER BY random() LIMIT 1`, int64(maxCV)).Scan(&id, &cv)
+// signedOlds returns up to n random producer events as the pump signed
+// them: the stream's first copies of outbox rows published at or before
+// maxCV.
+func (h *harness) signedOlds(ctx context.Context, maxCV uint64, n int) ([]controlevent.Event, error) {
+	rows, err := h.producer().QueryContext(ctx, `SELECT event_id, published_control_version FROM controlfeed_outbox
+		WHERE published_control_version IS NOT NULL AND published_control_version <= ? ORDER BY random() LIMIT ?`, int64(maxCV), n)
 	if err != nil {
-		return controlevent.Event{}, 0, fmt.Errorf("pick a published event: %w", err)
+		return nil, fmt.Errorf("pick published events: %w", err)
 	}
-	e, err := h.storedEvent(ctx, uint64(cv))
-	if err != nil {
-		return e, 0, fmt.Errorf("read event %s at %d: %w", id, cv, err)
+	type pub struct {
+		id string
+		cv int64
 	}
-	if e.EventID != id || !strings.Contains(e.Extra, `"`+trust.SignatureMember+`"`) {
-		return e, 0, fmt.Errorf("stream position %d holds %q, not the producer's signed %s", cv, e.EventID, id)
+	var ps []pub
+	for rows.Next() {
+		var p pub
+		if err := rows.Scan(&p.id, &p.cv); err != nil {
+			rows.Close()
+			return nil, err
+		}
+		ps = append(ps, p)
 	}
-	return e, uint64(cv), nil
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	var out []controlevent.Event
+	for _, p := range ps {
+		e, err := h.storedEvent(ctx, uint64(p.cv))
+		if err != nil {
+			return out, fmt.Errorf("read event %s at %d: %w", p.id, p.cv, err)
+		}
+		if e.EventID != p.id || !strings.Contains(e.Extra, `"`+trust.SignatureMember+`"`) {
+			return out, fmt.Errorf("stream position %d holds %q, not the producer's signed %s", p.cv, e.EventID, p.id)
+		}
+		out = append(out, e)
+	}
+	return out, nil
 }
 
 // injectForged publishes one forged input of kind straight to the stream.
@@ -99,10 +119,11 @@ func (h *harness) injectForged(ctx context.Context, kind string, i int) (injecti
 	if maxCV == 0 {
 		return inj, errors.New("no event old enough yet")
 	}
-	base, _, err := h.signedOld(ctx, maxCV)
-	if err != nil {
-		return inj, err
+	olds, err := h.signedOlds(ctx, maxCV, 1)
+	if err != nil || len(olds) == 0 {
+		return inj, fmt.Errorf("pick a signed producer event: %v", err)
 	}
+	base := olds[0]
 	newID := uuid.Must(uuid.NewV7()).String()
 	e := base
 	switch kind {

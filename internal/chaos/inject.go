@@ -118,8 +118,14 @@ func (hs *headSamples) before(age time.Duration) uint64 {
 var samples headSamples
 
 // oldEvents returns up to n random producer events published at or before
-// stream sequence maxCV, decoded from their outbox rows.
+// stream sequence maxCV, decoded from their outbox rows; in a signed run,
+// their first copies in the stream, as the pump signed them (a republish
+// of the unsigned outbox payload is other content than what the nodes
+// applied).
 func (h *harness) oldEvents(ctx context.Context, maxCV uint64, n int) ([]controlevent.Event, error) {
+	if h.cfg.Signed {
+		return h.signedOlds(ctx, maxCV, n)
+	}
 	rows, err := h.producer().QueryContext(ctx, `SELECT payload_json FROM controlfeed_outbox
 		WHERE published_control_version IS NOT NULL AND published_control_version <= ? ORDER BY random() LIMIT ?`, int64(maxCV), n)
 	if err != nil {
