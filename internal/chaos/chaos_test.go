@@ -93,8 +93,8 @@ func TestChaos(t *testing.T) {
 //
 // It is also the signed run (Config.Signed): the pump signs, the nodes
 // trust its key, and the bad inputs are forged events (unsigned, an
-// untrusted key, a valid signature over altered fields, a replay under a
-// new Msg-Id), each refused on every node with its own reason and passed
+// untrusted key, a valid signature over altered fields; a replay of a signed
+// event, passed as a duplicate), the others refused on every node with its own reason and passed
 // with skip --security-override. The legitimate bad kinds (conflict,
 // poison, missing and corrupt artifacts...) run in TestChaos.
 func TestChaos_ObjectStore(t *testing.T) {

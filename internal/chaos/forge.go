@@ -33,9 +33,9 @@ import (
 const (
 	ForgedUnsigned   = "unsigned"      // a producer event's content, signature stripped, under a new EventID
 	ForgedUnknownKey = "unknown-key"   // signed by a key the nodes do not trust
-	ForgedAltered    = "bad-signature" // the producer's valid signature over altered fields (EventID, key)
+	ForgedAltered    = "bad-signature" // the producer's valid signature over altered fields (EventID, key), under a new Msg-Id
 	// ForgedReplay is a signed producer event the nodes applied, published
-	// again under a new Msg-Id (past the broker's deduplication): the
+	// again without a Msg-Id (past the broker's deduplication): the
 	// design passes it as a duplicate with nothing applied (the checker's
 	// first-copy rule proves it), so it is counted, not halted at.
 	ForgedReplay = "replay"
@@ -144,7 +144,11 @@ func (h *harness) injectForged(ctx context.Context, kind string, i int) (injecti
 	case ForgedAltered:
 		e.EventID, e.Key = newID, fmt.Sprintf("chaos-forged/altered/%d", i) // keeps the producer's signature
 	case ForgedReplay:
-		// The same signed bytes; only the Msg-Id is new.
+		// The same signed bytes with no Msg-Id, so the broker stores them
+		// again. (Under another Msg-Id than its event_id the node reads
+		// the message as an invalid, unsigned placeholder and refuses it
+		// as unsigned: natsfeed's decode rule.)
+		newID = ""
 	}
 	ack, err := h.publishAs(ctx, e, newID)
 	if err != nil {
@@ -154,8 +158,9 @@ func (h *harness) injectForged(ctx context.Context, kind string, i int) (injecti
 	return inj, nil
 }
 
-// publishAs publishes e's wire form under Msg-Id msgID, retrying while the
-// broker is down, until ctx is done.
+// publishAs publishes e's wire form under Msg-Id msgID (none if empty: a
+// retry may then store it twice, a duplicate the nodes pass), retrying
+// while the broker is down, until ctx is done.
 func (h *harness) publishAs(ctx context.Context, e controlevent.Event, msgID string) (*jetstream.PubAck, error) {
 	e.ControlVersion = 0
 	body, err := controlevent.Marshal(e)
@@ -164,8 +169,11 @@ func (h *harness) publishAs(ctx context.Context, e controlevent.Event, msgID str
 	}
 	for {
 		pctx, cancel := context.WithTimeout(ctx, 2*time.Second)
-		ack, err := h.js.PublishMsg(pctx, &nats.Msg{Subject: natsfeed.DefaultSubject, Data: body, Header: nats.Header{}},
-			jetstream.WithMsgID(msgID), jetstream.WithExpectStream(natsfeed.DefaultStream))
+		opts := []jetstream.PublishOpt{jetstream.WithExpectStream(natsfeed.DefaultStream)}
+		if msgID != "" {
+			opts = append(opts, jetstream.WithMsgID(msgID))
+		}
+		ack, err := h.js.PublishMsg(pctx, &nats.Msg{Subject: natsfeed.DefaultSubject, Data: body, Header: nats.Header{}}, opts...)
 		cancel()
 		if err == nil {
 			return ack, nil
