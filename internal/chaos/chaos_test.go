@@ -90,6 +90,13 @@ func TestChaos(t *testing.T) {
 // disk-full episode) and 1,200 events: every upload and fetch waits out the
 // broker's outages, so a quarter of that run's events would keep the faults
 // going for its time limit. Scaled like it in long mode.
+//
+// It is also the signed run (Config.Signed): the pump signs, the nodes
+// trust its key, and the bad inputs are forged events (unsigned, an
+// untrusted key, a valid signature over altered fields; a replay of a signed
+// event, passed as a duplicate), the others refused on every node with its own reason and passed
+// with skip --security-override. The legitimate bad kinds (conflict,
+// poison, missing and corrupt artifacts...) run in TestChaos.
 func TestChaos_ObjectStore(t *testing.T) {
 	if testing.Short() {
 		t.Skip("chaos suite with OS processes; skipped with -short")
@@ -100,6 +107,7 @@ func TestChaos_ObjectStore(t *testing.T) {
 			DuplicateDeliveries: 2500, BadInputs: 50, KillsPerPoint: 5, Stalls: 4, DupNames: 1, PowerLosses: 1, StoreFulls: 2}
 	}
 	cfg.Artifacts = chaos.ArtifactsJetStream
+	cfg.Signed = true
 	runChaos(t, cfg, "CONTROLFEED_CHAOS_OBJECT_REPORT")
 }
 

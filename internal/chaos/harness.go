@@ -30,6 +30,7 @@ import (
 	"github.com/controlfeed/controlfeed/internal/failpoint"
 	"github.com/controlfeed/controlfeed/internal/netproxy"
 	"github.com/controlfeed/controlfeed/internal/node"
+	"github.com/controlfeed/controlfeed/trust"
 )
 
 // Config sizes one chaos run. Zero fields take the CI-sized defaults.
@@ -90,6 +91,12 @@ type Config struct {
 	// (TestChaos_FileFeed runs 2; CONTROLFEED_CHAOS_WIPES=N sets it for
 	// every run).
 	Wipes int
+	// Signed runs the producer with a signing key and the nodes trusting
+	// it, and makes the bad inputs forged events (forge.go) in place of the
+	// legitimate bad kinds: each must be refused on every node with its own
+	// security reason and passed with skip --security-override. Jetstream
+	// feed with one broker only.
+	Signed bool
 	// DiskFull runs the disk-full episode on the last node (a real tmpfs
 	// when it can be mounted, else the applier.before-commit=enospc point).
 	DiskFull bool
@@ -211,6 +218,7 @@ type harness struct {
 	pdb       *sql.DB
 	ndb       []*sql.DB
 	injected  map[string]injection // by event id@cv key
+	attacker  *trust.PrivateKey    // a signed run's untrusted key (forge.go)
 	published map[string]uint64    // harness-published event ids (new ids) -> cv
 	forced    map[uint64]bool      // stream sequences of forced duplicates
 	protect   map[int]int          // > 0: node in a duplicate-name window or the disk-full wait: no harness kill or stall
@@ -246,6 +254,9 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	cfg.setDefaults()
 	if cfg.Binary == "" || len(cfg.Self) == 0 || cfg.Dir == "" {
 		return nil, fmt.Errorf("chaos: run: Binary, Self and Dir are required")
+	}
+	if cfg.Signed && (cfg.Brokers > 1 || cfg.Feed != FeedJetStream) {
+		return nil, fmt.Errorf("chaos: run: Signed with Feed %q and %d brokers: a signed run forges on the jetstream feed of one broker", cfg.Feed, cfg.Brokers)
 	}
 	if cfg.Brokers > 1 {
 		return runCluster(ctx, cfg)
@@ -479,6 +490,14 @@ func (h *harness) setup(ctx context.Context) error {
 		sinkArgs = []string{"--feed-sink", filesource.Name, "--feed-dir", h.feedDir}
 		sourceArgs = []string{"--feed-source", filesource.Name, "--feed-dir", h.feedDir}
 	}
+	var nodeSign []string
+	if c.Signed {
+		pumpSign, ns, err := h.setupSigning()
+		if err != nil {
+			return err
+		}
+		sinkArgs, nodeSign = append(sinkArgs, pumpSign...), ns
+	}
 	h.pump = &proc{name: "pump", logf: logf("pump"),
 		argv: append(append([]string{c.Binary, "serve", "--db", h.producerDB}, sinkArgs...), common...),
 		env: func() []string {
@@ -491,7 +510,7 @@ func (h *harness) setup(ctx context.Context) error {
 		name := fmt.Sprintf("node%d", i+1)
 		h.nodes = append(h.nodes, &proc{name: name, logf: logf(name),
 			argv: append(append([]string{c.Binary, "serve", "--db", h.nodeDBs[i], "--node-name", name,
-				"--listen", h.nodeHTTP[i], "--stall-threshold", nodeStallThreshold.String(), "--unavailable-grace", nodeUnavailGrace.String()}, sourceArgs...), common...),
+				"--listen", h.nodeHTTP[i], "--stall-threshold", nodeStallThreshold.String(), "--unavailable-grace", nodeUnavailGrace.String()}, sourceArgs...), append(nodeSign, common...)...),
 			env: func() []string {
 				h.mu.Lock()
 				extra, quiet := h.nodeFP[i], h.quiet[i]

@@ -45,6 +45,10 @@ var wantHalt = map[string]string{
 	BadPoison:   "control character",
 	BadMissing:  "not found",
 	BadCorrupt:  "corrupt",
+	// A security halt's error ends with its reason in parentheses.
+	ForgedUnsigned:   "(" + ForgedUnsigned + ")",
+	ForgedUnknownKey: "(" + ForgedUnknownKey + ")",
+	ForgedAltered:    "(" + ForgedAltered + ")",
 }
 
 // injection is one bad input the harness published.
@@ -114,8 +118,14 @@ func (hs *headSamples) before(age time.Duration) uint64 {
 var samples headSamples
 
 // oldEvents returns up to n random producer events published at or before
-// stream sequence maxCV, decoded from their outbox rows.
+// stream sequence maxCV, decoded from their outbox rows; in a signed run,
+// their first copies in the stream, as the pump signed them (a republish
+// of the unsigned outbox payload is other content than what the nodes
+// applied).
 func (h *harness) oldEvents(ctx context.Context, maxCV uint64, n int) ([]controlevent.Event, error) {
+	if h.cfg.Signed {
+		return h.signedOlds(ctx, maxCV, n)
+	}
 	rows, err := h.producer().QueryContext(ctx, `SELECT payload_json FROM controlfeed_outbox
 		WHERE published_control_version IS NOT NULL AND published_control_version <= ? ORDER BY random() LIMIT ?`, int64(maxCV), n)
 	if err != nil {
@@ -224,7 +234,11 @@ func (h *harness) badInputs(ctx context.Context, done <-chan struct{}) {
 			continue
 		}
 		t0 := time.Now()
-		kind := badKinds[i%len(badKinds)]
+		kinds := badKinds
+		if h.cfg.Signed {
+			kinds = forgedKinds
+		}
+		kind := kinds[i%len(kinds)]
 		h.wipe.inject.Lock() // no node wiped while a bad input is resolved
 		inj, err := h.injectBad(ctx, kind, i)
 		if err != nil {
@@ -247,6 +261,9 @@ func (h *harness) badInputs(ctx context.Context, done <-chan struct{}) {
 }
 
 func (h *harness) injectBad(ctx context.Context, kind string, i int) (injection, error) {
+	if isForged(kind) {
+		return h.injectForged(ctx, kind, i)
+	}
 	now := time.Now().UTC()
 	e := controlevent.Event{EventID: uuid.Must(uuid.NewV7()).String(), Type: kv.TypePut, Version: 1, CreatedAt: now}
 	inj := injection{kind: kind}
@@ -352,6 +369,23 @@ func (h *harness) resolve(ctx context.Context, inj injection) {
 				}
 				h.mu.Unlock()
 			}
+			if inj.kind == ForgedReplay {
+				if id == inj.id && cv == inj.cv {
+					h.mu.Lock()
+					h.rep.problem("node%d halted at a replay of applied event %s@%d: %q (want it passed as a duplicate)", i+1, inj.id, inj.cv, msg)
+					h.mu.Unlock()
+					applier.SkipSecurityHalt(ctx, db, inj.id) // keep the run going
+				}
+				if cursor >= inj.cv {
+					settled[i] = true
+					h.mu.Lock()
+					h.rep.Detected[inj.kind]++ // passed, nothing applied: the checker's first-copy rule
+					h.mu.Unlock()
+					continue
+				}
+				all = false
+				continue
+			}
 			if cursor >= inj.cv {
 				if !detected[i] {
 					h.mu.Lock()
@@ -366,7 +400,9 @@ func (h *harness) resolve(ctx context.Context, inj injection) {
 				// Skip kinds: the operator skips on each node as it halts;
 				// every fifth injection uses the controlfeed binary.
 				var err error
-				if inj.cv%5 == 0 {
+				if isForged(inj.kind) {
+					err = h.overrideSecurity(ctx, i, db, inj)
+				} else if inj.cv%5 == 0 {
 					cmd := exec.CommandContext(ctx, h.cfg.Binary, "skip", "--db", h.nodeDBs[i], inj.id)
 					cmd.Env = []string{"PATH=" + os.Getenv("PATH")}
 					out, xerr := cmd.CombinedOutput()

@@ -36,7 +36,10 @@ type Report struct {
 	// BadInputs counts bad inputs tried by kind; Detected the node halts
 	// they caused (one per node each), Skips and Repairs the resolutions.
 	BadInputs, Detected map[string]int
-	Skips, Repairs      int
+	// Signed reports a signed run (Config.Signed): BadInputs and Detected
+	// then count forged kinds.
+	Signed         bool
+	Skips, Repairs int
 	// Conflicts is the sum over nodes of conflicting duplicates recorded.
 	Conflicts int64
 	// Stalls counts SIGSTOP..SIGCONT stalls (0.5–5 s) by role (broker,
@@ -108,7 +111,7 @@ type Report struct {
 }
 
 func newReport(c Config) *Report {
-	return &Report{Seed: c.Seed, Nodes: c.Nodes, Feed: c.Feed, Artifacts: c.Artifacts, Kills: map[string]int{}, Starts: map[string]int{}, UnexpectedExits: map[string]int{},
+	return &Report{Signed: c.Signed, Seed: c.Seed, Nodes: c.Nodes, Feed: c.Feed, Artifacts: c.Artifacts, Kills: map[string]int{}, Starts: map[string]int{}, UnexpectedExits: map[string]int{},
 		BadInputs: map[string]int{}, Stalls: map[string]int{}, Detected: map[string]int{}, expected: map[string][]byte{}}
 }
 
@@ -169,6 +172,20 @@ func (r *Report) String() string {
 	fmt.Fprintf(&b, "  broker restarts: %d, of which %d outlasted the duplicate window\n", r.BrokerRestarts, r.LongOutages)
 	fmt.Fprintf(&b, "  duplicates: %d forced into the stream (%d deliveries), %d more from pump retries past the window\n",
 		r.ForcedDuplicates, r.ForcedDuplicates*r.Nodes, r.PumpDuplicates)
+	if r.Signed {
+		fmt.Fprintf(&b, "  signed: the pump signs, the nodes trust its key; the bad inputs are forged (the legitimate bad kinds run in the unsigned runs)\n")
+		forged, all := 0, true
+		var parts []string
+		for _, k := range forgedKinds {
+			forged += r.BadInputs[k]
+			parts = append(parts, fmt.Sprintf("%s %d", k, r.BadInputs[k]))
+			if r.Detected[k] != r.BadInputs[k]*r.Nodes {
+				all = false
+			}
+		}
+		fmt.Fprintf(&b, "  forged inputs: %d (%s), each detected on all nodes: %v (replays passed as duplicates, nothing applied; the others refused with their reason and passed with skip --security-override)\n",
+			forged, strings.Join(parts, ", "), all)
+	}
 	fmt.Fprintf(&b, "  bad inputs: %d tried (", r.badTotal())
 	for i, k := range sortedKeys(r.BadInputs) {
 		if i > 0 {
