@@ -63,24 +63,7 @@ type injection struct {
 // publish publishes e's wire form with Msg-Id = e.EventID and returns the
 // ack. It retries while the broker is down, until ctx is done.
 func (h *harness) publish(ctx context.Context, e controlevent.Event) (*jetstream.PubAck, error) {
-	e.ControlVersion = 0
-	body, err := controlevent.Marshal(e)
-	if err != nil {
-		return nil, err
-	}
-	for {
-		pctx, cancel := context.WithTimeout(ctx, 2*time.Second)
-		ack, err := h.js.PublishMsg(pctx, &nats.Msg{Subject: natsfeed.DefaultSubject, Data: body, Header: nats.Header{}},
-			jetstream.WithMsgID(e.EventID), jetstream.WithExpectStream(natsfeed.DefaultStream))
-		cancel()
-		if err == nil {
-			return ack, nil
-		}
-		if ctx.Err() != nil {
-			return nil, ctx.Err()
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
+	return h.publishAs(ctx, e, e.EventID)
 }
 
 // headSamples remembers the stream head over time, so the duplicate
