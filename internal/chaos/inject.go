@@ -234,6 +234,13 @@ func (h *harness) badInputs(ctx context.Context, done <-chan struct{}) {
 		h.mu.Lock()
 		h.rep.BadInputs[kind]++
 		h.injected[fmt.Sprintf("%s@%d", inj.id, inj.cv)] = inj
+		if inj.value != nil {
+			// The event's checksum names these bytes: a node passes it
+			// only by applying them, whether or not the harness saw its
+			// own repair succeed (a Put can fail after storing the object
+			// whole, and the nodes can pass the event before the retry).
+			h.rep.expected[inj.key] = inj.value
+		}
 		h.mu.Unlock()
 		h.resolve(ctx, inj)
 		h.wipe.inject.Unlock()
@@ -442,8 +449,9 @@ func allTrue(b []bool) bool {
 	return true
 }
 
-// repair puts the right bytes back for an artifact kind and records the
-// value every node must end up with.
+// repair puts the right bytes back for an artifact kind. The value every
+// node must end up with is recorded when the event is injected
+// (badInputs), not here.
 func (h *harness) repair(ctx context.Context, inj injection) error {
 	sum := sha256.Sum256(inj.value)
 	ref := controlevent.ChecksumPrefix + hex.EncodeToString(sum[:])
@@ -458,9 +466,6 @@ func (h *harness) repair(ctx context.Context, inj injection) error {
 	if err != nil {
 		return fmt.Errorf("put %s: %w", ref, err)
 	}
-	h.mu.Lock()
-	h.rep.expected[inj.key] = inj.value
-	h.mu.Unlock()
 	return nil
 }
 
