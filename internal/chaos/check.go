@@ -259,29 +259,40 @@ func (h *harness) check(ctx context.Context) error {
 			got[e.Key] = e
 		}
 		diffs := 0
+		var differ []string // the first few keys that differ, for the problem line
+		note := func(k, why string) {
+			diffs++
+			if len(differ) < 5 {
+				differ = append(differ, fmt.Sprintf("%q (%s)", k, why))
+			}
+		}
 		for _, e := range prodKV {
 			g, ok := got[e.Key]
-			if !ok || !bytes.Equal(g.Value, e.Value) || g.Version != e.Version || !g.UpdatedAt.Equal(e.UpdatedAt) {
-				diffs++
+			if !ok {
+				note(e.Key, "missing")
+			} else if !bytes.Equal(g.Value, e.Value) || g.Version != e.Version || !g.UpdatedAt.Equal(e.UpdatedAt) {
+				note(e.Key, fmt.Sprintf("value %q v%d, producer's %q v%d", trunc(g.Value), g.Version, trunc(e.Value), e.Version))
 			}
 			delete(got, e.Key)
 		}
 		for k, v := range r.expected {
 			g, ok := got[k]
-			if !ok || !bytes.Equal(g.Value, v) {
-				diffs++
+			if !ok {
+				note(k, "injected key missing")
+			} else if !bytes.Equal(g.Value, v) {
+				note(k, fmt.Sprintf("value %q, injected %q", trunc(g.Value), trunc(v)))
 			}
 			delete(got, k)
 		}
 		for k := range got {
-			diffs++
+			note(k, "not in the producer's state")
 			if strings.HasPrefix(k, "chaos-conflict/") {
 				r.problem("%s: the conflicting copy for key %s was applied", name, k)
 			}
 		}
 		if diffs > 0 {
 			r.StateDiffs += diffs
-			r.problem("%s: %d keys differ from the producer's state", name, diffs)
+			r.problem("%s: %d keys differ from the producer's state: %s", name, diffs, strings.Join(differ, ", "))
 		}
 		if len(r.expected) == 0 {
 			pd, err1 := kv.Digest(ctx, h.producer())
@@ -297,4 +308,12 @@ func (h *harness) check(ctx context.Context) error {
 func (h *harness) isInjected(id string, seq uint64) bool {
 	_, ok := h.injected[fmt.Sprintf("%s@%d", id, seq)]
 	return ok
+}
+
+// trunc shortens a value for a problem line.
+func trunc(b []byte) []byte {
+	if len(b) > 64 {
+		return b[:64]
+	}
+	return b
 }
