@@ -65,6 +65,9 @@ func runConfig(t *testing.T) chaos.Config {
 	if v, err := strconv.Atoi(os.Getenv("CONTROLFEED_CHAOS_WIPES")); err == nil && v > 0 {
 		cfg.Wipes = v // "node wiped" faults (wipe.go)
 	}
+	if v, err := strconv.ParseUint(os.Getenv("CONTROLFEED_CHAOS_SEED"), 10, 64); err == nil && v > 0 {
+		cfg.Seed = v // replay a failed run's choices (timing still differs)
+	}
 	return cfg
 }
 
@@ -104,10 +107,10 @@ func TestChaos_ObjectStore(t *testing.T) {
 	cfg := runConfig(t)
 	if cfg.Duration == 0 {
 		cfg = chaos.Config{Duration: time.Minute, Events: 1200, BrokerRestarts: 12, LongOutages: 2,
-			DuplicateDeliveries: 2500, BadInputs: 50, KillsPerPoint: 5, Stalls: 4, DupNames: 1, PowerLosses: 1, StoreFulls: 2}
+			DuplicateDeliveries: 2500, BadInputs: 50, KillsPerPoint: 5, Stalls: 4, DupNames: 1, PowerLosses: 1, StoreFulls: 2, Seed: cfg.Seed}
 	}
 	cfg.Artifacts = chaos.ArtifactsJetStream
-	cfg.Signed = true
+	cfg.Signed = os.Getenv("CONTROLFEED_CHAOS_UNSIGNED") != "1"
 	runChaos(t, cfg, "CONTROLFEED_CHAOS_OBJECT_REPORT")
 }
 
