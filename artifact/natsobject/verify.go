@@ -168,6 +168,10 @@ func (s *Store) readable(ctx context.Context, ref string) (*jetstream.ObjectInfo
 	return in.info, nil
 }
 
+// cleanupGrace is how long past its caller's deadline a failed Put may
+// spend removing what the upload left (dropIncomplete).
+const cleanupGrace = 500 * time.Millisecond
+
 // dropIncomplete removes the metadata of ref if it names chunks that are
 // not all in the bucket, which is what a failed upload leaves: nats.go
 // purges the chunks it published, but the metadata message may be stored
@@ -175,11 +179,18 @@ func (s *Store) readable(ctx context.Context, ref string) (*jetstream.ObjectInfo
 // object that cannot be read. The deletion marker is published only if the
 // metadata is still the message inspected (the stream's expected last
 // sequence per subject), so it never removes an object another process has
-// just uploaded complete. It works on its own deadline (RequestTimeout),
-// since ctx may be what ended the upload. Best effort: a failure is logged,
-// and the next Put of the content replaces the metadata anyway.
+// just uploaded complete. Since ctx may be what ended the upload, it works
+// on its own deadline: what is left of ctx's plus cleanupGrace, at most
+// RequestTimeout, so that a Put never outlasts its caller's deadline by
+// more than cleanupGrace (without a deadline on ctx: RequestTimeout). Best
+// effort: a failure is logged, and the next Put of the content replaces the
+// metadata anyway.
 func (s *Store) dropIncomplete(ctx context.Context, ref string) {
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.opts.RequestTimeout)
+	limit := s.opts.RequestTimeout
+	if dl, ok := ctx.Deadline(); ok {
+		limit = min(limit, max(time.Until(dl), 0)+cleanupGrace)
+	}
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), limit)
 	defer cancel()
 	log := s.opts.Logger.With("ref", ref, "bucket", s.bucket)
 	subj := metaSubject(s.bucket, ref)
