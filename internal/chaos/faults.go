@@ -173,23 +173,25 @@ func inUse(st *node.Status) bool {
 // it applies into its own database), restarted while the duplicate still
 // runs, and the duplicate is killed.
 func (h *harness) dupEpisode(ctx context.Context, e int) {
+	// A node another episode holds (the disk-full wait, a wipe) is not
+	// taken: the next one is.
 	k := h.intn(len(h.nodes))
+	for n := 0; !h.claimQuiet(k); n++ {
+		if n == len(h.nodes) {
+			return
+		}
+		k = (k + 1) % len(h.nodes)
+	}
 	p := h.nodes[k]
-	h.mu.Lock()
-	h.protect[k]++
-	h.mu.Unlock()
 	defer func() {
 		h.mu.Lock()
 		h.protect[k]--
 		h.quiet[k] = false
 		h.mu.Unlock()
 	}()
-	// Restart node k without failure points, so that the window is not
-	// void by its own death at one (it is killed at the end of the
-	// episode and comes back with them).
-	h.mu.Lock()
-	h.quiet[k] = true
-	h.mu.Unlock()
+	// Node k restarts without failure points (claimQuiet), so that the
+	// window is not void by its own death at one (it is killed at the end
+	// of the episode and comes back with them).
 	p.killAndWait()
 	// Node k must run, not stalled, and consume: its last round applied or
 	// halted (a node that is unavailable, for example still reconnecting

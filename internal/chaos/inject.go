@@ -480,8 +480,34 @@ func (h *harness) diskFull(ctx context.Context) {
 	}
 	i := len(h.nodes) - 1
 	p := h.nodes[i]
+	// No harness kill, stall or duplicate-name episode while the node is
+	// out of space, and no failure points of its own: a node that retries
+	// a large batch passes applier.mid-batch once per event and dies there
+	// before its unavailable grace runs out, again and again, so it would
+	// never get to say 503 (it restarts now, without them).
+	for !h.claimQuiet(i) {
+		if sleepCtx(ctx, time.Second); ctx.Err() != nil {
+			return
+		}
+	}
+	defer func() {
+		h.mu.Lock()
+		h.protect[i]--
+		h.quiet[i] = false // its next start has failure points again
+		h.mu.Unlock()
+	}()
 	var filler string
 	how := "tmpfs"
+	if h.tmpfs == "" {
+		how = "failpoint " + failpoint.ApplierBeforeCommit + "=enospc"
+		h.mu.Lock()
+		h.nodeFP[i] = failpoint.ApplierBeforeCommit + "=enospc"
+		h.mu.Unlock()
+	}
+	// Restart it (with the space still there, so that it starts) and wait
+	// until it answers.
+	p.killAndWait()
+	waitFor(ctx, 30*time.Second, func() bool { return h.healthz(i) != 0 })
 	if h.tmpfs != "" {
 		filler = filepath.Join(h.tmpfs, "filler")
 		f, err := os.Create(filler)
@@ -495,22 +521,11 @@ func (h *harness) diskFull(ctx context.Context) {
 			f.Sync()
 			f.Close()
 		}
-	} else {
-		how = "failpoint " + failpoint.ApplierBeforeCommit + "=enospc"
-		h.mu.Lock()
-		h.nodeFP[i] = failpoint.ApplierBeforeCommit + "=enospc"
-		h.mu.Unlock()
-		p.signal(syscall.SIGKILL)
 	}
 	before, _ := applier.ReadCursor(ctx, h.nodeDB(i))
-	// No harness kill or stall while waiting for the node to say it.
-	h.mu.Lock()
-	h.protect[i]++
-	h.mu.Unlock()
+	starts := p.startCount()
 	unhealthy := waitFor(ctx, 60*time.Second, func() bool { return h.healthz(i) == 503 })
-	h.mu.Lock()
-	h.protect[i]--
-	h.mu.Unlock()
+	restarts := p.startCount() - starts
 	// Give the space back.
 	if filler != "" {
 		os.Remove(filler)
@@ -526,10 +541,24 @@ func (h *harness) diskFull(ctx context.Context) {
 	})
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	h.rep.DiskFull = fmt.Sprintf("%s on %s: unhealthy (503) observed %v, resumed and healthy %v", how, p.name, unhealthy, resumed)
+	h.rep.DiskFull = fmt.Sprintf("%s on %s: unhealthy (503) observed %v (%d restarts while waiting for it), resumed and healthy %v", how, p.name, unhealthy, restarts, resumed)
 	if !unhealthy || !resumed {
 		h.rep.problem("disk full: %s", h.rep.DiskFull)
 	}
+}
+
+// claimQuiet protects node i (no harness kill, stall, wipe or
+// duplicate-name episode) and makes its next start run without failure
+// points, unless another episode holds it; it reports whether it did.
+func (h *harness) claimQuiet(i int) bool {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.protect[i] > 0 || h.stopped[i] {
+		return false
+	}
+	h.protect[i]++
+	h.quiet[i] = true
+	return true
 }
 
 func waitFor(ctx context.Context, d time.Duration, f func() bool) bool {
