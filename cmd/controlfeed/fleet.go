@@ -43,7 +43,8 @@ var fleetCmd = &command{
 node: NODE, STATE, CURSOR, LAG (events behind the head), LAG_S (age in
 seconds of the oldest event it has not applied), SEEN (seconds since its
 last report), DIGEST and, for a halted or unavailable node, the event and
-error. It only reads.
+error. It only reads. The fleet is the nodes' feed: --feed-dir alone means
+the file feed, --nats-url (or its variable) alone means jetstream.
 
 DIGEST compares the node's state digest with every other node's at the
 highest position both recorded (every node keeps checkpoints at the same

@@ -169,6 +169,11 @@ func testFleet(t *testing.T, dir string, env, producer, node []string, hasConsum
 	if got := mustRun(t, env, "", "fleet", node[0], node[1]); !strings.Contains(got, "DIFFERS (vs 2 nodes)") || !strings.Contains(got, "halted") || !strings.Contains(got, "stale") {
 		t.Errorf("fleet table:\n%s", got)
 	}
+	// Without --feed-source, the feed directory or the broker's URL in the
+	// environment says which fleet to read.
+	if got := mustRun(t, env, "", "fleet"); !strings.Contains(got, "n-tamper") || !strings.Contains(got, "DIFFERS") {
+		t.Errorf("fleet without --feed-source:\n%s", got)
+	}
 
 	// wait: the live nodes but n-halt applied the event; n-stop is left out.
 	_, _, err = run(t, env, "", "fleet", "wait", "--event", big, "--timeout", "1s", node[0], node[1])

@@ -5,11 +5,13 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"os"
 	"time"
 
 	"github.com/controlfeed/controlfeed/controlevent"
 	"github.com/controlfeed/controlfeed/feed"
 	"github.com/controlfeed/controlfeed/feed/filesource"
+	"github.com/controlfeed/controlfeed/feed/natsfeed"
 	"github.com/controlfeed/controlfeed/feed/nop"
 )
 
@@ -219,10 +221,18 @@ func (m *Main) printEvent(e controlevent.Event, asJSON bool) error {
 	return err
 }
 
-// defaultFileFeed makes --feed-dir without --feed-source mean the file feed,
-// for the commands that only read a feed (tail, snapshot list and restore).
+// defaultFileFeed makes --feed-dir without --feed-source mean the file
+// feed, and else an explicit --nats-url (flag or environment) mean
+// jetstream, for the commands that only read a feed (tail, fleet, snapshot
+// list and restore). An explicit --feed-source always wins.
 func (s *settings) defaultFileFeed() {
-	if (s.FeedSource == nop.Name || s.FeedSource == "") && !s.set["feed-source"] && s.FeedDir != "" {
+	if (s.FeedSource != nop.Name && s.FeedSource != "") || s.set["feed-source"] {
+		return
+	}
+	switch {
+	case s.FeedDir != "":
 		s.FeedSource = filesource.Name
+	case s.set["nats-url"] || os.Getenv(envName("nats-url")) != "":
+		s.FeedSource = natsfeed.Name
 	}
 }
