@@ -131,7 +131,10 @@ func (m Manifest) Verify(kr *trust.Keyring) (string, error) {
 			}
 		}
 		detail := "the signature does not verify"
-		if se != nil {
+		switch {
+		case reason == ReasonUnknownKey:
+			detail = "signed by a key this node does not trust" // the key ids follow in Error
+		case se != nil:
 			detail = se.Detail
 		}
 		return fail(reason, m.SignedBy, "%s", detail)
