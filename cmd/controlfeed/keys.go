@@ -81,7 +81,8 @@ var keysRevokeCmd = &command{
 node from the event's position on: a later event signed by it is a security
 halt (unknown-key). The pump signs the event with its current key, which
 must be another trusted key if the revoked one is compromised (restart the
-producer with the new key first). See docs/SECURITY.md.`,
+producer with the new key first). A producer started on this database with
+the revoked key refuses to start. See docs/SECURITY.md.`,
 	example:  `controlfeed keys revoke --db producer.db ed25519:83f6ed4738d593fd`,
 	settings: []string{"db", "log-format", "log-level"},
 	override: map[string]flagHelp{

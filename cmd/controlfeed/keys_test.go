@@ -1,11 +1,16 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
+	"io"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
+
+	"github.com/controlfeed/controlfeed/outbox"
 )
 
 func TestKeys_GenerateAndShow(t *testing.T) {
@@ -82,5 +87,59 @@ func TestServe_TrustFlags(t *testing.T) {
 		if err != nil && strings.Contains(err.Error(), strings.Split(string(b), "\n")[2][6:]) {
 			t.Errorf("the error shows the private key: %v", err)
 		}
+	}
+}
+
+// TestServe_RefusesRevokedSigningKey: after "keys revoke" of its key, a
+// producer restarted on that key refuses to start (the fleet would halt
+// at its next event), naming the revocation; with the new key it starts
+// and publishes; an announcement of the old key after the revocation
+// makes it usable again.
+func TestServe_RefusesRevokedSigningKey(t *testing.T) {
+	dir := t.TempDir()
+	keys := map[string]keyInfo{}
+	for _, name := range []string{"old", "new"} {
+		var info keyInfo
+		if err := json.Unmarshal([]byte(mustRun(t, nil, "", "keys", "generate", "--out", filepath.Join(dir, "keys"), "--name", name, "--json")), &info); err != nil {
+			t.Fatal(err)
+		}
+		keys[name] = info
+	}
+	feedDir := filepath.Join(dir, "feed")
+	env := []string{"CONTROLFEED_ARTIFACT_DIR=" + filepath.Join(dir, "art"), "CONTROLFEED_POLL_INTERVAL=20ms"}
+	db := filepath.Join(dir, "producer.db")
+	mustRun(t, env, "", "kv", "put", "--db", db, "a", "1")
+	revoke := strings.TrimSpace(mustRun(t, env, "", "keys", "revoke", "--db", db, keys["old"].KeyID))
+	serve := func(key string) (context.CancelFunc, chan error) {
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan error, 1)
+		go func() {
+			m := &Main{Environ: func() []string { return env }, Stdout: io.Discard, Stderr: io.Discard}
+			done <- m.Run(ctx, []string{"serve", "--db", db, "--feed-sink", "file", "--feed-dir", feedDir, "--signing-key", key})
+		}()
+		return cancel, done
+	}
+	cancel, done := serve(keys["old"].SecretFile)
+	select {
+	case err := <-done:
+		if err == nil || !strings.Contains(err.Error(), "signing key is revoked") || !strings.Contains(err.Error(), revoke) {
+			t.Fatalf("serve on the revoked key: %v; want a refusal naming the revocation event %s", err, revoke)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("serve on the revoked key did not refuse to start within 30s")
+	}
+	cancel()
+	cancel, done = serve(keys["new"].SecretFile)
+	waitFor(t, 30*time.Second, "the new key's producer to publish both events", func() bool {
+		out, _, err := run(t, nil, "", "tail", "--follow=false", "--feed-dir", feedDir)
+		return err == nil && strings.Count(out, "\n") == 2
+	})
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatalf("serve on the new key: %v", err)
+	}
+	mustRun(t, env, "", "keys", "announce", "--db", db, keys["old"].PublicFile)
+	if err := outbox.CheckSigner(context.Background(), openTestDB(t, context.Background(), db), keys["old"].KeyID); err != nil {
+		t.Errorf("after announcing the old key again: %v; want it usable", err)
 	}
 }

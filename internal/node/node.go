@@ -428,6 +428,11 @@ func Open(ctx context.Context, cfg *Config) (_ *Node, err error) {
 		if err != nil {
 			return nil, fmt.Errorf("node: %w", err)
 		}
+		if c.SigningKey != nil {
+			if err := outbox.CheckSigner(ctx, n.db, c.SigningKey.ID()); err != nil {
+				return nil, fmt.Errorf("node: %s: %w", c.DB, err)
+			}
+		}
 	}
 	if n.source != nil {
 		n.applier, err = applier.New(n.db, n.source, n.store, &applier.Config{
