@@ -5,6 +5,8 @@ import (
 	"net/http"
 	"time"
 
+	"github.com/controlfeed/controlfeed/fleet"
+
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
@@ -85,6 +87,30 @@ var statusMetrics = []statusMetric{
 		always(func(s *Status, _ *ProcessStatus) float64 { return flag(s.FeedBehindCursor != "") })),
 	newStatusMetric("controlfeed_feed_read_failing", "1 while the applier's reads of the feed fail (see feed_error in /v1/status).", prometheus.GaugeValue,
 		always(func(_ *Status, p *ProcessStatus) float64 { return flag(p.FeedError != "") })),
+}
+
+// reporterMetrics are the fleet reporter's counters (fleet.ReporterStats),
+// so that a node whose reports stop reaching the fleet (a report store that
+// refuses writes: the node looks stale in "controlfeed fleet" while it
+// applies) can be alerted on from the node itself. Like statusMetrics,
+// never renamed, only added.
+func reporterMetrics(r *fleet.Reporter) []prometheus.Collector {
+	return []prometheus.Collector{
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "controlfeed_fleet_reports_total",
+			Help: "Fleet reports this process wrote to the report store."},
+			func() float64 { return float64(r.Stats().Published) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "controlfeed_fleet_report_failures_total",
+			Help: "Fleet reports this process failed to write (it retries at the next look; the last error is logged)."},
+			func() float64 { return float64(r.Stats().Failures) }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "controlfeed_fleet_report_last_success_timestamp_seconds",
+			Help: "Unix time of this process's last fleet report written; 0 before the first."},
+			func() float64 {
+				if t := r.Stats().LastPublishedAt; !t.IsZero() {
+					return float64(t.UnixNano()) / 1e9
+				}
+				return 0
+			}),
+	}
 }
 
 // statusCollector exports statusMetrics from the Status read at each

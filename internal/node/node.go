@@ -710,4 +710,5 @@ func (n *Node) openReporter(ctx context.Context) {
 		return
 	}
 	n.reports, n.reporter = st, rep
+	n.reg.MustRegister(reporterMetrics(rep)...)
 }

@@ -6,7 +6,9 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -20,6 +22,7 @@ import (
 	"github.com/controlfeed/controlfeed/feed"
 	_ "github.com/controlfeed/controlfeed/feed/filesource"
 	_ "github.com/controlfeed/controlfeed/feed/nop"
+	"github.com/controlfeed/controlfeed/fleet/filefleet"
 	"github.com/controlfeed/controlfeed/internal/node"
 	"github.com/controlfeed/controlfeed/kv"
 )
@@ -369,4 +372,49 @@ func TestNode_DatabaseUnreadable(t *testing.T) {
 	if code, body := get(t, prod, "/healthz"); code != 503 || !strings.Contains(body, "the database cannot be read") {
 		t.Fatalf("/healthz = %d %s", code, body)
 	}
+}
+
+// TestNode_ReporterMetrics: /metrics counts the fleet reports a node wrote
+// and, once its report store refuses writes (the reports directory
+// replaced by a file), the failures, so that a node the fleet sees as
+// stale can be alerted on from itself; the output stays lint-clean.
+func TestNode_ReporterMetrics(t *testing.T) {
+	dir := t.TempDir()
+	feedDir := filepath.Join(dir, "feed")
+	if err := os.MkdirAll(feedDir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	n := start(t, &node.Config{DB: filepath.Join(dir, "n.db"), FeedSource: "file", Feed: feed.SourceConfig{FileDir: feedDir},
+		Listen: "127.0.0.1:0", NodeName: "n1", PollInterval: 10 * time.Millisecond,
+		FleetReports: true, FleetDebounce: 20 * time.Millisecond, FleetHeartbeat: 50 * time.Millisecond})
+	metric := func(name string) float64 {
+		_, body := get(t, n, "/metrics")
+		for _, line := range strings.Split(body, "\n") {
+			if v, ok := strings.CutPrefix(line, name+" "); ok {
+				f, err := strconv.ParseFloat(v, 64)
+				if err != nil {
+					t.Fatalf("%s: %v", line, err)
+				}
+				return f
+			}
+		}
+		t.Fatalf("/metrics lacks %s:\n%s", name, body)
+		return 0
+	}
+	waitFor(t, "a fleet report written", func() bool { return metric("controlfeed_fleet_reports_total") >= 1 })
+	if ts := metric("controlfeed_fleet_report_last_success_timestamp_seconds"); ts < float64(time.Now().Add(-time.Minute).Unix()) {
+		t.Errorf("last success timestamp %v, want within the last minute", ts)
+	}
+	if f := metric("controlfeed_fleet_report_failures_total"); f != 0 {
+		t.Errorf("failures before the store broke: %v", f)
+	}
+	reports := filepath.Join(feedDir, filefleet.Dir)
+	if err := os.RemoveAll(reports); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(reports, []byte("not a directory"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "a failed fleet report counted", func() bool { return metric("controlfeed_fleet_report_failures_total") >= 1 })
+	checkRegistry(t, n)
 }
