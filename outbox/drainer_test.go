@@ -28,7 +28,11 @@ func TestPump_OneDrainerTakeover(t *testing.T) {
 		db, reopen := tdb.Open(t)
 		dbA, dbB := reopen(t), reopen(t)
 		sink := &FakeBatchSink{} // the broker both pumps publish to
-		cfg := &outbox.Config{PollInterval: 5 * time.Millisecond, DrainerLockInterval: 100 * time.Millisecond,
+		// The holder gives up its lock when a confirmation takes longer
+		// than the interval; at 100ms a loaded machine (the chaos suite
+		// beside it) made A drop the lock by itself before the test
+		// terminated its session, which then found no holder.
+		cfg := &outbox.Config{PollInterval: 5 * time.Millisecond, DrainerLockInterval: 500 * time.Millisecond,
 			MinBackoff: time.Millisecond, MaxBackoff: 20 * time.Millisecond}
 		pa, pb := newPump(t, dbA, sink, cfg), newPump(t, dbB, sink, cfg)
 

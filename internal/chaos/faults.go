@@ -239,6 +239,7 @@ func (h *harness) dupEpisode(ctx context.Context, e int) {
 
 	pid0, starts0 := p.pid(), p.startCount()
 	cmd := exec.Command(argv[0], argv[1:]...)
+	dieWithHarness(cmd)
 	cmd.Stdout, cmd.Stderr = logf, logf
 	cmd.Env = []string{"PATH=" + os.Getenv("PATH")}
 	if err := cmd.Start(); err != nil {

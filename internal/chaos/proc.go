@@ -89,6 +89,7 @@ func (p *proc) supervise(ctx context.Context, restartDelay time.Duration) {
 			continue
 		}
 		cmd := exec.Command(p.argv[0], p.argv[1:]...)
+		dieWithHarness(cmd)
 		cmd.Stdout, cmd.Stderr = f, f
 		cmd.Env = p.env()
 		if err := cmd.Start(); err != nil {
