@@ -219,6 +219,8 @@ type harness struct {
 	ndb       []*sql.DB
 	injected  map[string]injection // by event id@cv key
 	attacker  *trust.PrivateKey    // a signed run's untrusted key (forge.go)
+	ring      *trust.Keyring       // a signed run's trusted key, to read chain seqs (hostile.go)
+	pumpMu    sync.Mutex           // held by a power loss and by a dropped or swapped injection until its repair
 	published map[string]uint64    // harness-published event ids (new ids) -> cv
 	forced    map[uint64]bool      // stream sequences of forced duplicates
 	protect   map[int]int          // > 0: node in a duplicate-name window or the disk-full wait: no harness kill or stall
@@ -720,7 +722,7 @@ func (h *harness) randomKills(ctx context.Context, done <-chan struct{}) {
 		}
 		i := h.intn(len(victims))
 		h.mu.Lock()
-		protected := i >= 2 && h.protect[i-2] > 0
+		protected := i >= 2 && h.protect[i-2] > 0 || i == 1 && h.protect[-1] > 0
 		h.mu.Unlock()
 		// With the Object Store the writer and every node open a broker
 		// connection for the bucket before their first write or round;
