@@ -74,6 +74,7 @@ func lastPair(tail []tailMsg) (a, b int, ok bool) {
 // streamFix is the operator's repair of a dropped or swapped injection:
 // delete the copy the nodes halted at, then append these events in order.
 type streamFix struct {
+	id       string // the event the nodes halted at
 	halted   uint64
 	reappend []controlevent.Event
 	done     bool
@@ -162,7 +163,10 @@ func (h *harness) injectHostile(ctx context.Context, kind string) (injection, er
 		return inj, fmt.Errorf("no two fresh consecutive producer events in the stream's tail after %d (%d messages)", delivered, len(tail))
 	}
 	ea, eb := tail[a], tail[b]
-	fix := &streamFix{}
+	h.mu.Lock()
+	h.hostile[ea.ev.EventID], h.hostile[eb.ev.EventID] = true, true
+	h.mu.Unlock()
+	fix := &streamFix{id: eb.ev.EventID}
 	switch kind {
 	case ForgedDropped:
 		if err := h.deleteMsg(ctx, ea.seq); err != nil {
@@ -256,12 +260,20 @@ func (h *harness) freshProducerEvent(ctx context.Context, id string, seq uint64)
 
 // repairStream is the operator's action for a dropped or swapped
 // injection, once every node halted at it: delete the copy the nodes
-// halted at, append the events of the fix in chain order, restart the
-// pump. It may be called again after an error; it does the rest.
+// halted at and every later copy of that event (a pump retry past the
+// duplicate window may have stored one), append the events of the fix in
+// chain order, restart the pump. It may be called again after an error; it
+// does the rest.
 func (h *harness) repairStream(ctx context.Context, fix *streamFix) error {
 	if fix.halted != 0 {
-		if err := h.deleteMsg(ctx, fix.halted); err != nil {
+		copies, err := h.copiesFrom(ctx, fix.halted, fix.id)
+		if err != nil {
 			return err
+		}
+		for _, s := range copies {
+			if err := h.deleteMsg(ctx, s); err != nil {
+				return err
+			}
 		}
 		fix.halted = 0
 	}
@@ -275,6 +287,30 @@ func (h *harness) repairStream(ctx context.Context, fix *streamFix) error {
 	fix.release()
 	fix.release = func() {}
 	return nil
+}
+
+// copiesFrom returns the positions from seq on that hold event id.
+func (h *harness) copiesFrom(ctx context.Context, seq uint64, id string) ([]uint64, error) {
+	cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	st, err := h.js.Stream(cctx, natsfeed.DefaultStream)
+	if err != nil {
+		return nil, fmt.Errorf("find the copies of %s: %w", id, err)
+	}
+	var out []uint64
+	for s := seq; s <= st.CachedInfo().State.LastSeq; s++ {
+		m, err := st.GetMsg(cctx, s)
+		if errors.Is(err, jetstream.ErrMsgNotFound) {
+			continue
+		}
+		if err != nil {
+			return nil, fmt.Errorf("find the copies of %s: read %d: %w", id, s, err)
+		}
+		if e, err := controlevent.Decode(m.Data); err == nil && e.EventID == id {
+			out = append(out, s)
+		}
+	}
+	return out, nil
 }
 
 // deleteMsg deletes stream message seq, retrying for up to 30s (a message

@@ -177,6 +177,12 @@ func (h *harness) duplicates(ctx context.Context, done <-chan struct{}) {
 			continue
 		}
 		for _, e := range evs {
+			h.mu.Lock()
+			skip := h.hostile[e.EventID] // its copy could come before the operator's repair
+			h.mu.Unlock()
+			if skip {
+				continue
+			}
 			pctx, cancel := context.WithTimeout(ctx, time.Second)
 			ack, err := h.publishOnce(pctx, e)
 			cancel()
