@@ -150,17 +150,37 @@ func (h *harness) injectHostile(ctx context.Context, kind string) (injection, er
 	h.protect[-1]++ // no pump stall or random kill
 	h.mu.Unlock()
 	h.pump.hold(true)
-	h.pump.signal(syscall.SIGSTOP)
 	stopped = true
+	// The supervisor may be starting a pump it read as not held: give it
+	// the moment to record it, then stop whichever runs.
+	time.Sleep(100 * time.Millisecond)
+	h.pump.signal(syscall.SIGSTOP)
 	time.Sleep(300 * time.Millisecond) // publishes already sent are stored meanwhile
 
-	tail, err := h.readTail(ctx, delivered)
-	if err != nil {
-		return inj, err
-	}
-	a, b, found := lastPair(tail)
-	if !found {
-		return inj, fmt.Errorf("no two fresh consecutive producer events in the stream's tail after %d (%d messages)", delivered, len(tail))
+	// The tail must be final: the same pair on two reads 500ms apart.
+	var tail []tailMsg
+	var a, b int
+	for try := 0; ; try++ {
+		t1, err := h.readTail(ctx, delivered)
+		if err != nil {
+			return inj, err
+		}
+		a1, b1, found := lastPair(t1)
+		if !found {
+			return inj, fmt.Errorf("no two fresh consecutive producer events in the stream's tail after %d (%d messages)", delivered, len(t1))
+		}
+		time.Sleep(500 * time.Millisecond)
+		if tail, err = h.readTail(ctx, delivered); err != nil {
+			return inj, err
+		}
+		var ok2 bool
+		a, b, ok2 = lastPair(tail)
+		if ok2 && tail[a].seq == t1[a1].seq && tail[b].seq == t1[b1].seq {
+			break
+		}
+		if try == 3 {
+			return inj, fmt.Errorf("the stream's tail after %d keeps changing with the pump stopped", delivered)
+		}
 	}
 	ea, eb := tail[a], tail[b]
 	h.mu.Lock()

@@ -49,8 +49,10 @@ var wantHalt = map[string]string{
 	ForgedUnsigned:   "(" + ForgedUnsigned + ")",
 	ForgedUnknownKey: "(" + ForgedUnknownKey + ")",
 	ForgedAltered:    "(" + ForgedAltered + ")",
-	ForgedDropped:    "(chain-gap)",
-	ForgedSwapped:    "(chain-gap)",
+	// Both break the chain; a swap's detail also says where the missing
+	// event follows (applier: reordered).
+	ForgedDropped: "(chain-gap)",
+	ForgedSwapped: ": reordered (chain-gap)",
 }
 
 // injection is one bad input the harness published.
@@ -350,6 +352,7 @@ func (h *harness) resolve(ctx context.Context, inj injection) {
 	detected := make([]bool, n)
 	settled := make([]bool, n)
 	skipped := make([]bool, n)
+	firstSeen := make([]time.Time, n) // a swapped halt first seen without the reorder detail
 	deadline := time.Now().Add(2 * time.Minute)
 	var repairErr error
 	if inj.fix != nil {
@@ -370,10 +373,23 @@ func (h *harness) resolve(ctx context.Context, inj injection) {
 				all = false
 				continue
 			}
+			if !detected[i] && id == inj.id && cv == inj.cv && inj.kind == ForgedSwapped && !strings.Contains(msg, wantHalt[inj.kind]) {
+				// A first poll that ended before the missing event says
+				// only chain-gap; the retry polls both. Wait 10s for it.
+				if firstSeen[i].IsZero() {
+					firstSeen[i] = time.Now()
+				}
+				if time.Since(firstSeen[i]) < 10*time.Second {
+					all = false
+					continue
+				}
+			}
 			if !detected[i] && id == inj.id && cv == inj.cv {
 				detected[i] = true
 				h.mu.Lock()
-				if strings.Contains(msg, wantHalt[inj.kind]) {
+				if inj.kind == ForgedDropped && strings.Contains(msg, wantHalt[ForgedSwapped]) {
+					h.rep.problem("node%d halted at dropped %s@%d with %q: a drop reported as a reorder", i+1, inj.id, inj.cv, msg)
+				} else if strings.Contains(msg, wantHalt[inj.kind]) {
 					h.rep.Detected[inj.kind]++
 				} else {
 					h.rep.problem("node%d halted at %s %s@%d with %q, want an error containing %q", i+1, inj.kind, inj.id, inj.cv, msg, wantHalt[inj.kind])
