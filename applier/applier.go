@@ -491,6 +491,11 @@ func (a *Applier) apply(ctx context.Context, cursor uint64, evs []controlevent.E
 				r.Verified, r.Err = ring.Verify(ev)
 			}
 			if head, fail = a.verify(ev, r, it.known || planned[ev.EventID], lerr, head); fail != nil {
+				if k := i - first; k >= 0 && k < len(checked) && fail.op == opVerify {
+					if se := reordered(fail.err, head, evs[i+1:first+len(checked)], checked[k+1:]); se != nil {
+						fail.err = a.eventErr(ev, "verify", se)
+					}
+				}
 				break
 			}
 			it.trust = head
@@ -656,6 +661,27 @@ func (a *Applier) verify(ev controlevent.Event, r trust.Result, known bool, lerr
 		return v.Head(), nil
 	}
 	return head, nil
+}
+
+// reordered returns err's chain-gap error completed with where the
+// missing successor of head is, when it is among the events polled after
+// the failing one (evs, with their signature checks res): the events are
+// reordered, not only dropped. The reason stays chain-gap; the detail tells
+// the operator which copy to move (docs/SECURITY.md). It returns nil when
+// err is no chain gap or the successor is not among evs.
+func reordered(err error, head trust.Head, evs []controlevent.Event, res []trust.Result) *trust.SecurityError {
+	var se *trust.SecurityError
+	if !errors.As(err, &se) || se.Reason != trust.ReasonChainGap {
+		return nil
+	}
+	for j, r := range res {
+		if j < len(evs) && r.Err == nil && r.Verified.Link.Seq == head.Seq+1 {
+			c := *se
+			c.Detail += fmt.Sprintf("; seq %d follows at control version %d: reordered", head.Seq+1, evs[j].ControlVersion)
+			return &c
+		}
+	}
+	return nil
 }
 
 // checkGap asks the feed, which promised dense positions, whether the

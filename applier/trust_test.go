@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -160,6 +161,11 @@ func TestTrust_Refused(t *testing.T) {
 			st := a.Status()
 			if st.State != applier.StateSecurityHalted || st.Halted == nil || st.Halted.EventID != haltID || st.Halted.Security != c.reason {
 				t.Fatalf("status %v %+v, want security_halted at %s (%s)", st.State, st.Halted, haltID, c.reason)
+			}
+			// The swap is told from a drop when the missing event came in
+			// the same poll.
+			if reordered := strings.Contains(st.Halted.Error, "seq 4 follows at control version 5: reordered"); reordered != (name == "Swapped") {
+				t.Fatalf("halt error %q: says reordered %v, want %v", st.Halted.Error, reordered, name == "Swapped")
 			}
 			if h.count(haltID) != 0 || cursorOf(t, db) != 3 {
 				t.Fatalf("handler ran %d times for %s; cursor %d", h.count(haltID), haltID, cursorOf(t, db))

@@ -98,7 +98,9 @@ func TestChaos(t *testing.T) {
 // trust its key, and the bad inputs are forged events (unsigned, an
 // untrusted key, a valid signature over altered fields; a replay of a signed
 // event, passed as a duplicate), the others refused on every node with its own reason and passed
-// with skip --security-override. The legitimate bad kinds (conflict,
+// with skip --security-override; and producer events a hostile broker drops
+// or swaps (hostile.go), halted at with chain-gap on every node and applied
+// after the operator's stream repair. The legitimate bad kinds (conflict,
 // poison, missing and corrupt artifacts...) run in TestChaos.
 func TestChaos_ObjectStore(t *testing.T) {
 	if testing.Short() {

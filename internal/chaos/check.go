@@ -155,7 +155,9 @@ func (h *harness) check(ctx context.Context) error {
 	for _, inj := range h.injected {
 		// A conflict and a replay reuse a producer's EventID: the producer's
 		// checks cover them (its first copy is the one applied).
-		if inj.kind != BadConflict && inj.kind != ForgedReplay {
+		// So do the producer's own events a hostile broker dropped or
+		// swapped.
+		if inj.kind != BadConflict && inj.kind != ForgedReplay && inj.fix == nil {
 			injectedByID[inj.id] = inj
 		}
 	}

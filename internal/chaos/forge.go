@@ -41,7 +41,7 @@ const (
 	ForgedReplay = "replay"
 )
 
-var forgedKinds = []string{ForgedUnsigned, ForgedUnknownKey, ForgedAltered, ForgedReplay}
+var forgedKinds = []string{ForgedUnsigned, ForgedUnknownKey, ForgedAltered, ForgedReplay, ForgedDropped, ForgedSwapped}
 
 func isForged(kind string) bool {
 	for _, k := range forgedKinds {
@@ -68,6 +68,9 @@ func (h *harness) setupSigning() (pumpArgs, nodeArgs []string, err error) {
 	}
 	if err := os.WriteFile(pub, trust.MarshalPublicKey(k.Public()), 0o644); err != nil {
 		return nil, nil, fmt.Errorf("chaos: write the trusted key: %w", err)
+	}
+	if h.ring, err = trust.NewKeyring(k.Public()); err != nil {
+		return nil, nil, fmt.Errorf("chaos: keyring of the producer's key: %w", err)
 	}
 	return []string{"--signing-key", priv}, []string{"--trust-key", pub}, nil
 }
@@ -101,6 +104,9 @@ func (h *harness) signedOlds(ctx context.Context, maxCV uint64, n int) ([]contro
 	var out []controlevent.Event
 	for _, p := range ps {
 		e, err := h.storedEvent(ctx, uint64(p.cv))
+		if errors.Is(err, jetstream.ErrMsgNotFound) {
+			continue // deleted by a dropped or swapped injection (hostile.go)
+		}
 		if err != nil {
 			return out, fmt.Errorf("read event %s at %d: %w", p.id, p.cv, err)
 		}
@@ -114,6 +120,9 @@ func (h *harness) signedOlds(ctx context.Context, maxCV uint64, n int) ([]contro
 
 // injectForged publishes one forged input of kind straight to the stream.
 func (h *harness) injectForged(ctx context.Context, kind string, i int) (injection, error) {
+	if kind == ForgedDropped || kind == ForgedSwapped {
+		return h.injectHostile(ctx, kind)
+	}
 	inj := injection{kind: kind}
 	maxCV := samples.before(h.cfg.DupWindow + time.Second)
 	if maxCV == 0 {

@@ -219,6 +219,9 @@ type harness struct {
 	ndb       []*sql.DB
 	injected  map[string]injection // by event id@cv key
 	attacker  *trust.PrivateKey    // a signed run's untrusted key (forge.go)
+	ring      *trust.Keyring       // a signed run's trusted key, to read chain seqs (hostile.go)
+	pumpMu    sync.Mutex           // held by a power loss and by a dropped or swapped injection until its repair
+	hostile   map[string]bool      // event ids of dropped and swapped injections: never force-duplicated
 	published map[string]uint64    // harness-published event ids (new ids) -> cv
 	forced    map[uint64]bool      // stream sequences of forced duplicates
 	protect   map[int]int          // > 0: node in a duplicate-name window or the disk-full wait: no harness kill or stall
@@ -269,7 +272,7 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	}
 	h := &harness{cfg: cfg, rng: rand.New(rand.NewPCG(cfg.Seed, 1)), calm: make(chan struct{}),
 		nodeFP: map[int]string{}, injected: map[string]injection{}, published: map[string]uint64{}, forced: map[uint64]bool{},
-		protect: map[int]int{}, stopped: map[int]bool{}, quiet: map[int]bool{}, restarted: make(chan struct{}, 1)}
+		protect: map[int]int{}, stopped: map[int]bool{}, quiet: map[int]bool{}, restarted: make(chan struct{}, 1), hostile: map[string]bool{}}
 	h.rep = newReport(cfg)
 	h.logf = func(format string, args ...any) {
 		fmt.Fprintf(cfg.Log, "chaos %s: %s\n", time.Now().Format("15:04:05.000"), fmt.Sprintf(format, args...))
@@ -720,7 +723,7 @@ func (h *harness) randomKills(ctx context.Context, done <-chan struct{}) {
 		}
 		i := h.intn(len(victims))
 		h.mu.Lock()
-		protected := i >= 2 && h.protect[i-2] > 0
+		protected := i >= 2 && h.protect[i-2] > 0 || i == 1 && h.protect[-1] > 0
 		h.mu.Unlock()
 		// With the Object Store the writer and every node open a broker
 		// connection for the bucket before their first write or round;

@@ -49,6 +49,10 @@ var wantHalt = map[string]string{
 	ForgedUnsigned:   "(" + ForgedUnsigned + ")",
 	ForgedUnknownKey: "(" + ForgedUnknownKey + ")",
 	ForgedAltered:    "(" + ForgedAltered + ")",
+	// Both break the chain; a swap's detail also says where the missing
+	// event follows (applier: reordered).
+	ForgedDropped: "(chain-gap)",
+	ForgedSwapped: ": reordered (chain-gap)",
 }
 
 // injection is one bad input the harness published.
@@ -57,7 +61,8 @@ type injection struct {
 	id    string
 	cv    uint64
 	key   string
-	value []byte // for artifact kinds: the value the node ends up with
+	value []byte     // for artifact kinds: the value the node ends up with
+	fix   *streamFix // for dropped and swapped: the operator's repair (hostile.go)
 }
 
 // publish publishes e's wire form with Msg-Id = e.EventID and returns the
@@ -141,6 +146,7 @@ func (h *harness) duplicates(ctx context.Context, done <-chan struct{}) {
 	// of what is still missing over the rounds that are left.
 	deadline := time.Now().Add(h.cfg.Duration * 3 / 4)
 	age := h.cfg.DupWindow + time.Second
+	logged := 0
 	for {
 		select {
 		case <-ctx.Done():
@@ -166,9 +172,19 @@ func (h *harness) duplicates(ctx context.Context, done <-chan struct{}) {
 		}
 		evs, err := h.oldEvents(ctx, maxCV, batch)
 		if err != nil {
+			if logged < 5 && ctx.Err() == nil {
+				logged++
+				h.logf("forced duplicates: pick %d old events: %v (next round)", batch, err)
+			}
 			continue
 		}
 		for _, e := range evs {
+			h.mu.Lock()
+			skip := h.hostile[e.EventID] // its copy could come before the operator's repair
+			h.mu.Unlock()
+			if skip {
+				continue
+			}
 			pctx, cancel := context.WithTimeout(ctx, time.Second)
 			ack, err := h.publishOnce(pctx, e)
 			cancel()
@@ -336,8 +352,16 @@ func (h *harness) resolve(ctx context.Context, inj injection) {
 	detected := make([]bool, n)
 	settled := make([]bool, n)
 	skipped := make([]bool, n)
+	firstSeen := make([]time.Time, n) // a swapped halt first seen without the reorder detail
 	deadline := time.Now().Add(2 * time.Minute)
 	var repairErr error
+	if inj.fix != nil {
+		defer func() {
+			if !inj.fix.done {
+				inj.fix.release() // the pump runs again whatever happened
+			}
+		}()
+	}
 	for time.Now().Before(deadline) && ctx.Err() == nil {
 		all := true
 		for i, db := range h.nodeDBList() {
@@ -349,10 +373,23 @@ func (h *harness) resolve(ctx context.Context, inj injection) {
 				all = false
 				continue
 			}
+			if !detected[i] && id == inj.id && cv == inj.cv && inj.kind == ForgedSwapped && !strings.Contains(msg, wantHalt[inj.kind]) {
+				// A first poll that ended before the missing event says
+				// only chain-gap; the retry polls both. Wait 10s for it.
+				if firstSeen[i].IsZero() {
+					firstSeen[i] = time.Now()
+				}
+				if time.Since(firstSeen[i]) < 10*time.Second {
+					all = false
+					continue
+				}
+			}
 			if !detected[i] && id == inj.id && cv == inj.cv {
 				detected[i] = true
 				h.mu.Lock()
-				if strings.Contains(msg, wantHalt[inj.kind]) {
+				if inj.kind == ForgedDropped && strings.Contains(msg, wantHalt[ForgedSwapped]) {
+					h.rep.problem("node%d halted at dropped %s@%d with %q: a drop reported as a reorder", i+1, inj.id, inj.cv, msg)
+				} else if strings.Contains(msg, wantHalt[inj.kind]) {
 					h.rep.Detected[inj.kind]++
 				} else {
 					h.rep.problem("node%d halted at %s %s@%d with %q, want an error containing %q", i+1, inj.kind, inj.id, inj.cv, msg, wantHalt[inj.kind])
@@ -386,7 +423,7 @@ func (h *harness) resolve(ctx context.Context, inj injection) {
 				continue
 			}
 			all = false
-			if detected[i] && !skipped[i] && inj.kind != BadMissing && inj.kind != BadCorrupt {
+			if detected[i] && !skipped[i] && inj.kind != BadMissing && inj.kind != BadCorrupt && inj.fix == nil {
 				// Skip kinds: the operator skips on each node as it halts;
 				// every fifth injection uses the controlfeed binary.
 				var err error
@@ -418,6 +455,15 @@ func (h *harness) resolve(ctx context.Context, inj injection) {
 		if all {
 			return
 		}
+		if inj.fix != nil && !inj.fix.done && allSeen(detected, settled) {
+			// The operator's repair of a dropped or swapped injection,
+			// once every node has halted at it (docs/SECURITY.md).
+			if repairErr = h.repairStream(ctx, inj.fix); repairErr == nil {
+				h.mu.Lock()
+				h.rep.StreamRepairs++
+				h.mu.Unlock()
+			}
+		}
 		if inj.value != nil && allTrue(detected) {
 			// A repair that failed (the Object Store's broker is down) is
 			// tried again on the next round, until the deadline.
@@ -438,6 +484,17 @@ func (h *harness) resolve(ctx context.Context, inj injection) {
 		}
 		h.mu.Unlock()
 	}
+}
+
+// allSeen reports whether every node either halted at the injection or
+// moved past it (a problem already recorded).
+func allSeen(detected, settled []bool) bool {
+	for i := range detected {
+		if !detected[i] && !settled[i] {
+			return false
+		}
+	}
+	return true
 }
 
 func allTrue(b []bool) bool {

@@ -42,6 +42,8 @@ func (h *harness) powerLosses(ctx context.Context, done <-chan struct{}) {
 
 // powerLoss performs one episode.
 func (h *harness) powerLoss(ctx context.Context) error {
+	h.pumpMu.Lock() // not while a dropped or swapped injection holds the pump
+	defer h.pumpMu.Unlock()
 	image := h.producerDB + ".img"
 	os.Remove(image)
 	h.mu.Lock()

@@ -40,6 +40,9 @@ type Report struct {
 	// then count forged kinds.
 	Signed         bool
 	Skips, Repairs int
+	// StreamRepairs counts the operator's stream repairs after a dropped
+	// or swapped injection (hostile.go).
+	StreamRepairs int
 	// Conflicts is the sum over nodes of conflicting duplicates recorded.
 	Conflicts int64
 	// Stalls counts SIGSTOP..SIGCONT stalls (0.5–5 s) by role (broker,
@@ -183,8 +186,8 @@ func (r *Report) String() string {
 				all = false
 			}
 		}
-		fmt.Fprintf(&b, "  forged inputs: %d (%s), each detected on all nodes: %v (replays passed as duplicates, nothing applied; the others refused with their reason and passed with skip --security-override)\n",
-			forged, strings.Join(parts, ", "), all)
+		fmt.Fprintf(&b, "  forged inputs: %d (%s), each detected on all nodes: %v (replays passed as duplicates, nothing applied; dropped and swapped producer events halted at with chain-gap, then applied after %d stream repairs; the others refused with their reason and passed with skip --security-override)\n",
+			forged, strings.Join(parts, ", "), all, r.StreamRepairs)
 	}
 	fmt.Fprintf(&b, "  bad inputs: %d tried (", r.badTotal())
 	for i, k := range sortedKeys(r.BadInputs) {
