@@ -17,6 +17,9 @@
 //   - e2e/latency: producer commit to applied on each of 3 nodes at a fixed
 //     rate vs publish, consume, commit one row and ack on 3 raw consumers
 //     (p50 <= 2 ms, p99 <= 10 ms).
+//   - e2e/latency-vs-durable-raw: the same controlfeed figures against a
+//     second baseline, not the target's: the raw path with the producer's
+//     durable write before each publish (SQLite commit, WAL fsync).
 //   - file/append and file/poll: the file backend's durable Append vs a raw
 //     temp-file + fsync + rename + directory fsync, and a Poll of 10 new
 //     events on a 100k-event history vs on a 1k-event one (<= 2x).

@@ -55,7 +55,7 @@ func TestRun_Tiny(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Log("\n" + sb.String())
-	want := map[string]int{"pump/sync": 1, "pump/batch": 1, "apply/catch-up": 1, "e2e/latency": 4, "file/append": 1, "file/poll": 1, "rss/catch-up": 2, "join/replay": 2, "join/snapshot": 2, "fanout/latency": 4, "sign/pump": 1, "sign/catch-up": 1}
+	want := map[string]int{"pump/sync": 1, "pump/batch": 1, "apply/catch-up": 1, "e2e/latency": 4, "e2e/latency-vs-durable-raw": 4, "file/append": 1, "file/poll": 1, "rss/catch-up": 2, "join/replay": 2, "join/snapshot": 2, "fanout/latency": 4, "sign/pump": 1, "sign/catch-up": 1}
 	got := map[string]int{}
 	for _, r := range rep.Results {
 		got[r.Name]++

@@ -23,6 +23,10 @@ directly on the same server and disk, with their ratio and the target:
   apply/catch-up  applier draining a pre-filled stream vs raw 100-row inserts
   e2e/latency     producer commit -> applied on 3 nodes at 1k events/s, vs
                   publish -> consume -> commit -> ack on 3 raw consumers
+  e2e/latency-vs-durable-raw
+                  the same, against raw preceded by the producer's durable
+                  write (SQLite commit + WAL fsync, then publish); not the
+                  target's baseline
   file/append     file feed durable append vs write+fsync+rename
   file/poll       file feed Poll on a 100k-event history vs a 1k one
   rss/catch-up    peak RSS of a child process (this binary re-executed as
