@@ -10,6 +10,7 @@ package sqlitedb
 import (
 	"context"
 	"database/sql"
+	"errors"
 	"fmt"
 	"net/url"
 	"path/filepath"
@@ -83,9 +84,31 @@ func Open(ctx context.Context, path string) (*sql.DB, error) {
 		key = path
 	}
 	db := sql.OpenDB(&connector{base: base, lock: acquireLock(key)})
-	if err := db.PingContext(ctx); err != nil {
-		db.Close()
-		return nil, fmt.Errorf("sqlitedb: open %s: %w", path, err)
+	// Two processes creating the same database at once (a producer's serve
+	// and its first "kv put") race to switch it to WAL, and SQLite answers
+	// the loser SQLITE_BUSY at once, without its busy handler: retry for
+	// up to BusyTimeout, as a busy handler would.
+	deadline := time.Now().Add(BusyTimeout)
+	for {
+		err := db.PingContext(ctx)
+		if err == nil {
+			return db, nil
+		}
+		if !isBusy(err) || time.Now().After(deadline) || ctx.Err() != nil {
+			db.Close()
+			return nil, fmt.Errorf("sqlitedb: open %s: %w", path, err)
+		}
+		time.Sleep(10 * time.Millisecond)
 	}
-	return db, nil
+}
+
+// isBusy reports whether err is SQLite's BUSY (5) or LOCKED (6), extended
+// codes included.
+func isBusy(err error) bool {
+	var c interface{ Code() int }
+	if errors.As(err, &c) {
+		code := c.Code() & 0xff
+		return code == 5 || code == 6
+	}
+	return false
 }
