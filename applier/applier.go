@@ -392,11 +392,20 @@ func (a *Applier) refreshHead(ctx context.Context) {
 	})
 	if err != nil {
 		a.log.Debug("applier: read feed head", "err", err)
+		if ctx.Err() == nil {
+			a.mu.Lock()
+			a.st.HeadError = err.Error()
+			if a.st.HeadErrorSince.IsZero() {
+				a.st.HeadErrorSince = time.Now()
+			}
+			a.mu.Unlock()
+		}
 		return
 	}
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	a.st.Head, a.st.HeadKnown = h, true
+	a.st.HeadError, a.st.HeadErrorSince = "", time.Time{}
 	// The head was read after the cursor (Step reads the cursor first), so
 	// a head below it is not staleness.
 	cursor := a.st.Cursor

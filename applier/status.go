@@ -38,6 +38,12 @@ type Status struct {
 	// Head - Cursor.
 	Head      uint64
 	HeadKnown bool
+	// HeadError is the latest failed read of the feed's head and
+	// HeadErrorSince the first failure since the last successful read
+	// (zero when the last read succeeded). While reads fail Head keeps its
+	// last value, which may be stale: the lag it gives may be too low.
+	HeadError      string
+	HeadErrorSince time.Time
 	// Applied, Skipped and Duplicates count, since New, events whose
 	// handler ran, events passed over by an operator's Skip, and events
 	// already recorded in controlfeed_applied_events (redeliveries).

@@ -29,6 +29,10 @@ func (h *harness) healthWatch(ctx context.Context, done <-chan struct{}) {
 		since   time.Time // zero: not stuck
 		starts  int       // the node's process starts at since
 		counted bool
+		// opening: the process started but has not answered /healthz yet
+		// (serve waits for its broker before it listens); the stuck
+		// period begins when it first answers.
+		opening bool
 	}
 	tr := make([]track, len(h.nodes))
 	limit := nodeStallThreshold + nodeUnavailGrace + healthSlack
@@ -59,8 +63,15 @@ func (h *harness) healthWatch(ctx context.Context, done <-chan struct{}) {
 				continue
 			case t.since.IsZero() || h.nodes[i].startCount() != t.starts:
 				// A node's /healthz judges its own process's lifetime: a
-				// restart begins a new stuck period (docs/RELIABILITY.md).
-				t.since, t.starts, t.counted = now, h.nodes[i].startCount(), false
+				// restart begins a new stuck period (docs/RELIABILITY.md),
+				// from when the node answers (a node still waiting for its
+				// broker to open its stores does not listen yet).
+				t.since, t.starts, t.counted, t.opening = now, h.nodes[i].startCount(), false, true
+				continue
+			case t.opening:
+				if h.healthz(i) != 0 {
+					t.since, t.opening = now, false
+				}
 				continue
 			}
 			if t.counted || now.Sub(t.since) < limit {

@@ -7,6 +7,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -112,5 +113,38 @@ func copyDB(t *testing.T, from, to string) {
 	}
 	if err := out.Close(); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestNode_HeadUnknownIsUnhealthy: once the broker stops answering, the
+// node's head and lag are as last read, so a caught-up-looking node must
+// still turn unhealthy after the stall threshold, naming the failing head
+// reads (the applier's own unavailability is held back here by a long
+// grace, to isolate the reason).
+func TestNode_HeadUnknownIsUnhealthy(t *testing.T) {
+	ctx := context.Background()
+	srv := natsembed.StartForTest(t)
+	dir := t.TempDir()
+	fcfg := feed.SourceConfig{NATS: feed.NATSConfig{URLs: []string{srv.ClientURL()}, NodeName: "n1"}}
+	art := artifactDir(filepath.Join(dir, "art"))
+	prod := start(t, &node.Config{DB: filepath.Join(dir, "p.db"), FeedSink: "jetstream", Feed: fcfg, Artifact: art})
+	n := start(t, &node.Config{DB: filepath.Join(dir, "n1.db"), FeedSource: "jetstream", Feed: fcfg, Artifact: art,
+		NodeName: "n1", PollInterval: 10 * time.Millisecond, Listen: "127.0.0.1:0",
+		StallThreshold: time.Second, UnavailableGrace: time.Hour})
+	if _, err := kv.Put(ctx, prod.DB(), prod.Store(), "k", []byte("v")); err != nil {
+		t.Fatal(err)
+	}
+	prod.Pump().Notify()
+	waitFor(t, "n1 to apply the event", func() bool { s := status(t, n); return s.Cursor == 1 && s.Lag != nil && *s.Lag == 0 })
+	if code, body := get(t, n, "/healthz"); code != 200 {
+		t.Fatalf("/healthz before the broker stops = %d %q", code, body)
+	}
+	srv.Shutdown()
+	waitFor(t, "/healthz to name the failing head reads", func() bool {
+		code, body := get(t, n, "/healthz")
+		return code == 503 && strings.Contains(body, "feed head unknown")
+	})
+	if p := status(t, n).Process; p == nil || p.HeadError == "" || p.HeadErrorSince == nil {
+		t.Errorf("status process = %+v; want the head error and since when", p)
 	}
 }

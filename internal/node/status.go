@@ -213,6 +213,11 @@ type ProcessStatus struct {
 	PumpWaitingSince    *time.Time `json:"pump_waiting_since,omitempty"`
 	ApplierWaiting      string     `json:"applier_waiting,omitempty"`
 	ApplierWaitingSince *time.Time `json:"applier_waiting_since,omitempty"`
+	// HeadError is the latest failed read of the feed's head, and
+	// HeadErrorSince when the reads began to fail (unset once one
+	// succeeds): meanwhile head and lag are as last read, maybe stale.
+	HeadError      string     `json:"head_error,omitempty"`
+	HeadErrorSince *time.Time `json:"head_error_since,omitempty"`
 	// LastPublishAt is when the pump's Sink last accepted an event.
 	LastPublishAt *time.Time `json:"last_publish_at,omitempty"`
 	// StalledSince is set while the feed holds events after the cursor:
@@ -382,6 +387,7 @@ func (n *Node) Status(ctx context.Context) (Status, error) {
 			p.LastApplyAt = &t
 		}
 		p.ApplierWaiting, p.ApplierWaitingSince = as.Waiting, timePtr(as.WaitingSince)
+		p.HeadError, p.HeadErrorSince = as.HeadError, timePtr(as.HeadErrorSince)
 		p.StalledSince = n.trackProgress(s.Cursor, s.Lag)
 	}
 	if n.pump != nil {
@@ -435,7 +441,8 @@ func (n *Node) trackProgress(cursor uint64, lag *uint64) *time.Time {
 // stopped, and no progress for longer than t.Stall: a publish or a feed or
 // store call in flight, a pending outbox row not published (when this
 // process runs the pump), or a cursor that has not moved while the feed
-// holds events after it. None means healthy. Each state has its own
+// holds events after it; and reads of the feed's head failing for longer
+// than t.Stall (the lag shown is then as last read). None means healthy. Each state has its own
 // wording, so an alert tells an event to fix or skip from infrastructure to
 // repair.
 func (s *Status) Health(t Thresholds) []string {
@@ -496,6 +503,12 @@ func (s *Status) stalls(stall time.Duration) []string {
 	}
 	if old(p.ApplierWaitingSince) {
 		reasons = append(reasons, fmt.Sprintf("applier stuck for %s: %s has not returned (over the %v stall threshold)", ago(p.ApplierWaitingSince), p.ApplierWaiting, stall))
+	}
+	if old(p.HeadErrorSince) {
+		// The lag is as last read: a node that stopped progressing while
+		// the feed cannot say how far it is (a broker without quorum)
+		// must not look caught up.
+		reasons = append(reasons, fmt.Sprintf("feed head unknown for %s: reads of the feed's head fail (over the %v stall threshold), so the lag shown may be stale: %s", ago(p.HeadErrorSince), stall, p.HeadError))
 	}
 	if old(p.StalledSince) && s.Lag != nil {
 		reasons = append(reasons, fmt.Sprintf("applier not progressing: the feed holds %d events after cursor %d, which has not moved for %s (over the %v stall threshold)", *s.Lag, s.Cursor, ago(p.StalledSince), stall))
