@@ -1,7 +1,6 @@
 package outbox_test
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"strings"
@@ -12,29 +11,14 @@ import (
 	"github.com/controlfeed/controlfeed/internal/failpoint"
 	"github.com/controlfeed/controlfeed/outbox"
 	"github.com/controlfeed/controlfeed/trust"
+	"github.com/controlfeed/controlfeed/trust/trusttest"
 )
-
-func testKey(t *testing.T, seed byte) *trust.PrivateKey {
-	t.Helper()
-	k, err := trust.NewPrivateKey(bytes.Repeat([]byte{seed}, 32))
-	if err != nil {
-		t.Fatal(err)
-	}
-	return k
-}
 
 // verifyChain checks what a node with keys trusted checks: every event of
 // the feed is signed by one of them and follows the one before.
 func verifyChain(t *testing.T, events []controlevent.Event, keys ...*trust.PrivateKey) trust.Head {
 	t.Helper()
-	var pubs []trust.PublicKey
-	for _, k := range keys {
-		pubs = append(pubs, k.Public())
-	}
-	kr, err := trust.NewKeyring(pubs...)
-	if err != nil {
-		t.Fatal(err)
-	}
+	kr := trusttest.Keyring(t, keys...)
 	var head trust.Head
 	for _, e := range events {
 		v, err := kr.Verify(e)
@@ -63,7 +47,7 @@ func TestPump_Signs(t *testing.T) {
 					fake = &FakeSink{}
 					sink = fake
 				}
-				k := testKey(t, 1)
+				k := trusttest.Key(t, 1)
 				for i := 1; i <= 25; i++ {
 					appendCommitted(t, db, newEvent(i))
 				}
@@ -92,7 +76,7 @@ func TestPump_Signs(t *testing.T) {
 // deterministic), and a standby with ANOTHER key continues the same chain.
 func TestPump_SignsAcrossCrashAndTakeover(t *testing.T) {
 	outbox.ForEachDB(t, func(t *testing.T, tdb outbox.TestDB) {
-		k1, k2 := testKey(t, 1), testKey(t, 2)
+		k1, k2 := trusttest.Key(t, 1), trusttest.Key(t, 2)
 		// crashed returns a database whose pump (key k1) published events
 		// 1-4 into fake but recorded only 1 and 2.
 		crashed := func(t *testing.T) (*FakeSink, func(*trust.PrivateKey) *outbox.Pump) {
@@ -163,7 +147,7 @@ func TestPump_SignFailureMarksDead(t *testing.T) {
 		}
 		big.Extra = x
 		appendCommitted(t, db, newEvent(1), big, newEvent(3))
-		p := newPump(t, db, fake, &outbox.Config{Signer: testKey(t, 1)})
+		p := newPump(t, db, fake, &outbox.Config{Signer: trusttest.Key(t, 1)})
 		ctx := context.Background()
 		for range 3 {
 			p.Pass(ctx)
@@ -175,6 +159,6 @@ func TestPump_SignFailureMarksDead(t *testing.T) {
 		if err != nil || len(dead) != 1 || dead[0].Event.EventID != "evt-0002" || !strings.Contains(dead[0].DeadReason, "cannot be signed") {
 			t.Fatalf("dead rows %+v, %v", dead, err)
 		}
-		verifyChain(t, fake.Feed(), testKey(t, 1))
+		verifyChain(t, fake.Feed(), trusttest.Key(t, 1))
 	})
 }

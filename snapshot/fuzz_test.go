@@ -7,14 +7,15 @@ import (
 
 	"github.com/controlfeed/controlfeed/snapshot"
 	"github.com/controlfeed/controlfeed/trust"
+	"github.com/controlfeed/controlfeed/trust/trusttest"
 )
 
 // FuzzDecodeVerify feeds arbitrary stored manifests to Decode and, when
 // one decodes, to Verify: neither panics, a decoded manifest passes Check,
 // and Verify accepts only what the trusted key signed.
 func FuzzDecodeVerify(f *testing.F) {
-	key := testKey(f, 2)
-	kr := keyring(f, key)
+	key := trusttest.Key(f, 2)
+	kr := trusttest.Keyring(f, key)
 	m := snapshot.Manifest{Kind: snapshot.Kind, Format: snapshot.FormatVersion,
 		Database: snapshot.Database{Ref: "sha256:" + hex64('a'), Size: 4096, SHA256: "sha256:" + hex64('a')},
 		Schemas:  map[string]int{snapshot.ComponentApplier: 1}, ControlVersion: 9, AppliedEvents: 9,

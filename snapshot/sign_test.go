@@ -16,29 +16,8 @@ import (
 	"github.com/controlfeed/controlfeed/kv"
 	"github.com/controlfeed/controlfeed/snapshot"
 	"github.com/controlfeed/controlfeed/trust"
+	"github.com/controlfeed/controlfeed/trust/trusttest"
 )
-
-func testKey(t testing.TB, seed byte) *trust.PrivateKey {
-	t.Helper()
-	k, err := trust.NewPrivateKey(bytes.Repeat([]byte{seed}, 32))
-	if err != nil {
-		t.Fatal(err)
-	}
-	return k
-}
-
-func keyring(t testing.TB, keys ...*trust.PrivateKey) *trust.Keyring {
-	t.Helper()
-	var pubs []trust.PublicKey
-	for _, k := range keys {
-		pubs = append(pubs, k.Public())
-	}
-	kr, err := trust.NewKeyring(pubs...)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return kr
-}
 
 // newSignedFleet is a fleet whose producer signs every event with key and
 // whose node verifies them against kr.
@@ -65,8 +44,8 @@ func newVerifyingApplier(t testing.TB, db *sql.DB, src *fakeSource, store artifa
 // head, without a halt, and ends in the producer's state.
 func TestSigned_BootstrapPastRetention(t *testing.T) {
 	ctx := context.Background()
-	prod, snapKey := testKey(t, 1), testKey(t, 2)
-	kr := keyring(t, prod, snapKey)
+	prod, snapKey := trusttest.Key(t, 1), trusttest.Key(t, 2)
+	kr := trusttest.Keyring(t, prod, snapKey)
 	f := newSignedFleet(t, prod, kr)
 	f.publish(40)
 	f.catchUp()
@@ -183,8 +162,8 @@ func editPayload(t *testing.T, env trust.Envelope, edit func(m map[string]any)) 
 // key, and creates nothing; a restore without keys behaves as before.
 func TestSigned_Refusals(t *testing.T) {
 	ctx := context.Background()
-	prod, snapKey, stranger := testKey(t, 1), testKey(t, 2), testKey(t, 3)
-	kr := keyring(t, prod, snapKey)
+	prod, snapKey, stranger := trusttest.Key(t, 1), trusttest.Key(t, 2), trusttest.Key(t, 3)
+	kr := trusttest.Keyring(t, prod, snapKey)
 	f := newSignedFleet(t, prod, kr)
 	f.publish(30)
 	f.catchUp()

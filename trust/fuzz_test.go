@@ -6,14 +6,15 @@ import (
 
 	"github.com/controlfeed/controlfeed/controlevent"
 	"github.com/controlfeed/controlfeed/trust"
+	"github.com/controlfeed/controlfeed/trust/trusttest"
 )
 
 // FuzzVerify feeds arbitrary wire events to Verify: it must never panic,
 // every failure must be a SecurityError, and a success must be an event
 // signed by the trusted key whose body re-signs to the same bytes.
 func FuzzVerify(f *testing.F) {
-	k := fixedKey(f, 1)
-	kr := keyring(f, k)
+	k := trusttest.Key(f, 1)
+	kr := trusttest.Keyring(f, k)
 	s, _, _ := trust.Sign(k, sampleEvent("e1"), trust.Head{})
 	s.ControlVersion = 1
 	b, _ := controlevent.Marshal(s)
@@ -55,7 +56,7 @@ func FuzzVerify(f *testing.F) {
 // FuzzParseKeys checks that the key parsers never panic and never accept a
 // key whose id does not derive from it.
 func FuzzParseKeys(f *testing.F) {
-	k := fixedKey(f, 3)
+	k := trusttest.Key(f, 3)
 	f.Add(trust.MarshalPrivateKey(k))
 	f.Add(trust.MarshalPublicKey(k.Public()))
 	f.Add([]byte(k.ID() + "=AAAA"))

@@ -15,18 +15,10 @@ import (
 
 	"github.com/controlfeed/controlfeed/controlevent"
 	"github.com/controlfeed/controlfeed/trust"
+	"github.com/controlfeed/controlfeed/trust/trusttest"
 )
 
 var update = flag.Bool("update", false, "rewrite testdata/vectors.json")
-
-func fixedKey(t testing.TB, b byte) *trust.PrivateKey {
-	t.Helper()
-	k, err := trust.NewPrivateKey(bytes.Repeat([]byte{b}, 32))
-	if err != nil {
-		t.Fatal(err)
-	}
-	return k
-}
 
 func sampleEvent(id string) controlevent.Event {
 	return controlevent.Event{
@@ -40,19 +32,6 @@ func sampleEvent(id string) controlevent.Event {
 		CreatedAt:   time.Date(2026, 12, 2, 5, 0, 0, 123456789, time.UTC),
 		Extra:       `{"tenant_id":"acme"}`,
 	}
-}
-
-func keyring(t testing.TB, keys ...*trust.PrivateKey) *trust.Keyring {
-	t.Helper()
-	var pubs []trust.PublicKey
-	for _, k := range keys {
-		pubs = append(pubs, k.Public())
-	}
-	kr, err := trust.NewKeyring(pubs...)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return kr
 }
 
 // roundTrip sends e through the wire codec, as every backend does.
@@ -71,8 +50,8 @@ func roundTrip(t testing.TB, e controlevent.Event) controlevent.Event {
 }
 
 func TestSignVerify_OK(t *testing.T) {
-	k := fixedKey(t, 1)
-	kr := keyring(t, k)
+	k := trusttest.Key(t, 1)
+	kr := trusttest.Keyring(t, k)
 	var head trust.Head
 	var node trust.Head
 	for i, id := range []string{"e1", "e2", "e3"} {
@@ -103,7 +82,7 @@ func TestSignVerify_OK(t *testing.T) {
 }
 
 func TestSign_Deterministic(t *testing.T) {
-	k := fixedKey(t, 1)
+	k := trusttest.Key(t, 1)
 	a, ha, _ := trust.Sign(k, sampleEvent("e1"), trust.Head{})
 	b, hb, _ := trust.Sign(k, a, trust.Head{}) // re-signing replaces the member
 	if a.Extra != b.Extra || ha != hb {
@@ -111,15 +90,15 @@ func TestSign_Deterministic(t *testing.T) {
 	}
 	// Another key gives another signature but the same chain digest, so a
 	// standby producer with its own key continues the same chain.
-	c, hc, _ := trust.Sign(fixedKey(t, 2), sampleEvent("e1"), trust.Head{})
+	c, hc, _ := trust.Sign(trusttest.Key(t, 2), sampleEvent("e1"), trust.Head{})
 	if c.Extra == a.Extra || hc != ha {
 		t.Fatalf("other key: extra equal=%v, head %+v vs %+v", c.Extra == a.Extra, hc, ha)
 	}
 }
 
 func TestVerify_Failures(t *testing.T) {
-	k := fixedKey(t, 1)
-	kr := keyring(t, k)
+	k := trusttest.Key(t, 1)
+	kr := trusttest.Keyring(t, k)
 	signed, _, err := trust.Sign(k, sampleEvent("e1"), trust.Head{})
 	if err != nil {
 		t.Fatal(err)
@@ -176,8 +155,8 @@ func TestVerify_Failures(t *testing.T) {
 		want error
 	}{
 		"Unsigned":     {sampleEvent("e1"), kr, trust.ErrUnsigned},
-		"UnknownKey":   {signed, keyring(t, fixedKey(t, 2)), trust.ErrUnknownKey},
-		"EmptyKeyring": {signed, keyring(t), trust.ErrUnknownKey},
+		"UnknownKey":   {signed, trusttest.Keyring(t, trusttest.Key(t, 2)), trust.ErrUnknownKey},
+		"EmptyKeyring": {signed, trusttest.Keyring(t), trust.ErrUnknownKey},
 		"SeqAltered":   {setSig(func(m map[string]any) { m["seq"] = 1; m["prev"] = "" }), kr, nil},
 		"SeqZero":      {setSig(func(m map[string]any) { m["seq"] = 0 }), kr, trust.ErrMalformed},
 		"PrevOnFirst":  {setSig(func(m map[string]any) { m["prev"] = "sha256:" + strings.Repeat("0", 64) }), kr, trust.ErrMalformed},
@@ -186,7 +165,7 @@ func TestVerify_Failures(t *testing.T) {
 		"SigNotBase64": {setSig(func(m map[string]any) { m["sig"] = "!!" }), kr, trust.ErrMalformed},
 		"SigShort":     {setSig(func(m map[string]any) { m["sig"] = "AAAA" }), kr, trust.ErrMalformed},
 		"UnknownField": {setSig(func(m map[string]any) { m["extra"] = 1 }), kr, trust.ErrMalformed},
-		"KidSwapped":   {setSig(func(m map[string]any) { m["kid"] = fixedKey(t, 2).ID() }), keyring(t, k, fixedKey(t, 2)), trust.ErrBadSignature},
+		"KidSwapped":   {setSig(func(m map[string]any) { m["kid"] = trusttest.Key(t, 2).ID() }), trusttest.Keyring(t, k, trusttest.Key(t, 2)), trust.ErrBadSignature},
 		"SigZeroed":    {setSig(func(m map[string]any) { m["sig"] = strings.Repeat("A", 86) + "==" }), kr, trust.ErrBadSignature},
 	}
 	for name, c := range cases {
@@ -210,8 +189,8 @@ func TestVerify_Failures(t *testing.T) {
 }
 
 func TestHead_Check(t *testing.T) {
-	k := fixedKey(t, 1)
-	kr := keyring(t, k)
+	k := trusttest.Key(t, 1)
+	kr := trusttest.Keyring(t, k)
 	var heads []trust.Head
 	var events []trust.Verified
 	h := trust.Head{}
@@ -285,8 +264,8 @@ func TestKeys_RoundTrip(t *testing.T) {
 }
 
 func TestKeys_ParseErrors(t *testing.T) {
-	k := fixedKey(t, 1)
-	other := fixedKey(t, 2)
+	k := trusttest.Key(t, 1)
+	other := trusttest.Key(t, 2)
 	priv := string(trust.MarshalPrivateKey(k))
 	seed := strings.TrimSuffix(strings.Split(priv, "seed: ")[1], "\n")
 	pubLine := strings.TrimSuffix(strings.Split(string(trust.MarshalPublicKey(k.Public())), "key: ")[1], "\n")
@@ -320,8 +299,8 @@ func TestKeys_ParseErrors(t *testing.T) {
 }
 
 func TestEnvelope(t *testing.T) {
-	k := fixedKey(t, 1)
-	kr := keyring(t, k)
+	k := trusttest.Key(t, 1)
+	kr := trusttest.Keyring(t, k)
 	env := trust.SignEnvelope(k, trust.ManifestPayloadType, []byte(`{"cursor":42}`))
 	b, _ := json.Marshal(env)
 	env2, err := trust.ParseEnvelope(b)
@@ -340,7 +319,7 @@ func TestEnvelope(t *testing.T) {
 	if _, _, err := kr.VerifyEnvelope(env2, trust.EventPayloadType); !errors.Is(err, trust.ErrMalformed) {
 		t.Fatalf("wrong type: %v", err)
 	}
-	if _, _, err := keyring(t, fixedKey(t, 2)).VerifyEnvelope(env2, trust.ManifestPayloadType); !errors.Is(err, trust.ErrUnknownKey) {
+	if _, _, err := trusttest.Keyring(t, trusttest.Key(t, 2)).VerifyEnvelope(env2, trust.ManifestPayloadType); !errors.Is(err, trust.ErrUnknownKey) {
 		t.Fatalf("unknown key: %v", err)
 	}
 	none := env2
@@ -366,7 +345,7 @@ type vector struct {
 }
 
 func TestGoldenVectors(t *testing.T) {
-	k := fixedKey(t, 7)
+	k := trusttest.Key(t, 7)
 	var got []vector
 	h := trust.Head{}
 	events := []controlevent.Event{sampleEvent("0190c0de-0000-7000-8000-000000000001"), {EventID: "e-minimal", Type: "t", CreatedAt: time.Unix(0, 0).UTC()}}
@@ -411,7 +390,7 @@ func TestGoldenVectors(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if _, err := keyring(t, k).Verify(e); err != nil {
+		if _, err := trusttest.Keyring(t, k).Verify(e); err != nil {
 			t.Fatalf("vector %s: %v", v.Name, err)
 		}
 	}
@@ -420,7 +399,7 @@ func TestGoldenVectors(t *testing.T) {
 func itoa(n int) string { b, _ := json.Marshal(n); return string(b) }
 
 func BenchmarkSign(b *testing.B) {
-	k := fixedKey(b, 1)
+	k := trusttest.Key(b, 1)
 	e := sampleEvent("e1")
 	for b.Loop() {
 		if _, _, err := trust.Sign(k, e, trust.Head{}); err != nil {
@@ -430,8 +409,8 @@ func BenchmarkSign(b *testing.B) {
 }
 
 func BenchmarkVerify(b *testing.B) {
-	k := fixedKey(b, 1)
-	kr := keyring(b, k)
+	k := trusttest.Key(b, 1)
+	kr := trusttest.Keyring(b, k)
 	s, _, _ := trust.Sign(k, sampleEvent("e1"), trust.Head{})
 	for b.Loop() {
 		if _, err := kr.Verify(s); err != nil {
@@ -443,8 +422,8 @@ func BenchmarkVerify(b *testing.B) {
 // TestVerifyAll agrees with Verify on every event of a batch in which one
 // event at a time is broken in each way, and accepts an unbroken chain.
 func TestVerifyAll(t *testing.T) {
-	k, other := fixedKey(t, 1), fixedKey(t, 2)
-	kr := keyring(t, k)
+	k, other := trusttest.Key(t, 1), trusttest.Key(t, 2)
+	kr := trusttest.Keyring(t, k)
 	var good []controlevent.Event
 	h := trust.Head{}
 	for i := range 6 {
@@ -513,8 +492,8 @@ func TestVerifyAll(t *testing.T) {
 }
 
 func BenchmarkVerifyAll100(b *testing.B) {
-	k := fixedKey(b, 1)
-	kr := keyring(b, k)
+	k := trusttest.Key(b, 1)
+	kr := trusttest.Keyring(b, k)
 	var batch []controlevent.Event
 	h := trust.Head{}
 	for i := range 100 {
@@ -529,7 +508,7 @@ func BenchmarkVerifyAll100(b *testing.B) {
 // TestSignBatch gives what Sign gives one event at a time, and stops at an
 // event that cannot be signed.
 func TestSignBatch(t *testing.T) {
-	k := fixedKey(t, 1)
+	k := trusttest.Key(t, 1)
 	var in []controlevent.Event
 	for i := range 37 {
 		in = append(in, sampleEvent(fmt.Sprintf("e%d", i)))
