@@ -408,13 +408,15 @@ func TestNode_ReporterMetrics(t *testing.T) {
 	if f := metric("controlfeed_fleet_report_failures_total"); f != 0 {
 		t.Errorf("failures before the store broke: %v", f)
 	}
+	// The reporter may recreate the directory between the removal and the
+	// write: repeat until the file is in its place.
 	reports := filepath.Join(feedDir, filefleet.Dir)
-	if err := os.RemoveAll(reports); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(reports, []byte("not a directory"), 0o644); err != nil {
-		t.Fatal(err)
-	}
+	waitFor(t, "the reports directory replaced by a file", func() bool {
+		if err := os.RemoveAll(reports); err != nil {
+			t.Fatal(err)
+		}
+		return os.WriteFile(reports, []byte("not a directory"), 0o644) == nil
+	})
 	waitFor(t, "a failed fleet report counted", func() bool { return metric("controlfeed_fleet_report_failures_total") >= 1 })
 	checkRegistry(t, n)
 }
