@@ -97,6 +97,11 @@ type Config struct {
 	// security reason and passed with skip --security-override. Jetstream
 	// feed with one broker only.
 	Signed bool
+	// HostileBroker adds, in a signed run, the hostile broker's dropped
+	// and swapped producer events (hostile.go) to the forged kinds. Off
+	// by default: its stream repair still fails now and then (a dropped
+	// event left unrepaired halts the fleet for the rest of the run).
+	HostileBroker bool
 	// DiskFull runs the disk-full episode on the last node (a real tmpfs
 	// when it can be mounted, else the applier.before-commit=enospc point).
 	DiskFull bool

@@ -236,6 +236,9 @@ func (h *harness) badInputs(ctx context.Context, done <-chan struct{}) {
 		kinds := badKinds
 		if h.cfg.Signed {
 			kinds = forgedKinds
+			if !h.cfg.HostileBroker {
+				kinds = forgedKinds[:len(forgedKinds)-2] // without dropped and swapped
+			}
 		}
 		kind := kinds[i%len(kinds)]
 		h.wipe.inject.Lock() // no node wiped while a bad input is resolved
