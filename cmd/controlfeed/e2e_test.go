@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"database/sql"
 	"fmt"
@@ -54,6 +55,42 @@ func (p *proc) kill() {
 	p.cmd.Process.Kill()
 	<-p.done
 	p.cmd = nil
+}
+
+// dumpAndKill is kill for a failed test: SIGQUIT first, so that the Go
+// runtime writes every goroutine's stack to the process's log (where was a
+// process that logged nothing stuck?), then SIGKILL if it has not exited
+// within 5 s.
+func (p *proc) dumpAndKill() {
+	p.cmd.Process.Signal(syscall.SIGQUIT)
+	select {
+	case <-p.done:
+	case <-time.After(5 * time.Second):
+		p.cmd.Process.Kill()
+		<-p.done
+	}
+	p.cmd = nil
+}
+
+// stacks returns the goroutine dump a SIGQUIT left at the end of the log,
+// cut to the goroutines that run the product's code, or "" if there is none.
+func (p *proc) stacks() string {
+	b, _ := os.ReadFile(p.logf)
+	i := bytes.LastIndex(b, []byte("SIGQUIT: quit"))
+	if i < 0 {
+		return ""
+	}
+	var out []string
+	for _, g := range strings.Split(string(b[i:]), "\n\n") {
+		if strings.Contains(g, "controlfeed/controlfeed/") {
+			out = append(out, g)
+		}
+	}
+	s := strings.Join(out, "\n\n")
+	if len(s) > 20000 {
+		s = s[:20000] + "\n…"
+	}
+	return s
 }
 
 // stop sends SIGTERM and returns the exit error (nil = exit status 0).
@@ -130,6 +167,9 @@ func appliedEvents(t *testing.T, ctx context.Context, db *sql.DB) map[string]str
 
 func (p *proc) logTail() string {
 	b, _ := os.ReadFile(p.logf)
+	if i := bytes.LastIndex(b, []byte("SIGQUIT: quit")); i >= 0 {
+		b = b[:i] // the dump is shown by stacks
+	}
 	if len(b) > 3000 {
 		b = b[len(b)-3000:]
 	}
@@ -256,13 +296,20 @@ func killAndConverge(t *testing.T, dir string, setup e2eSetup) {
 	}
 	t.Cleanup(func() {
 		for _, p := range procs {
-			if p.running() {
+			switch {
+			case !p.running():
+			case t.Failed():
+				p.dumpAndKill()
+			default:
 				p.kill()
 			}
 		}
 		if t.Failed() {
 			for _, p := range procs {
 				t.Logf("--- %s log (tail) ---\n%s", p.name, p.logTail())
+				if st := p.stacks(); st != "" {
+					t.Logf("--- %s: its goroutines in the product's code at SIGQUIT ---\n%s", p.name, st)
+				}
 			}
 		}
 	})

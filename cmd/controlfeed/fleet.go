@@ -189,7 +189,7 @@ func (m *Main) openFleet(ctx context.Context, cmd *command, s *settings) (*fleet
 	if err != nil {
 		return nil, err
 	}
-	s.defaultFileFeed()
+	s.defaultReadFeed()
 	if s.FeedSource == nop.Name || s.FeedSource == "" {
 		return nil, usageErrorf("controlfeed %s: --feed-source %s has no fleet: give the nodes' --feed-source (file with --feed-dir, or jetstream with --nats-url) (or %s)\n%s",
 			cmd.name, cmp.Or(s.FeedSource, nop.Name), cmd.envName("feed-source"), cmd.usageLine())

@@ -234,7 +234,7 @@ func (s *settings) openSnapshotStore(cmd *command) (artifact.Store, error) {
 // openCatalog opens the snapshot catalog of --feed-source, creating no
 // broker object.
 func (s *settings) openCatalog(ctx context.Context, cmd *command) (snapshot.Catalog, error) {
-	s.defaultFileFeed()
+	s.defaultReadFeed()
 	if s.FeedSource == nop.Name || s.FeedSource == "" {
 		return nil, usageErrorf("controlfeed %s: --feed-source %s: snapshots are recorded beside the feed the nodes read; give the nodes' --feed-source "+
 			"(file with --feed-dir, or jetstream with --nats-url) (or %s)\n%s", cmd.name, cmp.Or(s.FeedSource, nop.Name), cmd.envName("feed-source"), cmd.usageLine())

@@ -54,7 +54,7 @@ func (m *Main) runTail(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	s.defaultFileFeed()
+	s.defaultReadFeed()
 	if s.FeedSource == nop.Name {
 		return usageErrorf("controlfeed tail: --feed-source is %q, which has no events: give --feed-source file --feed-dir DIR, or --feed-source jetstream with --nats-url", nop.Name)
 	}
@@ -221,11 +221,11 @@ func (m *Main) printEvent(e controlevent.Event, asJSON bool) error {
 	return err
 }
 
-// defaultFileFeed makes --feed-dir without --feed-source mean the file
+// defaultReadFeed makes --feed-dir without --feed-source mean the file
 // feed, and else an explicit --nats-url (flag or environment) mean
 // jetstream, for the commands that only read a feed (tail, fleet, snapshot
 // list and restore). An explicit --feed-source always wins.
-func (s *settings) defaultFileFeed() {
+func (s *settings) defaultReadFeed() {
 	if (s.FeedSource != nop.Name && s.FeedSource != "") || s.set["feed-source"] {
 		return
 	}
