@@ -52,6 +52,7 @@ func run() error {
 	fs.StringVar(&cfg.Artifacts, "artifacts", chaos.ArtifactsFile, "artifact store under test (`NAME`): file (the file store, filled through a tmpfs) or jetstream (the broker's Object Store, filled to its byte limit; jetstream feed only)")
 	fs.IntVar(&cfg.Brokers, "brokers", 1, "broker processes (`N`): 1, or 3 for a NATS cluster of controlfeed nats-server processes with an R3 stream and bucket, leader kills and quorum losses (jetstream feed and artifact store; -artifacts is set to jetstream)")
 	fs.BoolVar(&cfg.Signed, "signed", false, "signed run: the pump signs, the nodes trust its key, and the bad inputs are forged events (unsigned, untrusted key, altered fields, replay) and producer events the broker drops or swaps, each refused with its own security reason and passed with skip --security-override or, for dropped and swapped, applied after the operator's stream repair (jetstream feed, 1 broker)")
+	fs.BoolVar(&cfg.HostileBroker, "hostile-broker", true, "with -signed: the broker also drops or swaps producer events (its own signed events, deleted or re-appended out of order); -hostile-broker=false leaves only the forged kinds")
 	diskFull := fs.Bool("disk-full", true, "run the disk-full episode on the last node (tmpfs if mountable, else a failure point)")
 	fs.Usage = func() {
 		fmt.Fprint(fs.Output(), `Usage: controlfeed-chaos -binary CONTROLFEED [flags]

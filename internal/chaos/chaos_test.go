@@ -113,7 +113,7 @@ func TestChaos_ObjectStore(t *testing.T) {
 	}
 	cfg.Artifacts = chaos.ArtifactsJetStream
 	cfg.Signed = os.Getenv("CONTROLFEED_CHAOS_UNSIGNED") != "1"
-	cfg.HostileBroker = os.Getenv("CONTROLFEED_CHAOS_HOSTILE") == "1"
+	cfg.HostileBroker = os.Getenv("CONTROLFEED_CHAOS_HOSTILE") != "0"
 	runChaos(t, cfg, "CONTROLFEED_CHAOS_OBJECT_REPORT")
 }
 

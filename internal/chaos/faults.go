@@ -30,7 +30,8 @@ const (
 
 // stalls SIGSTOPs a process of the role for 0.5–5 s, then SIGCONTs it, n
 // times spread over the fault phase. Broker stalls exclude broker restarts
-// (brokerMu); node stalls skip a node in a duplicate-name window.
+// (brokerMu), pump stalls power losses and the hostile broker (pumpMu);
+// node stalls skip a node in a duplicate-name window.
 func (h *harness) stalls(ctx context.Context, done <-chan struct{}, role string, n int) {
 	if n <= 0 {
 		return
@@ -52,6 +53,11 @@ func (h *harness) stalls(ctx context.Context, done <-chan struct{}, role string,
 			h.brokerMu.Lock()
 			p = h.broker
 		case "pump":
+			// Not during a power loss or a dropped or swapped injection:
+			// its SIGCONT would restart a pump they stopped (a pump that
+			// published past the hostile broker's deletion put the events
+			// it re-appends out of chain order, and the nodes stayed halted).
+			h.pumpMu.Lock()
 			p = h.pump
 		default:
 			node = h.intn(len(h.nodes))
@@ -75,8 +81,11 @@ func (h *harness) stalls(ctx context.Context, done <-chan struct{}, role string,
 			h.rep.StallTime += d
 			h.mu.Unlock()
 		}
-		if role == "broker" {
+		switch role {
+		case "broker":
 			h.brokerMu.Unlock()
+		case "pump":
+			h.pumpMu.Unlock()
 		}
 	}
 }

@@ -98,9 +98,10 @@ type Config struct {
 	// feed with one broker only.
 	Signed bool
 	// HostileBroker adds, in a signed run, the hostile broker's dropped
-	// and swapped producer events (hostile.go) to the forged kinds. Off
-	// by default: its stream repair still fails now and then (a dropped
-	// event left unrepaired halts the fleet for the rest of the run).
+	// and swapped producer events (hostile.go) to the forged kinds: the
+	// nodes must halt at each with chain-gap and apply it after the
+	// operator's stream repair. The test suite and controlfeed-chaos turn
+	// it on with Signed.
 	HostileBroker bool
 	// DiskFull runs the disk-full episode on the last node (a real tmpfs
 	// when it can be mounted, else the applier.before-commit=enospc point).
@@ -225,7 +226,7 @@ type harness struct {
 	injected  map[string]injection // by event id@cv key
 	attacker  *trust.PrivateKey    // a signed run's untrusted key (forge.go)
 	ring      *trust.Keyring       // a signed run's trusted key, to read chain seqs (hostile.go)
-	pumpMu    sync.Mutex           // held by a power loss and by a dropped or swapped injection until its repair
+	pumpMu    sync.Mutex           // held by a power loss, a pump stall, and a dropped or swapped injection until its repair
 	hostile   map[string]bool      // event ids of dropped and swapped injections: never force-duplicated
 	published map[string]uint64    // harness-published event ids (new ids) -> cv
 	forced    map[uint64]bool      // stream sequences of forced duplicates

@@ -5,7 +5,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"syscall"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -94,8 +93,7 @@ func (h *harness) injectHostile(ctx context.Context, kind string) (injection, er
 	stopped := false
 	release := func() {
 		if stopped {
-			h.pump.signal(syscall.SIGCONT)
-			h.pump.hold(false)
+			h.pump.resume()
 			h.mu.Lock()
 			h.protect[-1]--
 			h.mu.Unlock()
@@ -149,12 +147,10 @@ func (h *harness) injectHostile(ctx context.Context, kind string) (injection, er
 	h.mu.Lock()
 	h.protect[-1]++ // no pump stall or random kill
 	h.mu.Unlock()
-	h.pump.hold(true)
 	stopped = true
-	// The supervisor may be starting a pump it read as not held: give it
-	// the moment to record it, then stop whichever runs.
-	time.Sleep(100 * time.Millisecond)
-	h.pump.signal(syscall.SIGSTOP)
+	if !h.pump.stop() {
+		return inj, fmt.Errorf("the pump (pid %d) is not stopped 2s after SIGSTOP", h.pump.pid())
+	}
 	time.Sleep(300 * time.Millisecond) // publishes already sent are stored meanwhile
 
 	// The tail must be final: the same pair on two reads 500ms apart.

@@ -48,7 +48,8 @@ func (p *proc) signal(sig syscall.Signal) bool {
 	return p.cmd.Process.Signal(sig) == nil
 }
 
-// hold stops restarts (the process may still be running).
+// hold stops restarts (the process may still be running): once
+// hold(true) returns, no new process starts until hold(false).
 func (p *proc) hold(v bool) {
 	p.mu.Lock()
 	p.held = v
@@ -82,6 +83,7 @@ func (p *proc) supervise(ctx context.Context, restartDelay time.Duration) {
 			sleepCtx(ctx, 10*time.Millisecond)
 			continue
 		}
+		env := p.env() // may take h.mu: not under p.mu
 		f, err := os.OpenFile(p.logf, os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644)
 		if err != nil {
 			p.recordBad(err.Error())
@@ -91,15 +93,25 @@ func (p *proc) supervise(ctx context.Context, restartDelay time.Duration) {
 		cmd := exec.Command(p.argv[0], p.argv[1:]...)
 		dieWithHarness(cmd)
 		cmd.Stdout, cmd.Stderr = f, f
-		cmd.Env = p.env()
+		cmd.Env = env
+		// The second held check and the start are one step under mu, so
+		// once hold(true) returns no new process starts, and signal
+		// reaches whichever runs (a stop that raced a restart used to stop
+		// nothing and leave the new process running).
+		p.mu.Lock()
+		if p.held || p.done {
+			p.mu.Unlock()
+			f.Close()
+			continue
+		}
 		if err := cmd.Start(); err != nil {
+			p.mu.Unlock()
 			f.Close()
 			p.recordBad("start: " + err.Error())
 			sleepCtx(ctx, time.Second)
 			continue
 		}
 		ch := make(chan struct{})
-		p.mu.Lock()
 		p.cmd, p.exited = cmd, ch
 		p.starts++
 		p.started = time.Now()
@@ -185,6 +197,32 @@ func (p *proc) uptime() time.Duration {
 }
 
 func (p *proc) String() string { return fmt.Sprintf("%s (%s)", p.name, p.logf) }
+
+// stop holds the process and SIGSTOPs the one running, if any, and reports
+// whether it is stopped (or none runs) within 2s: after it, the process
+// can send nothing new until resume.
+func (p *proc) stop() bool {
+	p.hold(true)
+	pid := p.pid()
+	if pid == 0 {
+		return true
+	}
+	p.signal(syscall.SIGSTOP)
+	deadline := time.Now().Add(2 * time.Second)
+	for !processStopped(pid) {
+		if time.Now().After(deadline) {
+			return false
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	return true
+}
+
+// resume SIGCONTs the process stop stopped and lets it be restarted again.
+func (p *proc) resume() {
+	p.signal(syscall.SIGCONT)
+	p.hold(false)
+}
 
 // pid returns the running process's id, or 0.
 func (p *proc) pid() int {
