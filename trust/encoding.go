@@ -5,8 +5,10 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/controlfeed/controlfeed/controlevent"
 )
@@ -60,7 +62,7 @@ type Link struct {
 // signature member that is not the one being replaced (callers strip it
 // first: see unsignedExtra).
 func EventBody(e controlevent.Event, l Link) ([]byte, error) {
-	extra, _, err := splitExtra(e)
+	extra, _, _, err := splitExtra(e)
 	if err != nil {
 		return nil, err
 	}
@@ -68,26 +70,60 @@ func EventBody(e controlevent.Event, l Link) ([]byte, error) {
 }
 
 func eventBody(e controlevent.Event, extra string, l Link) []byte {
-	b := make([]byte, 0, 256+len(e.Key)+len(extra))
+	return appendEventBody(nil, e, extra, l)
+}
+
+// appendEventBody appends e's canonical body at l to b, in one allocation
+// at most (none when b has the room): the verifier builds one per event.
+func appendEventBody(b []byte, e controlevent.Event, extra string, l Link) []byte {
+	var num [64]byte // a decimal number or an RFC 3339 time
+	created := e.CreatedAtText
+	if e.CreatedAtRaw == "" {
+		created = nil
+	}
+	// 11 names, their '=', ':' and '\n' (87 bytes), up to 20 digits per
+	// length and number, and the values.
+	need := 87 + 11*3 + 3*20 + len(e.EventID) + len(e.Type) + len(e.Key) + len(e.ArtifactRef) + len(e.Checksum) + len(extra) + len(l.Prev) + len(num)
+	if created != nil {
+		need += len(e.CreatedAtRaw)
+	}
+	b = slices.Grow(b, need)
 	b = appendField(b, "event_id", e.EventID)
 	b = appendField(b, "type", e.Type)
 	b = appendField(b, "key", e.Key)
-	b = appendField(b, "version", strconv.FormatInt(e.Version, 10))
-	b = appendField(b, "base_version", strconv.FormatInt(e.BaseVersion, 10))
+	b = appendBytesField(b, "version", strconv.AppendInt(num[:0], e.Version, 10))
+	b = appendBytesField(b, "base_version", strconv.AppendInt(num[:0], e.BaseVersion, 10))
 	b = appendField(b, "artifact_ref", e.ArtifactRef)
 	b = appendField(b, "checksum", e.Checksum)
-	b = appendField(b, "created_at", e.CreatedAtText())
+	if created != nil {
+		b = appendField(b, "created_at", created())
+	} else {
+		b = appendBytesField(b, "created_at", e.CreatedAt.AppendFormat(num[:0], time.RFC3339Nano))
+	}
 	b = appendField(b, "extra", extra)
-	b = appendField(b, "seq", strconv.FormatUint(l.Seq, 10))
+	b = appendBytesField(b, "seq", strconv.AppendUint(num[:0], l.Seq, 10))
 	b = appendField(b, "prev", l.Prev)
 	return b
+}
+
+// appendBytesField is appendField of a value in a byte slice.
+func appendBytesField(b []byte, name string, value []byte) []byte {
+	b = append(b, name...)
+	b = append(b, '=')
+	b = strconv.AppendInt(b, int64(len(value)), 10)
+	b = append(b, ':')
+	b = append(b, value...)
+	return append(b, '\n')
 }
 
 // Digest returns the chain digest of an event body: "sha256:" and the hex
 // of its sha256.
 func Digest(body []byte) string {
 	sum := sha256.Sum256(body)
-	return digestPrefix + hex.EncodeToString(sum[:])
+	var b [len(digestPrefix) + 2*sha256.Size]byte
+	copy(b[:], digestPrefix)
+	hex.Encode(b[len(digestPrefix):], sum[:])
+	return string(b[:])
 }
 
 // signedMessage is what the producer's key signs: PAE of the body followed
@@ -107,40 +143,41 @@ type wireSig struct {
 }
 
 // splitExtra returns e's canonical Extra without the signature member, and
-// the signature member's raw JSON (nil when absent). The common case (a
-// canonical Extra, as every decoded event has) is a scan of the text; the
-// rest goes through encoding/json.
-func splitExtra(e controlevent.Event) (rest string, sig json.RawMessage, err error) {
+// the signature member's raw JSON (has is false when it is absent). The
+// common case (a canonical Extra, as every decoded event has) is a scan of
+// the text, which allocates only when another member follows the signature;
+// the rest goes through encoding/json.
+func splitExtra(e controlevent.Event) (rest, sig string, has bool, err error) {
 	x, err := controlevent.CanonicalExtra(e.Extra)
 	if err != nil {
-		return "", nil, fmt.Errorf("trust: event %.80q: %w", e.EventID, err)
+		return "", "", false, fmt.Errorf("trust: event %.80q: %w", e.EventID, err)
 	}
-	if rest, sig, ok := cutMember(x, SignatureMember); ok {
-		return rest, sig, nil
+	if rest, sig, has, ok := cutMember(x, SignatureMember); ok {
+		return rest, sig, has, nil
 	}
 	m, err := e.ExtraFields()
 	if err != nil {
-		return "", nil, fmt.Errorf("trust: event %.80q: %w", e.EventID, err)
+		return "", "", false, fmt.Errorf("trust: event %.80q: %w", e.EventID, err)
 	}
-	sig, ok := m[SignatureMember]
+	raw, ok := m[SignatureMember]
 	if !ok {
-		return x, nil, nil
+		return x, "", false, nil
 	}
 	delete(m, SignatureMember)
 	rest, _, err = canonical(m)
-	return rest, sig, err
+	return rest, string(raw), true, err
 }
 
 // cutMember finds the top-level member name of the canonical JSON object x
-// and returns x without it and the member's value. ok is false when x is
-// not an object the scan understands; callers then take the slow path. x
-// without a member of that name is returned whole with a nil value.
-func cutMember(x, name string) (rest string, val json.RawMessage, ok bool) {
+// and returns x without it and the member's value (has: it was there). ok
+// is false when x is not an object the scan understands; callers then take
+// the slow path. x without a member of that name is returned whole.
+func cutMember(x, name string) (rest, val string, has, ok bool) {
 	if x == "" {
-		return "", nil, true
+		return "", "", false, true
 	}
 	if x[0] != '{' || x[len(x)-1] != '}' {
-		return "", nil, false
+		return "", "", false, false
 	}
 	key := `"` + name + `":`
 	depth, inStr := 0, false
@@ -161,16 +198,16 @@ func cutMember(x, name string) (rest string, val json.RawMessage, ok bool) {
 				vs := i + len(key)
 				ve, good := valueEnd(x, vs)
 				if !good {
-					return "", nil, false
+					return "", "", false, false
 				}
-				val = json.RawMessage(x[vs:ve])
+				val = x[vs:ve]
 				switch {
 				case x[i-1] == '{' && x[ve] == '}':
-					return "", val, true // the only member
+					return "", val, true, true // the only member
 				case x[i-1] == '{':
-					return x[:i] + x[ve+1:], val, true // first: drop the comma after it
+					return x[:i] + x[ve+1:], val, true, true // first: drop the comma after it
 				default:
-					return x[:i-1] + x[ve:], val, true // later: drop the comma before it
+					return x[:i-1] + x[ve:], val, true, true // later: drop the comma before it
 				}
 			}
 			inStr = true
@@ -180,7 +217,7 @@ func cutMember(x, name string) (rest string, val json.RawMessage, ok bool) {
 			depth--
 		}
 	}
-	return x, nil, true
+	return x, "", false, true
 }
 
 // valueEnd returns the index just past the JSON value starting at i in x,

@@ -30,6 +30,12 @@ func FuzzVerify(f *testing.F) {
 			return
 		}
 		v, err := kr.Verify(e)
+		// VerifyAll of the event alone has its own parsing and body
+		// building (no allocation per event): it must say what Verify says.
+		all := kr.VerifyAll([]controlevent.Event{e})
+		if all[0].Verified != v || (all[0].Err == nil) != (err == nil) || err != nil && all[0].Err.Error() != err.Error() {
+			t.Fatalf("VerifyAll = %+v, %v; Verify = %+v, %v", all[0].Verified, all[0].Err, v, err)
+		}
 		if err != nil {
 			if !errors.Is(err, trust.ErrSecurity) {
 				t.Fatalf("Verify error is not a SecurityError: %v", err)

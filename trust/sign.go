@@ -37,7 +37,7 @@ func (h Head) IsZero() bool { return h.Seq == 0 && h.Digest == "" }
 // push Extra past controlevent.MaxExtraLen. It does not validate the rest of
 // e (the pump has done so).
 func Sign(k *PrivateKey, e controlevent.Event, head Head) (controlevent.Event, Head, error) {
-	extra, _, err := splitExtra(e)
+	extra, _, _, err := splitExtra(e)
 	if err != nil {
 		return e, head, err
 	}
@@ -53,7 +53,7 @@ func Sign(k *PrivateKey, e controlevent.Event, head Head) (controlevent.Event, H
 
 // Unsigned returns e without its signature member (what the producer wrote).
 func Unsigned(e controlevent.Event) (controlevent.Event, error) {
-	extra, _, err := splitExtra(e)
+	extra, _, _, err := splitExtra(e)
 	if err != nil {
 		return e, err
 	}
@@ -79,7 +79,7 @@ func SignBatch(k *PrivateKey, events []controlevent.Event, head Head) ([]control
 	heads := make([]Head, 0, len(events))
 	var failed error
 	for _, e := range events {
-		extra, _, err := splitExtra(e)
+		extra, _, _, err := splitExtra(e)
 		if err != nil {
 			failed = err
 			break

@@ -60,11 +60,11 @@ func (v Verified) Head() Head { return Head{Seq: v.Link.Seq, Digest: v.Digest} }
 // canonical body. It does not check the chain (see Head.Check). Every
 // failure is a *SecurityError.
 func (kr *Keyring) Verify(e controlevent.Event) (Verified, error) {
-	extra, raw, err := splitExtra(e)
+	extra, raw, has, err := splitExtra(e)
 	if err != nil {
 		return Verified{}, securityErr(ReasonMalformed, e.EventID, "extra members: %v", err)
 	}
-	if raw == nil {
+	if !has {
 		return Verified{}, securityErr(ReasonUnsigned, e.EventID, "no %s member", SignatureMember)
 	}
 	ws, sig, err := parseWireSig(raw)
@@ -83,32 +83,62 @@ func (kr *Keyring) Verify(e controlevent.Event) (Verified, error) {
 	return Verified{KeyID: ws.KeyID, Link: l, Digest: Digest(body)}, nil
 }
 
-func parseWireSig(raw json.RawMessage) (wireSig, []byte, error) {
-	ws, ok := scanWireSig(string(raw))
+func parseWireSig(raw string) (wireSig, []byte, error) {
+	sig := new([ed25519.SignatureSize]byte)
+	ws, err := parseWireSigInto(raw, sig)
+	if err != nil {
+		return ws, nil, err
+	}
+	return ws, sig[:], nil
+}
+
+// parseWireSigInto parses and checks a signature member, decoding its
+// signature into sig.
+func parseWireSigInto(raw string, sig *[ed25519.SignatureSize]byte) (wireSig, error) {
+	ws, ok := scanWireSig(raw)
 	if !ok {
-		dec := json.NewDecoder(strings.NewReader(string(raw)))
-		dec.DisallowUnknownFields()
-		if err := dec.Decode(&ws); err != nil {
-			return ws, nil, fmt.Errorf("%s is not {v,kid,seq,prev,sig}: %v", SignatureMember, err)
+		var err error
+		if ws, err = decodeWireSig(raw); err != nil {
+			return ws, err
 		}
 	}
 	if ws.V != 1 {
-		return ws, nil, fmt.Errorf("%s version %d; this build knows version 1 (upgrade the node?)", SignatureMember, ws.V)
+		return ws, fmt.Errorf("%s version %d; this build knows version 1 (upgrade the node?)", SignatureMember, ws.V)
 	}
 	if ws.Seq == 0 {
-		return ws, nil, fmt.Errorf("%s seq is 0; chains start at 1", SignatureMember)
+		return ws, fmt.Errorf("%s seq is 0; chains start at 1", SignatureMember)
 	}
 	if (ws.Seq == 1) != (ws.Prev == "") {
-		return ws, nil, fmt.Errorf("%s seq %d with prev %.80q: only seq 1 has an empty prev", SignatureMember, ws.Seq, ws.Prev)
+		return ws, fmt.Errorf("%s seq %d with prev %.80q: only seq 1 has an empty prev", SignatureMember, ws.Seq, ws.Prev)
 	}
 	if ws.Prev != "" && !validDigest(ws.Prev) {
-		return ws, nil, fmt.Errorf("%s prev %.80q is not sha256:<64 hex digits>", SignatureMember, ws.Prev)
+		return ws, fmt.Errorf("%s prev %.80q is not sha256:<64 hex digits>", SignatureMember, ws.Prev)
 	}
-	sig, err := base64.StdEncoding.DecodeString(ws.Sig)
-	if err != nil || len(sig) != ed25519.SignatureSize {
-		return ws, nil, fmt.Errorf("%s sig is not base64 of %d bytes", SignatureMember, ed25519.SignatureSize)
+	// base64 of 64 bytes is 88 characters, "==" at the end: decoded in
+	// place, with no allocation.
+	var buf [ed25519.SignatureSize + 2]byte
+	if base64.StdEncoding.DecodedLen(len(ws.Sig)) > len(buf) {
+		return ws, fmt.Errorf("%s sig is not base64 of %d bytes", SignatureMember, ed25519.SignatureSize)
 	}
-	return ws, sig, nil
+	n, err := base64.StdEncoding.Decode(buf[:], []byte(ws.Sig))
+	if err != nil || n != ed25519.SignatureSize {
+		return ws, fmt.Errorf("%s sig is not base64 of %d bytes", SignatureMember, ed25519.SignatureSize)
+	}
+	copy(sig[:], buf[:n])
+	return ws, nil
+}
+
+// decodeWireSig is the slow path of parseWireSigInto: encoding/json, for
+// any form scanWireSig does not read (its own variable, so that the fast
+// path's does not escape to the heap).
+func decodeWireSig(raw string) (wireSig, error) {
+	var ws wireSig
+	dec := json.NewDecoder(strings.NewReader(raw))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&ws); err != nil {
+		return ws, fmt.Errorf("%s is not {v,kid,seq,prev,sig}: %v", SignatureMember, err)
+	}
+	return ws, nil
 }
 
 func validDigest(s string) bool {
@@ -172,37 +202,40 @@ type Result struct {
 // result has one Result per event, in order.
 func (kr *Keyring) VerifyAll(events []controlevent.Event) []Result {
 	type parsed struct {
+		ok     bool // parsed: its signature member is well formed
+		extra  string
 		l      Link
 		kid    string
-		sig    []byte
-		body   []byte
+		sig    [ed25519.SignatureSize]byte
 		digest string
 	}
 	res := make([]Result, len(events))
-	ps := make([]*parsed, len(events))
+	ps := make([]parsed, len(events))
+	var scratch []byte // each body, only hashed: the few that are verified are built again
 	for i, e := range events {
-		extra, raw, err := splitExtra(e)
+		extra, raw, has, err := splitExtra(e)
 		switch {
 		case err != nil:
 			res[i].Err = securityErr(ReasonMalformed, e.EventID, "extra members: %v", err)
 			continue
-		case raw == nil:
+		case !has:
 			res[i].Err = securityErr(ReasonUnsigned, e.EventID, "no %s member", SignatureMember)
 			continue
 		}
-		ws, sig, err := parseWireSig(raw)
+		p := &ps[i]
+		ws, err := parseWireSigInto(raw, &p.sig)
 		if err != nil {
 			res[i].Err = securityErr(ReasonMalformed, e.EventID, "%v", err)
 			continue
 		}
-		l := Link{Seq: ws.Seq, Prev: ws.Prev}
-		body := eventBody(e, extra, l)
-		ps[i] = &parsed{l: l, kid: ws.KeyID, sig: sig, body: body, digest: Digest(body)}
+		p.ok, p.extra, p.l, p.kid = true, extra, Link{Seq: ws.Seq, Prev: ws.Prev}, ws.KeyID
+		scratch = appendEventBody(scratch[:0], e, extra, p.l)
+		p.digest = Digest(scratch)
 	}
 	vouched := false // events[i+1] is authenticated and links to events[i]
 	for i := len(events) - 1; i >= 0; i-- {
-		p := ps[i]
-		if p == nil {
+		p := &ps[i]
+		if !p.ok {
 			vouched = false
 			continue
 		}
@@ -212,7 +245,7 @@ func (kr *Keyring) VerifyAll(events []controlevent.Event) []Result {
 			switch {
 			case !known:
 				res[i].Err = securityErr(ReasonUnknownKey, events[i].EventID, "key %s; trusted: %s", p.kid, strings.Join(kr.IDs(), ", "))
-			case !ed25519.Verify(pub, signedMessage(EventPayloadType, p.body, p.kid), p.sig):
+			case !ed25519.Verify(pub, signedMessage(EventPayloadType, eventBody(events[i], p.extra, p.l), p.kid), p.sig[:]):
 				res[i].Err = securityErr(ReasonBadSignature, events[i].EventID, "key %s, seq %d: a field was altered after signing, or the signature was forged", p.kid, p.l.Seq)
 			default:
 				ok = true
@@ -221,7 +254,7 @@ func (kr *Keyring) VerifyAll(events []controlevent.Event) []Result {
 		if ok {
 			res[i].Verified = Verified{KeyID: p.kid, Link: p.l, Digest: p.digest}
 		}
-		vouched = ok && i > 0 && ps[i-1] != nil && p.l.Seq == ps[i-1].l.Seq+1 && p.l.Prev == ps[i-1].digest
+		vouched = ok && i > 0 && ps[i-1].ok && p.l.Seq == ps[i-1].l.Seq+1 && p.l.Prev == ps[i-1].digest
 	}
 	return res
 }
