@@ -57,8 +57,35 @@ func TestConsole_Browser(t *testing.T) {
 			d <- m.Run(ctx, append([]string{"serve", "--db", filepath.Join(dir, name+".db"), "--node-name", name}, args...))
 		}()
 	}
-	addr := freePort(t)
-	serve("producer", "--feed-sink", "file", "--listen", addr, "--listen-token", token)
+	// The port freePort found may be taken before the producer binds it
+	// (another test's server in this package picked it meanwhile: CI saw
+	// "address already in use"): then the producer exits at once, and it
+	// is started again on another port.
+	var addr string
+	for try := 1; ; try++ {
+		addr = freePort(t)
+		serve("producer", "--feed-sink", "file", "--listen", addr, "--listen-token", token)
+		var err error
+		up := false
+		for deadline := time.Now().Add(10 * time.Second); !up && err == nil && time.Now().Before(deadline); {
+			select {
+			case err = <-done["producer"]:
+			case <-time.After(20 * time.Millisecond):
+				if resp, gerr := http.Get("http://" + addr + "/healthz"); gerr == nil {
+					resp.Body.Close()
+					up = true
+				}
+			}
+		}
+		if up {
+			break
+		}
+		if err == nil || !strings.Contains(err.Error(), "address already in use") || try == 5 {
+			delete(done, "producer")
+			t.Fatalf("the producer's listener on %s (try %d): %v", addr, try, err)
+		}
+		t.Logf("the producer's port %s was taken before it bound it; another port (try %d)", addr, try)
+	}
 	pdb := filepath.Join(dir, "producer.db")
 	mustRun(t, env, "", "kv", "put", "--db", pdb, "greeting", "hello")
 	serve("edge-a", "--feed-source", "file")
