@@ -40,7 +40,7 @@ func PAE(payloadType string, body []byte) []byte {
 }
 
 // appendField appends one body line: name "=" LEN ":" value "\n".
-func appendField(b []byte, name, value string) []byte {
+func appendField[V string | []byte](b []byte, name string, value V) []byte {
 	b = append(b, name...)
 	b = append(b, '=')
 	b = strconv.AppendInt(b, int64(len(value)), 10)
@@ -73,47 +73,28 @@ func eventBody(e controlevent.Event, extra string, l Link) []byte {
 	return appendEventBody(nil, e, extra, l)
 }
 
-// appendEventBody appends e's canonical body at l to b, in one allocation
-// at most (none when b has the room): the verifier builds one per event.
+// appendEventBody appends e's canonical body at l to b, growing b once at
+// most (not at all when it has the room): the verifier builds one per
+// event in a reused buffer.
 func appendEventBody(b []byte, e controlevent.Event, extra string, l Link) []byte {
 	var num [64]byte // a decimal number or an RFC 3339 time
-	created := e.CreatedAtText
-	if e.CreatedAtRaw == "" {
-		created = nil
-	}
-	// 11 names, their '=', ':' and '\n' (87 bytes), up to 20 digits per
-	// length and number, and the values.
-	need := 87 + 11*3 + 3*20 + len(e.EventID) + len(e.Type) + len(e.Key) + len(e.ArtifactRef) + len(e.Checksum) + len(extra) + len(l.Prev) + len(num)
-	if created != nil {
-		need += len(e.CreatedAtRaw)
-	}
-	b = slices.Grow(b, need)
+	b = slices.Grow(b, 256+len(e.EventID)+len(e.Type)+len(e.Key)+len(e.ArtifactRef)+len(e.Checksum)+len(e.CreatedAtRaw)+len(extra)+len(l.Prev))
 	b = appendField(b, "event_id", e.EventID)
 	b = appendField(b, "type", e.Type)
 	b = appendField(b, "key", e.Key)
-	b = appendBytesField(b, "version", strconv.AppendInt(num[:0], e.Version, 10))
-	b = appendBytesField(b, "base_version", strconv.AppendInt(num[:0], e.BaseVersion, 10))
+	b = appendField(b, "version", strconv.AppendInt(num[:0], e.Version, 10))
+	b = appendField(b, "base_version", strconv.AppendInt(num[:0], e.BaseVersion, 10))
 	b = appendField(b, "artifact_ref", e.ArtifactRef)
 	b = appendField(b, "checksum", e.Checksum)
-	if created != nil {
-		b = appendField(b, "created_at", created())
-	} else {
-		b = appendBytesField(b, "created_at", e.CreatedAt.AppendFormat(num[:0], time.RFC3339Nano))
+	if e.CreatedAtRaw != "" {
+		b = appendField(b, "created_at", e.CreatedAtText())
+	} else { // CreatedAtText's own form, with no string allocated
+		b = appendField(b, "created_at", e.CreatedAt.AppendFormat(num[:0], time.RFC3339Nano))
 	}
 	b = appendField(b, "extra", extra)
-	b = appendBytesField(b, "seq", strconv.AppendUint(num[:0], l.Seq, 10))
+	b = appendField(b, "seq", strconv.AppendUint(num[:0], l.Seq, 10))
 	b = appendField(b, "prev", l.Prev)
 	return b
-}
-
-// appendBytesField is appendField of a value in a byte slice.
-func appendBytesField(b []byte, name string, value []byte) []byte {
-	b = append(b, name...)
-	b = append(b, '=')
-	b = strconv.AppendInt(b, int64(len(value)), 10)
-	b = append(b, ':')
-	b = append(b, value...)
-	return append(b, '\n')
 }
 
 // Digest returns the chain digest of an event body: "sha256:" and the hex
