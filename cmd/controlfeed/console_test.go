@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"fmt"
-	"net"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -14,17 +13,13 @@ import (
 	"github.com/chromedp/chromedp"
 
 	"github.com/controlfeed/controlfeed/internal/browsertest"
+	"github.com/controlfeed/controlfeed/internal/freeport"
 )
 
 // freePort returns a loopback address nobody listens on (now).
 func freePort(t *testing.T) string {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().String()
+	return freeport.MustAddr(t)
 }
 
 // TestConsole_Browser runs a producer and three nodes on a file feed, opens

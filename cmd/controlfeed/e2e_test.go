@@ -6,7 +6,6 @@ import (
 	"database/sql"
 	"fmt"
 	"math/rand/v2"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -18,6 +17,7 @@ import (
 
 	"github.com/controlfeed/controlfeed/artifact"
 	"github.com/controlfeed/controlfeed/feed"
+	"github.com/controlfeed/controlfeed/internal/freeport"
 	"github.com/controlfeed/controlfeed/internal/node"
 	"github.com/controlfeed/controlfeed/kv"
 )
@@ -122,12 +122,7 @@ func putRetrying(t *testing.T, ctx context.Context, db *sql.DB, store artifact.S
 // ago, for a process's --listen.
 func freeAddr(t *testing.T) string {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().String()
+	return freeport.MustAddr(t)
 }
 
 // openTestDB opens (creating and migrating) a node database for the test to

@@ -20,6 +20,7 @@ import (
 	"github.com/controlfeed/controlfeed/controlevent"
 	"github.com/controlfeed/controlfeed/feed"
 	"github.com/controlfeed/controlfeed/feed/natsfeed"
+	"github.com/controlfeed/controlfeed/internal/freeport"
 	"github.com/controlfeed/controlfeed/internal/natsembed"
 )
 
@@ -212,12 +213,7 @@ func TestNATSServer(t *testing.T) {
 // TestServe_WaitsForBroker starts a node before its broker: it must wait
 // (logging why) instead of exiting, and run once the broker is up.
 func TestServe_WaitsForBroker(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := ln.Addr().String()
-	ln.Close()
+	addr := freeport.MustAddr(t)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	var log syncBuffer

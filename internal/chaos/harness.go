@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"io"
 	"math/rand/v2"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -28,6 +27,7 @@ import (
 	"github.com/controlfeed/controlfeed/feed/filesource"
 	"github.com/controlfeed/controlfeed/feed/natsfeed"
 	"github.com/controlfeed/controlfeed/internal/failpoint"
+	"github.com/controlfeed/controlfeed/internal/freeport"
 	"github.com/controlfeed/controlfeed/internal/netproxy"
 	"github.com/controlfeed/controlfeed/internal/node"
 	"github.com/controlfeed/controlfeed/trust"
@@ -400,14 +400,7 @@ func (h *harness) all() []*proc {
 	return append([]*proc{h.broker, h.writer, h.pump}, h.nodes...)
 }
 
-func freeAddr() (string, error) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return "", err
-	}
-	defer ln.Close()
-	return ln.Addr().String(), nil
-}
+func freeAddr() (string, error) { return freeport.Addr() }
 
 func (h *harness) setup(ctx context.Context) error {
 	c := h.cfg

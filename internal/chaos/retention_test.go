@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -20,6 +19,7 @@ import (
 	"github.com/controlfeed/controlfeed/controlevent"
 	"github.com/controlfeed/controlfeed/feed"
 	"github.com/controlfeed/controlfeed/feed/natsfeed"
+	"github.com/controlfeed/controlfeed/internal/freeport"
 	"github.com/controlfeed/controlfeed/internal/natsembed"
 	"github.com/controlfeed/controlfeed/internal/node"
 	"github.com/controlfeed/controlfeed/kv"
@@ -54,12 +54,7 @@ func TestBehindRetention_EndToEnd(t *testing.T) {
 		}
 	}
 	serve := func(name string) (*exec.Cmd, string, *syncWriter) {
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		addr := ln.Addr().String()
-		ln.Close()
+		addr := freeport.MustAddr(t)
 		log := &syncWriter{b: &strings.Builder{}}
 		cmd := exec.Command(bin, "serve", "--db", filepath.Join(dir, name+".db"), "--feed-source", natsfeed.Name,
 			"--nats-url", url, "--node-name", name, "--listen", addr, "--poll-interval", "20ms")

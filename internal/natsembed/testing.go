@@ -3,9 +3,10 @@ package natsembed
 import (
 	"context"
 	"fmt"
-	"net"
 	"testing"
 	"time"
+
+	"github.com/controlfeed/controlfeed/internal/freeport"
 )
 
 // StartForTest starts a server for t on a random local port with its store in
@@ -41,12 +42,11 @@ func StartClusterForTest(t testing.TB, n int) []*Server {
 	ports := make([]string, n)
 	routes := make([]string, n)
 	for i := range n {
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		p, err := freeport.Addr()
 		if err != nil {
 			t.Fatalf("natsembed: pick a cluster port: %v", err)
 		}
-		ports[i] = ln.Addr().String()
-		ln.Close()
+		ports[i] = p
 		routes[i] = "nats-route://" + ports[i]
 	}
 	members := make([]*Server, n)
