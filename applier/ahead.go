@@ -105,7 +105,7 @@ type pollAhead struct {
 	evs  []controlevent.Event
 	err  error
 	next *ahead // payloads of evs' first batch, being fetched
-	// checked holds the signature checks of evs' first batch made with
+	// checked holds the signature checks of evs (one per event) made with
 	// ring (trust.Keyring.VerifyAll), when ring is not nil.
 	checked []trust.Result
 	ring    *trust.Keyring
@@ -113,10 +113,11 @@ type pollAhead struct {
 
 // startPollAhead polls the Source after the control version after in the
 // background and starts fetching the first batch's payloads. With a
-// keyring (signed feeds) it also checks the first batch's signatures and
-// chain links, which depend on the events and the keys only, so that this
-// CPU work overlaps the commit of the batch before; apply uses the checks
-// only if the keyring of its round is still ring.
+// keyring (signed feeds) it also checks the signatures and chain links of
+// all the events it polled (the batches after the first reuse them), which
+// depend on the events and the keys only, so that this CPU work overlaps
+// the commit of the batch before; apply uses the checks only if the keyring
+// of its round is still ring.
 func (a *Applier) startPollAhead(ctx context.Context, after uint64, ring *trust.Keyring) *pollAhead {
 	pa := &pollAhead{after: after, done: make(chan struct{}), ring: ring}
 	go func() {
@@ -128,7 +129,7 @@ func (a *Applier) startPollAhead(ctx context.Context, after uint64, ring *trust.
 		if pa.err == nil && len(pa.evs) > 0 {
 			pa.next = a.startAhead(ctx, pa.evs)
 			if ring != nil {
-				pa.checked = ring.VerifyAll(pa.evs[:min(len(pa.evs), a.cfg.MaxBatch)])
+				pa.checked = ring.VerifyAll(pa.evs)
 			}
 		}
 	}()

@@ -67,10 +67,11 @@ type Applier struct {
 	// lastPollFull reports that the last Poll returned at least MaxBatch
 	// events: a backlog, so apply polls ahead (see pollAhead).
 	lastPollFull bool
-	// restChecked holds the signature checks of rest's first events, made
-	// with the keyring restRing by the poll ahead that fetched rest; nil
-	// when none was made. checkedAhead is restChecked handed from poll to
-	// the apply of the same Step (nil otherwise).
+	// restChecked holds the signature checks of rest's events, one per
+	// event and in order, made with the keyring restRing by the poll ahead
+	// that fetched rest or by the apply of the batch before it; nil when
+	// none was made. checkedAhead is restChecked handed from poll to the
+	// apply of the same Step (nil otherwise).
 	restChecked  []trust.Result
 	restRing     *trust.Keyring
 	checkedAhead []trust.Result
@@ -456,15 +457,16 @@ func (a *Applier) apply(ctx context.Context, cursor uint64, evs []controlevent.E
 		for first < len(evs) && evs[first].ControlVersion <= cursor {
 			first++
 		}
-		// One batch check: an unbroken chain costs one signature
-		// verification (trust.Keyring.VerifyAll). A poll ahead may have
-		// made it already, while the previous batch committed, with the
-		// same keys (a key event in that batch makes a new keyring).
-		batch := evs[first:min(len(evs), first+a.cfg.MaxBatch)]
-		if first == 0 && a.checkedRing == ring && len(a.checkedAhead) == len(batch) {
+		// One check of the whole Poll: an unbroken chain costs one
+		// signature verification (trust.Keyring.VerifyAll), and the
+		// batches after this one in the same Poll reuse it (restChecked).
+		// A poll ahead may have made it already, while the previous batch
+		// committed, with the same keys (a key event in that batch makes
+		// a new keyring, and the checks are made again).
+		if first == 0 && a.checkedRing == ring && len(a.checkedAhead) == len(evs) {
 			checked = a.checkedAhead
 		} else {
-			checked = ring.VerifyAll(batch)
+			checked = ring.VerifyAll(evs[first:])
 		}
 	}
 	for i, ev := range evs {
@@ -630,6 +632,9 @@ func (a *Applier) apply(ctx context.Context, cursor uint64, evs []controlevent.E
 		if next := plan[n-1].idx + 1; next < len(evs) {
 			a.rest, a.restAfter = slices.Clone(evs[next:]), plan[n-1].ev.ControlVersion
 			a.next = nextFetch
+			if k := next - first; a.cfg.Keyring != nil && k >= 0 && len(checked) == len(evs)-first {
+				a.restChecked, a.restRing = slices.Clone(checked[k:]), ring
+			}
 		} else if pa != nil && pa.err == nil && len(pa.evs) > 0 {
 			a.rest, a.restAfter, a.next = pa.evs, pa.after, pa.next
 			a.restChecked, a.restRing = pa.checked, pa.ring

@@ -322,13 +322,27 @@ func TestTrust_PollAheadChecks(t *testing.T) {
 	mod := func(kr *trust.Keyring) func(*applier.Config) {
 		return func(c *applier.Config) { c.Keyring, c.MaxBatch = kr, 8 }
 	}
+	// A Poll of 8 events is one batch; a Poll of 24 is three, and the
+	// checks made for the whole Poll carry over to its second and third.
+	for _, limit := range []int{8, 24} {
+		t.Run(fmt.Sprintf("poll %d", limit), func(t *testing.T) { testPollAheadChecks(t, limit, mod) })
+	}
+}
+
+func testPollAheadChecks(t *testing.T, limit int, mod func(*trust.Keyring) func(*applier.Config)) {
 
 	t.Run("forged event in a polled-ahead batch", func(t *testing.T) {
+		// In the second Poll: its first batch with 8 events a Poll, its
+		// second batch (checks carried from the first) with 24.
+		forged := uint64(27)
+		if limit > 8 {
+			forged = 35
+		}
 		s := newSigner(t, 1)
-		src := newSerialSource(8)
-		for _, e := range evs(1, 40, typ) {
+		src := newSerialSource(limit)
+		for _, e := range evs(1, 48, typ) {
 			e = s.sign(e)
-			if e.ControlVersion == 27 {
+			if e.ControlVersion == forged {
 				e.Key = "tenants/evil" // altered after signing
 			}
 			src.Add(e)
@@ -339,16 +353,21 @@ func TestTrust_PollAheadChecks(t *testing.T) {
 		if err := drain(t, a); !errors.Is(err, applier.ErrSecurityHalted) {
 			t.Fatalf("drain = %v, want a security halt", err)
 		}
-		if got := a.Status().Halted; got == nil || got.Security != "bad-signature" || got.EventID != "evt-27" {
-			t.Fatalf("halted %+v, want bad-signature at evt-27", got)
+		id := fmt.Sprintf("evt-%d", forged)
+		if got := a.Status().Halted; got == nil || got.Security != "bad-signature" || got.EventID != id {
+			t.Fatalf("halted %+v, want bad-signature at %s", got, id)
 		}
-		if c := cursorOf(t, db); c != 26 {
-			t.Errorf("cursor %d, want 26 (everything before the forged event)", c)
+		if c := cursorOf(t, db); c != forged-1 {
+			t.Errorf("cursor %d, want %d (everything before the forged event)", c, forged-1)
 		}
-		if h.count("evt-27") != 0 {
+		if h.count(id) != 0 {
 			t.Error("the forged event was applied")
 		}
-		if got, want := src.polledAfter()[:3], []uint64{0, 8, 16}; !slices.Equal(got, want) {
+		want := []uint64{0, 8, 16}
+		if limit > 8 {
+			want = []uint64{0, 24}
+		}
+		if got := src.polledAfter(); len(got) < len(want) || !slices.Equal(got[:len(want)], want) {
 			t.Errorf("polled after %v, want %v...: the backlog was not polled ahead, so the test does not reach the checks made ahead", got, want)
 		}
 	})
@@ -356,7 +375,7 @@ func TestTrust_PollAheadChecks(t *testing.T) {
 	t.Run("rotation in a polled-ahead backlog", func(t *testing.T) {
 		oldKey, newKey := newSigner(t, 1), newSigner(t, 2)
 		now := time.Unix(1700000000, 0)
-		src := newSerialSource(8)
+		src := newSerialSource(limit)
 		sign := func(s *signer, e controlevent.Event) {
 			src.Add(s.sign(e))
 			oldKey.head, newKey.head = s.head, s.head
