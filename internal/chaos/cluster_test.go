@@ -21,7 +21,7 @@ func TestChaos_Cluster(t *testing.T) {
 	}
 	cfg := runConfig(t)
 	if cfg.Duration == 0 {
-		cfg = chaos.Config{Duration: 45 * time.Second, Events: 500, KillsPerPoint: 3, Stalls: 4, DupNames: 1,
+		cfg = chaos.Config{Duration: 45 * time.Second, Events: 500, KillsPerPoint: 3, Stalls: 4, DupNames: 1, Seed: cfg.Seed,
 			Cluster: chaos.ClusterConfig{StreamLeaderKills: 2, BucketLeaderKills: 1, NonLeaderKills: 1, QuorumLosses: 1,
 				QuorumMin: 5 * time.Second, QuorumMax: 10 * time.Second, MemberStalls: 1}}
 	} else {
