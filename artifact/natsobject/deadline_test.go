@@ -113,6 +113,22 @@ func TestNewRefusesNegativeDeadlines(t *testing.T) {
 // waited for the caller's deadline (the applier's one-minute CallTimeout)
 // while the cluster had long recovered.
 func TestGetStalledBrokerEndsWithinDeadline(t *testing.T) {
+	// An object of one chunk is read with one direct get, a larger one
+	// through a consumer: stall the request that starts each transfer.
+	t.Run("one chunk", func(t *testing.T) {
+		testGetStalled(t, 1<<10, func(bucket string) []string { return []string{"$JS.API.DIRECT.GET.OBJ_" + bucket} })
+	})
+	t.Run("chunks", func(t *testing.T) {
+		testGetStalled(t, 1<<20, func(bucket string) []string {
+			return []string{"$JS.API.CONSUMER.CREATE.OBJ_" + bucket, "$JS.API.CONSUMER.CREATE.OBJ_" + bucket + ".>"}
+		})
+	})
+}
+
+// testGetStalled stalls the broker at the first request on one of the
+// subjects stallOn names and checks that a Get of an object of size bytes
+// ends within the store's bound, then reads it once the broker answers.
+func testGetStalled(t *testing.T, size int, stallOn func(bucket string) []string) {
 	srv := natsembed.StartForTest(t)
 	proxy, err := netproxy.Listen("127.0.0.1:0", srv.Addr())
 	if err != nil {
@@ -128,14 +144,16 @@ func TestGetStalledBrokerEndsWithinDeadline(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { s.Close() })
-	data := make([]byte, 1<<20)
+	data := make([]byte, size)
 	rand.Read(data)
 	ref, err := s.Put(ctx, bytes.NewReader(data))
 	if err != nil {
 		t.Fatal(err)
 	}
 
-	// Stall the proxy when the Get asks the server for the consumer that
+	// Stall the proxy when the Get asks the server for the first chunk
+	// (the direct get by subject of the chunk carries no suffix; the
+	// metadata's names its subject in the suffix) or for the consumer that
 	// delivers the chunks.
 	watch, err := nats.Connect(srv.ClientURL())
 	if err != nil {
@@ -148,7 +166,7 @@ func TestGetStalledBrokerEndsWithinDeadline(t *testing.T) {
 			proxy.Pause(netproxy.Both)
 		}
 	}
-	for _, subj := range []string{"$JS.API.CONSUMER.CREATE.OBJ_" + cfg.Bucket, "$JS.API.CONSUMER.CREATE.OBJ_" + cfg.Bucket + ".>"} {
+	for _, subj := range stallOn(cfg.Bucket) {
 		if _, err := watch.Subscribe(subj, stall); err != nil {
 			t.Fatal(err)
 		}
@@ -175,10 +193,10 @@ func TestGetStalledBrokerEndsWithinDeadline(t *testing.T) {
 		}
 		t.Logf("Get: %v", err)
 	case <-time.After(time.Minute):
-		t.Fatal("Get still blocked a minute after the broker stalled; its bound is 2s (RequestTimeout 1s + 1 MiB at 1 MiB/s)")
+		t.Fatal("Get still blocked a minute after the broker stalled; its bound is at most 2s (RequestTimeout 1s + its size at 1 MiB/s)")
 	}
 	if !stalled.Load() {
-		t.Fatal("the stall never happened: no consumer was requested")
+		t.Fatal("the stall never happened: the Get sent no request on", stallOn(cfg.Bucket))
 	}
 	proxy.Resume(netproxy.Both)
 	rc, err := s.Get(ctx, ref)

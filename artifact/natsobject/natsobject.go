@@ -51,9 +51,16 @@
 // leftovers of a failed upload, an object overwritten with other bytes) is
 // replaced by uploading the content again, which the Object Store does
 // atomically (new chunks, then the metadata, then the old chunks purged).
-// After a new upload Put counts its chunks in the bucket before it returns
-// (the metadata is not read back: a direct get of it right after an upload
-// costs the server about as much as the upload itself).
+// An object found complete is also read back (direct gets of its chunks)
+// and must hash to the reference, so Putting the content again repairs an
+// object whose chunks hold other bytes. After a new upload Put counts its
+// chunks in the bucket before it returns (the metadata is not read back: a
+// direct get of it right after an upload costs the server about as much as
+// the upload itself), and reads back an upload of more than one chunk,
+// uploading again (at most three times) one that does not hash to the
+// reference: nats.go's Put can report success for an upload whose chunks
+// hold other bytes when the stream loses its leader mid-upload (see
+// readback.go).
 //
 // When an upload fails, Put replaces the metadata it may have left by a
 // deletion marker, but only if that metadata is still the latest message
@@ -81,14 +88,19 @@
 // the Read that reaches the end. Metadata that names missing chunks or
 // other content is artifact.ErrCorrupt from Get itself, before any
 // transfer: each Get costs one metadata and one stream-info request before
-// the transfer starts. Operations after Close fail with ErrClosed.
+// the transfer starts. The transfer of an object of one chunk (up to 128
+// KiB) is one direct get, which any replica answers; a larger object
+// streams through a consumer of nats.go's Object Store. Operations after Close fail with ErrClosed.
 // Nothing retries; nats.go reconnects in the background.
 package natsobject
 
 import (
+	"bytes"
 	"context"
+	"encoding/hex"
 	"errors"
 	"fmt"
+	"hash"
 	"io"
 	"log/slog"
 	"os"
@@ -100,6 +112,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/controlfeed/controlfeed/artifact"
+	"github.com/controlfeed/controlfeed/controlevent"
 	"github.com/controlfeed/controlfeed/internal/natsconn"
 )
 
@@ -362,9 +375,17 @@ func (s *Store) Get(ctx context.Context, ref string) (io.ReadCloser, error) {
 	}
 	// Bound the whole transfer, whatever the caller's deadline: a request
 	// whose reply is lost (the server restarted mid-request, a leader
-	// change lost the chunk delivery) would otherwise wait for it, or
-	// forever (see Options.TransferRate).
+	// change) would otherwise wait for it, or forever (see
+	// Options.TransferRate).
 	ctx, cancel := s.transferCtx(ctx, info.Size)
+	if info.Chunks <= 1 {
+		// One direct get (see chunkReader): the object of a control event
+		// is small, and a read without a consumer costs less than half.
+		cr := &chunkReader{s: s, ctx: ctx, ref: ref, info: info, subj: chunkSubject(s.bucket, info.NUID), seq: 1, h: controlevent.NewHash()}
+		return &reader{r: artifact.VerifyReader(cr, ref), c: cr, cancel: cancel}, nil
+	}
+	// More chunks stream through nats.go's consumer, which does not wait a
+	// round trip per chunk.
 	res, err := s.obs.Get(ctx, ref)
 	for end := time.Now().Add(min(lagPatience, s.opts.RequestTimeout)); errors.Is(err, jetstream.ErrObjectNotFound) && time.Now().Before(end) && ctx.Err() == nil; {
 		// readable has just seen it complete: another replica that lags
@@ -378,16 +399,9 @@ func (s *Store) Get(ctx context.Context, ref string) (io.ReadCloser, error) {
 	}
 	if err != nil {
 		cancel()
-		return nil, s.getErr(ref, err)
+		return nil, fmt.Errorf("natsobject: get %s from bucket %q (%s): %w", ref, s.bucket, s.brokerState(), err)
 	}
 	return &reader{r: artifact.VerifyReader(digestReader{res, ref}, ref), c: res, cancel: cancel}, nil
-}
-
-func (s *Store) getErr(ref string, err error) error {
-	if errors.Is(err, jetstream.ErrObjectNotFound) {
-		return fmt.Errorf("natsobject: get %s from bucket %q: %w", ref, s.bucket, artifact.ErrNotFound)
-	}
-	return fmt.Errorf("natsobject: get %s from bucket %q (%s): %w", ref, s.bucket, s.brokerState(), err)
 }
 
 // brokerState describes the connection for an error message: its status
@@ -412,12 +426,15 @@ func (r *reader) Close() error {
 	return r.c.Close()
 }
 
-// digestReader names the failing Get in read errors. The Object Store's own
-// digest mismatch is not ErrCorrupt: in a cluster a read after a leader
-// change can assemble chunks a replica had not caught up on, and a retry
-// reads them whole (the content is still checked against its reference,
-// which is ErrCorrupt). A mismatch that persists shows as a Get that keeps
-// failing, never as a halt for a transient cause.
+// digestReader names the failing Get in read errors of nats.go's object
+// reader. The Object Store's own digest mismatch is not ErrCorrupt: in a
+// cluster a read after a leader change can assemble chunks a replica had
+// not caught up on, and a retry reads them whole (the content is still
+// checked against its reference, which is ErrCorrupt); nats.go also
+// reports other failures of its chunk delivery (its context ended, an
+// unreadable reply subject) as a digest mismatch. A mismatch that persists
+// shows as a Get that keeps failing, never as a halt for a transient
+// cause, and Putting the content again repairs it (see readback.go).
 type digestReader struct {
 	r   io.Reader
 	ref string
@@ -433,6 +450,93 @@ func (d digestReader) Read(p []byte) (int, error) {
 		err = fmt.Errorf("natsobject: get %s: read the chunks (the broker did not deliver them within the transfer's deadline, or failed; retry the Get): %w", d.ref, err)
 	}
 	return n, err
+}
+
+// chunkReader reads the chunks of one upload in stream order, one direct
+// get each (any replica answers, and no consumer is created: nats.go's Get
+// creates one per read, which on a cluster needs the metadata leader, and
+// it reports other failures of its chunk delivery as a digest mismatch).
+// Get uses it for objects of one chunk.
+// It checks the bytes against the metadata's size and digest at the end,
+// and reports a mismatch as an error of its own, before the caller's
+// VerifyReader could take the end for content that does not hash to its
+// reference (artifact.ErrCorrupt, which halts a node): chunks read from a
+// replica behind after a leader change are a transient failure, and
+// content that stays wrong is repaired by Putting it again (see
+// readback.go).
+type chunkReader struct {
+	s      *Store
+	ctx    context.Context
+	ref    string
+	info   *jetstream.ObjectInfo
+	subj   string
+	seq    uint64 // the stream sequence to read the next chunk from
+	chunks uint32 // chunks read
+	size   uint64 // bytes read
+	h      hash.Hash
+	buf    []byte // the rest of the current chunk
+	err    error
+}
+
+func (c *chunkReader) Read(p []byte) (int, error) {
+	if c.err != nil {
+		return 0, c.err
+	}
+	for len(c.buf) == 0 {
+		if c.chunks == c.info.Chunks {
+			c.err = c.end()
+			return 0, c.err
+		}
+		msg, err := c.s.nextChunk(c.ctx, c.subj, c.seq, true)
+		if err != nil {
+			c.err = c.chunkErr(err)
+			return 0, c.err
+		}
+		c.chunks++
+		c.size += uint64(len(msg.Data))
+		c.h.Write(msg.Data)
+		c.seq = msg.Sequence + 1
+		c.buf = msg.Data
+	}
+	n := copy(p, c.buf)
+	c.buf = c.buf[n:]
+	return n, nil
+}
+
+// end checks what was read against the metadata: io.EOF if it fits.
+func (c *chunkReader) end() error {
+	sum := c.h.Sum(nil)
+	want, err := jetstream.DecodeObjectDigest(c.info.Digest)
+	if err == nil && c.size == c.info.Size && bytes.Equal(sum, want) {
+		return io.EOF
+	}
+	c.s.opts.Logger.Warn("natsobject: get: the chunks read do not match the object's metadata",
+		"ref", c.ref, "bucket", c.s.bucket, "nuid", c.info.NUID, "chunks", c.chunks, "bytes", c.size,
+		"want_bytes", c.info.Size, "sha256", hex.EncodeToString(sum), "last_seq", c.seq-1, "server", c.s.nc.ConnectedServerName())
+	return fmt.Errorf("natsobject: get %s: the %d chunks read (%d bytes, upload %s, last at stream sequence %d) do not match the object's size %d and digest "+
+		"(a replica behind after a leader change, or a damaged bucket; retry the Get, Put the content again if it persists): %w",
+		c.ref, c.chunks, c.size, c.info.NUID, c.seq-1, c.info.Size, jetstream.ErrDigestMismatch)
+}
+
+func (c *chunkReader) chunkErr(err error) error {
+	if errors.Is(err, jetstream.ErrMsgNotFound) {
+		return fmt.Errorf("natsobject: get %s: chunk %d of %d (upload %s) is not in bucket %q after stream sequence %d "+
+			"(the replicas that answered lag, or the chunks were purged; retry the Get, Put the content again if it persists): %w",
+			c.ref, c.chunks+1, c.info.Chunks, c.info.NUID, c.s.bucket, c.seq-1, err)
+	}
+	if cerr := c.ctx.Err(); cerr != nil && !errors.Is(err, cerr) {
+		err = fmt.Errorf("%w (%v)", cerr, err)
+	}
+	return fmt.Errorf("natsobject: get %s: read chunk %d of %d from bucket %q (%s; the broker did not answer within the transfer's deadline, or failed; retry the Get): %w",
+		c.ref, c.chunks+1, c.info.Chunks, c.s.bucket, c.s.brokerState(), err)
+}
+
+// Close ends the read; later Reads fail.
+func (c *chunkReader) Close() error {
+	if c.err == nil {
+		c.err = errors.New("natsobject: read after Close")
+	}
+	return nil
 }
 
 // ctxReader fails reads once ctx is done.

@@ -19,12 +19,15 @@ import (
 // Only io.EOF ends the content: any other error of r, io.ErrUnexpectedEOF
 // included, fails the Put before anything is uploaded. An object already
 // under the reference counts only if its metadata is not a deletion or a
-// link, gives the content's size and digest, and every chunk it names is in
-// the bucket; otherwise (the metadata a failed upload left, a corrupted
-// object) the object is uploaded again, which replaces it atomically: the
-// Object Store writes the new chunks first, then the metadata, then purges
-// the old chunks. After an upload Put counts the new upload's chunks in the
-// bucket before it returns (see checkUpload).
+// link, gives the content's size and digest, every chunk it names is in
+// the bucket, and those chunks read back hash to the reference; otherwise
+// (the metadata a failed upload left, a corrupted object) the object is
+// uploaded again, which replaces it atomically: the Object Store writes the
+// new chunks first, then the metadata, then purges the old chunks. After an
+// upload Put counts the new upload's chunks in the bucket (see checkUpload)
+// and, for an upload of more than one chunk, reads it back and uploads
+// again (at most maxUploads times in all) if it does not hash to the
+// reference (see readback.go), before it returns.
 //
 // When an upload fails (the bucket or the server's disk is full, the
 // connection dropped, ctx ended), Put removes the metadata it may have left
@@ -57,9 +60,6 @@ func (s *Store) Put(ctx context.Context, r io.Reader) (string, error) {
 	}
 	ref := controlevent.ChecksumOf(h)
 	size := uint64(n)
-	if _, err := f.Seek(0, io.SeekStart); err != nil {
-		return "", fmt.Errorf("natsobject: put %s: rewind spool %s: %w", ref, f.Name(), err)
-	}
 
 	unlock := s.lock(ref)
 	defer unlock()
@@ -69,31 +69,73 @@ func (s *Store) Put(ctx context.Context, r io.Reader) (string, error) {
 	}
 	switch in.state {
 	case objComplete:
-		return ref, nil
+		// Chunks counted are not chunks that hash to ref (see readback.go):
+		// read the object back, so that Putting the content again repairs
+		// an object every Get reports corrupt.
+		p, err := s.storedProblem(ctx, ref, in.info)
+		if err != nil {
+			return "", fmt.Errorf("natsobject: put %s: read back the object in bucket %q (%s; retry the Put): %w", ref, s.bucket, s.brokerState(), err)
+		}
+		if p == "" {
+			return ref, nil
+		}
+		s.opts.Logger.Warn("natsobject: put: replacing a damaged object", "ref", ref, "bucket", s.bucket, "problem", p)
 	case objDamaged:
 		s.opts.Logger.Warn("natsobject: put: replacing a damaged object", "ref", ref, "bucket", s.bucket, "problem", in.problem)
 	}
+	for attempt := 1; ; attempt++ {
+		if _, err := f.Seek(0, io.SeekStart); err != nil {
+			return "", fmt.Errorf("natsobject: put %s: rewind spool %s: %w", ref, f.Name(), err)
+		}
+		info, err := s.upload(ctx, ref, size, f)
+		if err != nil {
+			return "", err
+		}
+		if info.Chunks <= 1 {
+			return ref, nil
+		}
+		p, err := s.storedProblem(ctx, ref, info)
+		if err != nil {
+			return "", fmt.Errorf("natsobject: put %s: read back the upload to bucket %q (%s; retry the Put): %w", ref, s.bucket, s.brokerState(), err)
+		}
+		if p == "" {
+			return ref, nil
+		}
+		if attempt == maxUploads {
+			return "", fmt.Errorf("natsobject: put %s: bucket %q: %d uploads reported success and none reads back whole (%s); check the servers' logs and retry the Put", ref, s.bucket, attempt, p)
+		}
+		s.opts.Logger.Warn("natsobject: put: an upload that reported success does not read back whole; uploading again",
+			"ref", ref, "bucket", s.bucket, "attempt", attempt, "problem", p)
+	}
+}
+
+// upload uploads the content of f (size bytes that hash to ref) under ref
+// and checks that the bucket holds all the chunks of the upload
+// (checkUpload), returning the upload's metadata. A failed upload's
+// leftovers are removed (dropIncomplete).
+func (s *Store) upload(ctx context.Context, ref string, size uint64, f *os.File) (*jetstream.ObjectInfo, error) {
 	// The upload is bounded by its size (see Options.TransferRate), or by
 	// ctx if it ends earlier: jetstream's Put waits for every chunk's ack
 	// with no bound of its own when ctx has none.
 	uctx, cancel := s.transferCtx(ctx, size)
 	defer cancel()
-	info, err := s.obs.Put(uctx, jetstream.ObjectMeta{Name: ref}, ctxReader{uctx, f})
+	info, err := s.obs.Put(uctx, jetstream.ObjectMeta{Name: ref}, uploadReader(ctxReader{uctx, f}))
 	if err != nil {
 		s.dropIncomplete(ctx, ref)
 		if cerr := uctx.Err(); cerr != nil && !errors.Is(err, cerr) {
 			err = fmt.Errorf("%w (%v)", cerr, err)
 		}
-		return "", fmt.Errorf("natsobject: put %s: upload %d bytes to bucket %q (%s; the broker did not answer in time or failed; retry the Put): %w",
-			ref, n, s.bucket, s.brokerState(), err)
+		return nil, fmt.Errorf("natsobject: put %s: upload %d bytes to bucket %q (%s; the broker did not answer in time or failed; retry the Put): %w",
+			ref, size, s.bucket, s.brokerState(), err)
 	}
 	if info.Size != size {
-		return "", fmt.Errorf("natsobject: put %s: bucket %q stored %d bytes, want %d", ref, s.bucket, info.Size, n)
+		return nil, fmt.Errorf("natsobject: put %s: bucket %q stored %d bytes, want %d", ref, s.bucket, info.Size, size)
 	}
-	if err := s.checkUpload(ctx, ref, size, info); err != nil {
-		return "", fmt.Errorf("natsobject: put %s: bucket %q after the upload: %w", ref, s.bucket, err)
+	info, err = s.checkUpload(ctx, ref, size, info)
+	if err != nil {
+		return nil, fmt.Errorf("natsobject: put %s: bucket %q after the upload: %w", ref, s.bucket, err)
 	}
-	return ref, nil
+	return info, nil
 }
 
 // checkUpload checks that the bucket holds every chunk of the upload info,
@@ -102,26 +144,27 @@ func (s *Store) Put(ctx context.Context, r io.Reader) (string, error) {
 // metadata right after an upload costs the server as much as the upload
 // itself). Only if chunks are missing, which a concurrent Put of the same
 // content from another process causes when it replaces the object, does it
-// inspect whatever the bucket holds under ref now.
-func (s *Store) checkUpload(ctx context.Context, ref string, size uint64, info *jetstream.ObjectInfo) error {
+// inspect whatever the bucket holds under ref now. It returns the metadata
+// of the object found complete: info, or the other process's.
+func (s *Store) checkUpload(ctx context.Context, ref string, size uint64, info *jetstream.ObjectInfo) (*jetstream.ObjectInfo, error) {
 	if p := metaProblem(info, ref, &size); p == "" {
 		if info.Chunks == 0 {
-			return nil
+			return info, nil
 		}
 		have, err := s.chunkCount(ctx, info.NUID)
 		if err != nil {
-			return err
+			return nil, err
 		}
 		if have == uint64(info.Chunks) {
-			return nil
+			return info, nil
 		}
 	}
 	in, err := s.inspect(ctx, ref, &size)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	if in.state != objComplete {
-		return fmt.Errorf("the complete object is not there (%s); retry the Put", in.problem)
+		return nil, fmt.Errorf("the complete object is not there (%s); retry the Put", in.problem)
 	}
-	return nil
+	return in.info, nil
 }

@@ -1,0 +1,12 @@
+package natsobject
+
+import "io"
+
+// SetUploadReader makes every upload read its content through wrap, until
+// the returned function restores the default; tests inject broker faults
+// between chunks with it. Not safe while Puts run.
+func SetUploadReader(wrap func(io.Reader) io.Reader) (restore func()) {
+	old := uploadReader
+	uploadReader = wrap
+	return func() { uploadReader = old }
+}
