@@ -24,12 +24,45 @@ type streamEvent struct {
 }
 
 // readStream returns every message of the feed stream, in sequence order.
+//
+// A read that fails for a cause of the broker (no responders while a
+// cluster elects a stream leader, a timeout, a fetch that returned
+// nothing) is started again, every second, within the two minutes; a
+// message that does not decode fails at once.
 func (h *harness) readStream(ctx context.Context) ([]streamEvent, error) {
 	cctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
 	defer cancel()
 	if h.fsrc != nil {
 		return h.readFeedDir(cctx)
 	}
+	for attempt := 1; ; attempt++ {
+		out, err := h.readStreamOnce(cctx)
+		var bad *badMessageError
+		if err == nil || errors.As(err, &bad) || cctx.Err() != nil {
+			return out, err
+		}
+		if h.logf != nil {
+			h.logf("check: read of the stream failed (attempt %d), reading again: %v", attempt, err)
+		}
+		select {
+		case <-cctx.Done():
+			return nil, fmt.Errorf("%w (after %d attempts)", err, attempt)
+		case <-time.After(time.Second):
+		}
+	}
+}
+
+// badMessageError is a stream message the checker cannot decode.
+type badMessageError struct {
+	seq uint64
+	err error
+}
+
+func (e *badMessageError) Error() string { return fmt.Sprintf("stream message %d: %v", e.seq, e.err) }
+func (e *badMessageError) Unwrap() error { return e.err }
+
+// readStreamOnce reads the whole stream through one ordered consumer.
+func (h *harness) readStreamOnce(cctx context.Context) ([]streamEvent, error) {
 	st, err := h.js.Stream(cctx, natsfeed.DefaultStream)
 	if err != nil {
 		return nil, err
@@ -54,7 +87,7 @@ func (h *harness) readStream(ctx context.Context) ([]streamEvent, error) {
 			}
 			e, err := controlevent.Decode(m.Data())
 			if err != nil {
-				return nil, fmt.Errorf("stream message %d: %w", md.Sequence.Stream, err)
+				return nil, &badMessageError{md.Sequence.Stream, err}
 			}
 			out = append(out, streamEvent{seq: md.Sequence.Stream, id: e.EventID})
 		}
