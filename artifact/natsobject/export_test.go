@@ -10,3 +10,12 @@ func SetUploadReader(wrap func(io.Reader) io.Reader) (restore func()) {
 	uploadReader = wrap
 	return func() { uploadReader = old }
 }
+
+// SetBeforeTransfer makes Get call f once the object is found readable,
+// before its chunks are asked for, until the returned function restores
+// the default. Not safe while Gets run.
+func SetBeforeTransfer(f func()) (restore func()) {
+	old := beforeTransfer
+	beforeTransfer = f
+	return func() { beforeTransfer = old }
+}

@@ -57,10 +57,16 @@
 // chunks in the bucket before it returns (the metadata is not read back: a
 // direct get of it right after an upload costs the server about as much as
 // the upload itself), and reads back an upload of more than one chunk,
-// uploading again (at most three times) one that does not hash to the
-// reference: nats.go's Put can report success for an upload whose chunks
-// hold other bytes when the stream loses its leader mid-upload (see
-// readback.go).
+// uploading again (at most three uploads in all) one that does not hash to
+// the reference: nats.go's Put can report success for an upload whose
+// chunks hold other bytes when the stream loses its leader mid-upload (see
+// readback.go). Chunks that cannot be read back are not taken for damage
+// while the stream's leader still counts them (replicas lag: an error, to
+// retry) or another process's upload has replaced them (that one is read
+// back). The cost: a Put of content already in the bucket reads all of it
+// back, and a new upload of more than one chunk is read back once, one
+// direct get per chunk; the reads and uploads of one Put share one
+// transfer deadline.
 //
 // When an upload fails, Put replaces the metadata it may have left by a
 // deletion marker, but only if that metadata is still the latest message
@@ -82,16 +88,26 @@
 //
 // # Errors
 //
-// Get maps a missing object to artifact.ErrNotFound, a malformed reference to
-// artifact.ErrBadRef, and content that does not hash to its reference (or
-// fails the Object Store's own digest) to artifact.ErrCorrupt, reported by
-// the Read that reaches the end. Metadata that names missing chunks or
-// other content is artifact.ErrCorrupt from Get itself, before any
-// transfer: each Get costs one metadata and one stream-info request before
-// the transfer starts. The transfer of an object of one chunk (up to 128
-// KiB) is one direct get, which any replica answers; a larger object
-// streams through a consumer of nats.go's Object Store. Operations after Close fail with ErrClosed.
-// Nothing retries; nats.go reconnects in the background.
+// Get maps a missing object to artifact.ErrNotFound, a malformed reference
+// to artifact.ErrBadRef, and content that does not hash to its reference to
+// artifact.ErrCorrupt, reported by the Read that reaches the end. Metadata
+// that names missing chunks or other content is artifact.ErrCorrupt from
+// Get itself, before any transfer: each Get costs one metadata and one
+// stream-info request before the transfer starts. Chunks whose bytes do
+// not match the metadata's size or digest (which equals the reference) are
+// not artifact.ErrCorrupt but an error wrapping jetstream.ErrDigestMismatch,
+// a failure to retry: a replica behind after a leader change can answer
+// with them, and content that stays wrong is repaired by a Put of it. The
+// transfer of an object of one chunk (up to 128 KiB, the Object Store's
+// default chunk size, which Put uses) is one direct get, which any replica
+// answers; a larger object streams through a consumer of nats.go's Object
+// Store. Operations after Close fail with ErrClosed.
+//
+// The store retries only within one call: a Put uploads again content
+// that does not read back whole, and a chunk or metadata that a lagging
+// replica reports missing is asked for again for up to two seconds. A
+// failed call is the caller's to retry; nats.go reconnects in the
+// background.
 package natsobject
 
 import (
@@ -378,6 +394,7 @@ func (s *Store) Get(ctx context.Context, ref string) (io.ReadCloser, error) {
 	// change) would otherwise wait for it, or forever (see
 	// Options.TransferRate).
 	ctx, cancel := s.transferCtx(ctx, info.Size)
+	beforeTransfer()
 	if info.Chunks <= 1 {
 		// One direct get (see chunkReader): the object of a control event
 		// is small, and a read without a consumer costs less than half.
@@ -487,7 +504,7 @@ func (c *chunkReader) Read(p []byte) (int, error) {
 			c.err = c.end()
 			return 0, c.err
 		}
-		msg, err := c.s.nextChunk(c.ctx, c.subj, c.seq, true)
+		msg, err := c.s.nextChunk(c.ctx, c.subj, c.seq)
 		if err != nil {
 			c.err = c.chunkErr(err)
 			return 0, c.err
@@ -507,22 +524,31 @@ func (c *chunkReader) Read(p []byte) (int, error) {
 func (c *chunkReader) end() error {
 	sum := c.h.Sum(nil)
 	want, err := jetstream.DecodeObjectDigest(c.info.Digest)
-	if err == nil && c.size == c.info.Size && bytes.Equal(sum, want) {
+	var what string
+	switch {
+	case err != nil:
+		what = fmt.Sprintf("its metadata digest %q is unreadable", c.info.Digest)
+	case c.size != c.info.Size:
+		what = fmt.Sprintf("they hold %d bytes, its metadata says %d", c.size, c.info.Size)
+	case !bytes.Equal(sum, want):
+		what = "they do not match its metadata's digest"
+	default:
 		return io.EOF
 	}
 	c.s.opts.Logger.Warn("natsobject: get: the chunks read do not match the object's metadata",
 		"ref", c.ref, "bucket", c.s.bucket, "nuid", c.info.NUID, "chunks", c.chunks, "bytes", c.size,
 		"want_bytes", c.info.Size, "sha256", hex.EncodeToString(sum), "last_seq", c.seq-1, "server", c.s.nc.ConnectedServerName())
-	return fmt.Errorf("natsobject: get %s: the %d chunks read (%d bytes, upload %s, last at stream sequence %d) do not match the object's size %d and digest "+
+	return fmt.Errorf("natsobject: get %s: read %d of %d chunks of upload %s (the last at stream sequence %d), and %s "+
 		"(a replica behind after a leader change, or a damaged bucket; retry the Get, Put the content again if it persists): %w",
-		c.ref, c.chunks, c.size, c.info.NUID, c.seq-1, c.info.Size, jetstream.ErrDigestMismatch)
+		c.ref, c.chunks, c.info.Chunks, c.info.NUID, c.seq-1, what, jetstream.ErrDigestMismatch)
 }
 
 func (c *chunkReader) chunkErr(err error) error {
 	if errors.Is(err, jetstream.ErrMsgNotFound) {
-		return fmt.Errorf("natsobject: get %s: chunk %d of %d (upload %s) is not in bucket %q after stream sequence %d "+
-			"(the replicas that answered lag, or the chunks were purged; retry the Get, Put the content again if it persists): %w",
-			c.ref, c.chunks+1, c.info.Chunks, c.info.NUID, c.s.bucket, c.seq-1, err)
+		return fmt.Errorf("natsobject: get %s: chunk %d of %d of upload %s is not in bucket %q (from stream sequence %d on) "+
+			"although the stream's leader counted it: the replicas that answered lag, or the chunks were purged since "+
+			"(retry the Get, Put the content again if it persists): %w",
+			c.ref, c.chunks+1, c.info.Chunks, c.info.NUID, c.s.bucket, c.seq, err)
 	}
 	if cerr := c.ctx.Err(); cerr != nil && !errors.Is(err, cerr) {
 		err = fmt.Errorf("%w (%v)", cerr, err)
@@ -531,13 +557,9 @@ func (c *chunkReader) chunkErr(err error) error {
 		c.ref, c.chunks+1, c.info.Chunks, c.s.bucket, c.s.brokerState(), err)
 }
 
-// Close ends the read; later Reads fail.
-func (c *chunkReader) Close() error {
-	if c.err == nil {
-		c.err = errors.New("natsobject: read after Close")
-	}
-	return nil
-}
+// Close does nothing of its own: the reader's Close ends the transfer's
+// context, which fails any later chunk request.
+func (c *chunkReader) Close() error { return nil }
 
 // ctxReader fails reads once ctx is done.
 type ctxReader struct {

@@ -27,7 +27,9 @@ import (
 // upload Put counts the new upload's chunks in the bucket (see checkUpload)
 // and, for an upload of more than one chunk, reads it back and uploads
 // again (at most maxUploads times in all) if it does not hash to the
-// reference (see readback.go), before it returns.
+// reference (see readback.go), before it returns. Those reads back and
+// uploads share one transfer deadline (Options.TransferRate): the bound of
+// a Put is that of one upload, plus RequestTimeout per metadata request.
 //
 // When an upload fails (the bucket or the server's disk is full, the
 // connection dropped, ctx ended), Put removes the metadata it may have left
@@ -67,12 +69,17 @@ func (s *Store) Put(ctx context.Context, r io.Reader) (string, error) {
 	if err != nil {
 		return "", fmt.Errorf("natsobject: put %s: check the object in bucket %q: %w", ref, s.bucket, err)
 	}
+	// One transfer deadline (see Options.TransferRate) bounds every read
+	// back and upload of this Put together, so that checking what nats.go
+	// stored does not extend the bound a caller was promised.
+	tctx, cancel := s.transferCtx(ctx, size)
+	defer cancel()
 	switch in.state {
 	case objComplete:
 		// Chunks counted are not chunks that hash to ref (see readback.go):
 		// read the object back, so that Putting the content again repairs
 		// an object every Get reports corrupt.
-		p, err := s.storedProblem(ctx, ref, in.info)
+		p, err := s.confirmStored(tctx, ref, size, in.info)
 		if err != nil {
 			return "", fmt.Errorf("natsobject: put %s: read back the object in bucket %q (%s; retry the Put): %w", ref, s.bucket, s.brokerState(), err)
 		}
@@ -87,14 +94,14 @@ func (s *Store) Put(ctx context.Context, r io.Reader) (string, error) {
 		if _, err := f.Seek(0, io.SeekStart); err != nil {
 			return "", fmt.Errorf("natsobject: put %s: rewind spool %s: %w", ref, f.Name(), err)
 		}
-		info, err := s.upload(ctx, ref, size, f)
+		info, err := s.upload(ctx, tctx, ref, size, f)
 		if err != nil {
 			return "", err
 		}
 		if info.Chunks <= 1 {
 			return ref, nil
 		}
-		p, err := s.storedProblem(ctx, ref, info)
+		p, err := s.confirmStored(tctx, ref, size, info)
 		if err != nil {
 			return "", fmt.Errorf("natsobject: put %s: read back the upload to bucket %q (%s; retry the Put): %w", ref, s.bucket, s.brokerState(), err)
 		}
@@ -110,15 +117,12 @@ func (s *Store) Put(ctx context.Context, r io.Reader) (string, error) {
 }
 
 // upload uploads the content of f (size bytes that hash to ref) under ref
+// within uctx, the Put's transfer deadline (jetstream's Put waits for
+// every chunk's ack with no bound of its own when its context has none),
 // and checks that the bucket holds all the chunks of the upload
 // (checkUpload), returning the upload's metadata. A failed upload's
-// leftovers are removed (dropIncomplete).
-func (s *Store) upload(ctx context.Context, ref string, size uint64, f *os.File) (*jetstream.ObjectInfo, error) {
-	// The upload is bounded by its size (see Options.TransferRate), or by
-	// ctx if it ends earlier: jetstream's Put waits for every chunk's ack
-	// with no bound of its own when ctx has none.
-	uctx, cancel := s.transferCtx(ctx, size)
-	defer cancel()
+// leftovers are removed (dropIncomplete, on ctx, the caller's).
+func (s *Store) upload(ctx, uctx context.Context, ref string, size uint64, f *os.File) (*jetstream.ObjectInfo, error) {
 	info, err := s.obs.Put(uctx, jetstream.ObjectMeta{Name: ref}, uploadReader(ctxReader{uctx, f}))
 	if err != nil {
 		s.dropIncomplete(ctx, ref)

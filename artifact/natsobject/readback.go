@@ -37,64 +37,88 @@ import (
 // does not hash to its reference before it fails.
 const maxUploads = 3
 
+// confirmStored reads back the object whose metadata is info (see
+// storedProblem) and returns "" if it hashes to ref, or what is wrong with
+// it: content to upload again. Chunks that cannot be read at all are not
+// taken for damage at once: another process's Put of the same content may
+// have replaced the upload (purging its chunks), whose object is then read
+// back in turn, and if the stream's leader still counts every chunk of the
+// upload the replicas that answered lag, which is an error (retry the Put),
+// never a reason to upload over a whole object.
+func (s *Store) confirmStored(ctx context.Context, ref string, size uint64, info *jetstream.ObjectInfo) (string, error) {
+	for range maxUploads {
+		p, short, err := s.storedProblem(ctx, ref, info)
+		if err != nil || !short {
+			return p, err
+		}
+		in, err := s.inspect(ctx, ref, &size)
+		if err != nil {
+			return "", err
+		}
+		if in.state != objComplete {
+			return in.problem, nil
+		}
+		if in.info.NUID == info.NUID {
+			return "", fmt.Errorf("%s, while the stream's leader holds them all (the replicas that answered lag)", p)
+		}
+		info = in.info // replaced meanwhile: read back the new upload
+	}
+	return "", fmt.Errorf("the object under the reference was replaced %d times while Put read it back (other processes Put the same content)", maxUploads)
+}
+
 // storedProblem reads back the chunks that metadata info names, in stream
-// order, and says what is wrong with them for object ref: "" if they are
-// exactly info.Chunks chunks of info.Size bytes in all that hash to ref.
-// The reads are direct gets (any replica answers; a chunk a lagging
-// replica reports missing is asked for again for up to lagPatience),
-// bounded by the transfer deadline of info.Size. The error is reserved for
-// reads that failed.
-func (s *Store) storedProblem(ctx context.Context, ref string, info *jetstream.ObjectInfo) (string, error) {
+// order, and says what is wrong with them for object ref: "" if those
+// info.Chunks chunks hold info.Size bytes in all that hash to ref. short
+// reports that fewer chunks than that could be read (not found after
+// lagPatience each). The reads are direct gets (any replica answers),
+// bounded together by the transfer deadline of info.Size; the error is
+// reserved for reads that failed. The chunk count itself is the caller's
+// to check (inspect, checkUpload): a chunk past the count is not looked
+// for.
+func (s *Store) storedProblem(ctx context.Context, ref string, info *jetstream.ObjectInfo) (problem string, short bool, err error) {
 	want, err := hex.DecodeString(strings.TrimPrefix(ref, controlevent.ChecksumPrefix))
 	if err != nil {
-		return "malformed reference", nil
-	}
-	if info.Chunks == 0 {
-		return "", nil
+		return "malformed reference", false, nil
 	}
 	ctx, cancel := s.transferCtx(ctx, info.Size)
 	defer cancel()
 	h := controlevent.NewHash()
 	subj := chunkSubject(s.bucket, info.NUID)
-	var chunks, size uint64
-	for seq := uint64(1); ; {
-		msg, err := s.nextChunk(ctx, subj, seq, chunks < uint64(info.Chunks))
+	var chunks uint32
+	var size uint64
+	for seq := uint64(1); chunks < info.Chunks; {
+		msg, err := s.nextChunk(ctx, subj, seq)
 		if errors.Is(err, jetstream.ErrMsgNotFound) {
-			break
+			return fmt.Sprintf("%d of the %d chunks of upload %s read back", chunks, info.Chunks, info.NUID), true, nil
 		}
 		if err != nil {
-			return "", fmt.Errorf("read back chunk %d of upload %s: %w", chunks+1, info.NUID, err)
+			return "", false, fmt.Errorf("read back chunk %d of %d of upload %s: %w", chunks+1, info.Chunks, info.NUID, err)
 		}
 		chunks++
 		size += uint64(len(msg.Data))
 		h.Write(msg.Data)
-		if chunks > uint64(info.Chunks) {
-			break
-		}
 		seq = msg.Sequence + 1
 	}
 	switch {
-	case chunks != uint64(info.Chunks):
-		return fmt.Sprintf("%d chunks read back from upload %s, its metadata names %d", chunks, info.NUID, info.Chunks), nil
 	case size != info.Size:
-		return fmt.Sprintf("its chunks read back hold %d bytes, its metadata says %d", size, info.Size), nil
+		return fmt.Sprintf("its %d chunks read back (upload %s) hold %d bytes, its metadata says %d", chunks, info.NUID, size, info.Size), false, nil
 	case !bytes.Equal(h.Sum(nil), want):
-		return fmt.Sprintf("its %d chunks read back (upload %s) do not hash to the reference", chunks, info.NUID), nil
+		return fmt.Sprintf("its %d chunks read back (upload %s) do not hash to the reference", chunks, info.NUID), false, nil
 	}
-	return "", nil
+	return "", false, nil
 }
 
 // nextChunk reads the first message at or after seq on subj, bounded by
-// RequestTimeout. If expected, a "not found" is asked again every 50 ms
-// for up to lagPatience (a lagging replica answered) before it is
-// returned.
-func (s *Store) nextChunk(ctx context.Context, subj string, seq uint64, expected bool) (*jetstream.RawStreamMsg, error) {
+// RequestTimeout. The caller knows the message is there (the stream's
+// leader counted it), so a "not found" is asked again every 50 ms for up
+// to lagPatience (a lagging replica answered) before it is returned.
+func (s *Store) nextChunk(ctx context.Context, subj string, seq uint64) (*jetstream.RawStreamMsg, error) {
 	end := time.Now().Add(min(lagPatience, s.opts.RequestTimeout))
 	for {
 		rctx, cancel := context.WithTimeout(ctx, s.opts.RequestTimeout)
 		msg, err := s.stream.GetMsg(rctx, seq, jetstream.WithGetMsgSubject(subj))
 		cancel()
-		if !errors.Is(err, jetstream.ErrMsgNotFound) || !expected || time.Now().After(end) {
+		if !errors.Is(err, jetstream.ErrMsgNotFound) || time.Now().After(end) {
 			return msg, err
 		}
 		if err := sleepCtx(ctx, 50*time.Millisecond); err != nil {
@@ -115,6 +139,10 @@ func sleepCtx(ctx context.Context, d time.Duration) error {
 	}
 }
 
-// uploadReader wraps the reader of every upload; tests set it (see
-// export_test.go) to inject broker faults between chunks.
-var uploadReader = func(r io.Reader) io.Reader { return r }
+// Test hooks (see export_test.go): uploadReader wraps the reader of every
+// upload, to inject broker faults between chunks; beforeTransfer runs in
+// Get once the object is found readable, before its chunks are asked for.
+var (
+	uploadReader   = func(r io.Reader) io.Reader { return r }
+	beforeTransfer = func() {}
+)

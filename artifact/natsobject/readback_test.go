@@ -193,3 +193,42 @@ func TestPut_RepairsObjectThatDoesNotReadBack(t *testing.T) {
 		t.Fatalf("Put of a whole object uploaded it again")
 	}
 }
+
+// A one-chunk object whose chunk holds other bytes (the right count, and
+// metadata whose digest is the reference's) fails Get with the digest
+// mismatch, a failure to retry, never artifact.ErrCorrupt; Putting the
+// content again repairs it.
+func TestGet_OneChunkDamaged(t *testing.T) {
+	ctx := t.Context()
+	srv := natsembed.StartForTest(t)
+	h := newHarness(ctx, t, srv)
+	s := h.Open(ctx, t).(*natsobject.Store)
+	defer s.Close()
+	data := []byte("one chunk, read with one direct get")
+	ref, err := artifact.PutBytes(ctx, s, data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, err := h.raw(ctx, t).GetInfo(ctx, ref)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, js := rawJS(t, srv)
+	subj := "$O." + h.cfg.Bucket + ".C." + info.NUID
+	if err := h.stream(ctx, t).Purge(ctx, jetstream.WithPurgeSubject(subj)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := js.Publish(ctx, subj, []byte("ONE CHUNK, read with one direct get")); err != nil {
+		t.Fatal(err)
+	}
+	_, err = artifact.GetBytes(ctx, s, ref, 1<<20)
+	if err == nil || errors.Is(err, artifact.ErrCorrupt) || !errors.Is(err, jetstream.ErrDigestMismatch) {
+		t.Fatalf("Get of the damaged object: %v; want the Object Store's digest mismatch, not artifact.ErrCorrupt", err)
+	}
+	if _, err := artifact.PutBytes(ctx, s, data); err != nil {
+		t.Fatalf("Put of the content again: %v", err)
+	}
+	if got, err := artifact.GetBytes(ctx, s, ref, 1<<20); err != nil || !bytes.Equal(got, data) {
+		t.Fatalf("Get after the repairing Put: %q, %v", got, err)
+	}
+}
