@@ -38,8 +38,11 @@ func (h *harness) readStream(ctx context.Context) ([]streamEvent, error) {
 	for attempt := 1; ; attempt++ {
 		out, err := h.readStreamOnce(cctx)
 		var bad *badMessageError
-		if err == nil || errors.As(err, &bad) || cctx.Err() != nil {
+		if err == nil || errors.As(err, &bad) {
 			return out, err
+		}
+		if cctx.Err() != nil {
+			return nil, fmt.Errorf("%w (attempt %d, the last within the check's two minutes)", err, attempt)
 		}
 		if h.logf != nil {
 			h.logf("check: read of the stream failed (attempt %d), reading again: %v", attempt, err)
@@ -68,10 +71,22 @@ func (h *harness) readStreamOnce(cctx context.Context) ([]streamEvent, error) {
 		return nil, err
 	}
 	last := st.CachedInfo().State.LastSeq
+	if last == 0 {
+		return nil, nil
+	}
 	cons, err := st.OrderedConsumer(cctx, jetstream.OrderedConsumerConfig{})
 	if err != nil {
 		return nil, err
 	}
+	defer func() {
+		// Best effort: a failed attempt's consumer would otherwise stay on
+		// the stream until its inactivity threshold.
+		dctx, cancel := context.WithTimeout(context.WithoutCancel(cctx), 2*time.Second)
+		defer cancel()
+		if ci := cons.CachedInfo(); ci != nil {
+			st.DeleteConsumer(dctx, ci.Name)
+		}
+	}()
 	var out []streamEvent
 	for len(out) == 0 || out[len(out)-1].seq < last {
 		batch, err := cons.Fetch(1000, jetstream.FetchMaxWait(2*time.Second))
