@@ -50,6 +50,7 @@ import (
 	"fmt"
 	"hash"
 	"io"
+	"log/slog"
 	"math"
 	"slices"
 	"strings"
@@ -116,6 +117,10 @@ type Config struct {
 	Dir string
 	// NATS configures the jetstream backend.
 	NATS NATSConfig
+	// Logger receives the backend's diagnostics (a damaged object
+	// replaced, an upload that did not read back whole, a file swept).
+	// Nil discards them.
+	Logger *slog.Logger
 }
 
 // NATSConfig holds the options of the jetstream artifact backend. Zero values

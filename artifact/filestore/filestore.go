@@ -38,7 +38,7 @@ const (
 
 func init() {
 	artifact.Register(Name, func(cfg artifact.Config) (artifact.Store, error) {
-		return New(cfg.Dir, nil)
+		return New(cfg.Dir, &Options{Logger: cfg.Logger})
 	})
 }
 

@@ -152,7 +152,7 @@ var ErrClosed = errors.New("natsobject: store closed")
 
 func init() {
 	artifact.Register(Name, func(cfg artifact.Config) (artifact.Store, error) {
-		return New(context.Background(), cfg.NATS, nil)
+		return New(context.Background(), cfg.NATS, &Options{Logger: cfg.Logger})
 	})
 }
 

@@ -168,7 +168,9 @@ func (s *settings) bootstrapNew(ctx context.Context, log *slog.Logger) error {
 
 // restoreSnapshot restores rec into --db.
 func (s *settings) restoreSnapshot(ctx context.Context, log *slog.Logger, rec snapshot.Record, force bool) error {
-	store, err := artifact.Open(s.ArtifactStore, s.artifactConfig())
+	acfg := s.artifactConfig()
+	acfg.Logger = log
+	store, err := artifact.Open(s.ArtifactStore, acfg)
 	if err != nil {
 		return fmt.Errorf("controlfeed serve: bootstrap: %w", err)
 	}

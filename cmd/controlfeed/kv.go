@@ -128,7 +128,8 @@ func (m *Main) runKVPut(ctx context.Context, args []string) error {
 	if err := s.checkBackends(kvPutCmd); err != nil {
 		return err
 	}
-	if log, err := s.logger(m.Stderr); err == nil {
+	log, err := s.logger(m.Stderr)
+	if err == nil {
 		s.logDefaultNATSURL(kvPutCmd, log)
 	}
 	value, err := m.kvPutValue(key, pos[1], s.MaxArtifactBytes)
@@ -145,6 +146,7 @@ func (m *Main) runKVPut(ctx context.Context, args []string) error {
 	defer db.Close()
 	acfg := s.artifactConfig()
 	acfg.NATS.Create = true // kv put writes artifacts: the producer's side
+	acfg.Logger = log       // a damaged object replaced, an upload sent again
 	store, err := artifact.Open(s.ArtifactStore, acfg)
 	if err != nil {
 		return s.natsTimeoutHint(kvPutCmd, err)

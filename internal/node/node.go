@@ -401,7 +401,11 @@ func Open(ctx context.Context, cfg *Config) (_ *Node, err error) {
 	if n.sink != nil {
 		c.Artifact.NATS.Create = true
 	}
-	if n.store, err = artifact.Open(c.ArtifactStore, c.Artifact); err != nil {
+	acfg := c.Artifact
+	if acfg.Logger == nil {
+		acfg.Logger = n.log
+	}
+	if n.store, err = artifact.Open(c.ArtifactStore, acfg); err != nil {
 		return nil, fmt.Errorf("node: %w", err)
 	}
 	if IsPostgresURL(c.DB) {
