@@ -168,6 +168,11 @@ type ClusterCounts struct {
 	// LongestCLIAllowed its deadline.
 	CLICalls, CLIFailures             int
 	LongestCLICall, LongestCLIAllowed time.Duration
+	// CLIReuploads counts the uploads the kv put commands sent again
+	// because one that reported success did not read back whole (nats.go's
+	// chunk resend across a leader election; see artifact/natsobject's
+	// readback.go), as their warnings say.
+	CLIReuploads int
 	// CallsPastDeadline counts the client calls that ran past their
 	// deadline plus slack (violations).
 	CallsPastDeadline int
@@ -200,6 +205,7 @@ func (c *ClusterCounts) String() string {
 	fmt.Fprintf(&b, "  longest client call: writer kv.Put %v (deadline %v + %v); kv put command %v (deadline %v + %v), %d commands, %d exited non-zero; %d past their deadline (violations)\n",
 		c.LongestWriterCall.Round(time.Millisecond), clusterCallTimeout, callSlack, c.LongestCLICall.Round(time.Millisecond), c.LongestCLIAllowed.Round(time.Millisecond), cliSlack,
 		c.CLICalls, c.CLIFailures, c.CallsPastDeadline)
+	fmt.Fprintf(&b, "  uploads a kv put command sent again because one that reported success did not read back whole: %d\n", c.CLIReuploads)
 	fmt.Fprintf(&b, "  false halts: %d (of %d status polls, %d reported unavailable)\n", c.FalseHalts, c.StatusPolls, c.UnavailableSeen)
 	return b.String()
 }
@@ -825,6 +831,10 @@ func (h *harness) statusWatch(ctx context.Context, done <-chan struct{}) {
 	}
 }
 
+// reuploadLine is in the warning of a Put that uploads again content whose
+// upload did not read back whole.
+const reuploadLine = "does not read back whole; uploading again"
+
 // cliPuts runs "controlfeed kv put" on the producer's database every
 // second or two, with --nats-timeout clusterCLITimeout, and times each
 // command: a command past cliDeadline plus cliSlack is a violation. One
@@ -863,6 +873,7 @@ func (h *harness) cliPuts(ctx context.Context, done <-chan struct{}) {
 		if err != nil {
 			cc.CLIFailures++
 		}
+		cc.CLIReuploads += strings.Count(string(out), reuploadLine)
 		if took > cc.LongestCLICall {
 			cc.LongestCLICall, cc.LongestCLIAllowed = took, allowed
 		}
