@@ -329,7 +329,7 @@ func TestApplier_Halts(t *testing.T) {
 			e.ArtifactRef = controlevent.Checksum([]byte("never stored"))
 			e.Checksum = e.ArtifactRef
 			return e
-		}, artifact.ErrNotFound, ""},
+		}, artifact.ErrNotFound, "used the same artifact store"},
 		{"ArtifactCorrupt", func(t *testing.T, st *artifacttest.MemStore) controlevent.Event {
 			e := withArtifact(t, st, ev(2, typ), []byte("payload"))
 			st.Replace(e.ArtifactRef, []byte("PAYLOAD"))
