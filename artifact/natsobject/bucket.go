@@ -52,7 +52,7 @@ func (s *Store) openBucket(ctx context.Context) error {
 	case !errors.Is(err, ErrNoBucket):
 		return err
 	case !s.cfg.Create:
-		s.opts.Logger.Warn("natsobject: the artifact bucket does not exist yet; the producer creates it, and this store waits for it (fetches fail as unavailable until then)",
+		s.opts.Logger.Warn("natsobject: the artifact bucket does not exist yet; the producer creates it, and this store waits for it (fetches fail as unavailable until then); if the producer runs already, check that --nats-bucket names its bucket",
 			"bucket", s.bucket)
 		return nil
 	}
@@ -79,14 +79,14 @@ func (s *Store) openBucket(ctx context.Context) error {
 func (s *Store) lookup(ctx context.Context) error {
 	obs, err := s.js.ObjectStore(ctx, s.bucket)
 	if errors.Is(err, jetstream.ErrBucketNotFound) || errors.Is(err, jetstream.ErrStreamNotFound) {
-		return fmt.Errorf("natsobject: bucket %q: %w; the producer (kv put, or serve with a feed sink) creates it with its --nats-replicas", s.bucket, ErrNoBucket)
+		return fmt.Errorf("natsobject: bucket %q: %w; the producer (kv put, or serve with a feed sink) creates it with its --nats-replicas; if the producer runs already, check that --nats-bucket names the producer's bucket", s.bucket, ErrNoBucket)
 	}
 	if err != nil {
 		return fmt.Errorf("natsobject: bucket %q: %w", s.bucket, err)
 	}
 	stream, err := s.js.Stream(ctx, streamName(s.bucket))
 	if errors.Is(err, jetstream.ErrStreamNotFound) {
-		return fmt.Errorf("natsobject: bucket %q: %w; the producer (kv put, or serve with a feed sink) creates it with its --nats-replicas", s.bucket, ErrNoBucket)
+		return fmt.Errorf("natsobject: bucket %q: %w; the producer (kv put, or serve with a feed sink) creates it with its --nats-replicas; if the producer runs already, check that --nats-bucket names the producer's bucket", s.bucket, ErrNoBucket)
 	}
 	if err != nil {
 		return fmt.Errorf("natsobject: bucket %q: stream %s: %w", s.bucket, streamName(s.bucket), err)
