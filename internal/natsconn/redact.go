@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"net/url"
 	"strings"
-	"time"
 
 	"github.com/nats-io/nats.go"
 )
@@ -130,35 +129,12 @@ func Scrub(err error, urls []string, auth Auth) error {
 	return &scrubbed{msg: msg, err: err}
 }
 
-// MinServerTimeout is the least time Connect gives one server of several
-// to accept and answer a connection.
-const MinServerTimeout = 500 * time.Millisecond
-
 // Connect connects to urls with opts. Its error names the servers with
 // RedactURLs and is scrubbed of auth's and the URLs' secrets (Scrub), so it
 // is safe to log; what is the prefix of the error, e.g. "natsfeed: source".
-//
-// The client tries the servers one after another, each within the connect
-// timeout of opts (nats.Timeout, default nats.DefaultTimeout): servers that
-// accept connections and never answer (stopped, overloaded) would hold the
-// connect for that timeout times the number of URLs. Connect therefore
-// gives each server an equal share of it (at least MinServerTimeout), so
-// that the connect as a whole ends within the timeout the caller set. The
-// share also bounds each later reconnect's dial.
 func Connect(what string, urls []string, auth Auth, opts ...nats.Option) (*nats.Conn, error) {
 	if len(urls) == 0 {
 		return nil, errors.New(what + ": connect: no NATS server URL (set --nats-url)")
-	}
-	if n := len(urls); n > 1 {
-		o := nats.GetDefaultOptions()
-		for _, opt := range opts {
-			if opt != nil {
-				opt(&o)
-			}
-		}
-		if o.Timeout > 0 {
-			opts = append(opts[:len(opts):len(opts)], nats.Timeout(max(o.Timeout/time.Duration(n), MinServerTimeout)))
-		}
 	}
 	nc, err := nats.Connect(strings.Join(urls, ","), opts...)
 	if err != nil {
