@@ -12,6 +12,11 @@ import (
 	"github.com/controlfeed/controlfeed/controlevent"
 )
 
+// MsgReupload is the message of the warning Put logs when an upload that
+// reported success does not read back whole and it uploads the content
+// again (see readback.go); tools that read logs can count it.
+const MsgReupload = "natsobject: put: an upload that reported success does not read back whole; uploading again"
+
 // Put spools r to a temporary file while hashing it, then makes sure the
 // bucket holds the complete object under its reference, and returns the
 // reference only then.
@@ -111,7 +116,7 @@ func (s *Store) Put(ctx context.Context, r io.Reader) (string, error) {
 		if attempt == maxUploads {
 			return "", fmt.Errorf("natsobject: put %s: bucket %q: %d uploads reported success and none reads back whole (%s); check the servers' logs and retry the Put", ref, s.bucket, attempt, p)
 		}
-		s.opts.Logger.Warn("natsobject: put: an upload that reported success does not read back whole; uploading again",
+		s.opts.Logger.Warn(MsgReupload,
 			"ref", ref, "bucket", s.bucket, "attempt", attempt, "problem", p)
 	}
 }

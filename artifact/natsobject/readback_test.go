@@ -120,7 +120,7 @@ func TestPut_ChunkRetryIsReadBack(t *testing.T) {
 	if err != nil || !bytes.Equal(raw, data) {
 		t.Fatalf("nats.go's Get after Put returned the reference: %d bytes, %v", len(raw), err)
 	}
-	if !strings.Contains(log.String(), "does not read back whole; uploading again") {
+	if !strings.Contains(log.String(), natsobject.MsgReupload) {
 		t.Fatalf("the first upload read back whole, so the injected fault did not damage it "+
 			"(has nats.go stopped resending a reused chunk buffer? then readback.go can go); log:\n%s", log.String())
 	}

@@ -833,7 +833,7 @@ func (h *harness) statusWatch(ctx context.Context, done <-chan struct{}) {
 
 // reuploadLine is in the warning of a Put that uploads again content whose
 // upload did not read back whole.
-const reuploadLine = "does not read back whole; uploading again"
+const reuploadLine = natsobject.MsgReupload
 
 // cliPuts runs "controlfeed kv put" on the producer's database every
 // second or two, with --nats-timeout clusterCLITimeout, and times each

@@ -111,7 +111,7 @@ type Config struct {
 	// ArtifactStore is the registered artifact.Store backend; "" = "file".
 	ArtifactStore string
 	// Artifact is passed to the store. For the file store, an empty Dir
-	// means DB + ".artifacts". A node must read the store its producer
+	// means DB + ".artifacts"; a nil Artifact.Logger means Logger. A node must read the store its producer
 	// writes to. Open sets Artifact.NATS.Create when FeedSink is not nop:
 	// the producer creates (and checks) the jetstream artifact bucket,
 	// after its Sink has created (and checked) the feed stream, and before
