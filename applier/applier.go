@@ -838,8 +838,7 @@ func (a *Applier) fetch(ctx context.Context, ev controlevent.Event) ([]byte, err
 		// without the nodes' --artifact-store (the file store by default).
 		return nil, a.eventErr(ev, "fetch artifact for", fmt.Errorf("artifact %s from store %s (the producer referenced content this store does not hold: "+
 			"check that whatever wrote it, such as controlfeed kv put, used the same artifact store, bucket or directory as this node, "+
-			"then store the same content there (the same kv put with this node's --artifact-store); the node retries the event with backoff, "+
-			"or controlfeed skip passes over it): %w", ev.ArtifactRef, a.store.Name(), err))
+			"then store the same content there (the same kv put with this node's --artifact-store); the node retries the event with backoff): %w", ev.ArtifactRef, a.store.Name(), err))
 	}
 	if err != nil {
 		return nil, a.eventErr(ev, "fetch artifact for", fmt.Errorf("artifact %s from store %s: %w", ev.ArtifactRef, a.store.Name(), err))
