@@ -222,9 +222,14 @@ func isProducerDB(ctx context.Context, ro *sql.DB) (bool, error) {
 }
 
 // openSnapshotStore opens the artifact store holding snapshots, as a
-// node does (it creates no broker object).
-func (s *settings) openSnapshotStore(cmd *command) (artifact.Store, error) {
-	store, err := artifact.Open(s.ArtifactStore, s.artifactConfig())
+// node does (it creates no broker object); the store's warnings go to
+// stderr at --log-level.
+func (s *settings) openSnapshotStore(cmd *command, stderr io.Writer) (artifact.Store, error) {
+	acfg := s.artifactConfig()
+	if log, err := s.logger(stderr); err == nil {
+		acfg.Logger = log
+	}
+	store, err := artifact.Open(s.ArtifactStore, acfg)
 	if err != nil {
 		return nil, s.natsTimeoutHint(cmd, fmt.Errorf("controlfeed %s: %w", cmd.name, err))
 	}
@@ -286,7 +291,7 @@ func (m *Main) runSnapshotCreate(ctx context.Context, args []string) error {
 			s.Out, formatBytes(man.Database.Size), man.ControlVersion, man.AppliedEvents, s.Out)
 		return nil
 	}
-	store, err := s.openSnapshotStore(snapshotCreateCmd)
+	store, err := s.openSnapshotStore(snapshotCreateCmd, m.Stderr)
 	if err != nil {
 		return err
 	}
@@ -351,7 +356,7 @@ func (m *Main) runSnapshotPublish(ctx context.Context, args []string) error {
 		return err
 	}
 	defer closeQuietly(cat)
-	store, err := s.openSnapshotStore(snapshotPublishCmd)
+	store, err := s.openSnapshotStore(snapshotPublishCmd, m.Stderr)
 	if err != nil {
 		return err
 	}
@@ -468,7 +473,7 @@ func (m *Main) runSnapshotRestore(ctx context.Context, args []string) error {
 		}
 		ref = rec.Manifest
 	}
-	store, err := s.openSnapshotStore(snapshotRestoreCmd)
+	store, err := s.openSnapshotStore(snapshotRestoreCmd, m.Stderr)
 	if err != nil {
 		return err
 	}
