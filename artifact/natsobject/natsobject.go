@@ -113,7 +113,6 @@ package natsobject
 import (
 	"bytes"
 	"context"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"hash"
@@ -398,7 +397,7 @@ func (s *Store) Get(ctx context.Context, ref string) (io.ReadCloser, error) {
 	if info.Chunks <= 1 {
 		// One direct get (see chunkReader): the object of a control event
 		// is small, and a read without a consumer costs less than half.
-		cr := &chunkReader{s: s, ctx: ctx, ref: ref, info: info, subj: chunkSubject(s.bucket, info.NUID), seq: 1, h: controlevent.NewHash()}
+		cr := s.newChunkReader(ctx, ref, info)
 		return &reader{r: artifact.VerifyReader(cr, ref), c: cr, cancel: cancel}, nil
 	}
 	// More chunks stream through nats.go's consumer, which does not wait a
@@ -493,6 +492,16 @@ type chunkReader struct {
 	h      hash.Hash
 	buf    []byte // the rest of the current chunk
 	err    error
+	// problem says what is wrong with the chunks once a Read failed for
+	// them (a chunk not found, or bytes that do not match the metadata),
+	// without the operation: Get and Put's read back word their own errors.
+	problem string
+}
+
+// newChunkReader reads the chunks of the upload info names for object ref
+// within ctx.
+func (s *Store) newChunkReader(ctx context.Context, ref string, info *jetstream.ObjectInfo) *chunkReader {
+	return &chunkReader{s: s, ctx: ctx, ref: ref, info: info, subj: chunkSubject(s.bucket, info.NUID), seq: 1, h: controlevent.NewHash()}
 }
 
 func (c *chunkReader) Read(p []byte) (int, error) {
@@ -520,7 +529,8 @@ func (c *chunkReader) Read(p []byte) (int, error) {
 	return n, nil
 }
 
-// end checks what was read against the metadata: io.EOF if it fits.
+// end checks what was read against the metadata: io.EOF if it fits, else
+// an error wrapping jetstream.ErrDigestMismatch.
 func (c *chunkReader) end() error {
 	sum := c.h.Sum(nil)
 	want, err := jetstream.DecodeObjectDigest(c.info.Digest)
@@ -535,20 +545,18 @@ func (c *chunkReader) end() error {
 	default:
 		return io.EOF
 	}
-	c.s.opts.Logger.Warn("natsobject: get: the chunks read do not match the object's metadata",
-		"ref", c.ref, "bucket", c.s.bucket, "nuid", c.info.NUID, "chunks", c.chunks, "bytes", c.size,
-		"want_bytes", c.info.Size, "sha256", hex.EncodeToString(sum), "last_seq", c.seq-1, "server", c.s.nc.ConnectedServerName())
-	return fmt.Errorf("natsobject: get %s: read %d of %d chunks of upload %s (the last at stream sequence %d), and %s "+
-		"(a replica behind after a leader change, or a damaged bucket; retry the Get, Put the content again if it persists): %w",
-		c.ref, c.chunks, c.info.Chunks, c.info.NUID, c.seq-1, what, jetstream.ErrDigestMismatch)
+	c.problem = fmt.Sprintf("read %d of %d chunks of upload %s (the last at stream sequence %d, server %s; sha256 %x), and %s",
+		c.chunks, c.info.Chunks, c.info.NUID, c.seq-1, c.s.nc.ConnectedServerName(), sum, what)
+	return fmt.Errorf("natsobject: get %s: %s (a replica behind after a leader change, or a damaged bucket; retry the Get, Put the content again if it persists): %w",
+		c.ref, c.problem, jetstream.ErrDigestMismatch)
 }
 
 func (c *chunkReader) chunkErr(err error) error {
 	if errors.Is(err, jetstream.ErrMsgNotFound) {
-		return fmt.Errorf("natsobject: get %s: chunk %d of %d of upload %s is not in bucket %q (from stream sequence %d on) "+
-			"although the stream's leader counted it: the replicas that answered lag, or the chunks were purged since "+
-			"(retry the Get, Put the content again if it persists): %w",
-			c.ref, c.chunks+1, c.info.Chunks, c.info.NUID, c.s.bucket, c.seq, err)
+		c.problem = fmt.Sprintf("chunk %d of %d of upload %s is not in bucket %q (from stream sequence %d on)",
+			c.chunks+1, c.info.Chunks, c.info.NUID, c.s.bucket, c.seq)
+		return fmt.Errorf("natsobject: get %s: %s although the stream's leader counted it: the replicas that answered lag, or the chunks were purged since "+
+			"(retry the Get, Put the content again if it persists): %w", c.ref, c.problem, err)
 	}
 	if cerr := c.ctx.Err(); cerr != nil && !errors.Is(err, cerr) {
 		err = fmt.Errorf("%w (%v)", cerr, err)

@@ -1,18 +1,13 @@
 package natsobject
 
 import (
-	"bytes"
 	"context"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
-	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
-
-	"github.com/controlfeed/controlfeed/controlevent"
 )
 
 // Why Put reads an object back.
@@ -67,45 +62,30 @@ func (s *Store) confirmStored(ctx context.Context, ref string, size uint64, info
 }
 
 // storedProblem reads back the chunks that metadata info names, in stream
-// order, and says what is wrong with them for object ref: "" if those
-// info.Chunks chunks hold info.Size bytes in all that hash to ref. short
-// reports that fewer chunks than that could be read (not found after
+// order, through the reader Get uses (chunkReader), and says what is wrong
+// with them: "" if those info.Chunks chunks hold info.Size bytes in all
+// that match info's digest, which is ref's (metaProblem checked it for an
+// object found in the bucket; an upload's is that of the content it read).
+// short reports that fewer chunks than that could be read (not found after
 // lagPatience each). The reads are direct gets (any replica answers),
 // bounded together by the transfer deadline of info.Size; the error is
 // reserved for reads that failed. The chunk count itself is the caller's
 // to check (inspect, checkUpload): a chunk past the count is not looked
 // for.
 func (s *Store) storedProblem(ctx context.Context, ref string, info *jetstream.ObjectInfo) (problem string, short bool, err error) {
-	want, err := hex.DecodeString(strings.TrimPrefix(ref, controlevent.ChecksumPrefix))
-	if err != nil {
-		return "malformed reference", false, nil
-	}
 	ctx, cancel := s.transferCtx(ctx, info.Size)
 	defer cancel()
-	h := controlevent.NewHash()
-	subj := chunkSubject(s.bucket, info.NUID)
-	var chunks uint32
-	var size uint64
-	for seq := uint64(1); chunks < info.Chunks; {
-		msg, err := s.nextChunk(ctx, subj, seq)
-		if errors.Is(err, jetstream.ErrMsgNotFound) {
-			return fmt.Sprintf("%d of the %d chunks of upload %s read back", chunks, info.Chunks, info.NUID), true, nil
-		}
-		if err != nil {
-			return "", false, fmt.Errorf("read back chunk %d of %d of upload %s: %w", chunks+1, info.Chunks, info.NUID, err)
-		}
-		chunks++
-		size += uint64(len(msg.Data))
-		h.Write(msg.Data)
-		seq = msg.Sequence + 1
-	}
+	cr := s.newChunkReader(ctx, ref, info)
+	_, err = io.Copy(io.Discard, cr)
 	switch {
-	case size != info.Size:
-		return fmt.Sprintf("its %d chunks read back (upload %s) hold %d bytes, its metadata says %d", chunks, info.NUID, size, info.Size), false, nil
-	case !bytes.Equal(h.Sum(nil), want):
-		return fmt.Sprintf("its %d chunks read back (upload %s) do not hash to the reference", chunks, info.NUID), false, nil
+	case err == nil:
+		return "", false, nil
+	case errors.Is(err, jetstream.ErrMsgNotFound):
+		return cr.problem, true, nil
+	case errors.Is(err, jetstream.ErrDigestMismatch):
+		return cr.problem, false, nil
 	}
-	return "", false, nil
+	return "", false, fmt.Errorf("read back upload %s: %w", info.NUID, err)
 }
 
 // nextChunk reads the first message at or after seq on subj, bounded by

@@ -10,7 +10,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/controlfeed/controlfeed/artifact"
@@ -143,16 +142,8 @@ func TestPut_RepairsObjectThatDoesNotReadBack(t *testing.T) {
 	ref := artifact.RefOf(data)
 
 	// The damaged object, written by nats.go's Put itself under the fault.
-	nc, err := nats.Connect(srv.ClientURL())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc.Close()
-	js, _ := jetstream.New(nc)
-	obs, err := js.ObjectStore(ctx, h.cfg.Bucket)
-	if err != nil {
-		t.Fatal(err)
-	}
+	_, js := rawJS(t, srv)
+	obs := h.raw(ctx, t)
 	if _, err := obs.Put(ctx, jetstream.ObjectMeta{Name: ref}, leaderlessOnce(t, js, h.cfg.Bucket)(bytes.NewReader(data))); err != nil {
 		t.Fatalf("nats.go Put: %v", err)
 	}
