@@ -3,7 +3,9 @@ package natsconn
 import (
 	"errors"
 	"fmt"
+	"net"
 	"net/url"
+	"os"
 	"strings"
 
 	"github.com/nats-io/nats.go"
@@ -132,13 +134,59 @@ func Scrub(err error, urls []string, auth Auth) error {
 // Connect connects to urls with opts. Its error names the servers with
 // RedactURLs and is scrubbed of auth's and the URLs' secrets (Scrub), so it
 // is safe to log; what is the prefix of the error, e.g. "natsfeed: source".
+//
+// The whole initial connect, over every server of urls, ends within the
+// connect timeout of opts (nats.Timeout; nats.go's default if unset): each
+// server in turn gets an equal share of the time left, so servers that
+// accept and never answer cannot make it last one timeout each. Reconnects
+// give each server the whole timeout, as nats.go does. Options that bring
+// their own dialer (nats.SetCustomDialer) keep nats.go's per-server bound.
+// A URL whose scheme is not nats, tls, ws or wss is refused before any
+// connection is made.
 func Connect(what string, urls []string, auth Auth, opts ...nats.Option) (*nats.Conn, error) {
 	if len(urls) == 0 {
 		return nil, errors.New(what + ": connect: no NATS server URL (set --nats-url)")
 	}
+	for _, u := range urls {
+		if err := checkScheme(u); err != nil {
+			return nil, Scrub(fmt.Errorf("%s: connect %s: %w", what, RedactURLs(urls), err), urls, auth)
+		}
+	}
+	budget := newConnectBudget(len(urls), opts)
+	if budget != nil {
+		opts = append(opts[:len(opts):len(opts)], nats.SetCustomDialer(budget))
+		defer budget.done()
+	}
 	nc, err := nats.Connect(strings.Join(urls, ","), opts...)
 	if err != nil {
+		if budget != nil && isTimeout(err) {
+			err = fmt.Errorf("no server completed the connect within the connect timeout %v (each server in turn got an equal share of it; "+
+				"check that the servers run and are reachable, or raise the timeout): %w", budget.dialer.Timeout, err)
+		}
 		return nil, Scrub(fmt.Errorf("%s: connect %s: %w", what, RedactURLs(urls), err), urls, auth)
 	}
 	return nc, nil
+}
+
+// checkScheme refuses a server URL whose scheme nats.go does not speak
+// (nats.go would try it as a plain address and fail, or succeed, for another
+// reason than the one the user meant). A URL without "://" is a host:port,
+// which nats.go reads as nats://host:port.
+func checkScheme(raw string) error {
+	raw = strings.TrimSpace(raw)
+	i := strings.Index(raw, "://")
+	if i < 0 {
+		return nil
+	}
+	switch strings.ToLower(raw[:i]) {
+	case "nats", "tls", "ws", "wss":
+		return nil
+	}
+	return fmt.Errorf("server URL %s: unknown scheme %q: use nats://, tls://, ws:// or wss:// (or host:port)", redactURL(raw), raw[:i])
+}
+
+// isTimeout reports whether err is a deadline that ran out.
+func isTimeout(err error) bool {
+	var ne net.Error
+	return errors.Is(err, nats.ErrTimeout) || errors.Is(err, os.ErrDeadlineExceeded) || errors.As(err, &ne) && ne.Timeout()
 }
