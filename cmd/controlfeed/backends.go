@@ -99,18 +99,21 @@ func (s *settings) logDefaultNATSURL(cmd *command, log *slog.Logger) {
 // natsTimeoutHint adds to err, when it is a broker call of a jetstream
 // backend of cmd that timed out, which deadline ended it and what to do:
 // the backends' error names the operation and the connection, this names
-// the flag.
+// the flag. When the broker answered instead that JetStream has no leader
+// for the call (a cluster without quorum, or electing), it says that.
 func (s *settings) natsTimeoutHint(cmd *command, err error) error {
-	if err == nil || !timedOut(err) {
+	if err == nil {
 		return err
 	}
-	jet := false
-	for _, b := range []struct{ flag, name string }{
-		{"feed-source", natsfeed.Name}, {"feed-sink", natsfeed.Name}, {"artifact-store", natsobject.Name},
-	} {
-		jet = jet || slices.Contains(cmd.settings, b.flag) && s.value(b.flag) == b.name
+	if !timedOut(err) {
+		if noLeader(err) && s.usesJetStream(cmd) {
+			return fmt.Errorf("%w\ncontrolfeed %s: the NATS broker answered that JetStream cannot serve the call now (no quorum or no leader: "+
+				"a majority of a cluster's servers is down or still electing, which the broker reports within seconds): check that a majority of the servers run "+
+				"and have a JetStream meta leader (nats server report jetstream), then run the command again", err, cmd.name)
+		}
+		return err
 	}
-	if !jet {
+	if !s.usesJetStream(cmd) {
 		return err
 	}
 	limit := "the default " + natsfeed.DefaultRequestTimeout.String()
@@ -120,6 +123,35 @@ func (s *settings) natsTimeoutHint(cmd *command, err error) error {
 	return fmt.Errorf("%w\ncontrolfeed %s: the NATS broker did not answer within --nats-timeout (%s; an artifact upload or download gets 1s more per MiB): "+
 		"check that the servers are up and have a JetStream leader (nats server report jetstream), or raise --nats-timeout (%s)",
 		err, cmd.name, limit, cmd.envName("nats-timeout"))
+}
+
+// usesJetStream reports whether cmd has a jetstream backend in s: a feed
+// source or sink, or an artifact store.
+func (s *settings) usesJetStream(cmd *command) bool {
+	for _, b := range []struct{ flag, name string }{
+		{"feed-source", natsfeed.Name}, {"feed-sink", natsfeed.Name}, {"artifact-store", natsobject.Name},
+	} {
+		if slices.Contains(cmd.settings, b.flag) && s.value(b.flag) == b.name {
+			return true
+		}
+	}
+	return false
+}
+
+// noLeader reports whether err is JetStream's answer that it cannot serve
+// the call for now: no meta leader, no stream leader, no quorum (a 503
+// API error such as 10008 "JetStream system temporarily unavailable").
+// JetStream not enabled on the server, also a 503, is not one.
+func noLeader(err error) bool {
+	var apiErr *jetstream.APIError
+	if !errors.As(err, &apiErr) {
+		return false
+	}
+	switch apiErr.ErrorCode {
+	case 10006, 10008, 10009, 10118, 10194: // cluster not active, system unavailable, not leader, stream offline
+		return true
+	}
+	return false // a 503 may also be "JetStream not enabled": not an outage to wait out
 }
 
 // timedOut reports whether err is a deadline or timeout of a broker call.

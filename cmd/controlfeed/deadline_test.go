@@ -3,6 +3,9 @@ package main
 import (
 	"crypto/rand"
 	"encoding/base64"
+	"errors"
+	"fmt"
+	"net"
 	"path/filepath"
 	"strings"
 	"sync/atomic"
@@ -138,4 +141,91 @@ func TestTail_StalledBrokerFails(t *testing.T) {
 		t.Fatalf("tail --follow through a stalled broker: %v, want an error naming --nats-timeout", err)
 	}
 	t.Logf("tail: %v", err)
+}
+
+// kv put given a --nats-url list of servers that accept connections and
+// never answer (stopped processes) fails within about one --nats-timeout,
+// not one per server, and says the connect ran out of time; with a healthy
+// server in the list as well, it succeeds.
+func TestKVPut_SilentServersInURLList(t *testing.T) {
+	silent := func() string { // accepts connections, never answers
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { ln.Close() })
+		go func() {
+			var held []net.Conn
+			defer func() {
+				for _, c := range held {
+					c.Close()
+				}
+			}()
+			for {
+				c, err := ln.Accept()
+				if err != nil {
+					return
+				}
+				held = append(held, c)
+			}
+		}()
+		return "nats://" + ln.Addr().String()
+	}
+	a, b, c := silent(), silent(), silent()
+	const timeout = 2 * time.Second
+	db := filepath.Join(t.TempDir(), "p.db")
+	env := []string{"CONTROLFEED_ARTIFACT_STORE=jetstream", "CONTROLFEED_NATS_TIMEOUT=" + timeout.String()}
+
+	start := time.Now()
+	err := runBounded(t, time.Minute, append(env, "CONTROLFEED_NATS_URL="+strings.Join([]string{a, b, c}, ",")), "",
+		"kv", "put", "--db", db, "k", "v")
+	took := time.Since(start)
+	if err == nil {
+		t.Fatal("kv put succeeded with no server answering")
+	}
+	for _, want := range []string{"connect timeout 2s", "--nats-timeout"} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("kv put error does not mention %q: %v", want, err)
+		}
+	}
+	// Before the connect shared one timeout, each silent server took a
+	// whole one: 6 s here.
+	if took > 2*timeout {
+		t.Errorf("kv put took %v with --nats-timeout %v and three silent servers", took, timeout)
+	}
+
+	srv := natsembed.StartForTest(t)
+	env = append(env, "CONTROLFEED_NATS_URL="+strings.Join([]string{a, b, srv.ClientURL()}, ","))
+	if err := runBounded(t, time.Minute, env, "", "kv", "put", "--db", db, "k", "v"); err != nil {
+		t.Fatalf("kv put with one healthy server of three: %v", err)
+	}
+}
+
+// A broker's answer that JetStream has no leader or quorum for the call
+// (a 503 API error such as 10008) gets its own hint, and JetStream not
+// enabled at all (also a 503) does not.
+func TestNATSHint_NoLeader(t *testing.T) {
+	s := settings{ArtifactStore: "jetstream"}
+	unavailable := fmt.Errorf("natsobject: bucket %q: %w", "b",
+		&jetstream.APIError{Code: 503, ErrorCode: 10008, Description: "JetStream system temporarily unavailable"})
+	err := s.natsTimeoutHint(kvPutCmd, unavailable)
+	if !errors.Is(err, unavailable) {
+		t.Errorf("the hint does not wrap the error: %v", err)
+	}
+	for _, want := range []string{"JetStream system temporarily unavailable", "no quorum or no leader", "majority", "nats server report jetstream"} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("hint %q does not mention %q", err, want)
+		}
+	}
+	for _, other := range []error{
+		fmt.Errorf("x: %w", jetstream.ErrJetStreamNotEnabled),
+		fmt.Errorf("x: %w", &jetstream.APIError{Code: 404, ErrorCode: 10059, Description: "stream not found"}),
+	} {
+		if got := s.natsTimeoutHint(kvPutCmd, other); got != other {
+			t.Errorf("natsTimeoutHint(%v) = %v, want it unchanged", other, got)
+		}
+	}
+	if got := (&settings{ArtifactStore: "file"}).natsTimeoutHint(kvPutCmd, unavailable); got != unavailable {
+		t.Errorf("a command without a jetstream backend got a broker hint: %v", got)
+	}
 }
