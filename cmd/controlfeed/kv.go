@@ -144,6 +144,9 @@ func (m *Main) runKVPut(ctx context.Context, args []string) error {
 		return err
 	}
 	defer db.Close()
+	if err := s.checkPumpStore(ctx, kvPutCmd, fmt.Sprintf("kv put %q", key), db); err != nil {
+		return err
+	}
 	acfg := s.artifactConfig()
 	acfg.NATS.Create = true // kv put writes artifacts: the producer's side
 	acfg.Logger = log       // a damaged object replaced, an upload sent again
