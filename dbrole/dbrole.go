@@ -32,6 +32,11 @@
 // kv commands and single-node serve) takes the role of the first serve that
 // runs a pump or an applier on it.
 //
+// A producer's database records one more thing, in package outbox rather
+// than here (it holds on PostgreSQL too): the artifact store its pump
+// publishes references into, so that a write into another store is refused
+// (outbox.RecordArtifactStore, outbox.CheckArtifactStore).
+//
 // # Concurrency and crashes
 //
 // Record runs in one transaction: of two processes racing to record

@@ -124,5 +124,12 @@ $$`,
 	upsertChain: `INSERT INTO controlfeed_outbox_chain (id, seq, digest, key_id, updated_at) VALUES (1, $1, $2, $3, $4)
 	ON CONFLICT (id) DO UPDATE SET seq = excluded.seq, digest = excluded.digest, key_id = excluded.key_id, updated_at = excluded.updated_at`,
 
+	storeTableExists: `SELECT CASE WHEN to_regclass('controlfeed_outbox_artifact_store') IS NULL THEN 0 ELSE 1 END`,
+	lockStoreTable:   `SELECT pg_advisory_xact_lock(1668247156, 0)`,
+	createStoreTable: createStoreTable,
+	selectStore:      `SELECT backend, location, recorded_at FROM controlfeed_outbox_artifact_store WHERE id = 1`,
+	insertStore: `INSERT INTO controlfeed_outbox_artifact_store (id, backend, location, recorded_at) VALUES (1, $1, $2, $3)
+	ON CONFLICT (id) DO NOTHING`,
+
 	timeValue: func(t time.Time) any { return t.UTC() },
 }

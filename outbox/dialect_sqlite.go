@@ -82,6 +82,23 @@ type dialect struct {
 	// upsertChain records it. Args: seq, digest, key id, time.
 	upsertChain string
 
+	// storeTableExists tells whether controlfeed_outbox_artifact_store
+	// exists (created by RecordArtifactStore, not by Migrate). Columns:
+	// one integer, 0 or 1.
+	storeTableExists string
+	// lockStoreTable, if not "", runs first in RecordArtifactStore's
+	// transaction, before createStoreTable (PostgreSQL: concurrent
+	// CREATE TABLE IF NOT EXISTS can fail).
+	lockStoreTable string
+	// createStoreTable creates it if missing; idempotent.
+	createStoreTable string
+	// selectStore reads the recorded store. Columns: backend, location,
+	// recorded_at (text in sqliteTimeLayout).
+	selectStore string
+	// insertStore records one unless one is recorded. Args: backend,
+	// location, recorded_at (text).
+	insertStore string
+
 	// timeValue encodes a time for a bind parameter.
 	timeValue func(time.Time) any
 }
@@ -181,5 +198,20 @@ var sqlite = dialect{
 	upsertChain: `INSERT INTO controlfeed_outbox_chain (id, seq, digest, key_id, updated_at) VALUES (1, ?, ?, ?, ?)
 	ON CONFLICT (id) DO UPDATE SET seq = excluded.seq, digest = excluded.digest, key_id = excluded.key_id, updated_at = excluded.updated_at`,
 
+	storeTableExists: `SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'controlfeed_outbox_artifact_store'`,
+	createStoreTable: createStoreTable,
+	selectStore:      `SELECT backend, location, recorded_at FROM controlfeed_outbox_artifact_store WHERE id = 1`,
+	insertStore: `INSERT INTO controlfeed_outbox_artifact_store (id, backend, location, recorded_at) VALUES (1, ?, ?, ?)
+	ON CONFLICT (id) DO NOTHING`,
+
 	timeValue: func(t time.Time) any { return t.UTC().Format(sqliteTimeLayout) },
 }
+
+// createStoreTable is the same on both dialects: recorded_at is text in
+// sqliteTimeLayout, so the record reads back alike everywhere.
+const createStoreTable = `CREATE TABLE IF NOT EXISTS controlfeed_outbox_artifact_store (
+	id          INTEGER PRIMARY KEY CHECK (id = 1),
+	backend     TEXT    NOT NULL,
+	location    TEXT    NOT NULL,
+	recorded_at TEXT    NOT NULL
+)`

@@ -76,6 +76,29 @@
 // it: many concurrent transactions on overlapping keys, both producer styles,
 // late commits and rollbacks; it fails when the lock is removed.
 //
+// # The pump's artifact store
+//
+// Every event a producer appends names its payload by an artifact
+// reference, and every node fetches that reference from the store it is
+// configured with: the producer's pump's store. A write that stores its
+// payload in another store (another backend, bucket or directory than the
+// pump's) commits an event that every node halts at, "artifact not found". So a producer records, once, which store its pump publishes
+// references into (RecordArtifactStore, which controlfeed serve calls when
+// it runs a pump), and every writer that stores an artifact and then
+// appends checks its own store against the record first
+// (CheckArtifactStore), before anything is stored.
+//
+// The record is the one row of the table controlfeed_outbox_artifact_store,
+// created by the first RecordArtifactStore (not by Migrate, so databases of
+// every schema version get it when a pump first starts on them, and
+// commands that only read never see a change). It is never changed by this
+// package: to move a producer to another store on purpose, first make sure
+// every node can read the events already in the feed and in the outbox
+// (copy their artifacts into the new store), then, while no controlfeed
+// process uses the database, delete the row,
+// "DELETE FROM controlfeed_outbox_artifact_store" (sqlite3 or psql); the
+// next pump to start records its own store.
+//
 // # Delivery semantics
 //
 // Rows are published strictly in id order. A failed publish stops the pass at

@@ -2,6 +2,7 @@ package outbox_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -83,4 +84,30 @@ func Example() {
 	// Output:
 	// published: 1 <nil>
 	// pending 0, published 1, dead 0
+}
+
+// A producer records the artifact store its pump publishes references
+// into; a writer checks its own store against the record before it stores
+// a payload.
+func ExampleCheckArtifactStore() {
+	ctx := context.Background()
+	dir, _ := os.MkdirTemp("", "outbox-example")
+	defer os.RemoveAll(dir)
+	db, err := sqlitedb.Open(ctx, filepath.Join(dir, "producer.db"))
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	defer db.Close()
+	pumps := outbox.ArtifactStore{Backend: "jetstream", Location: "controlfeed-artifacts"}
+	if err := outbox.RecordArtifactStore(ctx, db, pumps); err != nil {
+		fmt.Println(err)
+		return
+	}
+	fmt.Println(outbox.CheckArtifactStore(ctx, db, pumps))
+	err = outbox.CheckArtifactStore(ctx, db, outbox.ArtifactStore{Backend: "file", Location: "/srv/artifacts"})
+	fmt.Println(errors.Is(err, outbox.ErrArtifactStoreMismatch))
+	// Output:
+	// <nil>
+	// true
 }

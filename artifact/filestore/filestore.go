@@ -40,6 +40,26 @@ func init() {
 	artifact.Register(Name, func(cfg artifact.Config) (artifact.Store, error) {
 		return New(cfg.Dir, &Options{Logger: cfg.Logger})
 	})
+	artifact.RegisterLocate(Name, func(cfg artifact.Config) (string, error) { return Locate(cfg.Dir) })
+}
+
+// Locate returns the location of the store New(dir, ...) opens, without
+// opening or creating anything: dir made absolute and cleaned, with its
+// symbolic links resolved when it exists (so two paths to one directory
+// have one location). It is the store's artifact.LocateFunc. An empty dir
+// is an error.
+func Locate(dir string) (string, error) {
+	if dir == "" {
+		return "", errors.New("filestore: locate: empty directory")
+	}
+	abs, err := filepath.Abs(dir)
+	if err != nil {
+		return "", fmt.Errorf("filestore: locate %q: %w", dir, err)
+	}
+	if real, err := filepath.EvalSymlinks(abs); err == nil {
+		return real, nil
+	}
+	return abs, nil
 }
 
 var _ artifact.Store = (*Store)(nil)

@@ -153,6 +153,18 @@ func init() {
 	artifact.Register(Name, func(cfg artifact.Config) (artifact.Store, error) {
 		return New(context.Background(), cfg.NATS, &Options{Logger: cfg.Logger})
 	})
+	artifact.RegisterLocate(Name, func(cfg artifact.Config) (string, error) { return Locate(cfg.NATS), nil })
+}
+
+// Locate returns the location of the store New(ctx, cfg, ...) opens,
+// without connecting: the bucket's name (DefaultBucket when cfg.Bucket is
+// empty). The servers (cfg.URLs) are not part of it: clients may reach one
+// cluster through different URLs. It is the store's artifact.LocateFunc.
+func Locate(cfg artifact.NATSConfig) string {
+	if cfg.Bucket == "" {
+		return DefaultBucket
+	}
+	return cfg.Bucket
 }
 
 var (

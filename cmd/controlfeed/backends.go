@@ -13,14 +13,16 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/controlfeed/controlfeed/artifact"
+	"github.com/controlfeed/controlfeed/artifact/filestore"
 	"github.com/controlfeed/controlfeed/artifact/natsobject"
 	"github.com/controlfeed/controlfeed/feed"
 	"github.com/controlfeed/controlfeed/feed/filesource"
 	"github.com/controlfeed/controlfeed/feed/natsfeed"
+	"github.com/controlfeed/controlfeed/outbox"
 
-	// Every backend the controlfeed command can use, activated by import.
-	// This is the only file that imports backends; add new ones here.
-	_ "github.com/controlfeed/controlfeed/artifact/filestore"
+	// Every backend the controlfeed command can use, activated by import
+	// (filestore and natsobject above, by name). This is the only file
+	// that imports backends; add new ones here.
 	_ "github.com/controlfeed/controlfeed/feed/nop"
 	_ "github.com/controlfeed/controlfeed/fleet/filefleet"
 	_ "github.com/controlfeed/controlfeed/fleet/natsfleet"
@@ -159,4 +161,27 @@ func timedOut(err error) bool {
 	var ne net.Error
 	return errors.Is(err, context.DeadlineExceeded) || errors.Is(err, nats.ErrTimeout) ||
 		errors.Is(err, jetstream.ErrAsyncPublishTimeout) || errors.As(err, &ne) && ne.Timeout()
+}
+
+// describeStore names an artifact store as an operator configures it: "the
+// file store at DIR", "the jetstream store (bucket "B")".
+func describeStore(st outbox.ArtifactStore) string {
+	switch st.Backend {
+	case filestore.Name:
+		return "the file store at " + st.Location
+	case natsobject.Name:
+		return fmt.Sprintf("the %s store (bucket %q)", st.Backend, st.Location)
+	}
+	return fmt.Sprintf("the %s store %q", st.Backend, st.Location)
+}
+
+// storeFlags returns the flags that select the artifact store st.
+func storeFlags(st outbox.ArtifactStore) string {
+	switch st.Backend {
+	case filestore.Name:
+		return "--artifact-store " + st.Backend + " --artifact-dir " + st.Location
+	case natsobject.Name:
+		return "--artifact-store " + st.Backend + " --nats-bucket " + st.Location
+	}
+	return "--artifact-store " + st.Backend
 }

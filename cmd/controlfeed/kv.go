@@ -36,7 +36,13 @@ A value larger than --max-artifact-bytes is refused before anything is
 stored or committed (exit status 1): nodes halt at an artifact larger than
 their own --max-artifact-bytes, so give the producer and every node the
 same limit. From standard input, at most that many bytes (plus one) are
-read.` + postgresHelp,
+read.
+
+Give kv put the artifact store the producer's "serve --feed-sink" publishes
+from (--artifact-store, --artifact-dir or --nats-bucket): nodes fetch the
+value from that store. Once such a serve has run on --db, it has recorded
+its store there, and another one is refused before anything is stored or
+committed (exit status 1), naming both stores and the flags to give.` + postgresHelp,
 	example:  `controlfeed kv put --db producer.db --artifact-dir /var/lib/cf/artifacts tenant/42/plan pro`,
 	settings: kvWriteSettings,
 	createDB: true,
@@ -144,6 +150,9 @@ func (m *Main) runKVPut(ctx context.Context, args []string) error {
 		return err
 	}
 	defer db.Close()
+	if err := s.checkPumpStore(ctx, kvPutCmd, fmt.Sprintf("kv put %q", key), db); err != nil {
+		return err
+	}
 	acfg := s.artifactConfig()
 	acfg.NATS.Create = true // kv put writes artifacts: the producer's side
 	acfg.Logger = log       // a damaged object replaced, an upload sent again

@@ -166,8 +166,14 @@ func TestMisuse_ServeInTheOtherRole(t *testing.T) {
 // process and waits until it holds the pump lock.
 func startProducer(t *testing.T, db, feedDir string) *exec.Cmd {
 	t.Helper()
+	return startProducerWith(t, db, feedDir)
+}
+
+// startProducerWith is startProducer with more flags.
+func startProducerWith(t *testing.T, db, feedDir string, flags ...string) *exec.Cmd {
+	t.Helper()
 	var logs syncBuffer
-	cmd := exec.Command(binary, "serve", "--db", db, "--feed-sink", "file", "--feed-dir", feedDir, "--poll-interval", "50ms")
+	cmd := exec.Command(binary, append([]string{"serve", "--db", db, "--feed-sink", "file", "--feed-dir", feedDir, "--poll-interval", "50ms"}, flags...)...)
 	cmd.Env = []string{"PATH=" + os.Getenv("PATH"), "HOME=" + t.TempDir()}
 	cmd.Stdout, cmd.Stderr = &logs, &logs
 	if err := cmd.Start(); err != nil {

@@ -161,7 +161,7 @@ func (m *Main) runServe(ctx context.Context, args []string) error {
 		if ctx.Err() != nil {
 			return nil // stopped by a signal while starting
 		}
-		return err
+		return servePumpStoreError(s.DB, err)
 	}
 	if err := s.createSnapshotCatalog(ctx, log); err != nil {
 		n.Close()

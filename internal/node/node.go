@@ -25,6 +25,18 @@
 // changing anything, to open it in the other role afterwards. On a node's
 // database kv.Put and kv.Delete refuse local writes.
 //
+// # The pump's artifact store
+//
+// A producer records in its database which artifact store its pump
+// publishes references into: the backend and its location
+// (outbox.RecordArtifactStore with artifact.Locate's answer; the file
+// store's absolute directory, the jetstream store's bucket, not the NATS
+// URLs). Open refuses a sink with another store than the recorded one
+// (outbox.ErrArtifactStoreMismatch): events already in the outbox and the
+// feed name artifacts that the nodes fetch from the recorded store. Writers
+// that store artifacts (controlfeed kv put) check the record before storing
+// anything. To change the store on purpose, see package outbox.
+//
 // # One pump per producer database
 //
 // A producer takes an exclusive flock(2) on DB + PumpLockSuffix
@@ -346,7 +358,11 @@ type Node struct {
 // With a sink, Open first takes the database's pump lock and fails if
 // another pump holds it (see the package documentation). It refuses a
 // database recorded in the other role before migrating it, and records the
-// role once everything else has opened.
+// role once everything else has opened. With a sink it likewise refuses a
+// database whose outbox records another artifact store than the
+// configuration's, before opening any backend when the database exists,
+// and records the store last (see "The pump's artifact store" in the
+// package documentation).
 func Open(ctx context.Context, cfg *Config) (_ *Node, err error) {
 	var c Config
 	if cfg != nil {
@@ -422,6 +438,9 @@ func Open(ctx context.Context, cfg *Config) (_ *Node, err error) {
 			return nil, err
 		}
 	}
+	if err := n.checkArtifactStore(ctx); err != nil {
+		return nil, err
+	}
 	if n.sink != nil {
 		n.pump, err = outbox.NewPump(n.db, n.sink, &outbox.Config{
 			Logger:       n.log, // the pump adds component=outbox.pump
@@ -469,7 +488,45 @@ func Open(ctx context.Context, cfg *Config) (_ *Node, err error) {
 			return nil, fmt.Errorf("node: %s: %w", c.DB, err)
 		}
 	}
+	if n.sink != nil {
+		st, err := n.artifactStore()
+		if err != nil {
+			return nil, err
+		}
+		if err := outbox.RecordArtifactStore(ctx, n.db, st); err != nil {
+			return nil, fmt.Errorf("node: %s: %w", RedactDB(c.DB), err)
+		}
+	}
 	return n, nil
+}
+
+// artifactStore names the artifact store of the configuration (backend and
+// artifact.Locate's location) as the outbox records it.
+func (n *Node) artifactStore() (outbox.ArtifactStore, error) {
+	loc, err := artifact.Locate(n.cfg.ArtifactStore, n.cfg.Artifact)
+	if err != nil {
+		return outbox.ArtifactStore{}, fmt.Errorf("node: %w", err)
+	}
+	return outbox.ArtifactStore{Backend: n.cfg.ArtifactStore, Location: loc}, nil
+}
+
+// checkArtifactStore refuses, for a producer (a process with a sink), a
+// database whose outbox records another artifact store than the
+// configuration's (outbox.CheckArtifactStore): events already queued or
+// published name artifacts nodes fetch from the recorded store. It only
+// reads; a node or a single-node process checks nothing.
+func (n *Node) checkArtifactStore(ctx context.Context) error {
+	if n.cfg.FeedSink == nop.Name {
+		return nil
+	}
+	st, err := n.artifactStore()
+	if err != nil {
+		return err
+	}
+	if err := outbox.CheckArtifactStore(ctx, n.db, st); err != nil {
+		return fmt.Errorf("node: %s: %w", RedactDB(n.cfg.DB), err)
+	}
+	return nil
 }
 
 // openSnapshots opens the feed's snapshot catalog and the periodic
@@ -538,12 +595,16 @@ func migrate(ctx context.Context, db *sql.DB, path string) error {
 }
 
 // openDB opens the database, refusing one recorded in another role, and,
-// for a producer, takes the pump lock.
+// for a producer, refuses one whose pump used another artifact store and
+// takes the pump lock.
 func (n *Node) openDB(ctx context.Context, role dbrole.Role) (err error) {
 	if n.db, err = openChecked(ctx, n.cfg.DB, role); err != nil {
 		return err
 	}
 	if role == dbrole.Producer {
+		if err := n.checkArtifactStore(ctx); err != nil {
+			return err
+		}
 		if n.lock, err = lockPump(n.cfg.DB); err != nil {
 			return err
 		}
