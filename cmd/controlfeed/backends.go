@@ -141,16 +141,17 @@ func (s *settings) usesJetStream(cmd *command) bool {
 }
 
 // noLeader reports whether err is JetStream's answer that it cannot serve
-// the call for now: no meta leader, no stream leader, no quorum (a 503
-// API error such as 10008 "JetStream system temporarily unavailable").
-// JetStream not enabled on the server, also a 503, is not one.
+// the call for now: no meta leader, no stream leader, no quorum (API
+// errors 10008 "JetStream system temporarily unavailable", 10009 "not
+// leader", 10118 "all peers offline"). JetStream not enabled, not in
+// clustered mode, or a stream that failed to load is not one.
 func noLeader(err error) bool {
 	var apiErr *jetstream.APIError
 	if !errors.As(err, &apiErr) {
 		return false
 	}
 	switch apiErr.ErrorCode {
-	case 10006, 10008, 10009, 10118, 10194: // cluster not active, system unavailable, not leader, stream offline
+	case 10008, 10009, 10118: // system temporarily unavailable, not leader, all of a stream's peers offline
 		return true
 	}
 	return false // a 503 may also be "JetStream not enabled": not an outage to wait out

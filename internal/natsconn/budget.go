@@ -2,6 +2,8 @@ package natsconn
 
 import (
 	"cmp"
+	"context"
+	"math/rand/v2"
 	"net"
 	"sync"
 	"time"
@@ -16,17 +18,24 @@ import (
 // that accept and never answer (a stopped process: the kernel still accepts)
 // each add one timeout.
 //
-// Each attempt gets an equal share of what is left: with n servers, the
-// k-th dial (0-based) may take (deadline-now)/(n-k), and the last one all
+// Each server gets an equal share of what is left: with n servers, the
+// k-th (0-based) may take (deadline-now)/(n-k), and the last one all
 // that is left. A server that refuses at once gives its share to the ones
 // after it, and a healthy server answers in a fraction of its share, so
 // one stalled server among three still leaves the others two thirds of the
 // timeout. Once the initial connect has ended (done), the dialer is a plain
 // net.Dialer with the timeout: a reconnect gives each server its whole
 // timeout again, as nats.go does.
+//
+// One Dial is one server: Connect turns nats.go's host lookup off
+// (nats.SkipHostLookup) and Dial resolves the name itself, trying its
+// addresses in random order (unless nats.DontRandomize) as nats.go would,
+// each within the server's share.
 type connectBudget struct {
-	dialer  net.Dialer
-	servers int
+	dialer    net.Dialer
+	servers   int
+	lookup    bool // resolve host names in Dial (nats.go's lookup is off)
+	randomize bool
 
 	mu       sync.Mutex
 	deadline time.Time // zero once the initial connect has ended
@@ -44,13 +53,17 @@ func newConnectBudget(servers int, opts []nats.Option) *connectBudget {
 			_ = opt(&o) // an option that fails fails again in nats.Connect, which reports it
 		}
 	}
-	if o.CustomDialer != nil {
+	if o.CustomDialer != nil || o.InProcessServer != nil {
 		return nil
 	}
 	timeout := cmp.Or(o.Timeout, nats.DefaultTimeout)
-	b := &connectBudget{servers: max(servers, 1), deadline: time.Now().Add(timeout)}
+	b := &connectBudget{servers: max(servers, 1), deadline: time.Now().Add(timeout),
+		lookup: !o.SkipHostLookup, randomize: !o.NoRandomize}
 	if o.Dialer != nil {
 		b.dialer = *o.Dialer
+	}
+	if o.AllowMultipathTCP != nil {
+		b.dialer.SetMultipathTCP(*o.AllowMultipathTCP)
 	}
 	b.dialer.Timeout = timeout
 	return b
@@ -63,29 +76,79 @@ func (b *connectBudget) done() {
 	b.mu.Unlock()
 }
 
-// Dial implements nats.CustomDialer.
-func (b *connectBudget) Dial(network, address string) (net.Conn, error) {
+// share returns the deadline of the next server's attempt, zero if the
+// initial connect has ended.
+func (b *connectBudget) share() time.Time {
 	b.mu.Lock()
+	defer b.mu.Unlock()
 	if b.deadline.IsZero() {
-		b.mu.Unlock()
-		return b.dialer.Dial(network, address)
+		return time.Time{}
 	}
-	left := time.Until(b.deadline)
+	now := time.Now()
+	left := b.deadline.Sub(now)
 	if n := b.servers - b.attempts; n > 1 {
 		left /= time.Duration(n)
 	}
 	b.attempts++
-	b.mu.Unlock()
-	if left <= 0 {
-		return nil, &net.OpError{Op: "dial", Net: network, Addr: nil, Err: errBudgetSpent}
+	return now.Add(left)
+}
+
+// Dial implements nats.CustomDialer. nats.go calls it once per server.
+func (b *connectBudget) Dial(network, address string) (net.Conn, error) {
+	deadline := b.share()
+	if !deadline.IsZero() && !time.Now().Before(deadline) {
+		return nil, &net.OpError{Op: "dial", Net: network, Addr: addr(address), Err: errBudgetSpent}
 	}
-	d := b.dialer
-	d.Deadline = time.Now().Add(left)
-	c, err := d.Dial(network, address)
-	if err != nil {
-		return nil, err
+	ctx := context.Background()
+	if !deadline.IsZero() {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithDeadline(ctx, deadline)
+		defer cancel()
 	}
-	return &budgetConn{Conn: c, b: b, deadline: d.Deadline}, nil
+	hosts := b.hosts(ctx, address)
+	var err error
+	for _, h := range hosts {
+		d := b.dialer
+		d.Timeout /= time.Duration(len(hosts)) // as nats.go does
+		var c net.Conn
+		if c, err = d.DialContext(ctx, network, h); err != nil {
+			continue
+		}
+		if deadline.IsZero() {
+			return c, nil
+		}
+		// Bound the handshake even where nats.go sets no deadline (the
+		// TLS handshake of a wss:// server); nats.go clears it once
+		// connected.
+		if err := c.SetDeadline(deadline); err != nil {
+			c.Close()
+			return nil, err
+		}
+		return &budgetConn{Conn: c, b: b, deadline: deadline}, nil
+	}
+	return nil, err
+}
+
+// hosts returns the addresses to dial for address, resolved and shuffled
+// the way nats.go's own dialing would, or address alone.
+func (b *connectBudget) hosts(ctx context.Context, address string) []string {
+	host, port, err := net.SplitHostPort(address)
+	if !b.lookup || err != nil || net.ParseIP(host) != nil {
+		return []string{address}
+	}
+	r := cmp.Or(b.dialer.Resolver, net.DefaultResolver)
+	addrs, _ := r.LookupHost(ctx, host)
+	if len(addrs) == 0 {
+		return []string{address}
+	}
+	hosts := make([]string, len(addrs))
+	for i, a := range addrs {
+		hosts[i] = net.JoinHostPort(a, port)
+	}
+	if b.randomize {
+		rand.Shuffle(len(hosts), func(i, j int) { hosts[i], hosts[j] = hosts[j], hosts[i] })
+	}
+	return hosts
 }
 
 // budgetConn is a connection dialed during the initial connect: the read
@@ -119,3 +182,9 @@ type budgetError struct{}
 func (budgetError) Error() string   { return "the connect timeout ran out before this server's turn" }
 func (budgetError) Timeout() bool   { return true }
 func (budgetError) Temporary() bool { return true }
+
+// addr is the address of a server not dialed.
+type addr string
+
+func (a addr) Network() string { return "tcp" }
+func (a addr) String() string  { return string(a) }

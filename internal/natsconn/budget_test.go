@@ -59,7 +59,7 @@ func TestConnect_SilentServersShareOneTimeout(t *testing.T) {
 	if took > 2*timeout {
 		t.Errorf("Connect took %v, more than its timeout %v allows", took, timeout)
 	}
-	for _, want := range []string{"test: connect ", urls[0], "connect timeout 1s", "raise the timeout"} {
+	for _, want := range []string{"test: connect ", urls[0], "connect timeout 1s", "equal share"} {
 		if !strings.Contains(err.Error(), want) {
 			t.Errorf("error %q does not contain %q", err, want)
 		}

@@ -155,13 +155,19 @@ func Connect(what string, urls []string, auth Auth, opts ...nats.Option) (*nats.
 	budget := newConnectBudget(len(urls), opts)
 	if budget != nil {
 		opts = append(opts[:len(opts):len(opts)], nats.SetCustomDialer(budget))
+		if budget.lookup {
+			opts = append(opts, nats.SkipHostLookup()) // the budget's Dial resolves: one Dial per server
+		}
 		defer budget.done()
 	}
 	nc, err := nats.Connect(strings.Join(urls, ","), opts...)
 	if err != nil {
 		if budget != nil && isTimeout(err) {
-			err = fmt.Errorf("no server completed the connect within the connect timeout %v (each server in turn got an equal share of it; "+
-				"check that the servers run and are reachable, or raise the timeout): %w", budget.dialer.Timeout, err)
+			shared := ""
+			if len(urls) > 1 {
+				shared = ", each server in turn an equal share of what was left"
+			}
+			err = fmt.Errorf("no server completed the connect within the connect timeout %v%s: %w", budget.dialer.Timeout, shared, err)
 		}
 		return nil, Scrub(fmt.Errorf("%s: connect %s: %w", what, RedactURLs(urls), err), urls, auth)
 	}
