@@ -82,14 +82,14 @@ func (s *Store) lookup(ctx context.Context) error {
 		return fmt.Errorf("natsobject: bucket %q: %w; the producer (kv put, or serve with a feed sink) creates it with its --nats-replicas; if the producer runs already, check that --nats-bucket names the producer's bucket", s.bucket, ErrNoBucket)
 	}
 	if err != nil {
-		return fmt.Errorf("natsobject: bucket %q: %w", s.bucket, err)
+		return fmt.Errorf("natsobject: bucket %q: look it up (%s): %w", s.bucket, s.brokerState(), err)
 	}
 	stream, err := s.js.Stream(ctx, streamName(s.bucket))
 	if errors.Is(err, jetstream.ErrStreamNotFound) {
 		return fmt.Errorf("natsobject: bucket %q: %w; the producer (kv put, or serve with a feed sink) creates it with its --nats-replicas; if the producer runs already, check that --nats-bucket names the producer's bucket", s.bucket, ErrNoBucket)
 	}
 	if err != nil {
-		return fmt.Errorf("natsobject: bucket %q: stream %s: %w", s.bucket, streamName(s.bucket), err)
+		return fmt.Errorf("natsobject: bucket %q: stream %s (%s): %w", s.bucket, streamName(s.bucket), s.brokerState(), err)
 	}
 	s.openMu.Lock()
 	s.obs, s.stream = obs, stream

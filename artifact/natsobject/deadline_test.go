@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 
 	"github.com/controlfeed/controlfeed/artifact"
@@ -185,5 +186,29 @@ func testGetStalled(t *testing.T, size int) {
 	rc.Close()
 	if err != nil || !bytes.Equal(got, data) {
 		t.Fatalf("Get after the stall: %d bytes, %v", len(got), err)
+	}
+}
+
+// New's error for a bucket look-up the broker cannot answer names the
+// connection's state and the server, so an operator sees which server
+// failed it (here one without JetStream).
+func TestNew_LookupErrorNamesTheServer(t *testing.T) {
+	ns, err := server.NewServer(&server.Options{Host: "127.0.0.1", Port: -1, NoLog: true, NoSigs: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	go ns.Start()
+	t.Cleanup(ns.Shutdown)
+	if !ns.ReadyForConnections(10 * time.Second) {
+		t.Fatal("server not ready")
+	}
+	_, err = natsobject.New(t.Context(), artifact.NATSConfig{URLs: []string{ns.ClientURL()}, RequestTimeout: time.Second}, nil)
+	if err == nil {
+		t.Fatal("New succeeded on a server without JetStream")
+	}
+	for _, want := range []string{`bucket "controlfeed-artifacts": look it up (connection connected, server ` + ns.ClientURL()} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("New: %v, want it to contain %q", err, want)
+		}
 	}
 }
