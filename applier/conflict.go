@@ -41,7 +41,9 @@ func (e *ConflictError) Unwrap() error { return ErrConflict }
 // applied event and compared when the EventID shows up again.
 func EventDigest(e controlevent.Event) string {
 	e.ControlVersion = 0
-	var buf [512]byte
+	// 1 KiB holds a signed event (about 560 bytes) without a heap
+	// allocation; larger ones grow.
+	var buf [1024]byte
 	b, err := controlevent.AppendJSON(buf[:0], e) // json.Marshal's bytes
 	if err != nil {
 		return ""

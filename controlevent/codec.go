@@ -370,6 +370,31 @@ func Decode(b []byte) (Event, error) {
 	return decodeSlow(b)
 }
 
+// DecodePublished is Decode followed by setting ControlVersion to
+// controlVersion (the position the feed gives the event; a control_version
+// in b is ignored) and Validate: a Source's way to turn a stored event into
+// the one it returns. It does not check again what the decoder has checked
+// (the canonical form of the extra members it kept), so it costs less than
+// the two calls; the result and the error are theirs. Errors wrap
+// ErrInvalid. It is safe for concurrent use and does not retain b.
+func DecodePublished(b []byte, controlVersion uint64) (Event, error) {
+	if len(b) > MaxEncodedSize {
+		return Event{}, fmt.Errorf("controlevent: decode: %d bytes exceeds the %d-byte limit for one event: %w", len(b), MaxEncodedSize, ErrInvalid)
+	}
+	e, fast := decodeFast(b)
+	if !fast {
+		var err error
+		if e, err = decodeSlow(b); err != nil {
+			return Event{}, err
+		}
+	}
+	e.ControlVersion = controlVersion
+	if err := e.validate(fast); err != nil {
+		return Event{}, err
+	}
+	return e, nil
+}
+
 // Field numbers of the decoders, one bit each in their seen-sets.
 const (
 	fEventID = iota

@@ -14,9 +14,23 @@ func FuzzDecodeValidate(f *testing.F) {
 	f.Add(good)
 	f.Add([]byte(`{"event_id":"e","type":"t","control_version":1}`))
 	f.Add([]byte(`{}`))
+	f.Add([]byte(`{"event_id":"e","type":"t","control_version":1,"zeta":{"c":[1,true,null]},"alpha":"x"}`))
 	f.Add([]byte("{\n  \"id\": 1,\n  \"event_id\": \"e\",\n  \"tenant_id\": \"acme\",\n  \"type\": \"t\",\n  \"control_version\": 10,\n  \"created_at\": \"\"\n}"))
 	f.Add([]byte(`{"event_id":"e","type":"t","control_version":1,"created_at":"2026-11-27 10:00","x":{"y":[1,"<"]}}`))
 	f.Fuzz(func(t *testing.T, b []byte) {
+		// DecodePublished is Decode, a ControlVersion and Validate in one.
+		p, perr := controlevent.DecodePublished(b, 7)
+		q, qerr := controlevent.Decode(b)
+		if qerr == nil {
+			q.ControlVersion = 7
+			qerr = q.Validate()
+		}
+		if perr == nil && qerr == nil && p.CreatedAt.Equal(q.CreatedAt) {
+			p.CreatedAt = q.CreatedAt // a fixed zone is a new *Location per decode
+		}
+		if (perr == nil) != (qerr == nil) || perr != nil && perr.Error() != qerr.Error() || perr == nil && p != q {
+			t.Fatalf("DecodePublished = %+v, %v; Decode and Validate = %+v, %v", p, perr, q, qerr)
+		}
 		e, err := controlevent.Decode(b)
 		if err != nil {
 			return

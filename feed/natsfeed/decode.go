@@ -19,17 +19,13 @@ func DecodeMessage(seq uint64, hdr nats.Header, body []byte) (controlevent.Event
 	if seq == 0 {
 		return controlevent.Event{}, fmt.Errorf("natsfeed: decode message at stream sequence 0: %w", controlevent.ErrInvalid)
 	}
-	e, err := controlevent.Decode(body)
+	e, err := controlevent.DecodePublished(body, seq)
 	if err != nil {
 		return controlevent.Event{}, fmt.Errorf("natsfeed: decode message at stream sequence %d: %w", seq, err)
 	}
 	if id := hdr.Get(jetstream.MsgIDHeader); id != "" && id != e.EventID {
 		return controlevent.Event{}, fmt.Errorf("natsfeed: decode message at stream sequence %d: header %s %q differs from event_id %q: %w",
 			seq, jetstream.MsgIDHeader, id, e.EventID, controlevent.ErrInvalid)
-	}
-	e.ControlVersion = seq
-	if err := e.Validate(); err != nil {
-		return controlevent.Event{}, fmt.Errorf("natsfeed: decode message at stream sequence %d: %w", seq, err)
 	}
 	return e, nil
 }
