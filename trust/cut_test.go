@@ -129,3 +129,26 @@ func TestOnlySig_SignedEvent(t *testing.T) {
 		t.Fatal("onlySig accepted a value json.Marshal would write with \\u003c")
 	}
 }
+
+// TestScanWireSig_Overflow: a number just above the largest uint64 is not
+// read as a small one (it wrapped to 1: a seq-1 event's member rewritten
+// with seq 18446744073709551617 still verified), and encoding/json's
+// refusal is kept.
+func TestScanWireSig_Overflow(t *testing.T) {
+	for _, s := range []string{
+		`{"v":1,"kid":"k","seq":18446744073709551617,"prev":"","sig":"x"}`,
+		`{"v":18446744073709551617,"kid":"k","seq":1,"prev":"","sig":"x"}`,
+		`{"v":1,"kid":"k","seq":18446744073709551616,"prev":"","sig":"x"}`,
+	} {
+		if ws, ok := scanWireSig(s); ok {
+			t.Errorf("scanWireSig(%s) = seq %d, v %d; want it refused", s, ws.Seq, ws.V)
+		}
+		if _, err := decodeWireSig(s); err == nil {
+			t.Errorf("decodeWireSig(%s) accepted it", s)
+		}
+	}
+	ws, ok := scanWireSig(`{"v":1,"kid":"k","seq":18446744073709551615,"prev":"","sig":"x"}`)
+	if !ok || ws.Seq != 1<<64-1 {
+		t.Fatalf("the largest seq: %+v, %v", ws, ok)
+	}
+}

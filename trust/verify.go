@@ -337,10 +337,11 @@ func scanUint(s string) (uint64, string, bool) {
 	i := 0
 	var v uint64
 	for i < len(s) && '0' <= s[i] && s[i] <= '9' {
-		if v > (1<<64-1)/10 {
+		d := uint64(s[i] - '0')
+		if v > (1<<64-1-d)/10 { // v*10+d would wrap
 			return 0, s, false
 		}
-		v = v*10 + uint64(s[i]-'0')
+		v = v*10 + d
 		i++
 	}
 	if i == 0 || i > 1 && s[0] == '0' {
