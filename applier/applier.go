@@ -67,6 +67,9 @@ type Applier struct {
 	// lastPollFull reports that the last Poll returned at least MaxBatch
 	// events: a backlog, so apply polls ahead (see pollAhead).
 	lastPollFull bool
+	// warnedUnverified: a node without a keyring has logged, once, that
+	// the feed it applies is signed.
+	warnedUnverified bool
 	// restChecked holds the signature checks of rest's events, one per
 	// event and in order, made with the keyring restRing by the poll ahead
 	// that fetched rest or by the apply of the batch before it; nil when
@@ -440,6 +443,12 @@ func (a *Applier) apply(ctx context.Context, cursor uint64, evs []controlevent.E
 	if lerr != nil && ctx.Err() != nil {
 		return 0, ctx.Err()
 	}
+	if a.cfg.Keyring == nil && !a.warnedUnverified && len(evs) > 0 && strings.Contains(evs[len(evs)-1].Extra, `"`+trust.SignatureMember+`":`) {
+		a.warnedUnverified = true
+		a.log.Warn("applier: the feed's events are signed, but this node trusts no key and verifies none of them: a forged event would be applied; "+
+			"give it the producer's public key (serve --trust-key, Config.Keyring) to verify (docs/SECURITY.md)",
+			"event_id", evs[len(evs)-1].EventID, "control_version", evs[len(evs)-1].ControlVersion)
+	}
 	var head trust.Head
 	var planned map[string]bool // EventIDs planned in this batch, for verify
 	var checked []trust.Result  // the signature checks of evs[first:]
@@ -653,8 +662,11 @@ func (a *Applier) apply(ctx context.Context, cursor uint64, evs []controlevent.E
 // nothing, so it passes whatever the checks say: a signed event republished
 // after the broker's duplicate window (a replay of what the node applied),
 // or one an operator skipped with SkipSecurityHalt. The chain then moves to
-// it only if its signature is valid and it lies ahead of the head (the
-// operator accepted the events missing before it).
+// it only if its signature is valid and it lies beyond the head's next seq
+// (a chain-gap: the operator accepted the events missing before it). A
+// skipped chain-fork (the right seq after another predecessor: an injected
+// event, or a second chain) or replay leaves the head where it was, so the
+// producer's own next event still follows on.
 func (a *Applier) verify(ev controlevent.Event, r trust.Result, known bool, lerr error, head trust.Head) (trust.Head, *failure) {
 	v, verr := r.Verified, r.Err
 	err := verr
@@ -671,7 +683,7 @@ func (a *Applier) verify(ev controlevent.Event, r trust.Result, known bool, lerr
 	}
 	a.log.Warn("applier: an event that failed the trust checks is already recorded here; passing it as a duplicate, nothing applied",
 		"event_id", ev.EventID, "control_version", ev.ControlVersion, "security", securityReason(err), "err", err)
-	if verr == nil && v.Link.Seq > head.Seq {
+	if verr == nil && v.Link.Seq > head.Seq+1 {
 		return v.Head(), nil
 	}
 	return head, nil

@@ -224,11 +224,13 @@ func Skip(ctx context.Context, db *sql.DB, eventID string) error {
 // checks (Halt.Security is set): the explicit override an operator uses
 // after finding out who wrote the event and deciding it must be passed (for
 // example, the events missing before it are known lost). It records the
-// event as skipped, never applied. If the event's signature is valid, the
-// node's chain head moves to it when the applier passes it (the chain
-// restarts there); otherwise the chain head stays where it was, so the next
-// signed event must follow the last trusted one. Like Skip, it also passes
-// an ordinary halt.
+// event as skipped, never applied. If the event's signature is valid and
+// its seq lies beyond the chain head's next one (a chain-gap: the events
+// missing before it are accepted as lost), the node's chain head moves to
+// it when the applier passes it (the chain restarts there); otherwise (an
+// unsigned, unknown-key, bad or malformed signature, a chain-fork, a
+// chain-replay) the chain head stays where it was, so the producer's own
+// next event follows on. Like Skip, it also passes an ordinary halt.
 func SkipSecurityHalt(ctx context.Context, db *sql.DB, eventID string) error {
 	return skip(ctx, db, eventID, true)
 }

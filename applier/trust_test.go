@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"slices"
 	"strings"
 	"testing"
@@ -99,34 +100,37 @@ func TestTrust_Refused(t *testing.T) {
 		build  func(s *signer, good []controlevent.Event) (feed []controlevent.Event, halt string)
 		reason string
 		// moves: after the override, whether the chain head moved to the
-		// skipped event (its signature is valid).
+		// skipped event (its signature is valid and it lies past a gap).
 		moves bool
+		// resumes: after the override, the producer's next signed event
+		// applies with no other action (the runbook's promise).
+		resumes bool
 	}{
 		"Unsigned": {func(s *signer, good []controlevent.Event) ([]controlevent.Event, string) {
 			return append(good, ev(4, typ)), "evt-4"
-		}, "unsigned", false},
+		}, "unsigned", false, true},
 		"UnknownKey": {func(s *signer, good []controlevent.Event) ([]controlevent.Event, string) {
 			other.head = s.head
 			return append(good, other.sign(ev(4, typ))), "evt-4"
-		}, "unknown-key", false},
+		}, "unknown-key", false, true},
 		"AlteredField": {func(s *signer, good []controlevent.Event) ([]controlevent.Event, string) {
 			e := s.sign(ev(4, typ))
 			e.Key = "tenants/evil"
 			s.head = trust.Head{} // the producer never signed this
 			return append(good, e), "evt-4"
-		}, "bad-signature", false},
+		}, "bad-signature", false, false},
 		"Dropped": {func(s *signer, good []controlevent.Event) ([]controlevent.Event, string) {
 			s.sign(ev(4, typ)) // signed, never delivered
 			e := s.sign(ev(5, typ))
 			e.ControlVersion = 4
 			return append(good, e), "evt-5"
-		}, "chain-gap", true},
+		}, "chain-gap", true, true},
 		"Swapped": {func(s *signer, good []controlevent.Event) ([]controlevent.Event, string) {
 			e4 := s.sign(ev(4, typ))
 			e5 := s.sign(ev(5, typ))
 			e4.ControlVersion, e5.ControlVersion = 5, 4
 			return append(good, e5, e4), "evt-5"
-		}, "chain-gap", true},
+		}, "chain-gap", true, false},
 		"ReplayUnrecorded": {func(s *signer, good []controlevent.Event) ([]controlevent.Event, string) {
 			// An old signed event under a new EventID is a bad
 			// signature; under its own id at a new position a replay.
@@ -134,11 +138,11 @@ func TestTrust_Refused(t *testing.T) {
 			fresh := &signer{t: s.t, key: s.key}
 			e := fresh.sign(ev(4, typ))
 			return append(good, e), "evt-4"
-		}, "chain-replay", false},
+		}, "chain-replay", false, true},
 		"Injected": {func(s *signer, good []controlevent.Event) ([]controlevent.Event, string) {
 			forged := &signer{t: s.t, key: s.key, head: trust.Head{Seq: s.head.Seq, Digest: "sha256:" + fmt.Sprintf("%064d", 0)}}
 			return append(good, forged.sign(ev(4, typ))), "evt-4"
-		}, "chain-fork", true},
+		}, "chain-fork", false, true},
 	}
 	for name, c := range cases {
 		t.Run(name, func(t *testing.T) {
@@ -195,6 +199,18 @@ func TestTrust_Refused(t *testing.T) {
 			if moved := headAfter != headBefore; moved != c.moves {
 				t.Fatalf("chain head %+v -> %+v, moved=%v want %v", headBefore, headAfter, moved, c.moves)
 			}
+			if !c.resumes {
+				return // AlteredField: the producer's next event follows the unaltered copy; Swapped: the other copy follows
+			}
+			next := s.sign(ev(9, typ))
+			next.ControlVersion = uint64(len(evts) + 1)
+			src.Add(next)
+			if err := drain(t, a); err != nil {
+				t.Fatalf("the producer's next event after the override: %v", err)
+			}
+			if h.count("evt-9") != 1 || cursorOf(t, db) != next.ControlVersion {
+				t.Fatalf("the producer's next event applied %d times, cursor %d", h.count("evt-9"), cursorOf(t, db))
+			}
 		})
 	}
 }
@@ -233,9 +249,16 @@ func TestTrust_RepublishAfterDedupWindow(t *testing.T) {
 func TestTrust_NoKeyringIgnoresSignatures(t *testing.T) {
 	db, _ := openDB(t)
 	s := newSigner(t, 1)
-	src := &FakeSource{Events: []controlevent.Event{s.sign(ev(1, typ)), ev(2, typ)}}
-	if err := drain(t, newApplier(t, db, src, nil, newInsertHandler(), nil)); err != nil || cursorOf(t, db) != 2 {
+	src := &FakeSource{Events: []controlevent.Event{s.sign(ev(1, typ)), ev(2, typ), s.sign(ev(3, typ))}}
+	var logs bytes.Buffer
+	withLog := func(c *applier.Config) { c.Logger = slog.New(slog.NewTextHandler(&logs, nil)) }
+	a := newApplier(t, db, src, nil, newInsertHandler(), withLog)
+	if err := drain(t, a); err != nil || cursorOf(t, db) != 3 {
 		t.Fatalf("drain = %v, cursor %d", err, cursorOf(t, db))
+	}
+	// It says so, once: a node an operator forgot to give --trust-key.
+	if n := strings.Count(logs.String(), "the feed's events are signed, but this node trusts no key"); n != 1 {
+		t.Fatalf("the unverified-signed-feed warning was logged %d times, want 1:\n%s", n, logs.String())
 	}
 }
 
