@@ -84,7 +84,8 @@ func (m *Main) runStatus(ctx context.Context, args []string) error {
 
 // haltAdvice is what status tells the operator to do about halt h. A skip
 // passes over the event for good, so the node no longer equals its
-// producer: it is offered only when the event itself is at fault, not when
+// producer: it is offered only when the event itself is at fault (for a
+// security halt, only as the explicit override, after the runbook), not when
 // the node cannot read a payload the producer stored (its artifact store
 // settings or its --max-artifact-bytes differ from the producer's), which
 // is fixed in the node's configuration. Only the
@@ -92,6 +93,10 @@ func (m *Main) runStatus(ctx context.Context, args []string) error {
 // package's sentinel messages, which the stored error wraps.
 func haltAdvice(h *node.Halt, db string) string {
 	switch {
+	case h.Security != "":
+		return fmt.Sprintf("the event failed verification (%s) and may be forged: do not skip it before finding out who wrote it "+
+			"(docs/SECURITY.md, \"Operator runbook: a security halt\"); a plain skip refuses it, the explicit override is "+
+			"controlfeed skip --db %s --security-override %s", h.Security, db, h.EventID)
 	case strings.Contains(h.Error, artifact.ErrNotFound.Error()):
 		return "this node's artifact store does not hold the event's payload: check that serve's --artifact-store and " +
 			"--artifact-dir (or --nats-url/--nats-bucket) are the producer's, and restart the node with them: it then applies the event. " +
