@@ -115,9 +115,12 @@
 //     "00000000000000000042.json" can be read), and a late write (a file
 //     that appeared at or below a position the Source had already
 //     delivered: it returned it, or was polled from a cursor at or above it
-//     within the feed; wraps ErrLateWrite): every Poll fails, naming the
-//     file, until it is fixed or removed. The operator fixes the file, or
-//     removes it and appends its event again through a Sink.
+//     within the feed; wraps ErrLateWrite): every Poll from at or above the
+//     file's position fails, naming the file, until it is fixed or removed.
+//     The operator fixes the file, or removes it and appends its event
+//     again through a Sink. A Poll from below it (the consumer halted at a
+//     later event, and polls again from its cursor) has not passed it: the
+//     file is then read in order, as a Source started then would read it.
 //   - A cursor below the marker: a *feed.CursorBehindError.
 //   - A bad file at a known position P (not a valid event, per
 //     controlevent.Decode then Event.Validate): Poll returns the valid events

@@ -604,6 +604,9 @@ func (ix *index) firstAvailable() uint64 {
 // it returns that problem's error instead. Errors that stop the whole feed
 // and retention come first. It moves the delivery horizon.
 func (ix *index) poll(since uint64, batch int) ([]controlevent.Event, error) {
+	if since < ix.horizon && len(ix.late) > 0 {
+		ix.rewind(since)
+	}
 	ix.horizon = max(ix.horizon, min(since, ix.highWater()))
 	if err := ix.blocking(); err != nil {
 		return nil, err
@@ -621,6 +624,29 @@ func (ix *index) poll(since uint64, batch int) ([]controlevent.Event, error) {
 		return nil, ix.problemError(p)
 	}
 	return evs, nil
+}
+
+// rewind is a consumer's Poll from since, below the horizon: it has not
+// passed the positions above since (it halted at a later event and polls
+// again from its cursor, or a batch it was given did not commit), so a late
+// file above since is not missed: it is read in order from now on, as a
+// Source started now would read it (an operator putting back, at its
+// position, a file the consumer halted after). Late files at or below since
+// stay late. The horizon comes down to since; the events above it are
+// delivered again, and whatever appears at or below it later is late.
+func (ix *index) rewind(since uint64) {
+	ix.horizon = since
+	var back []*entry
+	for name, e := range ix.late {
+		if e.pos > since {
+			delete(ix.late, name)
+			back = append(back, e)
+		}
+	}
+	slices.SortFunc(back, func(a, b *entry) int { return strings.Compare(a.name, b.name) })
+	for _, e := range back {
+		ix.add(e)
+	}
 }
 
 // ready reports whether poll(since) would return events or an error.

@@ -458,3 +458,57 @@ func TestSink_Append_NotStarvedByReaders(t *testing.T) {
 	cancel()
 	wg.Wait()
 }
+
+// A file put back at its position while the consumer still polls from below
+// it (it halted at a later event: a signed feed's chain-gap, after the file
+// was removed) is read in order by the running Source, as a restarted one
+// would read it: the operator's "put the file back" needs no restart. Once
+// the consumer has polled from at or above the position, a file appearing
+// there is late.
+func TestSource_Poll_PutBackBelowHaltedConsumer(t *testing.T) {
+	ctx := t.Context()
+	eachMode(t, func(t *testing.T) {
+		dir := t.TempDir()
+		sink := openSink(t, dir)
+		for i := range 4 {
+			if _, err := sink.Append(ctx, newEvent(fmt.Sprint("e", i+1))); err != nil {
+				t.Fatal(err)
+			}
+		}
+		name2 := filepath.Join(dir, fmt.Sprintf("%020d.json", 2))
+		b2, err := os.ReadFile(name2)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Remove(name2); err != nil { // before the consumer starts
+			t.Fatal(err)
+		}
+		src := openSource(t, dir)
+		if got, err := src.Poll(ctx, 1); err != nil || !slices.Equal(cvList(got), []uint64{3, 4}) {
+			t.Fatalf("Poll(1) = %v, %v; want [3 4]", cvList(got), err)
+		}
+		// The consumer halted at 3 and polls from 1 again; the file is back.
+		writeRaw(t, dir, fmt.Sprintf("%020d.json", 2), b2)
+		for range 2 {
+			if got, err := src.Poll(ctx, 1); err != nil || !slices.Equal(cvList(got), []uint64{2, 3, 4}) {
+				t.Fatalf("Poll(1) after putting 2 back = %v, %v; want [2 3 4]", cvList(got), err)
+			}
+		}
+		// Applied through 4: a file appearing below now is late, and stays
+		// late whatever the consumer's later polls above it.
+		if got, err := src.Poll(ctx, 4); err != nil || len(got) != 0 {
+			t.Fatalf("Poll(4) = %v, %v", cvList(got), err)
+		}
+		writeEventFile(t, dir, "late.json", published("late", 3))
+		for _, since := range []uint64{4, 3} {
+			if _, err := src.Poll(ctx, since); !errors.Is(err, filesource.ErrLateWrite) || !strings.Contains(err.Error(), "late.json") {
+				t.Fatalf("Poll(%d) after a file appeared at 3 = %v; want ErrLateWrite naming late.json", since, err)
+			}
+		}
+		// A consumer moved back below it (SetCursor, a restore) reads it
+		// in order: here as a conflict with the event already at 3.
+		if _, err := src.Poll(ctx, 2); !errors.Is(err, filesource.ErrConflict) {
+			t.Fatalf("Poll(2) with two files at 3 = %v; want ErrConflict", err)
+		}
+	})
+}

@@ -121,7 +121,8 @@ func (s *Source) Dir() string { return s.dir }
 //     appeared at or below a position this Source has already delivered (it
 //     returned it, or was polled from a cursor at or above it): every Poll
 //     fails, naming the file (late writes wrap ErrLateWrite), until it is
-//     removed.
+//     removed; a late file above sinceControlVersion is not missed (the
+//     consumer polls from below it again), so it is read in order instead.
 //
 // A cursor below the prune marker's position returns a
 // *feed.CursorBehindError; without a marker, no cursor is behind retention.
