@@ -41,3 +41,42 @@ func CheckSigner(ctx context.Context, db *sql.DB, kid string) error {
 	}
 	return nil
 }
+
+// KeyUse is what a producer database's outbox knows of one key: whether the
+// pump's last published signed event was signed by it (the chain head the
+// pump keeps, at seq LastSeq), and whether an outbox row announces or
+// revokes it (a key event the pump has not pruned).
+type KeyUse struct {
+	SignedLast bool
+	LastSeq    uint64
+	InKeyEvent bool
+}
+
+// ReadKeyUse returns what db's outbox knows of the key kid (see KeyUse). It
+// reads only. "keys revoke" calls it to refuse revoking the key the pump
+// still signs with, and to warn about an id nothing in the outbox names (a
+// typo revokes nothing).
+func ReadKeyUse(ctx context.Context, db *sql.DB, kid string) (KeyUse, error) {
+	var u KeyUse
+	var signer string
+	err := db.QueryRowContext(ctx, `SELECT seq, key_id FROM controlfeed_outbox_chain WHERE id = 1`).Scan(&u.LastSeq, &signer)
+	switch {
+	case errors.Is(err, sql.ErrNoRows):
+		u.LastSeq = 0
+	case err != nil:
+		return u, fmt.Errorf("outbox: read the key that signed the last published event: %w", err)
+	default:
+		u.SignedLast = signer == kid
+	}
+	var one int
+	err = db.QueryRowContext(ctx, `SELECT 1 FROM controlfeed_outbox WHERE type IN ($1, $2) AND "key" = $3 LIMIT 1`,
+		trust.TypeAddKey, trust.TypeRevokeKey, kid).Scan(&one)
+	switch {
+	case errors.Is(err, sql.ErrNoRows):
+	case err != nil:
+		return u, fmt.Errorf("outbox: look up the key events of %s: %w", kid, err)
+	default:
+		u.InKeyEvent = true
+	}
+	return u, nil
+}

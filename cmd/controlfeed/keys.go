@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"crypto/rand"
+	"database/sql"
 	"encoding/base64"
 	"encoding/json"
 	"errors"
@@ -82,11 +83,17 @@ node from the event's position on: a later event signed by it is a security
 halt (unknown-key). The pump signs the event with its current key, which
 must be another trusted key if the revoked one is compromised (restart the
 producer with the new key first). A producer started on this database with
-the revoked key refuses to start. See docs/SECURITY.md.`,
+the revoked key refuses to start. See docs/SECURITY.md.
+
+It refuses to revoke the key that signed the pump's last published event
+(the pump may still sign with it: the fleet would halt at its next event)
+unless --force is given, and notes an id that no event of the outbox names
+(a mistyped id revokes nothing).`,
 	example:  `controlfeed keys revoke --db producer.db ed25519:83f6ed4738d593fd`,
-	settings: []string{"db", "log-format", "log-level"},
+	settings: []string{"db", "force", "log-format", "log-level"},
 	override: map[string]flagHelp{
-		"db": {usage: "the producer's SQLite database `FILE`; must exist"},
+		"db":    {usage: "the producer's SQLite database `FILE`; must exist"},
+		"force": {usage: "revoke even the key that signed the pump's last published event (the pump is stopped for good, or already signs with another key and has published nothing since)", show: "false"},
 	},
 }
 
@@ -228,11 +235,22 @@ func (v trustKeysValue) String() string {
 	return strings.Join(v.s.TrustKeys, ",")
 }
 
+// Set refuses an empty entry (an empty value, or nothing between two
+// commas): a --trust-key "$UNSET" would otherwise leave the node with no
+// trusted key, which turns verification off without a word.
 func (v trustKeysValue) Set(val string) error {
-	for _, e := range strings.Split(val, ",") {
-		if e = strings.TrimSpace(e); e != "" {
-			v.s.TrustKeys = append(v.s.TrustKeys, e)
+	entries := strings.Split(val, ",")
+	for i, e := range entries {
+		e = strings.TrimSpace(e)
+		if e == "" {
+			where := "the value is empty"
+			if len(entries) > 1 {
+				where = fmt.Sprintf("entry %d of %d is empty", i+1, len(entries))
+			}
+			return fmt.Errorf("%s (an unset shell variable?): a node with no trusted key verifies nothing; name a .pub file or ID=KEY, "+
+				"or, to run without verification on purpose, leave out --trust-key and CONTROLFEED_TRUST_KEY", where)
 		}
+		v.s.TrustKeys = append(v.s.TrustKeys, e)
 	}
 	return nil
 }
@@ -348,6 +366,11 @@ func (m *Main) runKeysEvent(ctx context.Context, cmd *command, args []string) er
 		return err
 	}
 	defer db.Close()
+	if cmd == keysRevokeCmd {
+		if err := m.checkRevoke(ctx, db, ev.Key, s.Force); err != nil {
+			return err
+		}
+	}
 	tx, err := db.BeginTx(ctx, nil)
 	if err != nil {
 		return fmt.Errorf("controlfeed %s: %s: %w", cmd.name, s.DB, err)
@@ -360,5 +383,28 @@ func (m *Main) runKeysEvent(ctx context.Context, cmd *command, args []string) er
 		return fmt.Errorf("controlfeed %s: %s: commit: %w", cmd.name, s.DB, err)
 	}
 	fmt.Fprintln(m.Stdout, ev.EventID)
+	return nil
+}
+
+// checkRevoke refuses "keys revoke" of the key that signed the pump's last
+// published event (unless force): the pump may still sign with it, so the
+// revocation would be signed by the key it revokes and every verifying node
+// would halt at the pump's next event (unknown-key). It notes, on stderr,
+// an id no event of the outbox names: a mistyped id revokes nothing.
+func (m *Main) checkRevoke(ctx context.Context, db *sql.DB, kid string, force bool) error {
+	u, err := outbox.ReadKeyUse(ctx, db, kid)
+	if err != nil {
+		return fmt.Errorf("controlfeed keys revoke %s: %w", kid, err)
+	}
+	if u.SignedLast && !force {
+		return fmt.Errorf("controlfeed keys revoke %s: refused: the pump signed its last published event (chain seq %d) with this key, so it may still sign with it: "+
+			"the revocation would be signed by the key it revokes, and every verifying node would halt at the pump's next event (unknown-key); nothing was queued. "+
+			"First restart serve with another key the nodes trust (--signing-key NEW.key, see docs/SECURITY.md) and let it publish one event (any change), then revoke; "+
+			"if serve already signs with another key and has published nothing since, or the pump is stopped for good, pass --force", kid, u.LastSeq)
+	}
+	if !u.SignedLast && !u.InKeyEvent {
+		fmt.Fprintf(m.Stderr, "controlfeed keys revoke: note: no event in this outbox announces or revokes %s, and the pump's last published event was not signed by it: "+
+			"check the id (a mistyped id revokes nothing; \"controlfeed keys show FILE\" prints a key's id). Revoking a key the nodes trust only through --trust-key is fine.\n", kid)
+	}
 	return nil
 }

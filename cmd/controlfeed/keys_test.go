@@ -78,6 +78,11 @@ func TestServe_TrustFlags(t *testing.T) {
 		{[]string{"--feed-source", "file", "--feed-dir", feedDir}, []string{"CONTROLFEED_TRUST_KEY=" + filepath.Join(dir, "missing.pub")}, "missing.pub: no such file"},
 		{[]string{"--feed-source", "file", "--feed-dir", feedDir, "--signing-key", info.SecretFile}, nil, "only a producer signs"},
 		{[]string{"--feed-sink", "file", "--feed-dir", feedDir, "--trust-key", info.PublicFile}, nil, "only a node verifies"},
+		// An empty entry would leave the node trusting nothing: no verification.
+		{[]string{"--feed-source", "file", "--feed-dir", feedDir, "--trust-key", ""}, nil, "the value is empty"},
+		{[]string{"--feed-source", "file", "--feed-dir", feedDir, "--trust-key", " , "}, nil, "entry 1 of 2 is empty"},
+		{[]string{"--feed-source", "file", "--feed-dir", feedDir, "--trust-key", info.PublicFile + ","}, nil, "entry 2 of 2 is empty"},
+		{[]string{"--feed-source", "file", "--feed-dir", feedDir}, []string{"CONTROLFEED_TRUST_KEY="}, "verifies nothing"},
 	}
 	for _, c := range cases {
 		_, _, err := run(t, c.env, "", append([]string{"serve", "--db", db}, c.args...)...)
@@ -141,5 +146,64 @@ func TestServe_RefusesRevokedSigningKey(t *testing.T) {
 	mustRun(t, env, "", "keys", "announce", "--db", db, keys["old"].PublicFile)
 	if err := outbox.CheckSigner(context.Background(), openTestDB(t, context.Background(), db), keys["old"].KeyID); err != nil {
 		t.Errorf("after announcing the old key again: %v; want it usable", err)
+	}
+}
+
+// TestKeysRevoke_Guards: "keys revoke" refuses the key that signed the
+// pump's last published event (the fleet would halt at the pump's next
+// event), queuing nothing, unless --force; it notes an id that nothing in
+// the outbox names (a typo revokes nothing), and revokes it.
+func TestKeysRevoke_Guards(t *testing.T) {
+	dir := t.TempDir()
+	var info keyInfo
+	if err := json.Unmarshal([]byte(mustRun(t, nil, "", "keys", "generate", "--out", filepath.Join(dir, "keys"), "--json")), &info); err != nil {
+		t.Fatal(err)
+	}
+	feedDir := filepath.Join(dir, "feed")
+	env := []string{"CONTROLFEED_ARTIFACT_DIR=" + filepath.Join(dir, "art"), "CONTROLFEED_POLL_INTERVAL=20ms"}
+	db := filepath.Join(dir, "producer.db")
+	mustRun(t, env, "", "kv", "put", "--db", db, "a", "1")
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() {
+		m := &Main{Environ: func() []string { return env }, Stdout: io.Discard, Stderr: io.Discard}
+		done <- m.Run(ctx, []string{"serve", "--db", db, "--feed-sink", "file", "--feed-dir", feedDir, "--signing-key", info.SecretFile})
+	}()
+	waitFor(t, 30*time.Second, "the producer to publish its signed event", func() bool {
+		out, _, err := run(t, nil, "", "tail", "--follow=false", "--feed-dir", feedDir)
+		return err == nil && strings.Count(out, "\n") == 1
+	})
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatalf("serve: %v", err)
+	}
+	pending := func() int {
+		var n int
+		if err := openTestDB(t, context.Background(), db).QueryRow(`SELECT COUNT(*) FROM controlfeed_outbox WHERE type = 'controlfeed.trust.revoke_key'`).Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+	_, _, err := run(t, env, "", "keys", "revoke", "--db", db, info.KeyID)
+	if err == nil || !strings.Contains(err.Error(), "refused: the pump signed its last published event (chain seq 1) with this key") || !strings.Contains(err.Error(), "--force") {
+		t.Fatalf("revoke of the pump's signing key = %v; want a refusal naming --force", err)
+	}
+	if n := pending(); n != 0 {
+		t.Fatalf("the refused revocation queued %d rows", n)
+	}
+	mustRun(t, env, "", "keys", "revoke", "--db", db, "--force", info.KeyID)
+	if n := pending(); n != 1 {
+		t.Fatalf("revoke --force queued %d rows, want 1", n)
+	}
+	// A typo: noted, and queued (a key trusted only through --trust-key is
+	// named by nothing in the outbox either).
+	typo := "ed25519:0000000000000000"
+	_, errOut, err := run(t, env, "", "keys", "revoke", "--db", db, typo)
+	if err != nil || !strings.Contains(errOut, "note: no event in this outbox announces or revokes "+typo) {
+		t.Fatalf("revoke of an unknown id = %v, stderr %q; want success with a note", err, errOut)
+	}
+	// Revoked once already: it is named by a key event now, no note.
+	if _, errOut, err := run(t, env, "", "keys", "revoke", "--db", db, typo); err != nil || strings.Contains(errOut, "note:") {
+		t.Fatalf("second revoke of %s = %v, stderr %q", typo, err, errOut)
 	}
 }
