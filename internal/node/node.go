@@ -68,6 +68,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"time"
 
@@ -656,6 +657,17 @@ func (n *Node) Run(ctx context.Context) error {
 	n.log.Info("controlfeed node starting",
 		"db", RedactDB(n.cfg.DB), "feed_source", n.cfg.FeedSource, "feed_sink", n.cfg.FeedSink,
 		"artifact_store", n.cfg.ArtifactStore, "artifact_dir", n.cfg.Artifact.Dir, "listen", n.listenAddr())
+	if n.pump != nil && n.cfg.SigningKey != nil {
+		n.log.Info("the pump signs every event it publishes", "signing_key", n.cfg.SigningKey.ID())
+	}
+	if n.applier != nil {
+		if kr := n.cfg.TrustedKeys; kr != nil {
+			n.log.Info("the applier verifies every event: it applies only events signed by a trusted key, in chain order",
+				"trusted_keys", strings.Join(kr.IDs(), ","))
+		} else {
+			n.log.Info("the applier verifies no signature (no --trust-key): it applies whatever the feed holds; see docs/SECURITY.md")
+		}
+	}
 	if n.pump == nil && n.applier == nil {
 		n.log.Info("feed source and sink are both nop: single-node mode, local writes are not published and nothing is applied; set --feed-sink on a producer or --feed-source on a node")
 	}
