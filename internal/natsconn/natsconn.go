@@ -22,12 +22,27 @@ type Auth struct {
 	TLSCAFile, TLSCertFile, TLSKeyFile string
 }
 
+// PingInterval and MaxPingsOutstanding are the client's keepalive: a PING
+// every PingInterval, and the connection is dropped as stale (the client
+// then reconnects to another server of its list) when more than
+// MaxPingsOutstanding have no answer, about 8 s after a server stopped
+// answering. A server that stalls (a SIGSTOPped or wedged nats-server, a
+// link that holds the bytes) keeps its TCP connections open, so without
+// this a client stays on it for nats.go's default of 2 minutes x 2 pings,
+// every request timing out, although the cluster's other members serve.
+const (
+	PingInterval        = 2 * time.Second
+	MaxPingsOutstanding = 3
+)
+
 // Options returns the client options for a connection named name that
-// reconnects forever, waiting reconnectWait between attempts, with auth's
-// credentials and TLS settings, followed by extra (which may override any
-// of them).
+// reconnects forever, waiting reconnectWait between attempts, drops a
+// server that stops answering (PingInterval, MaxPingsOutstanding), with
+// auth's credentials and TLS settings, followed by extra (which may
+// override any of them).
 func Options(name string, reconnectWait time.Duration, auth Auth, extra ...nats.Option) []nats.Option {
-	opts := []nats.Option{nats.Name(name), nats.MaxReconnects(-1), nats.ReconnectWait(reconnectWait)}
+	opts := []nats.Option{nats.Name(name), nats.MaxReconnects(-1), nats.ReconnectWait(reconnectWait),
+		nats.PingInterval(PingInterval), nats.MaxPingsOutstanding(MaxPingsOutstanding)}
 	if auth.CredsFile != "" {
 		opts = append(opts, nats.UserCredentials(auth.CredsFile))
 	}

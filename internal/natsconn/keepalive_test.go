@@ -1,0 +1,51 @@
+package natsconn
+
+import (
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+
+	"github.com/controlfeed/controlfeed/internal/natsembed"
+	"github.com/controlfeed/controlfeed/internal/netproxy"
+)
+
+// TestOptions_StalledServerIsDropped: a server that stops answering but
+// keeps the connection open (a SIGSTOPped cluster member; here a proxy that
+// holds the bytes) is dropped by the keepalive, and the client reconnects to
+// the next server of its list, instead of staying on it for nats.go's
+// default of minutes while every request times out.
+func TestOptions_StalledServerIsDropped(t *testing.T) {
+	s := natsembed.StartForTest(t)
+	p, err := netproxy.Listen("127.0.0.1:0", s.Addr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { p.Close() })
+	stalled := "nats://" + p.Addr()
+	nc, err := Connect("test", []string{stalled, s.ClientURL()}, Auth{}, Options("t", 100*time.Millisecond, Auth{}, nats.DontRandomize())...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	if got := nc.ConnectedUrl(); got != stalled {
+		t.Fatalf("connected to %s, want the first server %s", got, stalled)
+	}
+	p.Pause(netproxy.Both)
+	defer p.Resume(netproxy.Both)
+	start := time.Now()
+	// A liveness bound, generous for a loaded machine: the keepalive
+	// declares the connection stale after about (MaxPingsOutstanding+1) x
+	// PingInterval; nats.go's default would take 4 minutes.
+	bound := 4 * (MaxPingsOutstanding + 1) * PingInterval
+	for nc.ConnectedUrl() != s.ClientURL() || !nc.IsConnected() {
+		if time.Since(start) > bound {
+			t.Fatalf("after %v the client is still on the stalled server (%s, status %v)", bound, nc.ConnectedUrl(), nc.Status())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	t.Logf("reconnected to the answering server %v after the stall began", time.Since(start).Round(100*time.Millisecond))
+	if err := nc.Flush(); err != nil {
+		t.Fatalf("flush on the new server: %v", err)
+	}
+}
