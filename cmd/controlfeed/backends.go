@@ -108,6 +108,10 @@ func (s *settings) natsTimeoutHint(cmd *command, err error) error {
 		return err
 	}
 	if !timedOut(err) {
+		if (errors.Is(err, jetstream.ErrNoStreamResponse) || errors.Is(err, nats.ErrNoStreamResponse)) && s.usesJetStream(cmd) {
+			return fmt.Errorf("%w\ncontrolfeed %s: no JetStream server stored the message: the stream (or the bucket) has no leader now (a majority of a cluster's servers "+
+				"is down or still electing), or no stream stores its subject: check that a majority of the servers run (nats server report jetstream), then run the command again", err, cmd.name)
+		}
 		if noLeader(err) && s.usesJetStream(cmd) {
 			return fmt.Errorf("%w\ncontrolfeed %s: the NATS broker answered that JetStream cannot serve the call now (no quorum or no leader: "+
 				"a majority of a cluster's servers is down or still electing, which the broker reports within seconds): check that a majority of the servers run "+

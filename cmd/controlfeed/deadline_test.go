@@ -228,4 +228,10 @@ func TestNATSHint_NoLeader(t *testing.T) {
 	if got := (&settings{ArtifactStore: "file"}).natsTimeoutHint(kvPutCmd, unavailable); got != unavailable {
 		t.Errorf("a command without a jetstream backend got a broker hint: %v", got)
 	}
+	// An upload during a quorum loss: the publish finds no stream leader.
+	noResponse := fmt.Errorf("natsobject: upload 9 bytes to bucket %q: %w", "b", jetstream.ErrNoStreamResponse)
+	err = s.natsTimeoutHint(kvPutCmd, noResponse)
+	if !errors.Is(err, jetstream.ErrNoStreamResponse) || !strings.Contains(err.Error(), "has no leader now") || !strings.Contains(err.Error(), "majority") {
+		t.Errorf("hint for %v = %v", noResponse, err)
+	}
 }

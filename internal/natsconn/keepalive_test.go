@@ -1,11 +1,13 @@
 package natsconn
 
 import (
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/nats-io/nats.go"
 
+	"github.com/controlfeed/controlfeed/internal/freeport"
 	"github.com/controlfeed/controlfeed/internal/natsembed"
 	"github.com/controlfeed/controlfeed/internal/netproxy"
 )
@@ -47,5 +49,23 @@ func TestOptions_StalledServerIsDropped(t *testing.T) {
 	t.Logf("reconnected to the answering server %v after the stall began", time.Since(start).Round(100*time.Millisecond))
 	if err := nc.Flush(); err != nil {
 		t.Fatalf("flush on the new server: %v", err)
+	}
+}
+
+// TestConnect_Hints: a refused connection, refused credentials and a list
+// separated by ';' say what to check.
+func TestConnect_Hints(t *testing.T) {
+	s := natsembed.StartWithAuthForTest(t, "u", "right")
+	if _, err := Connect("test", []string{s.ClientURL()}, Auth{}, Options("t", time.Second, Auth{User: "u", Password: "wrong"}, nats.Timeout(2*time.Second))...); err == nil ||
+		!strings.Contains(err.Error(), "refused this client's credentials") || strings.Contains(err.Error(), "wrong") {
+		t.Errorf("wrong password: %v", err)
+	}
+	closed := freeport.MustAddr(t)
+	if _, err := Connect("test", []string{"nats://" + closed}, Auth{}, Options("t", time.Second, Auth{}, nats.Timeout(2*time.Second))...); err == nil ||
+		!strings.Contains(err.Error(), "no server accepted the connection") {
+		t.Errorf("refused connection: %v", err)
+	}
+	if _, err := Connect("test", []string{s.ClientURL() + ";" + s.ClientURL()}, Auth{}); err == nil || !strings.Contains(err.Error(), "separate several URLs with commas") {
+		t.Errorf("';' in the list: %v", err)
 	}
 }

@@ -162,12 +162,18 @@ func Connect(what string, urls []string, auth Auth, opts ...nats.Option) (*nats.
 	}
 	nc, err := nats.Connect(strings.Join(urls, ","), opts...)
 	if err != nil {
-		if budget != nil && isTimeout(err) {
+		switch {
+		case budget != nil && isTimeout(err):
 			shared := ""
 			if len(urls) > 1 {
 				shared = ", each server in turn an equal share of what was left"
 			}
 			err = fmt.Errorf("no server completed the connect within the connect timeout %v%s: %w", budget.dialer.Timeout, shared, err)
+		case errors.Is(err, nats.ErrNoServers):
+			err = fmt.Errorf("no server accepted the connection (refused or unreachable): check the addresses in --nats-url and that a nats-server runs there "+
+				"(\"controlfeed nats-server\" runs one): %w", err)
+		case errors.Is(err, nats.ErrAuthorization):
+			err = fmt.Errorf("the server refused this client's credentials: check --nats-user and --nats-password (CONTROLFEED_NATS_PASSWORD), or --nats-creds: %w", err)
 		}
 		return nil, Scrub(fmt.Errorf("%s: connect %s: %w", what, RedactURLs(urls), err), urls, auth)
 	}
@@ -180,6 +186,9 @@ func Connect(what string, urls []string, auth Auth, opts ...nats.Option) (*nats.
 // which nats.go reads as nats://host:port.
 func checkScheme(raw string) error {
 	raw = strings.TrimSpace(raw)
+	if strings.Contains(raw, ";") {
+		return fmt.Errorf("server URL %s contains ';': separate several URLs with commas", redactURL(raw))
+	}
 	i := strings.Index(raw, "://")
 	if i < 0 {
 		return nil
