@@ -59,6 +59,20 @@ func noStreamError(stream string) error {
 		"(check --nats-stream and --nats-url if the producer runs)", stream, ErrNoStream)}
 }
 
+// ErrWrongSubject is wrapped by the error a Source's Poll returns while the
+// feed stream stores none of its subject (NATSConfig.Subject, the daemon's
+// --nats-subject): the consumer would filter every event out, and the node
+// would read nothing while it looked healthy.
+var ErrWrongSubject = errors.New("natsfeed: the feed stream stores no message on the configured subject")
+
+// wrongSubjectError is ErrWrongSubject for stream (with its subjects) and
+// subject; it is unavailable (the node waits, reporting it), like a stream
+// that does not exist yet.
+func wrongSubjectError(stream string, subjects []string, subject string) error {
+	return &unavailableError{err: fmt.Errorf("natsfeed: stream %q stores the subjects %q, none of which covers %q: %w; "+
+		"give this node the producer's --nats-subject (or --nats-stream)", stream, subjects, subject, ErrWrongSubject)}
+}
+
 // ReplicasError is returned by NewSink when the existing feed stream has a
 // replica count other than the configured one (NATSConfig.Replicas, the
 // daemon's --nats-replicas). The Sink never changes an existing stream: a

@@ -190,3 +190,31 @@ func TestReplicas_Cluster(t *testing.T) {
 		t.Fatalf("error %q does not offer the existing count", err)
 	}
 }
+
+// A node (or tail) given another subject than the producer's reads nothing
+// from a stream that stores none of it: Poll reports it unavailable, naming
+// ErrWrongSubject, the stream's subjects and the configured one, instead of
+// returning no events as if the feed were empty. With the right subject it
+// reads the feed.
+func TestSource_WrongSubject(t *testing.T) {
+	ctx := t.Context()
+	srv := natsembed.StartForTest(t)
+	cfg := testConfig(srv)
+	appendN(ctx, t, openSink(ctx, t, cfg), 2)
+	wrong := cfg
+	wrong.Subject = cfg.Subject + "x"
+	for _, node := range []string{"node-w", ""} {
+		wrong.NodeName = node
+		src := openSource(ctx, t, wrong)
+		evs, err := src.Poll(ctx, 0)
+		if !errors.Is(err, natsfeed.ErrWrongSubject) || !errors.Is(err, feed.ErrUnavailable) || len(evs) != 0 {
+			t.Fatalf("Poll with subject %q (node %q) = %v, %v; want ErrWrongSubject, unavailable", wrong.Subject, node, cvs(evs), err)
+		}
+		if !strings.Contains(err.Error(), wrong.Subject) || !strings.Contains(err.Error(), "--nats-subject") {
+			t.Errorf("error %q does not name the subject and the flag", err)
+		}
+	}
+	if evs, err := openSource(ctx, t, cfg).Poll(ctx, 0); err != nil || len(evs) != 2 {
+		t.Fatalf("Poll with the producer's subject = %v, %v", cvs(evs), err)
+	}
+}

@@ -540,6 +540,12 @@ func (s *Source) sync(ctx context.Context, since uint64) (ok bool, err error) {
 	if err != nil {
 		return false, fmt.Errorf("natsfeed: poll %d: stream %q: %w", since, s.c.cfg.Stream, err)
 	}
+	// A stream that stores none of the subject would be read as empty. (A
+	// mirror or a sourced stream lists no subjects of its own: not checked.)
+	if subjects := st.CachedInfo().Config.Subjects; len(subjects) > 0 && !slices.ContainsFunc(subjects, func(p string) bool { return subjectMatches(p, s.c.cfg.Subject) }) {
+		s.cons, s.st, s.held = nil, nil, map[string]heldMsg{}
+		return false, wrongSubjectError(s.c.cfg.Stream, subjects, s.c.cfg.Subject)
+	}
 	s.st = st
 	state := st.CachedInfo().State
 	s.syncHead = state.LastSeq
