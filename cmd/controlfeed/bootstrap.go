@@ -143,10 +143,21 @@ func (s *settings) bootstrapOnce(ctx context.Context, log *slog.Logger) error {
 	return s.restoreSnapshot(ctx, log, rec, true)
 }
 
+// errCatalogUnreadable is wrapped (with snapshot.ErrNoCatalog) by
+// latestSnapshot's error when the feed's snapshot catalog could not be
+// opened for another reason than a broker outage (a refused connection or
+// credentials, a missing feed directory): bootstrap then goes on as without
+// a catalog, and says why.
+var errCatalogUnreadable = errors.New("cannot open the feed's snapshot catalog")
+
 // bootstrapNew restores the latest snapshot into a new database, if one
 // is published.
 func (s *settings) bootstrapNew(ctx context.Context, log *slog.Logger) error {
 	rec, err := s.latestSnapshot(ctx)
+	if errors.Is(err, errCatalogUnreadable) {
+		log.Warn("bootstrap: cannot read the feed's snapshot catalog, so no snapshot is restored; the new node replays the feed from the start", "err", err)
+		return nil
+	}
 	if errors.Is(err, snapshot.ErrNoSnapshot) || errors.Is(err, snapshot.ErrNoCatalog) {
 		log.Info("bootstrap: no snapshot is published for the feed; the new node replays it from the start", "reason", err)
 		return nil
@@ -202,7 +213,7 @@ func (s *settings) latestSnapshot(ctx context.Context) (snapshot.Record, error) 
 		}
 		// The feed itself is unusable (a file feed's directory missing):
 		// opening the node reports that in its own words.
-		return snapshot.Record{}, fmt.Errorf("controlfeed serve: bootstrap: cannot open the feed's snapshot catalog: %v: %w", err, snapshot.ErrNoCatalog)
+		return snapshot.Record{}, fmt.Errorf("controlfeed serve: bootstrap: %w: %v: %w", errCatalogUnreadable, err, snapshot.ErrNoCatalog)
 	}
 	defer closeQuietly(cat)
 	rec, err := cat.Latest(ctx)
