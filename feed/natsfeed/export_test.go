@@ -1,6 +1,10 @@
 package natsfeed
 
-import "github.com/nats-io/nats.go"
+import (
+	"context"
+
+	"github.com/nats-io/nats.go"
+)
 
 // WakeSubscription exposes Wait's subscription to the tests (nil before the
 // first Wait).
@@ -37,3 +41,15 @@ func (s *Source) EndSession() {
 	defer s.mu.Unlock()
 	s.endSession()
 }
+
+// RequestContext is the conn's reqCtx, and FireRecovered its recovery
+// signal, for the tests of the recovery cut.
+func (s *Source) RequestContext(ctx context.Context) (context.Context, context.CancelFunc) {
+	return s.c.reqCtx(ctx)
+}
+
+// FireRecovered signals a recovery as a reconnect or a leader election does.
+func (s *Source) FireRecovered() { s.c.fireRecovered("test") }
+
+// RecoveryGrace is reqCtx's grace for young requests.
+const RecoveryGrace = recoveryGrace

@@ -467,12 +467,27 @@ func (c *conn) timeoutState(err error) string {
 // had no leader may never be answered, and waiting out its timeout would
 // delay the retry that can now succeed (the call fails with
 // context.Canceled while ctx is not done; see interrupted).
+//
+// A request younger than recoveryGrace is cut only once it is that old: a
+// leader election that happens while it is in flight is most often its own
+// doing (a new consumer's or bucket's first leader, whose create request is
+// answered right after), not an outage it was sent into.
 func (c *conn) reqCtx(ctx context.Context) (context.Context, context.CancelFunc) {
 	rctx, cancel := context.WithTimeout(ctx, c.opts.RequestTimeout)
 	if ch := c.recoveryChan(); ch != nil {
+		sent := time.Now()
 		go func() {
 			select {
 			case <-ch:
+				if wait := recoveryGrace - time.Since(sent); wait > 0 {
+					t := time.NewTimer(wait)
+					defer t.Stop()
+					select {
+					case <-t.C:
+					case <-rctx.Done():
+						return
+					}
+				}
 				cancel()
 			case <-rctx.Done(): // answered, timed out, or canceled
 			}
@@ -480,6 +495,10 @@ func (c *conn) reqCtx(ctx context.Context) (context.Context, context.CancelFunc)
 	}
 	return rctx, cancel
 }
+
+// recoveryGrace is how old a request must be before a recovery cuts it
+// (see reqCtx).
+const recoveryGrace = 500 * time.Millisecond
 
 // interrupted turns the error of a call that a recovery ended (see reqCtx)
 // into an outage to retry at once; other errors are returned unchanged.

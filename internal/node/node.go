@@ -654,9 +654,12 @@ func (n *Node) Run(ctx context.Context) error {
 		errOnce.Do(func() { firstErr = err })
 		cancel(err)
 	}
-	n.log.Info("controlfeed node starting",
-		"db", RedactDB(n.cfg.DB), "feed_source", n.cfg.FeedSource, "feed_sink", n.cfg.FeedSink,
-		"artifact_store", n.cfg.ArtifactStore, "artifact_dir", n.cfg.Artifact.Dir, "listen", n.listenAddr())
+	store := cmp.Or(n.cfg.ArtifactStore, DefaultArtifactStore)
+	attrs := []any{"db", RedactDB(n.cfg.DB), "feed_source", n.cfg.FeedSource, "feed_sink", n.cfg.FeedSink, "artifact_store", store}
+	if store == DefaultArtifactStore { // the jetstream store has a bucket, not a directory
+		attrs = append(attrs, "artifact_dir", n.cfg.Artifact.Dir)
+	}
+	n.log.Info("controlfeed node starting", append(attrs, "listen", n.listenAddr())...)
 	if n.pump != nil && n.cfg.SigningKey != nil {
 		n.log.Info("the pump signs every event it publishes", "signing_key", n.cfg.SigningKey.ID())
 	}
