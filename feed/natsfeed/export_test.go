@@ -53,3 +53,6 @@ func (s *Source) FireRecovered() { s.c.fireRecovered("test") }
 
 // RecoveryGrace is reqCtx's grace for young requests.
 const RecoveryGrace = recoveryGrace
+
+// TimeoutState is the conn's description of a failed broker call.
+func (s *Source) TimeoutState(err error) string { return s.c.timeoutState(err) }

@@ -3,8 +3,12 @@ package natsfeed_test
 import (
 	"context"
 	"errors"
+	"fmt"
+	"strings"
 	"testing"
 	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/controlfeed/controlfeed/feed/natsfeed"
 	"github.com/controlfeed/controlfeed/internal/natsembed"
@@ -48,5 +52,21 @@ func TestReqCtx_RecoveryGrace(t *testing.T) {
 		}
 	case <-time.After(natsfeed.RecoveryGrace + 2*time.Second):
 		t.Fatal("the fresh request was never cut: one that waits for an answer that never comes would wait out its timeout")
+	}
+}
+
+// A publish no stream answered (a lease renewal or an append during a
+// quorum loss) is described as no leader, not left bare.
+func TestTimeoutState_NoStreamResponse(t *testing.T) {
+	srv := natsembed.StartForTest(t)
+	src := openSource(t.Context(), t, testConfig(srv))
+	if got := src.TimeoutState(fmt.Errorf("renew: %w", jetstream.ErrNoStreamResponse)); !strings.Contains(got, "no leader now") || !strings.Contains(got, "majority") {
+		t.Errorf("no stream response: %q", got)
+	}
+	if got := src.TimeoutState(context.DeadlineExceeded); !strings.Contains(got, "request timeout") {
+		t.Errorf("deadline: %q", got)
+	}
+	if got := src.TimeoutState(errors.New("other")); got != "" {
+		t.Errorf("another error: %q", got)
 	}
 }

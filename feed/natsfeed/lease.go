@@ -96,7 +96,7 @@ func (l *lease) ensure(ctx context.Context) (acquired bool, err error) {
 		case errors.Is(err, jetstream.ErrBucketNotFound), errors.Is(err, jetstream.ErrStreamNotFound):
 			l.kv = nil // deleted by an operator: create it again
 		default:
-			return false, fmt.Errorf("natsfeed: renew the lease of node %q: %w", l.node, err)
+			return false, fmt.Errorf("natsfeed: renew the lease of node %q%s: %w", l.node, l.c.timeoutState(err), err)
 		}
 		l.held = false
 	}

@@ -448,8 +448,12 @@ func (c *conn) close() {
 
 // timeoutState describes, for the error of a broker call that timed out,
 // the connection (its status and server) and the bound that ended it, as
-// " (connection ..., ...)"; it is empty for any other error.
+// " (connection ..., ...)"; for a publish no stream answered (no leader),
+// that; it is empty for any other error.
 func (c *conn) timeoutState(err error) string {
+	if errors.Is(err, jetstream.ErrNoStreamResponse) || errors.Is(err, nats.ErrNoStreamResponse) {
+		return " (no server stored it: the stream or bucket has no leader now; is a majority of the cluster's servers down or still electing?)"
+	}
 	var ne interface{ Timeout() bool }
 	if err == nil || !(errors.Is(err, context.DeadlineExceeded) || errors.Is(err, nats.ErrTimeout) ||
 		errors.Is(err, jetstream.ErrAsyncPublishTimeout) || errors.As(err, &ne) && ne.Timeout()) {

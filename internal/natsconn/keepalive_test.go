@@ -65,7 +65,9 @@ func TestConnect_Hints(t *testing.T) {
 		!strings.Contains(err.Error(), "no server accepted the connection") {
 		t.Errorf("refused connection: %v", err)
 	}
-	if _, err := Connect("test", []string{s.ClientURL() + ";" + s.ClientURL()}, Auth{}); err == nil || !strings.Contains(err.Error(), "separate several URLs with commas") {
-		t.Errorf("';' in the list: %v", err)
+	for _, sep := range []string{";", " ", "; "} {
+		if _, err := Connect("test", []string{s.ClientURL() + sep + s.ClientURL()}, Auth{}); err == nil || !strings.Contains(err.Error(), "separate several URLs with commas") {
+			t.Errorf("%q in the list: %v", sep, err)
+		}
 	}
 }

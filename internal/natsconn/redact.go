@@ -186,8 +186,8 @@ func Connect(what string, urls []string, auth Auth, opts ...nats.Option) (*nats.
 // which nats.go reads as nats://host:port.
 func checkScheme(raw string) error {
 	raw = strings.TrimSpace(raw)
-	if strings.Contains(raw, ";") {
-		return fmt.Errorf("server URL %s contains ';': separate several URLs with commas", redactURL(raw))
+	if i := strings.IndexAny(raw, "; \t"); i >= 0 {
+		return fmt.Errorf("server URL %s contains %q: separate several URLs with commas", redactURL(raw), raw[i:i+1])
 	}
 	i := strings.Index(raw, "://")
 	if i < 0 {
