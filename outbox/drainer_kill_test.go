@@ -144,12 +144,19 @@ func TestPump_DrainerTakeoverAfterSIGKILL(t *testing.T) {
 			standby := fmt.Sprintf("pump-%d", k)
 			start(standby)
 			time.Sleep(300 * time.Millisecond) // it stands by, the feed grows
-			victim := holder()
+			// The lock may be between holders for a moment (a session
+			// ending, a takeover in progress): kill whoever holds it next.
+			var victim string
+			waitFor(t, "a pump to hold the drainer lock", func() bool {
+				victim = holder()
+				return procs[victim] != nil
+			})
 			killed := time.Now()
 			if err := procs[victim].Process.Signal(syscall.SIGKILL); err != nil {
 				t.Fatal(err)
 			}
 			procs[victim].Wait()
+			delete(procs, victim) // dead: never the victim again
 			waitFor(t, standby+" to take over", func() bool { return holder() == standby })
 			t.Logf("SIGKILL of %s: %s took over after %v", victim, standby, time.Since(killed))
 		}
